@@ -1,0 +1,30 @@
+"""Enumerations of the backups app. Values are part of the API contract: never rename."""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class BackupStatus(models.TextChoices):
+    """A backup's `Status`: BackupStarted -> BackupRunning -> BackupCompleted | BackupFailed."""
+
+    STARTED = "BackupStarted", _("started")
+    RUNNING = "BackupRunning", _("running")
+    COMPLETED = "BackupCompleted", _("completed")
+    FAILED = "BackupFailed", _("failed")
+    DELETING = "BackupDeleting", _("deleting")
+    DELETED = "BackupDeleted", _("deleted")
+
+
+class BackupPointType(models.TextChoices):
+    """What lies under a backup point's directory."""
+
+    LOCAL = "local", _("local directory")
+    NFS = "nfs", _("NFS mount")
+    CEPHFS = "cephfs", _("CephFS mount")
+
+
+class BackupPointStatus(models.TextChoices):
+    """A backup point's health as last seen (the neighbouring API's Bpstate)."""
+
+    HEALTHY = "healthy", _("healthy")
+    UNAVAILABLE = "unavailable", _("unavailable")

@@ -1,0 +1,94 @@
+"""Models of the backups app: backup points (directories) and backups of volume snapshots."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from backups import choices
+from volumes.models import Cluster, Snapshot, Tenant, Volume
+
+__all__ = ["BackupPoint", "Backup"]
+
+
+class BackupPoint(models.Model):
+    """A directory (local or an NFS/CephFS mount) that holds backups."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="backup_points")
+    tenant = models.ForeignKey(
+        Tenant,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="backup_points",
+        help_text=_("Empty: usable by every tenant."),
+    )
+    btype = models.CharField(max_length=16, choices=choices.BackupPointType.choices, default=choices.BackupPointType.LOCAL)
+    path = models.CharField(max_length=1024, help_text=_("Absolute directory where workers reach the backup point."))
+    capacity = models.BigIntegerField(help_text=_("Bytes the backup point may hold."))
+    status = models.CharField(
+        max_length=16, choices=choices.BackupPointStatus.choices, default=choices.BackupPointStatus.HEALTHY
+    )
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    modified = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"),
+            models.CheckConstraint(condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+
+class Backup(models.Model):
+    """A backup of one snapshot of a volume, full or incremental on the previous one."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+    desc = models.CharField(max_length=1024, blank=True, default="")
+    backup_point = models.ForeignKey(BackupPoint, on_delete=models.PROTECT, related_name="backups")
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="backups")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="backups")
+    # The source may be deleted; its identity is kept so the backup still restores and lists.
+    volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
+    volume_uuid = models.UUIDField()
+    volume_capacity = models.BigIntegerField()
+    volume_type = models.CharField(max_length=8)
+    snapshot = models.ForeignKey(Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
+    snapshot_uuid = models.UUIDField()
+    snapshot_name = models.CharField(max_length=128)
+    base = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="dependents",
+        help_text=_("The backup this incremental one is stacked on; empty for a full backup."),
+    )
+    status = models.CharField(max_length=24, choices=choices.BackupStatus.choices, default=choices.BackupStatus.STARTED)
+    file_name = models.CharField(max_length=255, blank=True, default="", editable=False)
+    size = models.BigIntegerField(default=0, editable=False)
+    checksum = models.CharField(max_length=64, blank=True, default="", editable=False)
+    expired_time = models.BigIntegerField(default=0, help_text=_("Epoch seconds; 0 = never expires."))
+    protected = models.BooleanField(default=False, help_text=_("Exempt from expiry and retention."))
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    modified = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "cluster", "-created"], name="backups_bk_tenant_cl_created"),
+            models.Index(fields=["volume_uuid", "backup_point", "-created"], name="backups_bk_volume_bp_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.uuid})"

@@ -1,0 +1,365 @@
+"""The scode catalogue: every error the service can answer with, in one place.
+
+Each condition is one exception class with a unique `scode`, the HTTP status it answers with, and
+an English and a Simplified Chinese message template. Services raise these; one exception handler
+(`sharestore.api.exception_handler`) turns them into the envelope. Nothing here imports DRF.
+
+Ranges: 1xxx request, 2xxx authentication and authorization, 3xxx not found, 4xxx conflict and
+state, 5xxx storage and internal. Codes are stable: never reuse or renumber one.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ServiceError", "CATALOGUE"]
+
+
+class _Missing(dict):
+    def __missing__(self, key):
+        return "{" + key + "}"
+
+
+CATALOGUE: dict[int, type["ServiceError"]] = {}
+
+
+class ServiceError(Exception):
+    """Base of every catalogued error: scode, HTTP status and bilingual message templates."""
+
+    scode: int = 5000
+    http_status: int = 500
+    message: str = "internal error"
+    message_cn: str = "内部错误"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "scode" in cls.__dict__:
+            if cls.scode in CATALOGUE:
+                raise RuntimeError(f"scode {cls.scode} is used twice ({CATALOGUE[cls.scode].__name__}, {cls.__name__})")
+            CATALOGUE[cls.scode] = cls
+
+    def __init__(self, desc: str = "", **params):
+        self.params = params
+        self.desc = desc
+        super().__init__(self.render_message())
+
+    def render_message(self) -> str:
+        return self.message.format_map(_Missing(self.params))
+
+    def render_message_cn(self) -> str:
+        return self.message_cn.format_map(_Missing(self.params))
+
+
+class InternalError(ServiceError):
+    """An unexpected failure inside the service."""
+
+    scode = 5000
+
+
+# 1xxx: the request itself is wrong -------------------------------------------------------------
+
+
+class MalformedRequest(ServiceError):
+    """The body is not a JSON object."""
+
+    scode, http_status = 1000, 400
+    message = "malformed request body: {reason}"
+    message_cn = "请求体格式错误：{reason}"
+
+
+class InvalidParameter(ServiceError):
+    """A field is present but its value is invalid (type, format, range)."""
+
+    scode, http_status = 1001, 400
+    message = "invalid parameter {field}: {reason}"
+    message_cn = "参数 {field} 无效：{reason}"
+
+
+class MissingParameter(ServiceError):
+    """A required field is absent."""
+
+    scode, http_status = 1002, 400
+    message = "missing required parameter {field}"
+    message_cn = "缺少必填参数 {field}"
+
+
+class InvalidVolumeType(ServiceError):
+    """volume_type is not one of block, share, fs."""
+
+    scode, http_status = 1003, 400
+    message = "invalid volume_type {value!r}: expected one of block, share, fs"
+    message_cn = "卷类型 {value!r} 无效，应为 block、share、fs 之一"
+
+
+class InvalidCapacity(ServiceError):
+    """capacity or snap_capacity is out of range or misaligned."""
+
+    scode, http_status = 1004, 400
+    message = "invalid {field}: {reason}"
+    message_cn = "{field} 无效：{reason_cn}"
+
+
+class InvalidName(ServiceError):
+    """A name is empty, too long or contains forbidden characters."""
+
+    scode, http_status = 1005, 400
+    message = "invalid {field}: {reason}"
+    message_cn = "{field} 无效：{reason_cn}"
+
+
+class VolumeNameMismatch(ServiceError):
+    """volume_name does not match the volume named by volume_uuid."""
+
+    scode, http_status = 1006, 400
+    message = "volume_name {given!r} does not match volume {uuid}"
+    message_cn = "卷名称 {given!r} 与卷 {uuid} 不符"
+
+
+class ImportRejected(ServiceError):
+    """backing_file cannot be imported (outside the import roots, not a regular file, unsafe image)."""
+
+    scode, http_status = 1010, 422
+    message = "backing_file rejected: {reason}"
+    message_cn = "已有卷文件不可导入：{reason}"
+
+
+class CapacityTooSmall(ServiceError):
+    """capacity is smaller than the imported image's virtual size."""
+
+    scode, http_status = 1011, 400
+    message = "capacity {capacity} is smaller than the image's virtual size {virtual_size}"
+    message_cn = "容量 {capacity} 小于镜像的虚拟大小 {virtual_size}"
+
+
+class PageSizeTooLarge(ServiceError):
+    """page_size exceeds the maximum page size."""
+
+    scode, http_status = 1012, 400
+    message = "page_size {page_size} exceeds the maximum {maximum}"
+    message_cn = "每页条数 {page_size} 超过上限 {maximum}"
+
+
+class MethodNotAllowed(ServiceError):
+    """The endpoint does not accept this HTTP method."""
+
+    scode, http_status = 1007, 405
+    message = "method {method} not allowed on this endpoint"
+    message_cn = "此接口不支持 {method} 方法"
+
+
+class UnsupportedMediaType(ServiceError):
+    """The body is not application/json."""
+
+    scode, http_status = 1008, 415
+    message = "unsupported content type {media_type!r}: send application/json"
+    message_cn = "不支持的内容类型 {media_type!r}，请使用 application/json"
+
+
+# 2xxx: authentication and authorization -------------------------------------------------------
+
+
+class NotAuthenticated(ServiceError):
+    """No valid `Authorization: Token <key>` header."""
+
+    scode, http_status = 2001, 401
+    message = "authentication required: send 'Authorization: Token <key>'"
+    message_cn = "需要认证：请携带 'Authorization: Token <key>'"
+
+
+class InvalidToken(ServiceError):
+    """The token is unknown, revoked or expired."""
+
+    scode, http_status = 2002, 401
+    message = "invalid, revoked or expired token"
+    message_cn = "令牌无效、已吊销或已过期"
+
+
+class PermissionDenied(ServiceError):
+    """The caller may not perform this action."""
+
+    scode, http_status = 2003, 403
+    message = "permission denied: {reason}"
+    message_cn = "无权限：{reason}"
+
+
+# 3xxx: not found ------------------------------------------------------------------------------
+
+
+class ClusterNotFound(ServiceError):
+    """No cluster with this UUID."""
+
+    scode, http_status = 3001, 404
+    message = "cluster {uuid} not found"
+    message_cn = "集群 {uuid} 不存在"
+
+
+class TenantNotFound(ServiceError):
+    """No tenant with this UUID visible to the caller."""
+
+    scode, http_status = 3002, 404
+    message = "tenant {uuid} not found"
+    message_cn = "租户 {uuid} 不存在"
+
+
+class PoolNotFound(ServiceError):
+    """No pool with this UUID in the cluster usable by the tenant."""
+
+    scode, http_status = 3003, 404
+    message = "pool {uuid} not found in cluster {cluster}"
+    message_cn = "集群 {cluster} 中不存在存储池 {uuid}"
+
+
+class VolumeNotFound(ServiceError):
+    """No live volume with this UUID for this tenant and cluster (another tenant's volume answers the same)."""
+
+    scode, http_status = 3004, 404
+    message = "volume {uuid} not found"
+    message_cn = "卷 {uuid} 不存在"
+
+
+class SnapshotNotFound(ServiceError):
+    """No snapshot with this UUID on the volume."""
+
+    scode, http_status = 3005, 404
+    message = "snapshot {uuid} not found on volume {volume}"
+    message_cn = "卷 {volume} 上不存在快照 {uuid}"
+
+
+class BackupPointNotFound(ServiceError):
+    """No backup point with this UUID."""
+
+    scode, http_status = 3006, 404
+    message = "backup point {uuid} not found"
+    message_cn = "备份点 {uuid} 不存在"
+
+
+class BackupNotFound(ServiceError):
+    """No backup with this UUID for this tenant."""
+
+    scode, http_status = 3007, 404
+    message = "backup {uuid} not found"
+    message_cn = "备份 {uuid} 不存在"
+
+
+class OperationNotFound(ServiceError):
+    """No operation for this volume."""
+
+    scode, http_status = 3008, 404
+    message = "no operation found for {uuid}"
+    message_cn = "未找到 {uuid} 的操作记录"
+
+
+class NotFoundRoute(ServiceError):
+    """The URL is not part of the API."""
+
+    scode, http_status = 3099, 404
+    message = "no such endpoint: {path}"
+    message_cn = "接口不存在：{path}"
+
+
+# 4xxx: conflicts with the current state -------------------------------------------------------
+
+
+class StateConflict(ServiceError):
+    """The object is in a state that does not allow the action (another action is running)."""
+
+    scode, http_status = 4001, 409
+    message = "{kind} {uuid} is {state}: cannot {action} now"
+    message_cn = "{kind} {uuid} 当前状态为 {state}，无法执行 {action}"
+
+
+class VolumeNameExists(ServiceError):
+    """The tenant already has a live volume with this name in the cluster."""
+
+    scode, http_status = 4002, 409
+    message = "a volume named {name!r} already exists for this tenant in this cluster"
+    message_cn = "该租户在此集群中已存在名为 {name!r} 的卷"
+
+
+class VolumeAttached(ServiceError):
+    """The volume is attached to a VM."""
+
+    scode, http_status = 4003, 409
+    message = "volume {uuid} is attached to VM {vm}: detach it first{hint}"
+    message_cn = "卷 {uuid} 已挂载到虚拟机 {vm}，请先卸载{hint_cn}"
+
+
+class VolumeHasSnapshots(ServiceError):
+    """The volume has snapshots and force was not given."""
+
+    scode, http_status = 4004, 409
+    message = "volume {uuid} has {count} snapshot(s): delete them or pass force=true"
+    message_cn = "卷 {uuid} 有 {count} 个快照：请先删除或使用 force=true"
+
+
+class VolumeHasDependents(ServiceError):
+    """Linked clones (or running backups) depend on the volume's snapshots; force does not override this."""
+
+    scode, http_status = 4005, 409
+    message = "volume {uuid} has dependents that read its snapshots: {dependents}"
+    message_cn = "卷 {uuid} 的快照仍被依赖：{dependents}"
+
+
+class PoolCapacityExceeded(ServiceError):
+    """The pool cannot take the requested capacity (with its overcommit ratio)."""
+
+    scode, http_status = 4006, 409
+    message = "pool {pool} cannot take {requested} bytes: {available} of {limit} bytes left (overcommit {ratio})"
+    message_cn = "存储池 {pool} 容量不足：请求 {requested} 字节，剩余 {available}/{limit} 字节（超分比 {ratio}）"
+
+
+class AlreadyAttached(ServiceError):
+    """A block/fs volume is already attached to another VM, or this VM already has it."""
+
+    scode, http_status = 4007, 409
+    message = "volume {uuid} is already attached to VM {vm}"
+    message_cn = "卷 {uuid} 已挂载到虚拟机 {vm}"
+
+
+class NotAttached(ServiceError):
+    """detach names a VM the volume is not attached to."""
+
+    scode, http_status = 4008, 409
+    message = "volume {uuid} is not attached to VM {vm}"
+    message_cn = "卷 {uuid} 未挂载到虚拟机 {vm}"
+
+
+class OperationNotRetryable(ServiceError):
+    """The operation cannot be retried safely in its current state."""
+
+    scode, http_status = 4009, 409
+    message = "operation {uuid} cannot be retried: {reason}"
+    message_cn = "操作 {uuid} 无法重试：{reason}"
+
+
+# 5xxx: storage and internal -------------------------------------------------------------------
+
+
+class StorageError(ServiceError):
+    """qemu-img or the filesystem failed; desc carries the command's stderr."""
+
+    scode, http_status = 5001, 500
+    message = "storage operation failed: {reason}"
+    message_cn = "存储操作失败：{reason}"
+
+
+class StorageTimeout(ServiceError):
+    """A storage command did not finish within its time limit."""
+
+    scode, http_status = 5002, 504
+    message = "storage command timed out after {seconds} s: {command}"
+    message_cn = "存储命令执行超时（{seconds} 秒）：{command}"
+
+
+class PoolUnavailable(ServiceError):
+    """The pool's directory is missing or not writable on this host."""
+
+    scode, http_status = 5003, 503
+    message = "pool {pool} is unavailable: {reason}"
+    message_cn = "存储池 {pool} 不可用：{reason}"
+
+
+class NoSpace(ServiceError):
+    """The filesystem under a pool or backup point is full."""
+
+    scode, http_status = 5004, 507
+    message = "no space left on {where}"
+    message_cn = "{where} 空间不足"

@@ -1,0 +1,16 @@
+"""Routes of the volume endpoints under /v1/volume/share/."""
+
+from django.urls import path
+
+from volumes.api import views
+
+urlpatterns = [
+    path("list", views.VolumeShareListApi.as_view(), name="volume-share-list"),
+    path("create", views.VolumeShareCreateApi.as_view(), name="volume-share-create"),
+    path("delete", views.VolumeShareDeleteApi.as_view(), name="volume-share-delete"),
+    path("get", views.VolumeShareGetApi.as_view(), name="volume-share-get"),
+    path("used/update", views.VolumeShareUsedUpdateApi.as_view(), name="volume-share-used-update"),
+    path("snap_length/update", views.VolumeShareSnapLengthUpdateApi.as_view(), name="volume-share-snap-length-update"),
+    path("attach", views.VolumeShareAttachApi.as_view(), name="volume-share-attach"),
+    path("detach", views.VolumeShareDetachApi.as_view(), name="volume-share-detach"),
+]

@@ -1,0 +1,226 @@
+"""One APIView per documented URL of the volume endpoints. Views validate input, call one service
+or selector, and wrap the result in the envelope; every error is raised, never returned."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from sharestore import errors
+from sharestore.api.envelope import envelope_body, success, volume_wrapper
+from volumes import selectors
+from volumes.api.fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
+from volumes.api.representations import volume_list_item, volume_representation
+from volumes.services import volumes as volume_services
+
+
+class ScopedApi(APIView):
+    """Resolves the cluster and the tenant named in the request, checking the caller may act for it."""
+
+    class InputSerializer(serializers.Serializer):
+        tenant = StrictUUIDField()
+        cluster_uuid = StrictUUIDField()
+
+    def validated(self, request, data=None) -> dict:
+        source = request.data if data is None else data
+        if not isinstance(source, dict):
+            raise errors.MalformedRequest(reason="the body must be a JSON object")
+        serializer = self.InputSerializer(data=source)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def scope(self, request, *, tenant_uuid, cluster_uuid):
+        cluster = selectors.cluster_get(uuid=cluster_uuid)
+        tenant = selectors.tenant_get(uuid=tenant_uuid, allowed_tenant_id=request.user.tenant_id)
+        return tenant, cluster
+
+    def actor(self, request) -> str:
+        return request.user.actor
+
+
+class VolumeShareListApi(ScopedApi):
+    """POST /v1/volume/share/list: a page of the tenant's volumes in the cluster."""
+
+    class InputSerializer(ScopedApi.InputSerializer):
+        filter_pool_uuid = StrictCharField(required=False, allow_blank=True, default="")
+        filter_name = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
+        page_num = StrictIntegerField(required=False, default=0, min_value=0)
+        page_size = StrictIntegerField(required=False, default=0, min_value=0)
+
+        def validate_filter_pool_uuid(self, value):
+            if value:
+                StrictUUIDField().run_validation(value)
+            return value
+
+    def post(self, request):
+        data = self.validated(request)
+        tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        maximum = settings.SHARESTORE_MAX_PAGE_SIZE
+        if data["page_size"] > maximum:
+            raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
+        # page_size 0 (the contract's default) asks for no paging: the first `maximum` rows.
+        limit = data["page_size"] or maximum
+        # Pages count from 1; the contract's default 0 means the first page too.
+        offset = (max(data["page_num"], 1) - 1) * limit
+        filters = {k: data[k] for k in ("filter_pool_uuid", "filter_name") if data[k]}
+        volumes, total = selectors.volume_list(tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit)
+        return success(
+            {
+                "list": [volume_list_item(v) for v in volumes],
+                "each_range_list_state": [
+                    {
+                        "cluster_uuid": str(cluster.uuid),
+                        "cluster_name": cluster.name,
+                        "cluster_mode": cluster.mode,
+                        "namespace_uuid": str(tenant.namespace.uuid),
+                        "result": envelope_body(""),
+                        "total_count": total,
+                    }
+                ],
+                "TotalCount": total,
+            }
+        )
+
+
+class VolumeShareCreateApi(ScopedApi):
+    """POST /v1/volume/share/create: a new empty volume, or one imported from backing_file."""
+
+    class InputSerializer(ScopedApi.InputSerializer):
+        pool_uuid = StrictUUIDField()
+        volume_name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=4096)
+        volume_type = StrictCharField(allow_blank=True)
+        capacity = StrictIntegerField(required=False, allow_null=True, default=None)
+        snap_capacity = StrictIntegerField()
+        backing_file = StrictCharField(required=False, allow_blank=True, allow_null=True, default="", max_length=4096)
+
+    def post(self, request):
+        data = self.validated(request)
+        tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        pool = selectors.pool_get(uuid=data["pool_uuid"], cluster=cluster, tenant=tenant)
+        volume = volume_services.volume_create(
+            actor=self.actor(request),
+            tenant=tenant,
+            cluster=cluster,
+            pool=pool,
+            name=data["volume_name"],
+            volume_type=data["volume_type"],
+            capacity=data["capacity"],
+            snap_capacity=data["snap_capacity"],
+            backing_file=data["backing_file"] or None,
+        )
+        volume = selectors.volume_get(uuid=volume.uuid, tenant=tenant, cluster=cluster)
+        return success(volume_wrapper(volume_representation(volume)))
+
+
+class VolumeApi(ScopedApi):
+    """Base for endpoints that act on one volume named by volume_uuid (and maybe volume_name)."""
+
+    check_name = False
+
+    class InputSerializer(ScopedApi.InputSerializer):
+        volume_uuid = StrictUUIDField()
+
+    def volume(self, request, data):
+        tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        volume = selectors.volume_get(uuid=data["volume_uuid"], tenant=tenant, cluster=cluster)
+        if self.check_name and data["volume_name"] != volume.name:
+            raise errors.VolumeNameMismatch(given=data["volume_name"], uuid=volume.uuid)
+        return volume
+
+
+class NamedVolumeInput(VolumeApi.InputSerializer):
+    """Input of the endpoints that name the volume by UUID and name."""
+
+    volume_name = StrictCharField(allow_blank=True, trim_whitespace=False)
+
+
+class VolumeShareDeleteApi(VolumeApi):
+    """POST /v1/volume/share/delete: take the volume out of service and remove its files."""
+
+    check_name = True
+
+    class InputSerializer(NamedVolumeInput):
+        force = StrictBooleanField(required=False, default=False)
+
+    def post(self, request):
+        data = self.validated(request)
+        volume = self.volume(request, data)
+        volume_services.volume_delete(actor=self.actor(request), volume=volume, force=data["force"])
+        return success(volume_wrapper(None))
+
+
+class VolumeShareGetApi(VolumeApi):
+    """POST /v1/volume/share/get: one volume."""
+
+    def post(self, request):
+        volume = self.volume(request, self.validated(request))
+        return success(volume_wrapper(volume_representation(volume)))
+
+
+class VolumeShareUsedUpdateApi(VolumeApi):
+    """POST /v1/volume/share/used/update: re-read `Used` from the image on disk."""
+
+    check_name = True
+    InputSerializer = NamedVolumeInput
+
+    def post(self, request):
+        data = self.validated(request)
+        volume = self.volume(request, data)
+        volume_services.volume_refresh_used(actor=self.actor(request), volume=volume)
+        volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
+        return success(volume_wrapper(volume_representation(volume)))
+
+
+class VolumeShareSnapLengthUpdateApi(VolumeApi):
+    """POST /v1/volume/share/snap_length/update: re-measure the snapshot layers into `SnapLength`."""
+
+    check_name = True
+    InputSerializer = NamedVolumeInput
+
+    def post(self, request):
+        data = self.validated(request)
+        volume = self.volume(request, data)
+        volume_services.volume_refresh_snap_length(actor=self.actor(request), volume=volume)
+        volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
+        return success(volume_wrapper(volume_representation(volume)))
+
+
+class VolumeShareAttachApi(VolumeApi):
+    """POST /v1/volume/share/attach (extension): record that a VM has the volume attached."""
+
+    class InputSerializer(VolumeApi.InputSerializer):
+        vm_uuid = StrictUUIDField()
+        vm_device = StrictCharField(required=False, allow_blank=True, default="", max_length=64)
+        vm_host_uuid = StrictUUIDField(required=False, allow_null=True, default=None)
+        vm_name = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
+        vm_type = StrictCharField(required=False, allow_blank=True, default="", max_length=32)
+
+    def post(self, request):
+        data = self.validated(request)
+        volume = self.volume(request, data)
+        volume_services.volume_attach(
+            actor=self.actor(request),
+            volume=volume,
+            vm_uuid=data["vm_uuid"],
+            device=data["vm_device"],
+            host_uuid=str(data["vm_host_uuid"]) if data["vm_host_uuid"] else "",
+            vm_name=data["vm_name"],
+            vm_type=data["vm_type"],
+        )
+        volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
+        return success(volume_wrapper(volume_representation(volume)))
+
+
+class VolumeShareDetachApi(VolumeApi):
+    """POST /v1/volume/share/detach (extension): forget a VM's attachment."""
+
+    class InputSerializer(VolumeApi.InputSerializer):
+        vm_uuid = StrictUUIDField()
+
+    def post(self, request):
+        data = self.validated(request)
+        volume = self.volume(request, data)
+        volume_services.volume_detach(actor=self.actor(request), volume=volume, vm_uuid=data["vm_uuid"])
+        volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
+        return success(volume_wrapper(volume_representation(volume)))

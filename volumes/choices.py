@@ -1,0 +1,107 @@
+"""Enumerations of the volumes app. Values are part of the API contract: never renumber."""
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class VolumeType(models.TextChoices):
+    """The contract's volume_type: block (one VM), share (several VMs at once), fs."""
+
+    BLOCK = "block", _("block")
+    SHARE = "share", _("share")
+    FS = "fs", _("fs")
+
+
+class EventState(models.IntegerChoices):
+    """A volume's `EventState`. 0 is the only state in which the volume is usable by every action."""
+
+    AVAILABLE = 0, _("available")
+    CREATING = 1, _("creating")
+    IMPORTING = 2, _("importing")
+    CLONING = 3, _("cloning")
+    RESTORING = 4, _("restoring")
+    DELETING = 5, _("deleting")
+    DELETED = 6, _("deleted")
+    SNAPSHOTTING = 7, _("snapshotting")
+    ROLLING_BACK = 8, _("rolling back")
+    MERGING = 9, _("merging snapshot")
+    FLATTENING = 10, _("flattening")
+    ERROR = 11, _("error")
+
+
+# States whose row is still part of the live set (listed, counted against capacity, name taken).
+LIVE_STATES = [s for s in EventState if s not in (EventState.DELETING, EventState.DELETED)]
+# States in which the volume's content is being populated for the first time.
+POPULATING_STATES = [EventState.CREATING, EventState.IMPORTING, EventState.CLONING, EventState.RESTORING]
+
+
+class SnapshotStatus(models.IntegerChoices):
+    """A snapshot's `Status`."""
+
+    AVAILABLE = 0, _("available")
+    CREATING = 1, _("creating")
+    DELETING = 2, _("deleting")
+    HIDDEN = 3, _("hidden: deleted but still backing other layers")
+    ERROR = 4, _("error")
+
+
+class PoolType(models.TextChoices):
+    """What lies under a pool's directory (informational; every type is driven as a directory)."""
+
+    DISK = "disk", _("local disk")
+    NFS = "nfs", _("NFS mount")
+    CEPHFS = "cephfs", _("CephFS mount")
+    RBD = "rbd", _("Ceph RBD (reserved for an RBD driver)")
+
+
+class PoolDriver(models.TextChoices):
+    """Which storage driver runs a pool."""
+
+    QCOW2_DIRECTORY = "qcow2-dir", _("qcow2 images in a directory")
+
+
+class PoolStatus(models.TextChoices):
+    """A pool's health as last seen."""
+
+    HEALTHY = "healthy", _("healthy")
+    UNAVAILABLE = "unavailable", _("unavailable")
+    MAINTENANCE = "maintenance", _("maintenance")
+
+
+class ImageFormat(models.TextChoices):
+    """On-disk image formats the service accepts and records."""
+
+    QCOW2 = "qcow2", "qcow2"
+    RAW = "raw", "raw"
+
+
+class OperationKind(models.TextChoices):
+    """What a long-running operation does."""
+
+    VOLUME_CREATE = "volume.create", _("create volume")
+    VOLUME_IMPORT = "volume.import", _("import volume")
+    VOLUME_DELETE = "volume.delete", _("delete volume")
+    SNAPSHOT_CREATE = "snapshot.create", _("create snapshot")
+    SNAPSHOT_DELETE = "snapshot.delete", _("delete snapshot")
+    SNAPSHOT_ROLLBACK = "snapshot.rollback", _("roll back to snapshot")
+    CLONE_LINKED = "clone.linked", _("linked clone")
+    CLONE_FULL = "clone.full", _("full clone")
+    FLATTEN = "volume.flatten", _("flatten volume")
+    BACKUP_CREATE = "backup.create", _("create backup")
+    BACKUP_DELETE = "backup.delete", _("delete backup")
+    BACKUP_RESTORE = "backup.restore", _("restore backup")
+    BACKUP_VERIFY = "backup.verify", _("verify backup")
+
+
+class OperationState(models.TextChoices):
+    """Lifecycle of an operation: queued -> running -> succeeded | failed (| cancelled)."""
+
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+ACTIVE_OPERATION_STATES = [OperationState.QUEUED, OperationState.RUNNING]
+FINISHED_OPERATION_STATES = [OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED]

@@ -1,0 +1,13 @@
+"""Storage drivers, looked up by a pool's `driver` name."""
+
+from volumes.drivers.base import ImageInfo, ImportSource, StorageDriver
+from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+
+DRIVERS: dict[str, type[StorageDriver]] = {"qcow2-dir": Qcow2DirectoryDriver}
+
+__all__ = ["DRIVERS", "ImageInfo", "ImportSource", "StorageDriver", "get_driver"]
+
+
+def get_driver(driver_name: str, root: str) -> StorageDriver:
+    """The driver for a pool, given its driver name and root (never a model instance)."""
+    return DRIVERS[driver_name](root)

@@ -1,0 +1,125 @@
+"""The process runner: the only code that starts qemu-img (and its companions qemu-io, qemu-nbd).
+
+Commands are argv lists, never a shell. Each has a timeout; stderr is kept and carried into the
+error; `-p` progress records (`    (12.89/100%)` ended by CR or LF) are parsed from stdout as they
+arrive and handed to a callback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sharestore import errors
+
+PROGRESS_RE = re.compile(rb"\(\s*([0-9.]+)/100%\)")
+ENOSPC_MARKERS = ("No space left on device", "ENOSPC")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished command printed and returned."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class CommandFailed(errors.StorageError):
+    """A storage command exited with a status its caller did not accept."""
+
+    def __init__(self, result: CommandResult):
+        self.result = result
+        reason = f"{os.path.basename(result.argv[0])} {result.argv[1] if len(result.argv) > 1 else ''} exited {result.returncode}"
+        super().__init__(desc=result.stderr.strip()[-4000:], reason=reason)
+
+
+def _limit_resources(address_space: int | None):
+    def preexec():
+        if address_space:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    return preexec
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    progress: Callable[[float], None] | None = None,
+    ok_codes: Sequence[int] = (0,),
+    pass_fds: Sequence[int] = (),
+    address_space: int | None = None,
+) -> CommandResult:
+    """Run argv; raise CommandFailed, NoSpace or StorageTimeout unless it exits with one of ok_codes."""
+    argv = tuple(str(a) for a in argv)
+    with tempfile.TemporaryFile() as err_file:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err_file,
+                pass_fds=tuple(pass_fds),
+                close_fds=True,
+                preexec_fn=_limit_resources(address_space) if address_space else None,
+                env={**os.environ, "LC_ALL": "C"},
+            )
+        except FileNotFoundError as exc:
+            raise errors.StorageError(reason=f"{argv[0]} is not installed", desc=str(exc)) from exc
+        deadline = time.monotonic() + timeout
+        out = bytearray()
+        pending = b""
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    proc.kill()
+                    proc.wait()
+                    raise errors.StorageTimeout(seconds=int(timeout), command=shlex.join(argv[:3]))
+                if not sel.select(timeout=min(remaining, 1.0)):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                out += chunk
+                if progress is not None:
+                    pending += chunk
+                    *records, pending = re.split(rb"[\r\n]", pending)
+                    for record in records:
+                        match = PROGRESS_RE.search(record)
+                        if match:
+                            progress(float(match.group(1)))
+            remaining = max(deadline - time.monotonic(), 0.1)
+            try:
+                proc.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                raise errors.StorageTimeout(seconds=int(timeout), command=shlex.join(argv[:3])) from None
+        finally:
+            sel.close()
+            proc.stdout.close()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        err_file.seek(0)
+        stderr = err_file.read().decode("utf-8", "replace")
+    result = CommandResult(argv, proc.returncode, out.decode("utf-8", "replace"), stderr)
+    if result.returncode not in ok_codes:
+        if any(marker in stderr for marker in ENOSPC_MARKERS):
+            raise errors.NoSpace(where=argv[-1], desc=stderr.strip()[-4000:])
+        raise CommandFailed(result)
+    return result

@@ -1,0 +1,389 @@
+"""Models of the volumes app: topology (zone, cluster, host), tenancy, pools, volumes, snapshots,
+operations, the audit trail and API tokens."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from volumes import choices
+
+__all__ = [
+    "Zone",
+    "Cluster",
+    "Host",
+    "Tenant",
+    "Namespace",
+    "Pool",
+    "PoolMount",
+    "Volume",
+    "VolumeAttachment",
+    "Snapshot",
+    "Operation",
+    "AuditEvent",
+    "ApiToken",
+]
+
+
+class Zone(models.Model):
+    """An availability zone."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Cluster(models.Model):
+    """A virtualization cluster; every API request names one."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+    mode = models.CharField(max_length=32, blank=True, default="", help_text=_("The contract's cluster_mode."))
+    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="clusters")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Host(models.Model):
+    """A hypervisor host that mounts pools; AccessPath is keyed by host UUID."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128, blank=True, default="")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="hosts")
+
+    class Meta:
+        ordering = ["name", "uuid"]
+
+    def __str__(self):
+        return self.name or str(self.uuid)
+
+
+class Tenant(models.Model):
+    """A tenant of the upstream platform; owns volumes and backups."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Namespace(models.Model):
+    """A tenant's namespace (the contract's NamespaceUUID / NsUUID)."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    tenant = models.OneToOneField(Tenant, on_delete=models.PROTECT, related_name="namespace")
+
+    def __str__(self):
+        return str(self.uuid)
+
+
+class Pool(models.Model):
+    """A storage pool: a directory (local disk or NFS/CephFS mount) holding qcow2 images."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="pools")
+    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="pools")
+    pool_type = models.CharField(max_length=16, choices=choices.PoolType.choices, default=choices.PoolType.DISK)
+    driver = models.CharField(
+        max_length=16, choices=choices.PoolDriver.choices, default=choices.PoolDriver.QCOW2_DIRECTORY
+    )
+    path = models.CharField(
+        max_length=1024, help_text=_("Absolute directory where this service's workers reach the pool.")
+    )
+    capacity = models.BigIntegerField(help_text=_("Bytes the pool offers before overcommit."))
+    overcommit_ratio = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=1,
+        help_text=_("Sum of volume capacities may reach capacity x this ratio."),
+    )
+    status = models.CharField(max_length=16, choices=choices.PoolStatus.choices, default=choices.PoolStatus.HEALTHY)
+    tenants = models.ManyToManyField(
+        Tenant, blank=True, related_name="pools", help_text=_("Tenants allowed to use the pool; empty means all.")
+    )
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    modified = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"),
+            models.CheckConstraint(condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(overcommit_ratio__gt=0), name="%(app_label)s_%(class)s_overcommit_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def capacity_limit(self) -> int:
+        return int(self.capacity * self.overcommit_ratio)
+
+
+class PoolMount(models.Model):
+    """Where a host mounts a pool; gives the volume's AccessPath on that host."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="mounts")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="mounts")
+    mount_path = models.CharField(max_length=1024)
+
+    class Meta:
+        ordering = ["pool", "host"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "host"], name="%(app_label)s_%(class)s_unique_pool_host"),
+        ]
+
+    def __str__(self):
+        return f"{self.pool} on {self.host}: {self.mount_path}"
+
+
+class VolumeQuerySet(models.QuerySet):
+    """Queries over volumes."""
+
+    def live(self):
+        return self.filter(state__in=choices.LIVE_STATES)
+
+
+class Volume(models.Model):
+    """A shared-storage volume: a qcow2 image (its active layer) in a pool."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    name = models.CharField(max_length=128)
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="volumes")
+    namespace = models.ForeignKey(Namespace, on_delete=models.PROTECT, related_name="volumes")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="volumes")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="volumes")
+    volume_type = models.CharField(max_length=8, choices=choices.VolumeType.choices)
+    capacity = models.BigIntegerField(help_text=_("Virtual size in bytes."))
+    snap_cap = models.BigIntegerField(help_text=_("Bytes the volume's snapshots may occupy (SnapCap)."))
+    used = models.BigIntegerField(default=0, editable=False, help_text=_("Allocated bytes of the active layer."))
+    snap_length = models.BigIntegerField(
+        default=0, editable=False, help_text=_("Allocated bytes of all snapshot layers (SnapLength).")
+    )
+    image_format = models.CharField(
+        max_length=8, choices=choices.ImageFormat.choices, default=choices.ImageFormat.QCOW2, editable=False
+    )
+    state = models.IntegerField(choices=choices.EventState.choices, default=choices.EventState.CREATING, editable=False)
+    source_volume = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="clones",
+        help_text=_("The volume this one was cloned from (Parent)."),
+    )
+    parent_snapshot = models.ForeignKey(
+        "Snapshot",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="linked_clones",
+        help_text=_("For a linked clone: the snapshot layer it is an overlay on (ParentSnapshot)."),
+    )
+    current_snapshot = models.ForeignKey(
+        "Snapshot",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text=_("The snapshot the active layer ('head') currently sits on."),
+    )
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    modified = models.DateTimeField(default=timezone.now, editable=False)
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = VolumeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["tenant", "cluster", "-created", "-id"], name="volumes_vol_tenant_cl_created"),
+            models.Index(fields=["tenant", "cluster", "pool", "name"], name="volumes_vol_tenant_cl_pool_nm"),
+            models.Index(fields=["tenant", "cluster", "name"], name="volumes_vol_tenant_cl_name"),
+            models.Index(fields=["pool", "state"], name="volumes_vol_pool_state"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "cluster", "name"],
+                condition=Q(state__in=choices.LIVE_STATES),
+                name="%(app_label)s_%(class)s_unique_live_name",
+            ),
+            models.CheckConstraint(condition=Q(capacity__gt=0), name="%(app_label)s_%(class)s_capacity_positive"),
+            models.CheckConstraint(condition=Q(snap_cap__gte=0), name="%(app_label)s_%(class)s_snap_cap_nonnegative"),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.uuid})"
+
+    @property
+    def image_name(self) -> str:
+        """The active layer's name relative to the pool root; AccessPath = <mount>/<image_name>."""
+        return f"volume/{self.uuid}"
+
+
+class VolumeAttachment(models.Model):
+    """A VM the volume is attached to, as the upstream platform reported through `attach`."""
+
+    volume = models.ForeignKey(Volume, on_delete=models.CASCADE, related_name="attachments")
+    vm_uuid = models.UUIDField()
+    device = models.CharField(max_length=64, blank=True, default="")
+    host_uuid = models.CharField(max_length=64, blank=True, default="")
+    vm_name = models.CharField(max_length=128, blank=True, default="")
+    vm_type = models.CharField(max_length=32, blank=True, default="")
+    created = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["volume", "vm_uuid"], name="%(app_label)s_%(class)s_unique_volume_vm"),
+        ]
+
+    def __str__(self):
+        return f"{self.volume_id} -> {self.vm_uuid}"
+
+
+class Snapshot(models.Model):
+    """A snapshot: a frozen, read-only external qcow2 layer in the volume's snapshot tree."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    volume = models.ForeignKey(Volume, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=128)
+    desc = models.CharField(max_length=1024, blank=True, default="")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    status = models.IntegerField(
+        choices=choices.SnapshotStatus.choices, default=choices.SnapshotStatus.CREATING, editable=False
+    )
+    size = models.BigIntegerField(default=0, editable=False, help_text=_("Allocated bytes of the layer."))
+    layer_name = models.CharField(max_length=255, editable=False, help_text=_("Layer file relative to the pool root."))
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    modified = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["volume", "name"],
+                condition=~Q(status__in=[choices.SnapshotStatus.HIDDEN]),
+                name="%(app_label)s_%(class)s_unique_visible_name",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.name} ({self.uuid})"
+
+
+class Operation(models.Model):
+    """A long-running action with progress, a lease held by its worker, and its outcome."""
+
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
+    kind = models.CharField(max_length=32, choices=choices.OperationKind.choices)
+    state = models.CharField(
+        max_length=16, choices=choices.OperationState.choices, default=choices.OperationState.QUEUED
+    )
+    volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="operations")
+    target_type = models.CharField(max_length=32, help_text=_("volume, snapshot, backup ..."))
+    target_uuid = models.UUIDField(db_index=True)
+    task = models.CharField(max_length=128, help_text=_("Dotted path of the task that runs it (re-enqueued by the sweeper)."))
+    params = models.JSONField(default=dict, blank=True)
+    phase = models.CharField(max_length=64, blank=True, default="")
+    progress = models.FloatField(default=0, help_text=_("Percent, 0-100, never decreasing."))
+    bytes_done = models.BigIntegerField(default=0)
+    bytes_total = models.BigIntegerField(default=0)
+    error_scode = models.IntegerField(default=0)
+    error_message = models.TextField(blank=True, default="")
+    error_detail = models.TextField(blank=True, default="", help_text=_("stderr of the failing command."))
+    requested_by = models.CharField(max_length=128, blank=True, default="")
+    owner = models.CharField(max_length=128, blank=True, default="", help_text=_("Worker holding the lease."))
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["state", "lease_expires_at"], name="volumes_op_state_lease"),
+            models.Index(fields=["volume", "-created"], name="volumes_op_volume_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=100), name="%(app_label)s_%(class)s_progress_range"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.kind} {self.target_uuid} [{self.state}]"
+
+
+class AuditEvent(models.Model):
+    """One state change or action on an object: who asked, from which state to which, with what result."""
+
+    created = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.CharField(max_length=128, blank=True, default="")
+    action = models.CharField(max_length=64)
+    object_type = models.CharField(max_length=32)
+    object_uuid = models.UUIDField(db_index=True)
+    volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    operation = models.ForeignKey(Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    from_state = models.CharField(max_length=32, blank=True, default="")
+    to_state = models.CharField(max_length=32, blank=True, default="")
+    result = models.CharField(max_length=16, blank=True, default="ok")
+    message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [models.Index(fields=["volume", "-created"], name="volumes_audit_volume_created")]
+
+    def __str__(self):
+        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_uuid}"
+
+
+class ApiToken(models.Model):
+    """An API credential, stored as a SHA-256 hash; bound to one tenant or, if none, a platform token."""
+
+    name = models.CharField(max_length=128)
+    key_prefix = models.CharField(max_length=12, editable=False, help_text=_("First characters, to recognise it."))
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    tenant = models.ForeignKey(
+        Tenant,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="tokens",
+        help_text=_("Empty: a platform token that may act for any tenant."),
+    )
+    created = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return f"{self.name} ({self.key_prefix}…)"
+
+    @property
+    def is_platform(self) -> bool:
+        return self.tenant_id is None

@@ -1,0 +1,67 @@
+"""Reads on volumes and their surroundings. Every lookup of a tenant's object is scoped by tenant
+and cluster, so another tenant's object answers exactly like a missing one."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from sharestore import errors
+from volumes.choices import LIVE_STATES
+from volumes.filtersets import VolumeFilterSet
+from volumes.models import Cluster, Pool, PoolMount, Tenant, Volume, VolumeAttachment
+
+
+def cluster_get(*, uuid) -> Cluster:
+    cluster = Cluster.objects.select_related("zone").filter(uuid=uuid).first()
+    if cluster is None:
+        raise errors.ClusterNotFound(uuid=uuid)
+    return cluster
+
+
+def tenant_get(*, uuid, allowed_tenant_id: int | None = None) -> Tenant:
+    """The tenant, if the caller may act for it (allowed_tenant_id None: a platform caller)."""
+    tenant = Tenant.objects.select_related("namespace").filter(uuid=uuid).first()
+    if tenant is None or (allowed_tenant_id is not None and tenant.pk != allowed_tenant_id):
+        raise errors.TenantNotFound(uuid=uuid)
+    return tenant
+
+
+def pool_get(*, uuid, cluster: Cluster, tenant: Tenant) -> Pool:
+    """A pool of the cluster that the tenant may use (an empty tenant list means every tenant)."""
+    pool = Pool.objects.select_related("zone").filter(uuid=uuid, cluster=cluster).first()
+    if pool is None:
+        raise errors.PoolNotFound(uuid=uuid, cluster=cluster.uuid)
+    allowed = list(pool.tenants.values_list("pk", flat=True))
+    if allowed and tenant.pk not in allowed:
+        raise errors.PoolNotFound(uuid=uuid, cluster=cluster.uuid)
+    return pool
+
+
+def volume_output_queryset(queryset: QuerySet[Volume]) -> QuerySet[Volume]:
+    """Everything a volume's representation reads, fetched in a constant number of queries."""
+    return queryset.select_related(
+        "tenant", "namespace", "cluster", "pool", "pool__zone", "source_volume", "parent_snapshot"
+    ).prefetch_related(
+        Prefetch("pool__mounts", queryset=PoolMount.objects.select_related("host").order_by("host__uuid")),
+        Prefetch("attachments", queryset=VolumeAttachment.objects.order_by("created", "id")),
+        Prefetch("clones", queryset=Volume.objects.filter(state__in=LIVE_STATES).only("uuid", "source_volume_id").order_by("created", "id"), to_attr="live_clones"),
+    )
+
+
+def volume_get(*, uuid, tenant: Tenant, cluster: Cluster, include_deleting: bool = False) -> Volume:
+    queryset = Volume.objects.filter(uuid=uuid, tenant=tenant, cluster=cluster)
+    if not include_deleting:
+        queryset = queryset.filter(state__in=LIVE_STATES)
+    volume = volume_output_queryset(queryset).first()
+    if volume is None:
+        raise errors.VolumeNotFound(uuid=uuid)
+    return volume
+
+
+def volume_list(*, tenant: Tenant, cluster: Cluster, filters: dict, offset: int, limit: int) -> tuple[list[Volume], int]:
+    """One page of the tenant's live volumes in the cluster, newest first, and the total count."""
+    base = Volume.objects.filter(tenant=tenant, cluster=cluster, state__in=LIVE_STATES)
+    queryset = VolumeFilterSet(filters, queryset=base).qs.order_by("-created", "-id")
+    total = queryset.count()
+    page = list(volume_output_queryset(queryset)[offset : offset + limit])
+    return page, total

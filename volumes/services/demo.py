@@ -1,0 +1,76 @@
+"""Demo topology with the contract's own UUIDs and names, so its request examples replay."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from volumes.drivers import process
+from volumes.models import Cluster, Host, Namespace, Pool, PoolMount, Tenant, Zone
+
+ZONE_UUID = "3e2f589c-d5d7-4807-9c03-238fe967cdbd"
+CLUSTER_UUID = "a97eb422-f42b-4b85-8556-725f152661f0"
+HOST_UUID = "f04d95d6-c4f2-45c9-a1ef-164482af658a"
+TENANT_UUID = "fab210d2-b9b8-4b0b-bd61-50812ce3d4d0"
+NAMESPACE_UUID = "83b1add8-2b9d-4f0c-8f3b-e0c3a2001006"
+POOLS = {
+    "0eca2be3-056f-4634-a25b-5cf717e067fb": "disks",
+    "f0dc0363-5e70-419a-95ad-2c49c14d70c1": "bbb",
+    "ca12d616-73c4-4629-a5c0-a37a8e163c33": "rbd198",
+}
+DEMO_POOL_CAPACITY = 1 << 40
+DEMO_IMPORT_SIZE = 64 << 20
+
+
+def pool_directory(data_dir: Path, pool_uuid: str) -> Path:
+    return data_dir / "share" / f"pool-{pool_uuid}"
+
+
+@transaction.atomic
+def demo_topology_seed(*, data_dir: Path | None = None) -> dict:
+    """Create (or leave as they are) the demo zone, cluster, host, tenant, namespace and pools."""
+    data_dir = Path(data_dir or settings.SHARESTORE_DATA_DIR)
+    zone, _ = Zone.objects.get_or_create(uuid=ZONE_UUID, defaults={"name": "default"})
+    cluster, _ = Cluster.objects.get_or_create(uuid=CLUSTER_UUID, defaults={"name": "cluster_name_243", "zone": zone})
+    host, _ = Host.objects.get_or_create(uuid=HOST_UUID, defaults={"name": "demo-host", "cluster": cluster})
+    tenant, _ = Tenant.objects.get_or_create(uuid=TENANT_UUID, defaults={"name": "zhangyiru"})
+    Namespace.objects.get_or_create(tenant=tenant, defaults={"uuid": NAMESPACE_UUID})
+    pools = []
+    for pool_uuid, name in POOLS.items():
+        directory = pool_directory(data_dir, pool_uuid)
+        directory.mkdir(parents=True, exist_ok=True)
+        pool, _ = Pool.objects.get_or_create(
+            uuid=pool_uuid,
+            defaults={
+                "name": name,
+                "cluster": cluster,
+                "zone": zone,
+                "path": str(directory),
+                "capacity": DEMO_POOL_CAPACITY,
+            },
+        )
+        PoolMount.objects.get_or_create(pool=pool, host=host, defaults={"mount_path": str(directory)})
+        pools.append(pool)
+    return {"zone": zone, "cluster": cluster, "host": host, "tenant": tenant, "pools": pools}
+
+
+def demo_import_files_seed(*, import_root: Path | None = None) -> list[Path]:
+    """A small real qcow2 and raw image with a known pattern in the import root."""
+    root = Path(import_root or settings.SHARESTORE_IMPORT_ROOTS[0])
+    root.mkdir(parents=True, exist_ok=True)
+    qcow2, raw = root / "my.qcow2", root / "my.raw"
+    if not qcow2.exists():
+        tmp = root / ".my.qcow2.tmp"
+        process.run([settings.SHARESTORE_QEMU_IMG, "create", "-q", "-f", "qcow2", tmp, str(DEMO_IMPORT_SIZE)], timeout=60)
+        process.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0xa5 32M 1M", tmp], timeout=60)
+        os.replace(tmp, qcow2)
+    if not raw.exists():
+        tmp = root / ".my.raw.tmp"
+        with open(tmp, "wb") as handle:
+            handle.truncate(DEMO_IMPORT_SIZE)
+        process.run(["qemu-io", "-f", "raw", "-c", "write -P 0x3c 4M 2M", tmp], timeout=60)
+        os.replace(tmp, raw)
+    return [qcow2, raw]

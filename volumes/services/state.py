@@ -1,0 +1,98 @@
+"""The one compare-and-set helper every status change goes through, and the audit trail it writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import models
+from django.utils import timezone
+
+from sharestore import errors
+from volumes.models import AuditEvent
+
+
+def _label(model: type[models.Model], field: str, value: Any) -> str:
+    choices = dict(model._meta.get_field(field).choices or [])
+    label = choices.get(value)
+    return f"{value} ({label})" if label is not None and str(label) != str(value) else str(value)
+
+
+def audit(
+    *,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_uuid,
+    volume_id: int | None = None,
+    operation_id: int | None = None,
+    from_state: str = "",
+    to_state: str = "",
+    result: str = "ok",
+    message: str = "",
+) -> AuditEvent:
+    """Record one event in the audit trail."""
+    return AuditEvent.objects.create(
+        actor=actor[:128],
+        action=action,
+        object_type=object_type,
+        object_uuid=object_uuid,
+        volume_id=volume_id,
+        operation_id=operation_id,
+        from_state=str(from_state)[:32],
+        to_state=str(to_state)[:32],
+        result=result,
+        message=message,
+    )
+
+
+def transition(
+    instance: models.Model,
+    *,
+    allowed: Iterable[Any],
+    to: Any,
+    action: str,
+    actor: str,
+    field: str = "state",
+    object_type: str | None = None,
+    volume_id: int | None = None,
+    operation_id: int | None = None,
+    message: str = "",
+    extra: dict | None = None,
+) -> None:
+    """Move `instance.<field>` from one of `allowed` to `to` with a conditional UPDATE.
+
+    Exactly one row must change, or StateConflict is raised with the state found. `update()` skips
+    `auto_now` and signals, so the modified time and the audit row are written here. The in-memory
+    instance is refreshed with what was written.
+    """
+    model = type(instance)
+    allowed = list(allowed)
+    now = timezone.now()
+    values = {field: to, **(extra or {})}
+    if any(f.name == "modified" for f in model._meta.concrete_fields):
+        values.setdefault("modified", now)
+    rows = model._default_manager.filter(pk=instance.pk, **{f"{field}__in": allowed}).update(**values)
+    object_type = object_type or model._meta.model_name
+    if rows != 1:
+        current = model._default_manager.filter(pk=instance.pk).values_list(field, flat=True).first()
+        raise errors.StateConflict(
+            kind=object_type,
+            uuid=getattr(instance, "uuid", instance.pk),
+            state=_label(model, field, current) if current is not None else "gone",
+            action=action,
+        )
+    previous = getattr(instance, field)
+    for key, value in values.items():
+        setattr(instance, key, value)
+    audit(
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_uuid=getattr(instance, "uuid", None),
+        volume_id=volume_id if volume_id is not None else (instance.pk if object_type == "volume" else None),
+        operation_id=operation_id,
+        from_state=_label(model, field, previous),
+        to_state=_label(model, field, to),
+        message=message,
+    )

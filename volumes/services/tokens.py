@@ -1,0 +1,36 @@
+"""API tokens: issued once in clear, stored as SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.utils import timezone
+
+from volumes.models import ApiToken, Tenant
+
+
+def token_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def token_create(*, name: str, tenant: Tenant | None = None, expires_at=None, key: str | None = None) -> tuple[ApiToken, str]:
+    """Issue a token; return it with its clear key, which is never stored."""
+    key = key or secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        name=name, key_prefix=key[:8], key_hash=token_hash(key), tenant=tenant, expires_at=expires_at
+    )
+    return token, key
+
+
+def token_authenticate(key: str) -> ApiToken | None:
+    """The live token with this key, or None; records its last use at most once a minute."""
+    token = ApiToken.objects.select_related("tenant").filter(key_hash=token_hash(key), revoked_at__isnull=True).first()
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.expires_at and token.expires_at <= now:
+        return None
+    if token.last_used is None or (now - token.last_used).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used=now)
+    return token

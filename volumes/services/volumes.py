@@ -1,0 +1,409 @@
+"""Writes on volumes: create (empty or imported), delete, usage refresh, attach and detach.
+
+Each public function validates everything before it writes, so a rejected request changes
+nothing. Storage work runs in tasks (`volumes.tasks`) through `operation_run`.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+import uuid as uuid_lib
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from sharestore import errors
+from volumes.choices import LIVE_STATES, EventState, OperationKind, SnapshotStatus, VolumeType
+from volumes.drivers import StorageDriver, get_driver
+from volumes.models import Cluster, Operation, Pool, Tenant, Volume, VolumeAttachment
+from volumes.services.operations import OperationHandler, Reporter, operation_create
+from volumes.services.state import audit, transition
+
+MIN_VOLUME_BYTES = 1 << 20
+SECTOR = 512
+
+
+def pool_driver(pool: Pool) -> StorageDriver:
+    return get_driver(pool.driver, pool.path)
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def validate_name(value, *, field: str) -> str:
+    """A name: 1-128 characters after trimming, no control characters; any script (Chinese too)."""
+    if not isinstance(value, str):
+        raise errors.InvalidName(field=field, reason="must be a string", reason_cn="必须是字符串")
+    name = value.strip()
+    if not name:
+        raise errors.InvalidName(field=field, reason="must not be empty", reason_cn="不能为空")
+    limit = settings.SHARESTORE_NAME_MAX_LENGTH
+    if len(name) > limit:
+        raise errors.InvalidName(
+            field=field, reason=f"longer than {limit} characters", reason_cn=f"长度超过 {limit} 个字符"
+        )
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in name):
+        raise errors.InvalidName(field=field, reason="contains control characters", reason_cn="包含控制字符")
+    return name
+
+
+def validate_capacity(value: int | None, *, field: str, allow_zero: bool = False) -> int:
+    maximum = settings.SHARESTORE_MAX_VOLUME_BYTES
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        raise errors.InvalidCapacity(field=field, reason="must be an integer", reason_cn="必须是整数")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise errors.InvalidCapacity(field=field, reason="must be positive", reason_cn="必须为正数")
+    if field == "capacity":
+        if value < MIN_VOLUME_BYTES:
+            raise errors.InvalidCapacity(
+                field=field, reason=f"must be at least {MIN_VOLUME_BYTES} bytes", reason_cn=f"不能小于 {MIN_VOLUME_BYTES} 字节"
+            )
+        if value % SECTOR:
+            raise errors.InvalidCapacity(
+                field=field, reason=f"must be a multiple of {SECTOR} bytes", reason_cn=f"必须是 {SECTOR} 字节的整数倍"
+            )
+    if value > maximum:
+        raise errors.InvalidCapacity(field=field, reason=f"exceeds the maximum {maximum} bytes", reason_cn=f"超过上限 {maximum} 字节")
+    return value
+
+
+def validate_volume_type(value) -> str:
+    if value not in VolumeType.values:
+        raise errors.InvalidVolumeType(value=value)
+    return value
+
+
+def _check_pool_capacity(pool: Pool, requested: int) -> None:
+    """Raise PoolCapacityExceeded unless `requested` more bytes fit under capacity x overcommit.
+
+    The pool row is locked first (a no-op on SQLite, where the IMMEDIATE transaction already
+    serialises writers), so two concurrent creates cannot both take the last bytes.
+    """
+    Pool.objects.select_for_update().filter(pk=pool.pk).first()
+    committed = Volume.objects.filter(pool=pool, state__in=LIVE_STATES).aggregate(total=Sum("capacity"))["total"] or 0
+    limit = pool.capacity_limit
+    if committed + requested > limit:
+        raise errors.PoolCapacityExceeded(
+            pool=pool.name,
+            requested=requested,
+            available=max(limit - committed, 0),
+            limit=limit,
+            ratio=pool.overcommit_ratio,
+        )
+
+
+# -- create --------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def volume_create(
+    *,
+    actor: str,
+    tenant: Tenant,
+    cluster: Cluster,
+    pool: Pool,
+    name: str,
+    volume_type: str,
+    snap_capacity: int,
+    capacity: int | None = None,
+    backing_file: str | None = None,
+) -> Volume:
+    """Record a new volume in `creating` (or `importing`) and queue the task that makes its image."""
+    name = validate_name(name, field="volume_name")
+    volume_type = validate_volume_type(volume_type)
+    snap_capacity = validate_capacity(snap_capacity, field="snap_capacity", allow_zero=True)
+    if pool.cluster_id != cluster.pk:
+        raise errors.PoolNotFound(uuid=pool.uuid, cluster=cluster.uuid)
+    driver = pool_driver(pool)
+    driver.check_available()
+
+    source = None
+    if backing_file:
+        source = driver.inspect_import(backing_file, settings.SHARESTORE_IMPORT_ROOTS)
+        aligned = -(-source.virtual_size // SECTOR) * SECTOR
+        if capacity is None:
+            capacity = max(aligned, MIN_VOLUME_BYTES)
+        else:
+            validate_capacity(capacity, field="capacity")
+            if capacity < source.virtual_size:
+                raise errors.CapacityTooSmall(capacity=capacity, virtual_size=source.virtual_size)
+    elif capacity is None:
+        raise errors.MissingParameter(field="capacity")
+    capacity = validate_capacity(capacity, field="capacity")
+
+    if Volume.objects.filter(tenant=tenant, cluster=cluster, name=name, state__in=LIVE_STATES).exists():
+        raise errors.VolumeNameExists(name=name)
+    _check_pool_capacity(pool, capacity)
+
+    state = EventState.IMPORTING if source else EventState.CREATING
+    try:
+        with transaction.atomic():
+            volume = Volume.objects.create(
+                uuid=uuid_lib.uuid4(),
+                name=name,
+                tenant=tenant,
+                namespace=tenant.namespace,
+                cluster=cluster,
+                pool=pool,
+                volume_type=volume_type,
+                capacity=capacity,
+                snap_cap=snap_capacity,
+                state=state,
+            )
+    except IntegrityError:
+        raise errors.VolumeNameExists(name=name) from None
+    params = {"capacity": capacity}
+    if source:
+        params.update(source_path=source.path, source_format=source.format)
+    operation = operation_create(
+        kind=OperationKind.VOLUME_IMPORT if source else OperationKind.VOLUME_CREATE,
+        task="volumes.tasks.volume_create_task",
+        target_type="volume",
+        target_uuid=volume.uuid,
+        actor=actor,
+        volume=volume,
+        params=params,
+        bytes_total=source.virtual_size if source else 0,
+    )
+    audit(
+        actor=actor,
+        action="volume.create" if not source else "volume.import",
+        object_type="volume",
+        object_uuid=volume.uuid,
+        volume_id=volume.pk,
+        operation_id=operation.pk,
+        to_state=str(state.label),
+        message=f"capacity={capacity} pool={pool.name}" + (f" source={source.path} ({source.format})" if source else ""),
+    )
+    return volume
+
+
+def _volume_create_run(operation: Operation, reporter: Reporter) -> None:
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    if volume.state not in (EventState.CREATING, EventState.IMPORTING):
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="create")
+    driver = pool_driver(volume.pool)
+    capacity = operation.params["capacity"]
+    if "source_path" in operation.params:
+        reporter.phase("copying")
+        from volumes.drivers import ImportSource
+
+        source = ImportSource(
+            path=operation.params["source_path"], format=operation.params["source_format"], virtual_size=0
+        )
+        image = driver.import_image(
+            source, settings.SHARESTORE_IMPORT_ROOTS, volume.image_name, capacity, reporter.driver_progress
+        )
+    else:
+        reporter.phase("creating image")
+        image = driver.create_volume(volume.image_name, capacity)
+    if image.virtual_size != capacity:
+        raise errors.StorageError(reason=f"image has {image.virtual_size} bytes, expected {capacity}")
+    operation.params["used"] = image.allocated
+
+
+def _volume_create_succeed(operation: Operation) -> None:
+    volume = Volume.objects.get(pk=operation.volume_id)
+    transition(
+        volume,
+        allowed=[EventState.CREATING, EventState.IMPORTING],
+        to=EventState.AVAILABLE,
+        action="volume.create.finish",
+        actor=operation.requested_by,
+        operation_id=operation.pk,
+        extra={"used": operation.params.get("used", 0)},
+    )
+
+
+def _volume_create_fail(operation: Operation, error: errors.ServiceError) -> None:
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    # A failed create leaves no file that could look usable.
+    pool_driver(volume.pool).delete_image(volume.image_name)
+    transition(
+        volume,
+        allowed=[EventState.CREATING, EventState.IMPORTING],
+        to=EventState.ERROR,
+        action="volume.create.fail",
+        actor=operation.requested_by,
+        operation_id=operation.pk,
+        message=f"scode {error.scode}: {error.render_message()}",
+    )
+
+
+VOLUME_CREATE_HANDLER = OperationHandler(run=_volume_create_run, succeed=_volume_create_succeed, fail=_volume_create_fail)
+
+
+# -- delete --------------------------------------------------------------------------------------
+
+DELETABLE_STATES = [EventState.AVAILABLE, EventState.ERROR]
+
+
+@transaction.atomic
+def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operation:
+    """Take the volume out of the live set and queue the removal of its files.
+
+    Without force, an attached volume or one with snapshots is refused. force detaches it in the
+    record (the hypervisor must have let go) and deletes its snapshots with it. Nothing overrides
+    a volume that is busy with another operation, nor one whose snapshots back linked clones:
+    removing those layers would corrupt the clones.
+    """
+    attachments = list(volume.attachments.all())
+    if attachments and not force:
+        raise errors.VolumeAttached(
+            uuid=volume.uuid,
+            vm=", ".join(str(a.vm_uuid) for a in attachments),
+            hint=" or pass force=true",
+            hint_cn="或使用 force=true",
+        )
+    snapshots = volume.snapshots.exclude(status=SnapshotStatus.DELETING)
+    if snapshots.exists() and not force:
+        raise errors.VolumeHasSnapshots(uuid=volume.uuid, count=snapshots.count())
+    clones = list(
+        Volume.objects.filter(parent_snapshot__volume=volume, state__in=LIVE_STATES).values_list("uuid", flat=True)
+    )
+    if clones:
+        raise errors.VolumeHasDependents(uuid=volume.uuid, dependents="linked clones " + ", ".join(map(str, clones)))
+    transition(
+        volume,
+        allowed=DELETABLE_STATES,
+        to=EventState.DELETING,
+        action="volume.delete",
+        actor=actor,
+        message="force" if force else "",
+        extra={"deleted_at": timezone.now()},
+    )
+    if attachments:
+        VolumeAttachment.objects.filter(volume=volume).delete()
+    return operation_create(
+        kind=OperationKind.VOLUME_DELETE,
+        task="volumes.tasks.volume_delete_task",
+        target_type="volume",
+        target_uuid=volume.uuid,
+        actor=actor,
+        volume=volume,
+        params={"force": force},
+    )
+
+
+def _volume_image_names(volume: Volume) -> list[str]:
+    names = [volume.image_name]
+    names += list(volume.snapshots.exclude(layer_name="").values_list("layer_name", flat=True))
+    return names
+
+
+def _volume_delete_run(operation: Operation, reporter: Reporter) -> None:
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    if volume.state != EventState.DELETING:
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="delete")
+    reporter.phase("removing files")
+    driver = pool_driver(volume.pool)
+    names = _volume_image_names(volume)
+    for index, name in enumerate(names, start=1):
+        driver.delete_image(name)
+        reporter.progress(100.0 * index / len(names))
+    snapshot_dir = os.path.join(volume.pool.path, "snapshots", str(volume.uuid))
+    if os.path.isdir(snapshot_dir) and not os.listdir(snapshot_dir):
+        os.rmdir(snapshot_dir)
+
+
+def _volume_delete_succeed(operation: Operation) -> None:
+    volume = Volume.objects.get(pk=operation.volume_id)
+    volume.snapshots.all().update(status=SnapshotStatus.DELETING, modified=timezone.now())
+    transition(
+        volume,
+        allowed=[EventState.DELETING],
+        to=EventState.DELETED,
+        action="volume.delete.finish",
+        actor=operation.requested_by,
+        operation_id=operation.pk,
+    )
+
+
+def _volume_delete_fail(operation: Operation, error: errors.ServiceError) -> None:
+    # The row stays out of the live set in `deleting`: the sweeper or an operator retries the
+    # removal; putting a half-removed volume back into service would be worse.
+    audit(
+        actor=operation.requested_by,
+        action="volume.delete.stuck",
+        object_type="volume",
+        object_uuid=operation.target_uuid,
+        volume_id=operation.volume_id,
+        operation_id=operation.pk,
+        result="failed",
+        message=f"scode {error.scode}: {error.render_message()}",
+    )
+
+
+VOLUME_DELETE_HANDLER = OperationHandler(run=_volume_delete_run, succeed=_volume_delete_succeed, fail=_volume_delete_fail)
+
+
+# -- usage ---------------------------------------------------------------------------------------
+
+
+def volume_refresh_used(*, actor: str, volume: Volume) -> Volume:
+    """Read the active layer's allocated bytes from disk into `Used` (metadata only, no data read)."""
+    if volume.state in (EventState.CREATING, EventState.IMPORTING, EventState.CLONING, EventState.RESTORING):
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="update used")
+    used = pool_driver(volume.pool).allocated_bytes(volume.image_name)
+    Volume.objects.filter(pk=volume.pk).update(used=used, modified=timezone.now())
+    volume.refresh_from_db()
+    return volume
+
+
+def volume_refresh_snap_length(*, actor: str, volume: Volume) -> Volume:
+    """Re-measure every snapshot layer and set `SnapLength` to their sum."""
+    from volumes.models import Snapshot
+
+    driver = pool_driver(volume.pool)
+    total = 0
+    for snapshot in volume.snapshots.exclude(layer_name="").exclude(status=SnapshotStatus.DELETING):
+        size = driver.allocated_bytes(snapshot.layer_name) if driver.exists(snapshot.layer_name) else 0
+        Snapshot.objects.filter(pk=snapshot.pk).update(size=size)
+        total += size
+    Volume.objects.filter(pk=volume.pk).update(snap_length=total, modified=timezone.now())
+    volume.refresh_from_db()
+    return volume
+
+
+# -- attachment ----------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def volume_attach(
+    *, actor: str, volume: Volume, vm_uuid, device: str = "", host_uuid: str = "", vm_name: str = "", vm_type: str = ""
+) -> Volume:
+    """Record that a VM has the volume attached. A block or fs volume takes one VM; share, several."""
+    locked = Volume.objects.select_for_update().get(pk=volume.pk)
+    if locked.state != EventState.AVAILABLE:
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=locked.get_state_display(), action="attach")
+    current = list(locked.attachments.values_list("vm_uuid", flat=True))
+    if any(str(vm) == str(vm_uuid) for vm in current):
+        raise errors.AlreadyAttached(uuid=volume.uuid, vm=vm_uuid)
+    if current and locked.volume_type != VolumeType.SHARE:
+        raise errors.AlreadyAttached(uuid=volume.uuid, vm=current[0])
+    try:
+        with transaction.atomic():
+            VolumeAttachment.objects.create(
+                volume=locked, vm_uuid=vm_uuid, device=device, host_uuid=host_uuid, vm_name=vm_name, vm_type=vm_type
+            )
+    except IntegrityError:
+        raise errors.AlreadyAttached(uuid=volume.uuid, vm=vm_uuid) from None
+    Volume.objects.filter(pk=volume.pk).update(modified=timezone.now())
+    audit(actor=actor, action="volume.attach", object_type="volume", object_uuid=volume.uuid, volume_id=volume.pk,
+          message=f"vm={vm_uuid} device={device} host={host_uuid}")
+    return Volume.objects.get(pk=volume.pk)
+
+
+@transaction.atomic
+def volume_detach(*, actor: str, volume: Volume, vm_uuid) -> Volume:
+    """Forget one VM's attachment."""
+    deleted, _ = VolumeAttachment.objects.filter(volume=volume, vm_uuid=vm_uuid).delete()
+    if not deleted:
+        raise errors.NotAttached(uuid=volume.uuid, vm=vm_uuid)
+    Volume.objects.filter(pk=volume.pk).update(modified=timezone.now())
+    audit(actor=actor, action="volume.detach", object_type="volume", object_uuid=volume.uuid, volume_id=volume.pk,
+          message=f"vm={vm_uuid}")
+    return Volume.objects.get(pk=volume.pk)

@@ -1,0 +1,18 @@
+"""django-q2 tasks: plain functions taking primary keys. Each is idempotent: it claims its
+operation by compare-and-set and does nothing if the operation is finished or held by a live owner."""
+
+from volumes.services.operations import operation_run, operations_sweep
+from volumes.services.volumes import VOLUME_CREATE_HANDLER, VOLUME_DELETE_HANDLER
+
+
+def volume_create_task(operation_id: int) -> None:
+    operation_run(operation_id, VOLUME_CREATE_HANDLER)
+
+
+def volume_delete_task(operation_id: int) -> None:
+    operation_run(operation_id, VOLUME_DELETE_HANDLER)
+
+
+def sweep_task() -> int:
+    """Scheduled: re-enqueue operations whose lease expired, so their handlers finish or roll back."""
+    return len(operations_sweep())
