@@ -5,7 +5,7 @@
 | DATABASE_URL | sqlite:///var/sharestore.sqlite3 (relative to the checkout) | sqlite:///rel/path, sqlite:////abs/path or postgres://user:pw@host:port/db |
 | SHARESTORE_DATA_DIR | <repo>/var/data | where demo pools, backup points and the demo import root live |
 | SHARESTORE_IMPORT_ROOTS | <data dir>/import | os.pathsep-separated directories `backing_file` may come from |
-| SHARESTORE_SECRET_KEY | random per process in debug, required otherwise | Django's SECRET_KEY |
+| SHARESTORE_SECRET_KEY | a random key kept in var/secret_key | Django's SECRET_KEY (web server and workers must share it) |
 | SHARESTORE_DEBUG | 0 | 1 turns on Django debug and the envelope's `stack` |
 | SHARESTORE_ALLOWED_HOSTS | 127.0.0.1,localhost | comma-separated |
 | SHARESTORE_QEMU_IMG | qemu-img | the qemu-img binary |
@@ -61,7 +61,21 @@ def _database_from_url(url: str) -> dict:
 
 
 DEBUG = _env_bool("SHARESTORE_DEBUG", False)
-SECRET_KEY = os.environ.get("SHARESTORE_SECRET_KEY") or secrets.token_urlsafe(50)
+
+
+def _persistent_secret_key() -> str:
+    """The embedded default keeps one random key under var/: the web server and the django-q2
+    workers must share it (task payloads are signed with it)."""
+    key_file = BASE_DIR / "var" / "secret_key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = os.environ.get("SHARESTORE_SECRET_KEY") or _persistent_secret_key()
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("SHARESTORE_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
 
 SHARESTORE_DATA_DIR = Path(os.environ.get("SHARESTORE_DATA_DIR", BASE_DIR / "var" / "data")).resolve()
