@@ -322,6 +322,7 @@ class Operation(models.Model):
 
     class Meta:
         ordering = ["-created", "-id"]
+        permissions = [("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")]
         indexes = [
             models.Index(fields=["state", "lease_expires_at"], name="volumes_op_state_lease"),
             models.Index(fields=["volume", "-created"], name="volumes_op_volume_created"),
