@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test deps system-deps migrate demo bench clean
+.PHONY: run test deps system-deps test-system-deps migrate demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -17,11 +17,18 @@ $(VENV)/.installed: pyproject.toml
 
 deps: system-deps $(VENV)/.installed
 
-# qemu-utils (qemu-img, qemu-io) is the storage engine; install it when it is missing.
+# qemu-utils (qemu-img, qemu-io, qemu-nbd) is the storage engine; install it when it is missing.
 system-deps:
 	@if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq qemu-utils; \
+	fi
+
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download).
+test-system-deps: system-deps
+	@if ! command -v chromium >/dev/null || ! command -v msgfmt >/dev/null; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium gettext; \
 	fi
 
 migrate: deps
@@ -37,7 +44,7 @@ run: demo
 	  $(PY) manage.py qcluster & \
 	  $(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
-test: deps
+test: test-system-deps deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: deps
