@@ -169,7 +169,8 @@ class Volume(models.Model):
 
     uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
     name = models.CharField(max_length=128)
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="volumes")
+    # No single-column index: the composite (tenant, cluster, ...) indexes below serve every tenant lookup.
+    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="volumes", db_index=False)
     namespace = models.ForeignKey(Namespace, on_delete=models.PROTECT, related_name="volumes")
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="volumes")
     pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="volumes")

@@ -53,7 +53,22 @@ def test_list_query_count_does_not_grow_with_page_size(api, topology):
 
 
 def test_list_query_uses_the_tenant_cluster_index(api, topology):
-    make_volumes(topology, 200)
+    make_volumes(topology, 60)
+    # Other tenants' volumes, so that the tenant is as selective as it is in production.
+    from volumes.models import Namespace
+
+    cluster = Cluster.objects.get(uuid=CLUSTER)
+    pools = list(Pool.objects.all())
+    rows = []
+    for t in range(30):
+        other = Tenant.objects.create(name=f"tenant-{t}")
+        Namespace.objects.create(tenant=other)
+        rows += [
+            Volume(name=f"bulk-{t}-{i}", tenant=other, namespace=other.namespace, cluster=cluster, pool=pools[i % 3],
+                   volume_type="block", capacity=1 << 30, snap_cap=0, state=EventState.AVAILABLE)
+            for i in range(60)
+        ]
+    Volume.objects.bulk_create(rows)
     tenant = Tenant.objects.get(uuid=TENANT)
     cluster = Cluster.objects.get(uuid=CLUSTER)
     pool = Pool.objects.first()
@@ -62,6 +77,8 @@ def test_list_query_uses_the_tenant_cluster_index(api, topology):
     ).order_by("-created", "-id")[:10]
     plan = queryset.explain()
     if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE volumes_volume")
         # A tiny table may still be scanned sequentially; forbid that to see which index serves the query.
         with connection.cursor() as cursor:
             cursor.execute("SET enable_seqscan = off")

@@ -147,7 +147,7 @@ class Migration(migrations.Migration):
                 ('parent_snapshot', models.ForeignKey(blank=True, help_text='For a linked clone: the snapshot layer it is an overlay on (ParentSnapshot).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='linked_clones', to='volumes.snapshot')),
                 ('pool', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='volumes.pool')),
                 ('source_volume', models.ForeignKey(blank=True, help_text='The volume this one was cloned from (Parent).', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='clones', to='volumes.volume')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='volumes.tenant')),
+                ('tenant', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='volumes.tenant')),
             ],
             options={
                 'ordering': ['-created', '-id'],
