@@ -38,8 +38,8 @@ demo: migrate
 	$(PY) manage.py seed_demo
 
 run: demo
-	@$(PY) manage.py create_token --name demo-platform --print-banner
-	@$(PY) manage.py ensure_demo_superuser
+	@$(PY) manage.py create_token --name demo-platform --print-banner --base-url http://$(HOST):$(PORT)
+	@$(PY) manage.py ensure_demo_superuser --base-url http://$(HOST):$(PORT)
 	@trap 'kill 0' EXIT INT TERM; \
 	  $(PY) manage.py qcluster & \
 	  $(PY) manage.py runserver --noreload $(HOST):$(PORT)

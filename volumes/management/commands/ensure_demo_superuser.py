@@ -10,11 +10,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--username", default="admin")
         parser.add_argument("--password", default="admin")
+        parser.add_argument("--base-url", default="http://127.0.0.1:8000")
 
     def handle(self, *args, **options):
         User = get_user_model()
         if not User.objects.filter(username=options["username"]).exists():
             User.objects.create_superuser(options["username"], "", options["password"])
         self.stdout.write(
-            f"  console: http://127.0.0.1:8000/admin/  (user {options['username']}, password {options['password']}; demo only)\n"
+            f"  console: {options['base_url']}/admin/  (user {options['username']}, password {options['password']}; demo only)\n"
         )
