@@ -24,6 +24,6 @@ def test_every_scode_has_both_messages_and_a_fitting_status():
 
 def test_openapi_schema_builds(db, tmp_path):
     out = tmp_path / "schema.yaml"
-    call_command("spectacular", "--file", str(out))
+    call_command("spectacular", "--file", str(out), "--validate", "--fail-on-warn")
     text = out.read_text()
     assert "/v1/volume/share/create" in text and "/v1/volume/share/list" in text

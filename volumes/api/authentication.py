@@ -45,3 +45,19 @@ class HashedTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+try:
+    from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+    class HashedTokenScheme(OpenApiAuthenticationExtension):
+        """Documents `Authorization: Token <key>` in the OpenAPI schema."""
+
+        target_class = "volumes.api.authentication.HashedTokenAuthentication"
+        name = "TokenAuth"
+
+        def get_security_definition(self, auto_schema):
+            return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Token <key>"}
+
+except ImportError:  # pragma: no cover - drf-spectacular is a hard dependency; keep auth importable without it
+    pass

@@ -4,15 +4,25 @@ or selector, and wrap the result in the envelope; every error is raised, never r
 from __future__ import annotations
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from sharestore import errors
 from sharestore.api.envelope import envelope_body, success, volume_wrapper
+from sharestore.api.schema import error_responses
 from volumes import selectors
 from volumes.api.fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
 from volumes.api.representations import volume_list_item, volume_representation
+from volumes.api.schemas import VOLUME_ENVELOPE, VOLUME_LIST_ENVELOPE
 from volumes.services import volumes as volume_services
+
+
+def named(serializer_class, component_name: str):
+    """The request serializer under its own OpenAPI component name (nested classes are all 'Input')."""
+    return extend_schema_serializer(component_name=component_name)(
+        type(component_name, (serializer_class,), {"__module__": serializer_class.__module__})
+    )
 
 
 class ScopedApi(APIView):
@@ -53,6 +63,7 @@ class VolumeShareListApi(ScopedApi):
                 StrictUUIDField().run_validation(value)
             return value
 
+    @extend_schema(request=named(InputSerializer, "VolumeShareListRequest"), responses={200: VOLUME_LIST_ENVELOPE, **error_responses(400, 401, 404)})
     def post(self, request):
         data = self.validated(request)
         tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
@@ -94,6 +105,7 @@ class VolumeShareCreateApi(ScopedApi):
         snap_capacity = StrictIntegerField()
         backing_file = StrictCharField(required=False, allow_blank=True, allow_null=True, default="", max_length=4096)
 
+    @extend_schema(request=named(InputSerializer, "VolumeShareCreateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 422, 503)})
     def post(self, request):
         data = self.validated(request)
         tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
@@ -143,6 +155,7 @@ class VolumeShareDeleteApi(VolumeApi):
     class InputSerializer(NamedVolumeInput):
         force = StrictBooleanField(required=False, default=False)
 
+    @extend_schema(request=named(InputSerializer, "VolumeShareDeleteRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)})
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
@@ -153,6 +166,7 @@ class VolumeShareDeleteApi(VolumeApi):
 class VolumeShareGetApi(VolumeApi):
     """POST /v1/volume/share/get: one volume."""
 
+    @extend_schema(request=named(VolumeApi.InputSerializer, "VolumeShareGetRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404)})
     def post(self, request):
         volume = self.volume(request, self.validated(request))
         return success(volume_wrapper(volume_representation(volume)))
@@ -164,6 +178,7 @@ class VolumeShareUsedUpdateApi(VolumeApi):
     check_name = True
     InputSerializer = NamedVolumeInput
 
+    @extend_schema(request=named(InputSerializer, "VolumeShareUsedUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
@@ -178,6 +193,7 @@ class VolumeShareSnapLengthUpdateApi(VolumeApi):
     check_name = True
     InputSerializer = NamedVolumeInput
 
+    @extend_schema(request=named(InputSerializer, "VolumeShareSnapLengthUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
@@ -196,6 +212,7 @@ class VolumeShareAttachApi(VolumeApi):
         vm_name = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
         vm_type = StrictCharField(required=False, allow_blank=True, default="", max_length=32)
 
+    @extend_schema(request=named(InputSerializer, "VolumeShareAttachRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)})
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
@@ -218,6 +235,7 @@ class VolumeShareDetachApi(VolumeApi):
     class InputSerializer(VolumeApi.InputSerializer):
         vm_uuid = StrictUUIDField()
 
+    @extend_schema(request=named(InputSerializer, "VolumeShareDetachRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)})
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
