@@ -98,6 +98,54 @@ def _check_pool_capacity(pool: Pool, requested: int) -> None:
 # -- create --------------------------------------------------------------------------------------
 
 
+def volume_reserve(
+    *,
+    tenant: Tenant,
+    cluster: Cluster,
+    pool: Pool,
+    name: str,
+    volume_type: str,
+    capacity: int,
+    snap_capacity: int,
+    state: EventState,
+    source_volume: Volume | None = None,
+    parent_snapshot=None,
+) -> Volume:
+    """Insert a new volume row in a populating state after the checks every new volume passes.
+
+    Shared by create, import, clone and restore, which then queue the operation that writes the
+    image. Call inside the caller's transaction: name uniqueness and pool capacity hold until it
+    commits (the pool row is locked on PostgreSQL; SQLite serialises writers).
+    """
+    name = validate_name(name, field="volume_name")
+    volume_type = validate_volume_type(volume_type)
+    capacity = validate_capacity(capacity, field="capacity")
+    snap_capacity = validate_capacity(snap_capacity, field="snap_capacity", allow_zero=True)
+    if pool.cluster_id != cluster.pk:
+        raise errors.PoolNotFound(uuid=pool.uuid, cluster=cluster.uuid)
+    if Volume.objects.filter(tenant=tenant, cluster=cluster, name=name, state__in=LIVE_STATES).exists():
+        raise errors.VolumeNameExists(name=name)
+    _check_pool_capacity(pool, capacity)
+    try:
+        with transaction.atomic():
+            return Volume.objects.create(
+                uuid=uuid_lib.uuid4(),
+                name=name,
+                tenant=tenant,
+                namespace=tenant.namespace,
+                cluster=cluster,
+                pool=pool,
+                volume_type=volume_type,
+                capacity=capacity,
+                snap_cap=snap_capacity,
+                state=state,
+                source_volume=source_volume,
+                parent_snapshot=parent_snapshot,
+            )
+    except IntegrityError:
+        raise errors.VolumeNameExists(name=name) from None
+
+
 @transaction.atomic
 def volume_create(
     *,
@@ -134,27 +182,17 @@ def volume_create(
         raise errors.MissingParameter(field="capacity")
     capacity = validate_capacity(capacity, field="capacity")
 
-    if Volume.objects.filter(tenant=tenant, cluster=cluster, name=name, state__in=LIVE_STATES).exists():
-        raise errors.VolumeNameExists(name=name)
-    _check_pool_capacity(pool, capacity)
-
     state = EventState.IMPORTING if source else EventState.CREATING
-    try:
-        with transaction.atomic():
-            volume = Volume.objects.create(
-                uuid=uuid_lib.uuid4(),
-                name=name,
-                tenant=tenant,
-                namespace=tenant.namespace,
-                cluster=cluster,
-                pool=pool,
-                volume_type=volume_type,
-                capacity=capacity,
-                snap_cap=snap_capacity,
-                state=state,
-            )
-    except IntegrityError:
-        raise errors.VolumeNameExists(name=name) from None
+    volume = volume_reserve(
+        tenant=tenant,
+        cluster=cluster,
+        pool=pool,
+        name=name,
+        volume_type=volume_type,
+        capacity=capacity,
+        snap_capacity=snap_capacity,
+        state=state,
+    )
     params = {"capacity": capacity}
     if source:
         params.update(source_path=source.path, source_format=source.format)
