@@ -5,7 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 
 class BackupStatus(models.TextChoices):
-    """A backup's `Status`: BackupStarted -> BackupRunning -> BackupCompleted | BackupFailed."""
+    """A backup's `Status`: BackupStarted -> BackupRunning -> BackupCompleted | BackupFailed; delete:
+    BackupCompleted | BackupFailed -> BackupDeleting -> BackupDeleted (docs/backups.md)."""
 
     STARTED = "BackupStarted", _("started")
     RUNNING = "BackupRunning", _("running")
@@ -28,3 +29,17 @@ class BackupPointStatus(models.TextChoices):
 
     HEALTHY = "healthy", _("healthy")
     UNAVAILABLE = "unavailable", _("unavailable")
+
+
+class VerifyResult(models.TextChoices):
+    """Outcome of the last verification of a backup ("" = never verified)."""
+
+    NONE = "", _("never verified")
+    OK = "ok", _("ok")
+    FAILED = "failed", _("failed")
+
+
+# A backup's file is being written or rewritten: its chain must not change under it.
+IN_PROGRESS_STATUSES = [BackupStatus.STARTED, BackupStatus.RUNNING, BackupStatus.DELETING]
+# Statuses whose file exists (or is being written) and counts against the backup point's capacity.
+SPACE_HOLDING_STATUSES = [BackupStatus.STARTED, BackupStatus.RUNNING, BackupStatus.COMPLETED, BackupStatus.DELETING]

@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from backups import choices
 from volumes.models import Cluster, Snapshot, Tenant, Volume
 
-__all__ = ["BackupPoint", "Backup"]
+__all__ = ["BackupPoint", "Backup", "BackupVerification"]
 
 
 class BackupPoint(models.Model):
@@ -63,6 +63,9 @@ class Backup(models.Model):
     volume_uuid = models.UUIDField()
     volume_capacity = models.BigIntegerField()
     volume_type = models.CharField(max_length=8)
+    volume_snap_cap = models.BigIntegerField(
+        default=0, help_text=_("The source volume's SnapCap when the backup was taken; a restored volume gets it.")
+    )
     snapshot = models.ForeignKey(Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
     snapshot_uuid = models.UUIDField()
     snapshot_name = models.CharField(max_length=128)
@@ -77,7 +80,18 @@ class Backup(models.Model):
     status = models.CharField(max_length=24, choices=choices.BackupStatus.choices, default=choices.BackupStatus.STARTED)
     file_name = models.CharField(max_length=255, blank=True, default="", editable=False)
     size = models.BigIntegerField(default=0, editable=False)
-    checksum = models.CharField(max_length=64, blank=True, default="", editable=False)
+    checksum = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        editable=False,
+        help_text=_("SHA-256 of the snapshot's guest-visible content (the whole virtual disk), read when backed up."),
+    )
+    compressed = models.BooleanField(default=False, editable=False, help_text=_("Data clusters written with zstd."))
+    verify_result = models.CharField(
+        max_length=8, choices=choices.VerifyResult.choices, blank=True, default="", editable=False
+    )
+    verified_at = models.DateTimeField(null=True, blank=True, editable=False)
     expired_time = models.BigIntegerField(default=0, help_text=_("Epoch seconds; 0 = never expires."))
     protected = models.BooleanField(default=False, help_text=_("Exempt from expiry and retention."))
     created = models.DateTimeField(default=timezone.now, editable=False)
@@ -92,3 +106,25 @@ class Backup(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.uuid})"
+
+
+class BackupVerification(models.Model):
+    """One verification of a backup: restored to a temporary image, checked, and its content hashed."""
+
+    backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="verifications")
+    started = models.DateTimeField(default=timezone.now, editable=False)
+    finished = models.DateTimeField(null=True, blank=True, editable=False)
+    result = models.CharField(max_length=8, choices=choices.VerifyResult.choices, blank=True, default="")
+    scode = models.IntegerField(default=0, help_text=_("0, or the scode of what failed."))
+    message = models.TextField(blank=True, default="")
+    checksum_expected = models.CharField(max_length=64, blank=True, default="")
+    checksum_found = models.CharField(max_length=64, blank=True, default="")
+    image_check = models.JSONField(default=dict, blank=True, help_text=_("qemu-img check of the restored image."))
+    actor = models.CharField(max_length=128, blank=True, default="")
+
+    class Meta:
+        ordering = ["-started", "-id"]
+        indexes = [models.Index(fields=["backup", "-started"], name="backups_verif_backup_started")]
+
+    def __str__(self):
+        return f"{self.backup_id} {self.result or 'running'} {self.started:%Y-%m-%d %H:%M:%S}"

@@ -363,3 +363,65 @@ class NoSpace(ServiceError):
     scode, http_status = 5004, 507
     message = "no space left on {where}"
     message_cn = "{where} 空间不足"
+
+
+# 43xx: backups ---------------------------------------------------------------------------------
+
+
+class BackupPointFull(ServiceError):
+    """The backup point's recorded capacity (or its filesystem) cannot take the backup's estimated size."""
+
+    scode, http_status = 4301, 409
+    message = "backup point {point} cannot take about {needed} bytes: {available} bytes left ({reason})"
+    message_cn = "备份点 {point} 空间不足：约需 {needed} 字节，剩余 {available} 字节（{reason}）"
+
+
+class BackupChainBusy(ServiceError):
+    """Another backup, delete, restore or verification works on the same volume's backups on this backup point."""
+
+    scode, http_status = 4302, 409
+    message = "backups of volume {volume} on backup point {point} are busy ({busy}): retry when that finishes"
+    message_cn = "卷 {volume} 在备份点 {point} 上的备份正忙（{busy}），请在其完成后重试"
+
+
+class BackupHasDependents(ServiceError):
+    """A later incremental backup is still being written on top of this backup: it cannot be merged now."""
+
+    scode, http_status = 4303, 409
+    message = "backup {uuid} has dependent backup(s) {dependents} that are not complete: it cannot be deleted now"
+    message_cn = "备份 {uuid} 有未完成的依赖备份 {dependents}，暂时无法删除"
+
+
+class BackupProtected(ServiceError):
+    """The backup is protected: it is never deleted, by request or by expiry, until unprotected."""
+
+    scode, http_status = 4304, 409
+    message = "backup {uuid} is protected: unprotect it before deleting it"
+    message_cn = "备份 {uuid} 受保护：请先取消保护再删除"
+
+
+class BackupNotRestorable(ServiceError):
+    """Only a completed backup can be restored or verified."""
+
+    scode, http_status = 4305, 409
+    message = "backup {uuid} is {status}: only a BackupCompleted backup can be {action}"
+    message_cn = "备份 {uuid} 的状态为 {status}：只有 BackupCompleted 状态的备份才能{action_cn}"
+
+
+# 53xx: backup storage ----------------------------------------------------------------------------
+
+
+class BackupPointUnavailable(ServiceError):
+    """The backup point's directory is missing or not writable on this host, or it is marked unavailable."""
+
+    scode, http_status = 5301, 503
+    message = "backup point {point} is unavailable: {reason}"
+    message_cn = "备份点 {point} 不可用：{reason}"
+
+
+class BackupVerifyFailed(ServiceError):
+    """A verification found a backup that does not restore to the content recorded when it was taken."""
+
+    scode, http_status = 5302, 500
+    message = "backup {uuid} failed verification: {reason}"
+    message_cn = "备份 {uuid} 校验失败：{reason}"

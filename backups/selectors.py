@@ -1,0 +1,80 @@
+"""Reads on backup points and backups. Every lookup of a tenant's backup is scoped by tenant and
+cluster, so another tenant's backup answers exactly like a missing one."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from backups.choices import BackupPointStatus, BackupStatus
+from backups.filtersets import BackupFilterSet
+from backups.models import Backup, BackupPoint
+from sharestore import errors
+from volumes.choices import LIVE_STATES
+from volumes.models import Cluster, Tenant, Volume
+
+
+def backup_point_get(*, uuid, cluster: Cluster, tenant: Tenant) -> BackupPoint:
+    """A backup point of the cluster that the tenant may use (no tenant on the point: every tenant)."""
+    point = (
+        BackupPoint.objects.filter(uuid=uuid, cluster=cluster)
+        .filter(Q(tenant__isnull=True) | Q(tenant=tenant))
+        .first()
+    )
+    if point is None:
+        raise errors.BackupPointNotFound(uuid=uuid)
+    if point.status != BackupPointStatus.HEALTHY:
+        raise errors.BackupPointUnavailable(point=point.name, reason=f"marked {point.status}")
+    return point
+
+
+def volume_for_backup(*, uuid, cluster: Cluster, tenant: Tenant | None, allowed_tenant_id: int | None) -> Volume:
+    """The live volume to back up. backup/add names no tenant in the contract: a tenant-bound caller
+    reaches its own volumes only; a platform caller any volume of the cluster, or the named tenant's."""
+    queryset = Volume.objects.select_related("tenant", "tenant__namespace", "cluster", "pool").filter(
+        uuid=uuid, cluster=cluster, state__in=LIVE_STATES
+    )
+    if tenant is not None:
+        queryset = queryset.filter(tenant=tenant)
+    if allowed_tenant_id is not None:
+        queryset = queryset.filter(tenant_id=allowed_tenant_id)
+    volume = queryset.first()
+    if volume is None:
+        raise errors.VolumeNotFound(uuid=uuid)
+    return volume
+
+
+def backup_output_queryset(queryset: QuerySet[Backup]) -> QuerySet[Backup]:
+    """Everything a backup's representation reads, in one query."""
+    return queryset.select_related("tenant", "tenant__namespace", "cluster", "backup_point", "volume", "base")
+
+
+def backup_get(*, uuid, cluster: Cluster, tenant: Tenant | None = None, allowed_tenant_id: int | None = None) -> Backup:
+    """A backup that is not deleted, of the tenant (when given) and the caller's tenant (when bound)."""
+    queryset = Backup.objects.filter(uuid=uuid, cluster=cluster).exclude(status=BackupStatus.DELETED)
+    if tenant is not None:
+        queryset = queryset.filter(tenant=tenant)
+    if allowed_tenant_id is not None:
+        queryset = queryset.filter(tenant_id=allowed_tenant_id)
+    backup = backup_output_queryset(queryset).first()
+    if backup is None:
+        raise errors.BackupNotFound(uuid=uuid)
+    return backup
+
+
+def backup_list(
+    *, cluster: Cluster, tenant: Tenant | None, allowed_tenant_id: int | None, filters: dict, offset: int, limit: int
+) -> tuple[list[Backup], int]:
+    """One page of backups (not deleted) in the cluster, newest first, and the total count."""
+    base = Backup.objects.filter(cluster=cluster).exclude(status=BackupStatus.DELETED)
+    if tenant is not None:
+        base = base.filter(tenant=tenant)
+    if allowed_tenant_id is not None:
+        base = base.filter(tenant_id=allowed_tenant_id)
+    queryset = BackupFilterSet(filters, queryset=base).qs.order_by("-created", "-id")
+    total = queryset.count()
+    return list(backup_output_queryset(queryset)[offset : offset + limit]), total
+
+
+def chain_backups(*, backup: Backup) -> QuerySet[Backup]:
+    """Every backup of the same volume on the same backup point (its chain and any branch of it)."""
+    return Backup.objects.filter(volume_uuid=backup.volume_uuid, backup_point_id=backup.backup_point_id)
