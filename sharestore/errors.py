@@ -365,6 +365,25 @@ class NoSpace(ServiceError):
     message_cn = "{where} 空间不足"
 
 
+# 45xx: operator repairs (console and manage.py) -----------------------------------------------
+
+
+class RepairBlocked(ServiceError):
+    """A repair action cannot run on the object now (a live operation holds it, or the files do not allow it)."""
+
+    scode, http_status = 4500, 409
+    message = "cannot {action} {kind} {uuid}: {reason}"
+    message_cn = "无法对 {kind} {uuid} 执行 {action}：{reason}"
+
+
+class RepairPreviewStale(ServiceError):
+    """What the repair found on disk or in the database changed since the operator's preview."""
+
+    scode, http_status = 4501, 409
+    message = "{kind} {uuid} changed since the preview ({reason}): look at the preview again"
+    message_cn = "{kind} {uuid} 在预览之后已发生变化（{reason}），请重新预览"
+
+
 # 43xx: backups ---------------------------------------------------------------------------------
 
 

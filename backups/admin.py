@@ -1,0 +1,212 @@
+"""The console's backup screens: backup points with usage bars, add/edit through the services and
+reconcile; backups browsable (view-only: only the backup service writes them)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from backups.choices import BackupPointStatus, BackupStatus
+from backups import models as backup_models
+from backups.models import Backup, BackupPoint
+from backups.services import backup_point_create
+from backups.services_repair import (
+    EDITABLE_BACKUP_POINT_FIELDS,
+    backup_point_create_check,
+    backup_point_update,
+    backup_point_update_check,
+    backup_point_used,
+)
+from sharestore import errors
+from volumes.admin import ConsoleAdmin, badge, choices, console_actor, count_of, neutral_language, related, sum_of
+from volumes.console import human_bytes, localized_error
+from volumes.templatetags.console_tags import bar
+
+
+class BackupPointForm(forms.ModelForm):
+    """Add or edit a backup point; the directory must exist and be writable."""
+
+    class Meta:
+        model = BackupPoint
+        fields = ["name", "cluster", "tenant", "btype", "path", "capacity", "status"]
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            if self.instance.pk is None:
+                backup_point_create_check(
+                    name=data.get("name"), cluster=data.get("cluster"), path=data.get("path"), capacity=data.get("capacity")
+                )
+            else:
+                backup_point_update_check(backup_point=BackupPoint.objects.get(pk=self.instance.pk), **self.changes())
+        except errors.ServiceError as exc:
+            field = exc.params.get("field")
+            message = localized_error(exc.scode, exc.render_message())
+            self.add_error(field if field in self.fields else None, message)
+        return data
+
+    def changes(self) -> dict:
+        return {k: v for k, v in self.cleaned_data.items() if k in EDITABLE_BACKUP_POINT_FIELDS}
+
+
+@admin.register(BackupPoint)
+class BackupPointAdmin(ConsoleAdmin):
+    """Backup points: usage bars, add and edit with the directory checked, reconcile."""
+
+    form = BackupPointForm
+    list_display = ("name", "uuid", "cluster", "tenant", "btype", "status_badge", "usage_bar", "backup_count", "path")
+    list_filter = (
+        ("cluster", related(_("cluster"))),
+        ("tenant", related(_("tenant"))),
+        ("btype", choices(_("type"))),
+        ("status", choices(_("status"))),
+    )
+    list_select_related = ("cluster", "tenant")
+    search_fields = ("name", "uuid", "path")
+    actions = ["reconcile_action"]
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("backups.add_backuppoint")
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("backups.change_backuppoint")
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = ["uuid", "usage", "created", "modified"]
+        if obj is not None:
+            fields.append("cluster")
+        if not self.has_change_permission(request, obj):
+            fields += ["name", "tenant", "btype", "path", "capacity", "status"]
+        return fields
+
+    def get_fieldsets(self, request, obj=None):
+        main = ["name", "cluster", "tenant", "btype", "path", "capacity", "status"]
+        if obj is None:
+            return [(None, {"fields": main})]
+        return [(None, {"fields": ["uuid", *main]}), (_("Usage"), {"fields": ["usage"]}), (_("Times"), {"fields": ["created", "modified"]})]
+
+    def get_queryset(self, request):
+        live = {"status__in": [s for s in BackupStatus.values if s not in (BackupStatus.DELETED, BackupStatus.FAILED)]}
+        return super().get_queryset(request).annotate(
+            n_backups=count_of(Backup, "backup_point", **live),
+            used_bytes=sum_of(Backup, "backup_point", "size", **live),
+        )
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.get_status_display(), obj.status, kind="ok" if obj.status == BackupPointStatus.HEALTHY else "bad")
+
+    @admin.display(description=_("used / capacity"), ordering="used_bytes")
+    def usage_bar(self, obj):
+        return bar(obj.used_bytes, obj.capacity)
+
+    @admin.display(description=_("backups"), ordering="n_backups")
+    def backup_count(self, obj):
+        url = reverse("admin:backups_backup_changelist") + f"?backup_point__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.n_backups)
+
+    @admin.display(description=_("usage"))
+    def usage(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        import shutil
+
+        rows = [(gettext("backups (recorded sizes) / capacity"), bar(backup_point_used(obj), obj.capacity))]
+        try:
+            disk = shutil.disk_usage(obj.path)
+            rows.append((gettext("filesystem used / size"), bar(disk.total - disk.free, disk.total)))
+        except OSError:
+            pass
+        return format_html('<table class="ss-usage">{}</table>', format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            with neutral_language():
+                backup_point_update(actor=console_actor(request), backup_point=obj, **form.changes())
+            return
+        data = form.cleaned_data
+        point = backup_point_create(
+            name=data["name"], cluster=data["cluster"], path=data["path"], capacity=data["capacity"],
+            btype=data["btype"], tenant=data.get("tenant"),
+        )
+        obj.pk, obj.uuid, obj.path = point.pk, point.uuid, point.path
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        # Everything was written by the service.
+        return None
+
+    @admin.action(description=_("Reconcile database and files (preview first)"), permissions=["run_repairs"])
+    def reconcile_action(self, request, queryset):
+        query = urlencode([("backup_point", str(p.uuid)) for p in queryset])
+        return HttpResponseRedirect(f"{reverse('admin:volumes_pool_reconcile')}?{query}")
+
+
+@admin.register(Backup)
+class BackupAdmin(ConsoleAdmin):
+    """Backups of volume snapshots (full or incremental)."""
+
+    list_display = (
+        "name", "uuid", "backup_point", "tenant", "cluster", "volume_link", "snapshot_name", "status", "size_h",
+        "kind", "verification", "protected", "created",
+    )
+    list_filter = (
+        ("status", choices(_("status"))),
+        ("backup_point", related(_("backup point"))),
+        ("cluster", related(_("cluster"))),
+        ("tenant", related(_("tenant"))),
+        "protected",
+    )
+    list_select_related = ("backup_point", "tenant", "cluster", "volume")
+    search_fields = ("name", "uuid", "volume_uuid", "snapshot_uuid", "snapshot_name")
+
+    @admin.display(description=_("volume"), ordering="volume_uuid")
+    def volume_link(self, obj):
+        if obj.volume_id:
+            return format_html(
+                '<a href="{}">{}</a>', reverse("admin:volumes_volume_change", args=[obj.volume_id]), obj.volume.name
+            )
+        return str(obj.volume_uuid)
+
+    @admin.display(description=_("size"), ordering="size")
+    def size_h(self, obj):
+        return human_bytes(obj.size)
+
+    @admin.display(description=_("kind"))
+    def kind(self, obj):
+        return gettext("incremental") if obj.base_id else gettext("full")
+
+    @admin.display(description=_("last verification"))
+    def verification(self, obj):
+        # Verification results are recorded by the backup service once it verifies (verify_backups).
+        display = getattr(obj, "get_verify_result_display", None)
+        if display is None or not obj.verify_result:
+            return "-"
+        return badge(display(), obj.verify_result, kind="ok" if obj.verify_result == "ok" else "bad")
+
+
+# Verification runs (restore, `qemu-img check`, checksum) are recorded by the backup service.
+BackupVerification = getattr(backup_models, "BackupVerification", None)
+if BackupVerification is not None:
+
+    @admin.register(BackupVerification)
+    class BackupVerificationAdmin(ConsoleAdmin):
+        """Verification runs of backups: result, scode, checksums (view-only)."""
+
+        list_display = ("backup", "started", "finished", "result", "scode", "message_text", "actor")
+        list_filter = ("result", ("backup__backup_point", related(_("backup point"))), ("backup__tenant", related(_("tenant"))))
+        list_select_related = ("backup",)
+        search_fields = ("backup__name", "backup__uuid", "message")
+
+        @admin.display(description=_("message"))
+        def message_text(self, obj):
+            return localized_error(obj.scode, obj.message) if obj.scode else obj.message

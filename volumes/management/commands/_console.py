@@ -1,0 +1,78 @@
+"""Shared by the console's management commands: exit codes, the terminal progress bar, sizes.
+
+Exit codes (every console command):
+    0  done, nothing left to do
+    1  done, but findings remain or some objects could not be handled (see the output)
+    2  usage error: bad arguments, unknown UUID, a value the service rejected (argparse also exits 2)
+    3  a pool or backup point could not be read at all (directory missing or unreadable)
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import time
+
+from django.core.management.base import CommandError
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
+
+
+def command_actor(command: str) -> str:
+    """Who a command's writes are recorded as in the audit trail."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"manage.py {command}:{user}"
+
+
+def parse_size(text: str) -> int:
+    """'1099511627776', '500G', '1TiB', '1.5t' -> bytes (binary multiples)."""
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise CommandError(f"invalid size {text!r}: use bytes or a number with K, M, G, T or P", returncode=EXIT_USAGE)
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * (1 << (10 * " kmgtp".index(unit or " "))))
+
+
+def exit_with(code: int, message: str) -> None:
+    """End the command with `code` (0 returns normally)."""
+    if code:
+        raise CommandError(message, returncode=code)
+
+
+class Progress:
+    """A one-line progress bar on a terminal (stderr), silent otherwise; redrawn at most 10 times a second."""
+
+    WIDTH = 30
+
+    def __init__(self, stream, *, enabled: bool):
+        self.stream = stream
+        self.enabled = enabled
+        self.drawn = False
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int, label: str = "") -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if done < total and now - self._last < 0.1:
+            return
+        self._last = now
+        filled = int(self.WIDTH * done / total) if total else self.WIDTH
+        line = f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {label[-50:]:<50}"
+        self.stream.write(line)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False

@@ -1,0 +1,109 @@
+"""manage.py reconcile: compare the database with the files of every pool and backup point.
+
+The same service as the console's reconcile screen (`volumes.services.repair.reconcile`). Without
+--fix it is a dry run. Exit codes: 0 consistent (or everything fixed), 1 findings remain, 2 usage
+error, 3 a pool or backup point directory could not be read.
+"""
+
+import json
+import uuid
+
+from django.core.management.base import BaseCommand, CommandError
+
+from sharestore import errors
+from volumes.management.commands._console import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Progress,
+    command_actor,
+    exit_with,
+)
+from volumes.services.repair import DEFAULT_GRACE_SECONDS, reconcile
+
+
+def _uuid(value: str) -> str:
+    return str(uuid.UUID(value))
+
+
+class Command(BaseCommand):
+    help = (
+        "Compare the database with the files in each pool and backup point: orphan files, missing files, "
+        "backing chains that disagree with the snapshot tree, sizes out of date, stuck states. "
+        "Dry run unless --fix. Exit: 0 consistent, 1 findings remain, 2 usage error, 3 a directory unreadable."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--fix", action="store_true",
+                            help="remove orphans older than --grace, mark objects whose file is missing as error, refresh sizes")
+        parser.add_argument("--dry-run", action="store_true", help="only report (the default; wins over --fix)")
+        parser.add_argument("--pool", action="append", type=_uuid, default=[], metavar="UUID",
+                            help="only this pool (repeatable)")
+        parser.add_argument("--backup-point", action="append", type=_uuid, default=[], metavar="UUID",
+                            help="only this backup point (repeatable)")
+        parser.add_argument("--grace", type=int, default=DEFAULT_GRACE_SECONDS, metavar="SECONDS",
+                            help=f"leave orphans younger than this (default {DEFAULT_GRACE_SECONDS})")
+        parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+    def handle(self, *args, **options):
+        fix = options["fix"] and not options["dry_run"]
+        if options["grace"] < 0:
+            raise CommandError("--grace must not be negative", returncode=EXIT_USAGE)
+        targets = {}
+        if options["pool"]:
+            targets["pool"] = options["pool"]
+        if options["backup_point"]:
+            targets["backup_point"] = options["backup_point"]
+        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+        try:
+            reports = reconcile(
+                actor=command_actor("reconcile"), fix=fix, targets=targets or None,
+                grace_seconds=options["grace"], progress=progress,
+            )
+        except errors.ServiceError as exc:
+            raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
+        finally:
+            progress.close()
+        unreadable = [r for r in reports if r.error]
+        remaining = sum(len(r.remaining) for r in reports)
+        fixed = sum(1 for r in reports for f in r.findings if f.fixed)
+        code = EXIT_UNAVAILABLE if unreadable else EXIT_FINDINGS if remaining else EXIT_OK
+        if options["json"]:
+            self.stdout.write(json.dumps({
+                "fix": fix,
+                "grace_seconds": options["grace"],
+                "reports": [r.as_dict() for r in reports],
+                "summary": {
+                    "targets": len(reports),
+                    "findings": sum(len(r.findings) for r in reports),
+                    "fixed": fixed,
+                    "remaining": remaining,
+                    "unreadable": len(unreadable),
+                },
+                "exit_code": code,
+            }, indent=2))
+        else:
+            for report in reports:
+                self.stdout.write(
+                    f"{report.scope} {report.name} ({report.uuid}) at {report.path}: "
+                    f"{report.files_checked} file(s), {len(report.findings)} finding(s)"
+                )
+                if report.error:
+                    self.stdout.write(f"  ERROR {report.error}")
+                for f in report.findings:
+                    if f.fixed:
+                        outcome = f"fixed: {f.fix}"
+                    elif f.error:
+                        outcome = f"fix failed: {f.error}"
+                    elif f.kept:
+                        outcome = f"kept: {f.kept_label}"
+                    else:
+                        outcome = f"would {f.fix}" if f.fix and not fix else (f.fix or "report only")
+                    what = f"{f.object_type} {f.object_uuid} " if f.object_type else ""
+                    facts = " ".join(x for x in (f.detail, f"db={f.expected}" if f.expected else "", f"disk={f.found}" if f.found else "") if x)
+                    self.stdout.write(f"  {f.kind:<16} {f.name}  {what}{facts}  [{outcome}]")
+            verb = "fixed" if fix else "dry run"
+            self.stdout.write(f"{verb}: {sum(len(r.findings) for r in reports)} finding(s), {fixed} fixed, {remaining} remaining")
+        exit_with(code, f"{remaining} finding(s) remain" if code == EXIT_FINDINGS else
+                  f"{len(unreadable)} location(s) unreadable" if code else "")

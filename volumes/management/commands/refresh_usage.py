@@ -1,0 +1,71 @@
+"""manage.py refresh_usage: measure Used, snapshot sizes and SnapLength from the files.
+
+The same service as the console's refresh-usage screen. Exit codes: 0 done (or, with --dry-run,
+nothing out of date), 1 sizes out of date (dry run) or some volumes could not be measured, 2 usage error.
+"""
+
+import json
+import uuid
+
+from django.core.management.base import BaseCommand, CommandError
+
+from sharestore import errors
+from volumes.management.commands._console import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    EXIT_USAGE,
+    Progress,
+    command_actor,
+    exit_with,
+)
+from volumes.models import Volume
+from volumes.services.repair import _pool_targets, refresh_usage
+
+
+def _uuid(value: str) -> str:
+    return str(uuid.UUID(value))
+
+
+class Command(BaseCommand):
+    help = "Re-measure volumes' allocated bytes (metadata only) and write what changed. Exit: 0 ok, 1 drift or errors, 2 usage."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--pool", action="append", type=_uuid, default=[], metavar="UUID", help="only this pool (repeatable)")
+        parser.add_argument("--volume", action="append", type=_uuid, default=[], metavar="UUID", help="only this volume (repeatable)")
+        parser.add_argument("--dry-run", action="store_true", help="measure and report, write nothing")
+        parser.add_argument("--json", action="store_true")
+
+    def handle(self, *args, **options):
+        try:
+            pools = _pool_targets(options["pool"]) if options["pool"] else None
+        except errors.ServiceError as exc:
+            raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
+        volumes = None
+        if options["volume"]:
+            volumes = list(Volume.objects.filter(uuid__in=options["volume"]))
+            missing = set(options["volume"]) - {str(v.uuid) for v in volumes}
+            if missing:
+                raise CommandError(f"no volume with UUID {', '.join(sorted(missing))}", returncode=EXIT_USAGE)
+        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+        try:
+            report = refresh_usage(
+                actor=command_actor("refresh_usage"), pools=pools, volumes=volumes,
+                dry_run=options["dry_run"], progress=progress,
+            )
+        finally:
+            progress.close()
+        drift = options["dry_run"] and report.changes
+        code = EXIT_FINDINGS if (report.errors or drift) else EXIT_OK
+        if options["json"]:
+            self.stdout.write(json.dumps({**report.as_dict(), "exit_code": code}, indent=2))
+        else:
+            verb = "would write" if options["dry_run"] else "wrote"
+            for change in report.changes:
+                self.stdout.write(f"  {change.volume_name} ({change.volume_uuid}) {change.field}: {change.old} -> {change.new}")
+            for error in report.errors:
+                self.stdout.write(f"  ERROR {error['volume_uuid']}: {error['error']}")
+            self.stdout.write(
+                f"{report.volumes_checked} volume(s) measured, {len(report.skipped)} skipped (busy or not populated), "
+                f"{verb} {len(report.changes)} value(s), {len(report.errors)} error(s)"
+            )
+        exit_with(code, f"{len(report.errors)} error(s)" if report.errors else f"{len(report.changes)} value(s) out of date")

@@ -1,0 +1,262 @@
+"""Writes on pools: register one (admin and `manage.py add_pool`) and edit it, with the directory
+checked first; plus the usage figures the console draws as bars."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid as uuid_lib
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from sharestore import errors
+from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
+from volumes.drivers import get_driver
+from volumes.models import Cluster, Host, Pool, PoolMount, Tenant, Volume, Zone
+from volumes.services.state import audit, transition
+from volumes.services.volumes import validate_name
+
+
+def validate_pool_directory(path: str) -> str:
+    """An absolute directory that exists and that this service can write: returned resolved."""
+    if not isinstance(path, str) or not path or not os.path.isabs(path) or "\x00" in path:
+        raise errors.InvalidParameter(field="path", reason="must be an absolute directory path")
+    if not os.path.isdir(path):
+        raise errors.InvalidParameter(field="path", reason=f"directory {path} does not exist")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise errors.InvalidParameter(field="path", reason=f"directory {path} is not writable")
+    return os.path.realpath(path)
+
+
+def validate_pool_capacity(capacity) -> int:
+    if capacity is None or isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+        raise errors.InvalidParameter(field="capacity", reason="must be a non-negative number of bytes")
+    return capacity
+
+
+def validate_overcommit(ratio) -> Decimal:
+    try:
+        value = Decimal(str(ratio))
+    except (InvalidOperation, ValueError):
+        raise errors.InvalidParameter(field="overcommit_ratio", reason="must be a number") from None
+    if not value.is_finite() or value <= 0 or value >= 10000:
+        raise errors.InvalidParameter(field="overcommit_ratio", reason="must be greater than 0 and below 10000")
+    return value.quantize(Decimal("0.01"))
+
+
+def _check_name_free(*, cluster: Cluster, name: str, exclude_pk: int | None = None) -> None:
+    taken = Pool.objects.filter(cluster=cluster, name=name)
+    if exclude_pk is not None:
+        taken = taken.exclude(pk=exclude_pk)
+    if taken.exists():
+        raise errors.InvalidParameter(field="name", reason=f"cluster {cluster.name} already has a pool named {name!r}")
+
+
+def _check_volumes_present(pool: Pool, driver_name: str, path: str) -> None:
+    """A pool that holds volumes may only be re-pointed at a directory where their images are."""
+    driver = get_driver(driver_name, path)
+    missing = [
+        str(uuid)
+        for uuid in Volume.objects.filter(pool=pool, state__in=LIVE_STATES).values_list("uuid", flat=True)
+        if not driver.exists(f"volume/{uuid}")
+    ]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise errors.InvalidParameter(
+            field="path", reason=f"{len(missing)} volume image(s) of this pool are not in {path}: {shown}"
+        )
+
+
+def pool_create_check(
+    *,
+    name: str,
+    cluster: Cluster,
+    path: str,
+    capacity: int,
+    pool_type: str = PoolType.DISK,
+    driver: str = PoolDriver.QCOW2_DIRECTORY,
+    overcommit_ratio=1,
+    uuid=None,
+) -> dict:
+    """Validate a new pool's settings without writing; return them cleaned (the form calls this too)."""
+    values = {
+        "name": validate_name(name, field="name"),
+        "path": validate_pool_directory(path),
+        "capacity": validate_pool_capacity(capacity),
+        "overcommit_ratio": validate_overcommit(overcommit_ratio),
+    }
+    if pool_type not in PoolType.values:
+        raise errors.InvalidParameter(field="pool_type", reason=f"must be one of {', '.join(PoolType.values)}")
+    if driver not in PoolDriver.values:
+        raise errors.InvalidParameter(field="driver", reason=f"must be one of {', '.join(PoolDriver.values)}")
+    if uuid is not None and Pool.objects.filter(uuid=uuid).exists():
+        raise errors.InvalidParameter(field="uuid", reason=f"a pool with UUID {uuid} already exists")
+    _check_name_free(cluster=cluster, name=values["name"])
+    if Pool.objects.filter(path=values["path"]).exists():
+        raise errors.InvalidParameter(field="path", reason=f"another pool already uses {values['path']}")
+    return values
+
+
+@transaction.atomic
+def pool_create(
+    *,
+    actor: str,
+    name: str,
+    cluster: Cluster,
+    path: str,
+    capacity: int,
+    zone: Zone | None = None,
+    pool_type: str = PoolType.DISK,
+    driver: str = PoolDriver.QCOW2_DIRECTORY,
+    overcommit_ratio=1,
+    tenants: list[Tenant] | None = None,
+    mounts: dict[Host, str] | None = None,
+    uuid=None,
+) -> Pool:
+    """Register a directory as a pool. Without `mounts`, every host of the cluster mounts it at `path`."""
+    values = pool_create_check(
+        name=name, cluster=cluster, path=path, capacity=capacity, pool_type=pool_type, driver=driver,
+        overcommit_ratio=overcommit_ratio, uuid=uuid,
+    )
+    if mounts is not None:
+        for host in mounts:
+            if host.cluster_id != cluster.pk:
+                raise errors.InvalidParameter(field="mount", reason=f"host {host.uuid} is not in cluster {cluster.name}")
+    pool = Pool.objects.create(
+        uuid=uuid or uuid_lib.uuid4(),
+        cluster=cluster,
+        zone=zone or cluster.zone,
+        pool_type=pool_type,
+        driver=driver,
+        **values,
+    )
+    if tenants:
+        pool.tenants.set(tenants)
+    if mounts is None:
+        mounts = {host: values["path"] for host in Host.objects.filter(cluster=cluster)}
+    for host, mount_path in mounts.items():
+        PoolMount.objects.create(pool=pool, host=host, mount_path=mount_path)
+    audit(actor=actor, action="pool.create", object_type="pool", object_uuid=pool.uuid,
+          message=f"name={pool.name} path={pool.path} capacity={pool.capacity} overcommit={pool.overcommit_ratio}")
+    return pool
+
+
+EDITABLE_POOL_FIELDS = ("name", "zone", "pool_type", "path", "capacity", "overcommit_ratio", "status", "tenants")
+
+
+def pool_update_check(*, pool: Pool, **changes) -> dict:
+    """Validate changes to a pool without writing; return the column values that differ.
+
+    A new path must exist, be writable, be no other pool's, and hold this pool's volume images.
+    """
+    unknown = set(changes) - set(EDITABLE_POOL_FIELDS)
+    if unknown:
+        raise errors.InvalidParameter(field=sorted(unknown)[0], reason="cannot be changed")
+    values: dict = {}
+    if "name" in changes and changes["name"] != pool.name:
+        values["name"] = validate_name(changes["name"], field="name")
+        _check_name_free(cluster=pool.cluster, name=values["name"], exclude_pk=pool.pk)
+    if "path" in changes and changes["path"] != pool.path:
+        path = validate_pool_directory(changes["path"])
+        if path != pool.path:
+            if Pool.objects.filter(path=path).exclude(pk=pool.pk).exists():
+                raise errors.InvalidParameter(field="path", reason=f"another pool already uses {path}")
+            _check_volumes_present(pool, pool.driver, path)
+            values["path"] = path
+    if "capacity" in changes:
+        values["capacity"] = validate_pool_capacity(changes["capacity"])
+    if "overcommit_ratio" in changes:
+        values["overcommit_ratio"] = validate_overcommit(changes["overcommit_ratio"])
+    if "pool_type" in changes:
+        if changes["pool_type"] not in PoolType.values:
+            raise errors.InvalidParameter(field="pool_type", reason=f"must be one of {', '.join(PoolType.values)}")
+        values["pool_type"] = changes["pool_type"]
+    if changes.get("zone") is not None:
+        values["zone"] = changes["zone"]
+    status = changes.get("status")
+    if status is not None and status not in PoolStatus.values:
+        raise errors.InvalidParameter(field="status", reason=f"must be one of {', '.join(PoolStatus.values)}")
+    return {k: v for k, v in values.items() if getattr(pool, k) != v}
+
+
+@transaction.atomic
+def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
+    """Edit a pool's settings (see `pool_update_check`); a status change goes through `transition`."""
+    pool = Pool.objects.select_for_update().get(pk=pool.pk)
+    values = pool_update_check(pool=pool, **changes)
+    if values:
+        Pool.objects.filter(pk=pool.pk).update(**values, modified=timezone.now())
+        audit(actor=actor, action="pool.update", object_type="pool", object_uuid=pool.uuid,
+              message=", ".join(f"{k}: {getattr(pool, k)} -> {v}" for k, v in values.items()))
+    if changes.get("tenants") is not None:
+        before = set(pool.tenants.values_list("pk", flat=True))
+        after = {t.pk for t in changes["tenants"]}
+        if before != after:
+            pool.tenants.set(changes["tenants"])
+            audit(actor=actor, action="pool.update", object_type="pool", object_uuid=pool.uuid,
+                  message=f"tenants: {sorted(before)} -> {sorted(after)}")
+    pool.refresh_from_db()
+    status = changes.get("status")
+    if status is not None and status != pool.status:
+        transition(pool, allowed=[pool.status], to=status, field="status", object_type="pool",
+                   action="pool.status", actor=actor)
+    return pool
+
+
+@transaction.atomic
+def pool_mount_set(*, actor: str, pool: Pool, host: Host, mount_path: str) -> PoolMount:
+    """Record where a host mounts the pool (the AccessPath the API hands out for that host)."""
+    if host.cluster_id != pool.cluster_id:
+        raise errors.InvalidParameter(field="host", reason=f"host {host} is not in the pool's cluster")
+    if not isinstance(mount_path, str) or not os.path.isabs(mount_path) or "\x00" in mount_path:
+        raise errors.InvalidParameter(field="mount_path", reason="must be an absolute path")
+    mount, created = PoolMount.objects.update_or_create(pool=pool, host=host, defaults={"mount_path": mount_path})
+    audit(actor=actor, action="pool.mount", object_type="pool", object_uuid=pool.uuid,
+          message=f"{'added' if created else 'changed'}: host {host.uuid} at {mount_path}")
+    return mount
+
+
+@transaction.atomic
+def pool_mount_remove(*, actor: str, mount: PoolMount) -> None:
+    pool, host = mount.pool, mount.host
+    mount.delete()
+    audit(actor=actor, action="pool.unmount", object_type="pool", object_uuid=pool.uuid,
+          message=f"removed: host {host.uuid}")
+
+
+@dataclass(frozen=True)
+class PoolUsage:
+    """Figures behind a pool's bars: what volumes promise, what their files occupy, what the disk has."""
+
+    capacity: int
+    limit: int
+    committed: int
+    allocated: int
+    fs_total: int | None
+    fs_free: int | None
+
+
+def pool_usage(pool: Pool, *, filesystem: bool = True) -> PoolUsage:
+    """Sums from the database; with `filesystem`, one statvfs of the pool directory (quick metadata)."""
+    sums = Volume.objects.filter(pool=pool, state__in=LIVE_STATES).aggregate(
+        committed=Sum("capacity"), used=Sum("used"), snaps=Sum("snap_length")
+    )
+    fs_total = fs_free = None
+    if filesystem:
+        try:
+            disk = shutil.disk_usage(pool.path)
+            fs_total, fs_free = disk.total, disk.free
+        except OSError:
+            pass
+    return PoolUsage(
+        capacity=pool.capacity,
+        limit=pool.capacity_limit,
+        committed=sums["committed"] or 0,
+        allocated=(sums["used"] or 0) + (sums["snaps"] or 0),
+        fs_total=fs_total,
+        fs_free=fs_free,
+    )

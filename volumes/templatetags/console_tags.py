@@ -1,0 +1,48 @@
+"""Template helpers of the operator console: bytes, bars, state badges and localized errors."""
+
+from django import template
+from django.utils.html import format_html
+
+from volumes.console import human_bytes, localized_error, localized_event_message, percent
+
+register = template.Library()
+
+
+@register.filter(name="bytes")
+def bytes_filter(value):
+    return human_bytes(value)
+
+
+@register.simple_tag
+def bar(part, whole, label=""):
+    """A horizontal bar filled to part/whole, with the figures as text (red above 90 %)."""
+    share = percent(part, whole)
+    level = "high" if share >= 90 else "mid" if share >= 70 else "low"
+    text = label or f"{human_bytes(part)} / {human_bytes(whole)}"
+    return format_html(
+        '<span class="ss-bar ss-bar-{}" title="{}"><span class="ss-bar-fill" style="width: {}%"></span>'
+        '<span class="ss-bar-text">{} ({}%)</span></span>',
+        level, text, f"{share:.1f}", text, f"{share:.0f}",
+    )
+
+
+@register.simple_tag
+def progress_bar(value):
+    """An operation's 0-100 progress."""
+    share = max(0.0, min(100.0, float(value or 0)))
+    return format_html(
+        '<span class="ss-bar ss-bar-low"><span class="ss-bar-fill" style="width: {}%"></span>'
+        '<span class="ss-bar-text">{}%</span></span>',
+        f"{share:.1f}", f"{share:.0f}",
+    )
+
+
+@register.simple_tag
+def error_text(scode, message):
+    """An error in the reader's language, from the scode catalogue."""
+    return localized_error(scode, message)
+
+
+@register.filter
+def event_message(message):
+    return localized_event_message(message)
