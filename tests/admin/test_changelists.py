@@ -154,3 +154,28 @@ def test_task_queue_admin_is_part_of_the_console(admin_client):
         assert response.status_code == 200, name
     schedules = admin_client.get(reverse("admin:django_q_schedule_changelist")).content.decode()
     assert "sharestore: sweep expired operations" in schedules
+
+
+def add_queue_rows(count: int) -> None:
+    """Successful and failed tasks, schedules and queued tasks of django-q2."""
+    from django.utils import timezone
+    from django_q.models import OrmQ, Schedule, Task
+    from django_q.signing import SignedPackage
+
+    for _ in range(count):
+        for success in (True, False):
+            Task.objects.create(
+                id=uuid_lib.uuid4().hex, name=f"task-{uuid_lib.uuid4().hex}", func="volumes.tasks.sweep_task",
+                started=timezone.now(), stopped=timezone.now(), success=success,
+            )
+        Schedule.objects.create(name=f"schedule-{uuid_lib.uuid4().hex}", func="volumes.tasks.sweep_task", schedule_type="I", minutes=5)
+        payload = {"id": uuid_lib.uuid4().hex, "name": "queued", "func": "volumes.tasks.sweep_task", "args": (), "kwargs": {}}
+        OrmQ.objects.create(key="sharestore", payload=SignedPackage.dumps(payload), lock=timezone.now())
+
+
+def test_task_queue_changelists_are_constant_too(admin_client):
+    urls = [reverse(f"admin:django_q_{name}_changelist") for name in ("schedule", "success", "failure", "ormq")]
+    add_queue_rows(3)
+    few = [changelist_queries(admin_client, url)[0] for url in urls]
+    add_queue_rows(27)
+    assert [changelist_queries(admin_client, url)[0] for url in urls] == few
