@@ -330,6 +330,71 @@ class OperationNotRetryable(ServiceError):
     message_cn = "操作 {uuid} 无法重试：{reason}"
 
 
+# 41xx: the snapshot tree -------------------------------------------------------------------------
+
+
+class SnapshotNameExists(ServiceError):
+    """The volume already has a visible snapshot with this name (hidden layers do not hold names)."""
+
+    scode, http_status = 4101, 409
+    message = "volume {volume} already has a snapshot named {name!r}"
+    message_cn = "卷 {volume} 已存在名为 {name!r} 的快照"
+
+
+class SnapCapReached(ServiceError):
+    """The volume's snapshot layers already occupy its SnapCap: no new snapshot until some are deleted."""
+
+    scode, http_status = 4102, 409
+    message = (
+        "volume {uuid} snapshots occupy {snap_length} of {snap_cap} bytes (SnapCap): "
+        "delete snapshots before taking a new one"
+    )
+    message_cn = "卷 {uuid} 的快照已占用 {snap_length}/{snap_cap} 字节（快照容量）：请先删除快照再创建"
+
+
+class SnapshotHasDependents(ServiceError):
+    """Linked clones or running backups read the snapshot's layer (Ref > 0): it cannot be deleted now."""
+
+    scode, http_status = 4103, 409
+    message = "snapshot {uuid} ({name}) is read by {dependents}: it cannot be deleted while they depend on it"
+    message_cn = "快照 {uuid}（{name}）正被 {dependents} 读取，存在依赖时无法删除"
+
+
+class SnapshotChainTooDeep(ServiceError):
+    """A new snapshot would make the active layer's backing chain deeper than the limit."""
+
+    scode, http_status = 4104, 409
+    message = (
+        "volume {uuid}: a new snapshot would put {depth} layers under the active layer, over the limit of "
+        "{limit} ({hidden} of them hidden layers kept for other branches): delete older snapshots on this "
+        "branch first (each deletion merges its layer away)"
+    )
+    message_cn = (
+        "卷 {uuid}：新快照将使活动层下的层数达到 {depth}，超过上限 {limit}"
+        "（其中 {hidden} 个为其他分支保留的隐藏层）："
+        "请先删除此分支上较早的快照（删除时会合并其层）"
+    )
+
+
+class SnapshotsBeingRead(ServiceError):
+    """Backups or clones read the volume's snapshot layers; the action would rewrite layers they read."""
+
+    scode, http_status = 4105, 409
+    message = (
+        "volume {uuid}: {readers} read its snapshot layers; {action} would rewrite layers under them, "
+        "retry when they finish"
+    )
+    message_cn = "卷 {uuid}：{readers} 正在读取其快照层；{action} 会改写这些层，请在其完成后重试"
+
+
+class SnapshotNameMismatch(ServiceError):
+    """snapshot_name does not match the snapshot named by snapshot_uuid."""
+
+    scode, http_status = 4106, 400
+    message = "snapshot_name {given!r} does not match snapshot {uuid}"
+    message_cn = "快照名称 {given!r} 与快照 {uuid} 不符"
+
+
 # 5xxx: storage and internal -------------------------------------------------------------------
 
 

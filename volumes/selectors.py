@@ -3,12 +3,12 @@ and cluster, so another tenant's object answers exactly like a missing one."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from sharestore import errors
-from volumes.choices import LIVE_STATES
+from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
 from volumes.filtersets import VolumeFilterSet
-from volumes.models import Cluster, Pool, PoolMount, Tenant, Volume, VolumeAttachment
+from volumes.models import Cluster, Pool, PoolMount, Snapshot, Tenant, Volume, VolumeAttachment
 
 
 def cluster_get(*, uuid) -> Cluster:
@@ -65,3 +65,61 @@ def volume_list(*, tenant: Tenant, cluster: Cluster, filters: dict, offset: int,
     total = queryset.count()
     page = list(volume_output_queryset(queryset)[offset : offset + limit])
     return page, total
+
+
+# -- snapshots -----------------------------------------------------------------------------------
+
+# The backups app's `Backup.status` values while a backup reads its snapshot's layer. volumes never
+# imports backups: it reaches backups through the `backups` reverse relation of its own models.
+BACKUP_READING_STATUSES = ("BackupStarted", "BackupRunning")
+
+
+def snapshot_get(*, volume: Volume, uuid) -> Snapshot:
+    """A snapshot of this (already tenant-scoped) volume; hidden layers are not snapshots any more."""
+    snapshot = Snapshot.objects.filter(volume=volume, uuid=uuid).exclude(status=SnapshotStatus.HIDDEN).first()
+    if snapshot is None:
+        raise errors.SnapshotNotFound(uuid=uuid, volume=volume.uuid)
+    return snapshot
+
+
+def snapshot_rows(*, volume: Volume) -> list[Snapshot]:
+    """Every snapshot row of the volume, hidden ones too, oldest first, with what reads each layer counted.
+
+    `clone_count`: live linked clones on the layer; `backup_count`: backups reading it now.
+    """
+    return list(
+        Snapshot.objects.filter(volume=volume)
+        .annotate(
+            clone_count=Count("linked_clones", filter=Q(linked_clones__state__in=LIVE_STATES), distinct=True),
+            backup_count=Count(
+                "backups", filter=Q(backups__status__in=BACKUP_READING_STATUSES), distinct=True
+            ),
+        )
+        .order_by("created", "id")
+    )
+
+
+def snapshot_dependents(*, snapshot: Snapshot) -> tuple[list[str], list[str]]:
+    """(live linked clones, reading backups) of one snapshot, as UUID strings: what `Ref` counts."""
+    clones = Volume.objects.filter(parent_snapshot=snapshot, state__in=LIVE_STATES).order_by("created", "id")
+    backups = (
+        Snapshot.objects.filter(pk=snapshot.pk, backups__status__in=BACKUP_READING_STATUSES)
+        .order_by("backups__created")
+        .values_list("backups__uuid", flat=True)
+    )
+    return [str(u) for u in clones.values_list("uuid", flat=True)], [str(u) for u in backups]
+
+
+def volume_snapshot_readers(*, volume: Volume) -> list[str]:
+    """What reads any of the volume's snapshot layers right now: running backups and clones being copied."""
+    backups = (
+        Snapshot.objects.filter(volume=volume, backups__status__in=BACKUP_READING_STATUSES)
+        .order_by("backups__created")
+        .values_list("backups__uuid", "name")
+    )
+    cloning = Volume.objects.filter(
+        Q(source_volume=volume) | Q(parent_snapshot__volume=volume), state=EventState.CLONING
+    ).values_list("uuid", flat=True)
+    return [f"backup {b} (of snapshot {name!r})" for b, name in backups] + [
+        f"clone {c} (being copied)" for c in cloning
+    ]

@@ -16,3 +16,21 @@ def volume_delete_task(operation_id: int) -> None:
 def sweep_task() -> int:
     """Scheduled: re-enqueue operations whose lease expired, so their handlers finish or roll back."""
     return len(operations_sweep())
+
+
+def snapshot_create_task(operation_id: int) -> None:
+    from volumes.services.snapshots import SNAPSHOT_CREATE_HANDLER
+
+    operation_run(operation_id, SNAPSHOT_CREATE_HANDLER)
+
+
+def snapshot_delete_task(operation_id: int) -> None:
+    from volumes.services.snapshots import SNAPSHOT_DELETE_HANDLER
+
+    operation_run(operation_id, SNAPSHOT_DELETE_HANDLER)
+
+
+def snapshot_rollback_task(operation_id: int) -> None:
+    from volumes.services.snapshots import SNAPSHOT_ROLLBACK_HANDLER
+
+    operation_run(operation_id, SNAPSHOT_ROLLBACK_HANDLER)

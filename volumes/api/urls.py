@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from volumes.api import views
+from volumes.api import snapshot_views, views
 
 urlpatterns = [
     path("list", views.VolumeShareListApi.as_view(), name="volume-share-list"),
@@ -13,4 +13,29 @@ urlpatterns = [
     path("snap_length/update", views.VolumeShareSnapLengthUpdateApi.as_view(), name="volume-share-snap-length-update"),
     path("attach", views.VolumeShareAttachApi.as_view(), name="volume-share-attach"),
     path("detach", views.VolumeShareDetachApi.as_view(), name="volume-share-detach"),
+    path(
+        "snapshot/create",
+        snapshot_views.VolumeShareSnapshotCreateApi.as_view(),
+        name="volume-share-snapshot-create",
+    ),
+    path(
+        "snapshot/delete",
+        snapshot_views.VolumeShareSnapshotDeleteApi.as_view(),
+        name="volume-share-snapshot-delete",
+    ),
+    path(
+        "snapshot/rollback",
+        snapshot_views.VolumeShareSnapshotRollbackApi.as_view(),
+        name="volume-share-snapshot-rollback",
+    ),
+    path(
+        "snapshot/tree/get",
+        snapshot_views.VolumeShareSnapshotTreeGetApi.as_view(),
+        name="volume-share-snapshot-tree-get",
+    ),
+    path(
+        "snapshot/list",
+        snapshot_views.VolumeShareSnapshotListApi.as_view(),
+        name="volume-share-snapshot-list",
+    ),
 ]

@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 ProgressCallback = Callable[[float, int, int], None]
 """progress(percent 0-100, bytes_done, bytes_total)."""
 
+# How a layer is folded into the one image that reads it (see docs/snapshots.md).
+MERGE_REBASE = "rebase"  # safe rebase of the dependent onto the layer's backing: copies the layer's data
+MERGE_COMMIT = "commit"  # commit the dependent into the layer, which then takes the dependent's name
+
 
 @dataclass(frozen=True)
 class ImageInfo:
@@ -75,3 +79,43 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     def access_path(self, mount_path: str, name: str) -> str:
         """Where a host that mounts the pool at `mount_path` opens the image."""
+
+    # -- snapshot layers (external qcow2 snapshots) --------------------------------------------------
+    # Each method is resumable: after a crash at any point, calling it again with the same
+    # arguments finishes the work (or raises StorageError when the files are in no state it made).
+
+    @abc.abstractmethod
+    def backing_name(self, name: str) -> str | None:
+        """The image `name` is an overlay on: a name in this pool, an absolute path outside it, or None."""
+
+    @abc.abstractmethod
+    def backing_chain(self, name: str) -> list[str]:
+        """`name` and every image under it, top first, read one layer at a time (never --backing-chain)."""
+
+    @abc.abstractmethod
+    def allocated_bytes(self, name: str) -> int:
+        """Bytes of data allocated in this one layer (not counting its backing chain)."""
+
+    @abc.abstractmethod
+    def snapshot_freeze(self, head: str, layer: str) -> None:
+        """Turn the active image `head` into the read-only `layer`; publish an empty overlay on it as head."""
+
+    @abc.abstractmethod
+    def snapshot_unfreeze(self, head: str, layer: str) -> None:
+        """Undo an unfinished or unwanted freeze: `layer` becomes `head` again (the overlay holds no data)."""
+
+    @abc.abstractmethod
+    def head_reset(self, head: str, layer: str) -> None:
+        """Replace `head` by an empty overlay on `layer`; what the old head held is discarded (rollback)."""
+
+    @abc.abstractmethod
+    def layer_merge(self, layer: str, dependent: str, strategy: str, progress: ProgressCallback) -> None:
+        """Fold `layer` into `dependent`, the only image that reads it, then remove `layer`.
+
+        `strategy` is MERGE_REBASE or MERGE_COMMIT; the dependent's guest-visible content never changes,
+        at any point of the work.
+        """
+
+    @abc.abstractmethod
+    def layer_remove(self, layer: str) -> None:
+        """Remove a layer that no image reads."""

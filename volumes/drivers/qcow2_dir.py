@@ -12,7 +12,14 @@ from django.conf import settings
 
 from sharestore import errors
 from volumes.drivers import process
-from volumes.drivers.base import ImageInfo, ImportSource, ProgressCallback, StorageDriver
+from volumes.drivers.base import (
+    MERGE_COMMIT,
+    MERGE_REBASE,
+    ImageInfo,
+    ImportSource,
+    ProgressCallback,
+    StorageDriver,
+)
 
 QCOW2_MAGIC = b"QFI\xfb"
 TMP_PREFIX = ".tmp-"
@@ -281,3 +288,199 @@ class Qcow2DirectoryDriver(StorageDriver):
             for file_name in files:
                 names.append(os.path.relpath(os.path.join(directory, file_name), self.root))
         return sorted(names)
+
+    # -- snapshot layers ------------------------------------------------------------------------
+    # The head `volume/<v>` and the layers `snapshots/<v>/<s>.qcow2` live at different depths, so a
+    # relative backing reference that is right in one directory is wrong in the other: every move
+    # between them is followed by `_repoint`, a metadata-only rewrite of the reference to the same
+    # file. Each step below is either atomic (rename) or leaves every image's guest-visible content
+    # unchanged, and each method starts by looking at what the files show, so calling it again after
+    # a crash finishes the work.
+
+    def _rename(self, src: str, dst: str) -> None:
+        """Atomic rename; the file is fsynced first and both directories after."""
+        fsync_path(src)
+        os.replace(src, dst)
+        fsync_path(os.path.dirname(dst), directory=True)
+        if os.path.dirname(src) != os.path.dirname(dst):
+            fsync_path(os.path.dirname(src), directory=True)
+
+    def _unlink(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        fsync_path(os.path.dirname(path), directory=True)
+
+    def _image_json(self, path: str) -> dict:
+        # Plain `info` never opens the backing file: reading the chain costs one call per layer and
+        # cannot be steered to another host file or a network URL by what a layer names.
+        result = process.run(
+            [qemu_img(), "info", "-U", "-f", "qcow2", "--output=json", path], timeout=INSPECT_TIMEOUT
+        )
+        return json.loads(result.stdout)
+
+    def _backing_raw(self, path: str) -> str | None:
+        raw = self._image_json(path).get("backing-filename")
+        if not raw:
+            return None
+        if ":" in raw.split("/", 1)[0]:
+            # json:, nbd://, file: ... are never written by this service.
+            raise errors.StorageError(reason=f"{path} names an unexpected backing {raw!r}")
+        return raw
+
+    def _backing_abs(self, path: str) -> str | None:
+        raw = self._backing_raw(path)
+        if raw is None:
+            return None
+        return os.path.normpath(os.path.join(os.path.dirname(path), raw))
+
+    def _name_of(self, path: str) -> str:
+        root = os.path.normpath(self.root)
+        if path.startswith(root + "/"):
+            return os.path.relpath(path, root)
+        return path
+
+    def backing_name(self, name: str) -> str | None:
+        backing = self._backing_abs(self.path(name))
+        return None if backing is None else self._name_of(backing)
+
+    def backing_chain(self, name: str, limit: int = 512) -> list[str]:
+        chain = [name]
+        path = self.path(name)
+        while len(chain) <= limit:
+            backing = self._backing_abs(path)
+            if backing is None:
+                return chain
+            if not os.path.isfile(backing):
+                raise errors.StorageError(reason=f"{self._name_of(path)} is backed by missing {backing}")
+            path = backing
+            chain.append(self._name_of(path))
+        raise errors.StorageError(reason=f"backing chain of {name} is longer than {limit} layers")
+
+    def _virtual_size(self, path: str) -> int:
+        return int(self._image_json(path)["virtual-size"])
+
+    def _set_backing(self, path: str, backing: str) -> None:
+        """Rewrite the backing reference of `path` to name `backing` (the same file: metadata only)."""
+        process.run(
+            [
+                qemu_img(), "rebase", "-u", "-f", "qcow2", "-F", "qcow2",
+                "-b", os.path.relpath(backing, os.path.dirname(path)), path,
+            ],
+            timeout=CREATE_TIMEOUT,
+        )
+        fsync_path(path)
+
+    def _repoint(self, path: str, former_dir: str) -> None:
+        """Make the backing reference of `path`, just moved here from `former_dir`, right from here.
+
+        `rebase -u` only rewrites the name, which is safe because the name keeps designating the
+        same file; it is never used to drop a layer (that loses the layer's data).
+        """
+        raw = self._backing_raw(path)
+        if raw is None or os.path.isabs(raw):
+            return
+        if os.path.isfile(os.path.normpath(os.path.join(os.path.dirname(path), raw))):
+            return
+        target = os.path.normpath(os.path.join(former_dir, raw))
+        if not os.path.isfile(target):
+            raise errors.StorageError(reason=f"backing {raw!r} of {self._name_of(path)} is missing")
+        self._set_backing(path, target)
+
+    def _create_overlay(self, final: str, backing: str) -> None:
+        """Publish an empty overlay on `backing` at `final`, replacing whatever `final` was."""
+        tmp = os.path.join(os.path.dirname(final), TMP_PREFIX + os.path.basename(final))
+        size = self._virtual_size(backing)
+        # -u with an explicit size: qemu-img does not open the backing chain, so creating an overlay
+        # costs the same at any chain depth (without it, 9 ms at depth 1 and 191 ms at depth 200).
+        process.run(
+            [
+                qemu_img(), "create", "-q", "-f", "qcow2", "-u",
+                "-b", os.path.relpath(backing, os.path.dirname(final)), "-F", "qcow2",
+                "-o", "preallocation=off", tmp, str(size),
+            ],
+            timeout=CREATE_TIMEOUT,
+        )
+        self._publish(tmp, final)
+
+    def snapshot_freeze(self, head: str, layer: str) -> None:
+        head_path, layer_path = self.path(head), self.path(layer)
+        if os.path.isfile(head_path) and not os.path.isfile(layer_path):
+            os.makedirs(os.path.dirname(layer_path), exist_ok=True)
+            self._rename(head_path, layer_path)
+        if not os.path.isfile(layer_path):
+            raise errors.StorageError(reason=f"cannot freeze {head}: neither it nor {layer} exists")
+        self._repoint(layer_path, os.path.dirname(head_path))
+        if os.path.isfile(head_path):
+            if self._backing_abs(head_path) != layer_path:
+                raise errors.StorageError(reason=f"{head} and {layer} exist, {head} not on {layer}")
+            return
+        self._create_overlay(head_path, layer_path)
+
+    def snapshot_unfreeze(self, head: str, layer: str) -> None:
+        head_path, layer_path = self.path(head), self.path(layer)
+        self._unlink(self._tmp_path(head))
+        if not os.path.isfile(layer_path):
+            return
+        if os.path.isfile(head_path):
+            if self._backing_abs(head_path) != layer_path:
+                raise errors.StorageError(reason=f"{head} is not the freeze's overlay on {layer}: kept")
+            self._unlink(head_path)
+        self._rename(layer_path, head_path)
+        self._repoint(head_path, os.path.dirname(layer_path))
+
+    def head_reset(self, head: str, layer: str) -> None:
+        layer_path = self.path(layer)
+        if not os.path.isfile(layer_path):
+            raise errors.StorageError(reason=f"cannot roll back onto {layer}: the layer is missing")
+        self._create_overlay(self.path(head), layer_path)
+
+    def layer_remove(self, layer: str) -> None:
+        self._unlink(self.path(layer))
+
+    def layer_merge(self, layer: str, dependent: str, strategy: str, progress: ProgressCallback) -> None:
+        if strategy not in (MERGE_REBASE, MERGE_COMMIT):
+            raise ValueError(strategy)
+        layer_path, dependent_path = self.path(layer), self.path(dependent)
+        if not os.path.isfile(dependent_path):
+            raise errors.StorageError(reason=f"cannot merge {layer} into {dependent}: {dependent} is missing")
+        if not os.path.isfile(layer_path):
+            # Done earlier; a commit may have stopped between its rename and its repoint.
+            self._repoint(dependent_path, os.path.dirname(layer_path))
+            return
+        layer_backing = self._backing_abs(layer_path)
+        dependent_backing = self._backing_abs(dependent_path)
+        if dependent_backing != layer_path:
+            if dependent_backing == layer_backing:
+                # A rebase finished; only the removal of the layer was left.
+                self._unlink(layer_path)
+                return
+            raise errors.StorageError(reason=f"{dependent} is not an overlay on {layer}: not merging")
+
+        def on_progress(percent: float) -> None:
+            progress(percent, 0, 0)
+
+        if strategy == MERGE_REBASE:
+            # Copies into the dependent every cluster it reads from the layer, then points it at the
+            # layer's backing. Until the header is rewritten at the end the dependent still reads
+            # through the layer, and what it gained is what it read there: a crash changes nothing.
+            argv = [qemu_img(), "rebase", "-p", "-t", "writeback", "-T", "writeback", "-f", "qcow2"]
+            if layer_backing is None:
+                argv += ["-b", ""]
+            else:
+                argv += ["-F", "qcow2", "-b", os.path.relpath(layer_backing, os.path.dirname(dependent_path))]
+            process.run([*argv, dependent_path], timeout=COPY_TIMEOUT, progress=on_progress)
+            fsync_path(dependent_path)
+            self._unlink(layer_path)
+            return
+        # Commit: the dependent's clusters are written into the layer (-d: the dependent keeps
+        # them, so the work can be redone). Legal only because nothing else reads the layer; the
+        # layer then takes the dependent's name, and the dependent's readers find the same content.
+        process.run(
+            [qemu_img(), "commit", "-p", "-t", "writeback", "-f", "qcow2", "-d", dependent_path],
+            timeout=COPY_TIMEOUT,
+            progress=on_progress,
+        )
+        self._rename(layer_path, dependent_path)
+        self._repoint(dependent_path, os.path.dirname(layer_path))
