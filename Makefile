@@ -26,9 +26,9 @@ system-deps:
 
 # The console's browser tests drive Debian's Chromium through Playwright (no browser download).
 test-system-deps: system-deps
-	@if ! command -v chromium >/dev/null || ! command -v msgfmt >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v msgfmt >/dev/null || ! fc-list 2>/dev/null | grep -qi wenquanyi; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium gettext; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium gettext fonts-wqy-microhei; \
 	fi
 
 migrate: deps

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db import models
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from sharestore import errors
 from volumes.models import AuditEvent
 
 
 def _label(model: type[models.Model], field: str, value: Any) -> str:
-    choices = dict(model._meta.get_field(field).choices or [])
-    label = choices.get(value)
-    return f"{value} ({label})" if label is not None and str(label) != str(value) else str(value)
+    # The audit trail is stored in one language whatever the caller's Accept-Language.
+    with translation.override(settings.LANGUAGE_CODE):
+        choices = dict(model._meta.get_field(field).choices or [])
+        label = choices.get(value)
+        return f"{value} ({label})" if label is not None and str(label) != str(value) else str(value)
 
 
 def audit(
