@@ -214,6 +214,18 @@ def test_delete_the_snapshot_under_the_head_merges_the_cheaper_way(topology, hea
     assert layer_count(m) == 1
 
 
+def test_a_layer_that_a_backup_names_is_never_written_by_a_merge(topology):
+    m = Model(topology)
+    m.write(r0=1, r1=1, r2=1, r3=1)
+    m.create("s1")
+    m.write(r4=2)  # a small head: a commit would be cheaper
+    make_backup(m.snapshot("s1"), "BackupCompleted")
+    m.delete("s1")
+    m.check()
+    operation = Operation.objects.get(kind="snapshot.delete")
+    assert operation.params["strategies"] == {str(operation.target_uuid): MERGE_REBASE}
+
+
 @pytest.mark.parametrize("child_regions", [{"r3": 2}, {"r1": 2, "r2": 2, "r3": 2}])
 def test_delete_a_middle_snapshot_merges_into_its_child(topology, child_regions):
     m = Model(topology)
@@ -316,6 +328,25 @@ def test_hidden_layers_stack_and_go_one_by_one(topology):
     m.delete("d")  # d removed; a is left with x only: folded into x
     m.check()
     assert layer_count(m) == 1
+
+
+def test_force_delete_of_the_volume_removes_hidden_layers_too(topology):
+    from volumes.services.volumes import volume_delete
+
+    m = Model(topology)
+    m.write(r0=1)
+    m.create("a")
+    m.create("b")
+    m.rollback("a")
+    m.delete("a")  # hidden
+    assert len([n for n in m.driver.list_images() if str(m.volume.uuid) in n]) == 3
+    with pytest.raises(errors.VolumeHasSnapshots):
+        volume_delete(actor=ACTOR, volume=m.volume)
+    with run_tasks():
+        volume_delete(actor=ACTOR, volume=m.volume, force=True)
+    m.volume.refresh_from_db()
+    assert m.volume.state == EventState.DELETED
+    assert [n for n in m.driver.list_images() if str(m.volume.uuid) in n] == []
 
 
 def test_snap_length_update_counts_hidden_layers(topology):

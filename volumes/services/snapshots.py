@@ -14,6 +14,7 @@ those handlers, so a plan recomputed by a redelivered task is the same plan.
 from __future__ import annotations
 
 import logging
+import os
 import uuid as uuid_lib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,8 +43,12 @@ DESC_MAX_LENGTH = 1024
 
 
 def max_chain_depth() -> int:
-    """Most layers allowed under a volume's active layer (SHARESTORE_SNAPSHOT_MAX_DEPTH, default 32)."""
-    return int(getattr(settings, "SHARESTORE_SNAPSHOT_MAX_DEPTH", DEFAULT_MAX_CHAIN_DEPTH))
+    """Most layers allowed under a volume's active layer: the SHARESTORE_SNAPSHOT_MAX_DEPTH setting,
+    else the environment variable of that name, else 32 (docs/snapshots.md)."""
+    configured = getattr(settings, "SHARESTORE_SNAPSHOT_MAX_DEPTH", None)
+    if configured is None:
+        configured = os.environ.get("SHARESTORE_SNAPSHOT_MAX_DEPTH", DEFAULT_MAX_CHAIN_DEPTH)
+    return int(configured)
 
 
 def snapshot_layer_name(volume: Volume, snapshot_uuid) -> str:
@@ -407,12 +412,20 @@ def _strategy(operation: Operation, driver: StorageDriver, layer: str, dependent
     layer's clusters into the dependent and never writes the layer; a commit ("push-down") copies
     the dependent's clusters into the layer, which then replaces the dependent. The choice is
     persisted before any byte moves, so a redelivered task finishes with the same one.
+
+    A commit that stops half-way leaves the layer holding a mix of its own and the dependent's
+    data (still a right backing for the dependent, no longer its snapshot's content). A layer that
+    a backup names may serve as the base of an incremental backup, which trusts its content: such
+    a layer is always rebased, never written.
     """
     strategies = operation.params.setdefault("strategies", {})
     if node_uuid not in strategies:
-        layer_bytes = driver.allocated_bytes(layer)
-        dependent_bytes = driver.allocated_bytes(dependent)
-        strategies[node_uuid] = MERGE_COMMIT if dependent_bytes < layer_bytes else MERGE_REBASE
+        if Snapshot.objects.filter(uuid=node_uuid, backups__isnull=False).exists():
+            strategies[node_uuid] = MERGE_REBASE
+        else:
+            layer_bytes = driver.allocated_bytes(layer)
+            dependent_bytes = driver.allocated_bytes(dependent)
+            strategies[node_uuid] = MERGE_COMMIT if dependent_bytes < layer_bytes else MERGE_REBASE
         Operation.objects.filter(pk=operation.pk).update(params=operation.params)
     return strategies[node_uuid]
 
