@@ -583,7 +583,8 @@ def snapshot_delete(
     if name is not None and name != snapshot.name:
         raise errors.SnapshotNameMismatch(given=name, uuid=snapshot.uuid)
     volume = _lock_volume(volume, action="snapshot.delete")
-    snapshot = Snapshot.objects.get(pk=snapshot.pk)
+    # Read again under the lock: a concurrent delete may have removed or hidden it meanwhile.
+    snapshot = selectors.snapshot_get(volume=volume, uuid=snapshot.uuid)
     if snapshot.status not in DELETABLE_STATUSES:
         raise errors.StateConflict(
             kind="snapshot",
@@ -749,7 +750,8 @@ def snapshot_rollback(
     if snapshot_first_name:
         snapshot_first_name = validate_snapshot_name(snapshot_first_name, field="snapshot_first_name")
     volume = _lock_volume(volume, action="snapshot.rollback")
-    snapshot = Snapshot.objects.get(pk=snapshot.pk)
+    # Read again under the lock: a concurrent delete may have removed or hidden it meanwhile.
+    snapshot = selectors.snapshot_get(volume=volume, uuid=snapshot.uuid)
     if snapshot.status != SnapshotStatus.AVAILABLE:
         raise errors.StateConflict(
             kind="snapshot",
