@@ -42,4 +42,9 @@ class VerifyResult(models.TextChoices):
 # A backup's file is being written or rewritten: its chain must not change under it.
 IN_PROGRESS_STATUSES = [BackupStatus.STARTED, BackupStatus.RUNNING, BackupStatus.DELETING]
 # Statuses whose file exists (or is being written) and counts against the backup point's capacity.
-SPACE_HOLDING_STATUSES = [BackupStatus.STARTED, BackupStatus.RUNNING, BackupStatus.COMPLETED, BackupStatus.DELETING]
+SPACE_HOLDING_STATUSES = [
+    BackupStatus.STARTED,
+    BackupStatus.RUNNING,
+    BackupStatus.COMPLETED,
+    BackupStatus.DELETING,
+]

@@ -119,7 +119,9 @@ class BackupVerification(models.Model):
     message = models.TextField(blank=True, default="")
     checksum_expected = models.CharField(max_length=64, blank=True, default="")
     checksum_found = models.CharField(max_length=64, blank=True, default="")
-    image_check = models.JSONField(default=dict, blank=True, help_text=_("qemu-img check of the restored image."))
+    image_check = models.JSONField(
+        default=dict, blank=True, help_text=_("qemu-img check of the restored image.")
+    )
     actor = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:

@@ -27,7 +27,9 @@ def backup_point_get(*, uuid, cluster: Cluster, tenant: Tenant) -> BackupPoint:
     return point
 
 
-def volume_for_backup(*, uuid, cluster: Cluster, tenant: Tenant | None, allowed_tenant_id: int | None) -> Volume:
+def volume_for_backup(
+    *, uuid, cluster: Cluster, tenant: Tenant | None, allowed_tenant_id: int | None
+) -> Volume:
     """The live volume to back up. backup/add names no tenant in the contract: a tenant-bound caller
     reaches its own volumes only; a platform caller any volume of the cluster, or the named tenant's."""
     queryset = Volume.objects.select_related("tenant", "tenant__namespace", "cluster", "pool").filter(
@@ -48,7 +50,9 @@ def backup_output_queryset(queryset: QuerySet[Backup]) -> QuerySet[Backup]:
     return queryset.select_related("tenant", "tenant__namespace", "cluster", "backup_point", "volume", "base")
 
 
-def backup_get(*, uuid, cluster: Cluster, tenant: Tenant | None = None, allowed_tenant_id: int | None = None) -> Backup:
+def backup_get(
+    *, uuid, cluster: Cluster, tenant: Tenant | None = None, allowed_tenant_id: int | None = None
+) -> Backup:
     """A backup that is not deleted, of the tenant (when given) and the caller's tenant (when bound)."""
     queryset = Backup.objects.filter(uuid=uuid, cluster=cluster).exclude(status=BackupStatus.DELETED)
     if tenant is not None:
@@ -62,7 +66,13 @@ def backup_get(*, uuid, cluster: Cluster, tenant: Tenant | None = None, allowed_
 
 
 def backup_list(
-    *, cluster: Cluster, tenant: Tenant | None, allowed_tenant_id: int | None, filters: dict, offset: int, limit: int
+    *,
+    cluster: Cluster,
+    tenant: Tenant | None,
+    allowed_tenant_id: int | None,
+    filters: dict,
+    offset: int,
+    limit: int,
 ) -> tuple[list[Backup], int]:
     """One page of backups (not deleted) in the cluster, newest first, and the total count."""
     base = Backup.objects.filter(cluster=cluster).exclude(status=BackupStatus.DELETED)

@@ -68,7 +68,13 @@ def backup_point_create(
     if capacity is None or capacity < 0:
         raise errors.InvalidParameter(field="capacity", reason="must be a non-negative number of bytes")
     return BackupPoint.objects.create(
-        uuid=uuid or uuid_lib.uuid4(), name=name, cluster=cluster, path=path, capacity=capacity, btype=btype, tenant=tenant
+        uuid=uuid or uuid_lib.uuid4(),
+        name=name,
+        cluster=cluster,
+        path=path,
+        capacity=capacity,
+        btype=btype,
+        tenant=tenant,
     )
 
 
@@ -108,7 +114,9 @@ def _validate_expired_time(value) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_EPOCH:
-        raise errors.InvalidParameter(field="expired_time", reason="must be epoch seconds (0 = never expires)")
+        raise errors.InvalidParameter(
+            field="expired_time", reason="must be epoch seconds (0 = never expires)"
+        )
     return value
 
 
@@ -120,7 +128,9 @@ def _lock_point(point: BackupPoint) -> BackupPoint:
     return locked
 
 
-def _chain_busy(*, point: BackupPoint, volume_uuid, exclude_backup_id: int | None = None, readers: bool) -> list[str]:
+def _chain_busy(
+    *, point: BackupPoint, volume_uuid, exclude_backup_id: int | None = None, readers: bool
+) -> list[str]:
     """What works on the volume's backups on this point now: backups being written or deleted and,
     with `readers`, restores and verifications reading them."""
     busy = []
@@ -153,8 +163,12 @@ def _estimate(snapshot: Snapshot, base: Backup | None, capacity: int) -> int:
     it is an ancestor; otherwise (rollback, merged layers) the full estimate. Capped at the volume's
     capacity plus qcow2 metadata.
     """
-    layers = {pk: (parent, size) for pk, parent, size in Snapshot.objects.filter(volume_id=snapshot.volume_id)
-              .values_list("pk", "parent_id", "size")}
+    layers = {
+        pk: (parent, size)
+        for pk, parent, size in Snapshot.objects.filter(volume_id=snapshot.volume_id).values_list(
+            "pk", "parent_id", "size"
+        )
+    }
     stop = base.snapshot_id if base is not None else None
     total, node, seen, reached = 0, snapshot.pk, set(), stop is None
     while node is not None and node in layers and node not in seen:
@@ -196,7 +210,9 @@ def backup_add(
     compress = default_compress() if compress is None else bool(compress)
     # Lock the volume first, as snapshot delete and rollback do: either they see this backup as a
     # reader of the layers, or this sees the volume busy merging or rolling back.
-    locked = Volume.objects.select_for_update(of=("self",)).select_related("pool").filter(pk=volume.pk).first()
+    locked = (
+        Volume.objects.select_for_update(of=("self",)).select_related("pool").filter(pk=volume.pk).first()
+    )
     if locked is None or locked.state != EventState.AVAILABLE:
         state = "gone" if locked is None else f"{locked.state} ({locked.get_state_display()})"
         raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=state, action="backup.add")
@@ -207,7 +223,9 @@ def backup_add(
         raise errors.SnapshotNotFound(uuid=requested.uuid, volume=volume.uuid)
     if snapshot.status != SnapshotStatus.AVAILABLE:
         raise errors.StateConflict(
-            kind="snapshot", uuid=snapshot.uuid, state=f"{snapshot.status} ({snapshot.get_status_display()})",
+            kind="snapshot",
+            uuid=snapshot.uuid,
+            state=f"{snapshot.status} ({snapshot.get_status_display()})",
             action="backup.add",
         )
     point = _lock_point(backup_point)
@@ -219,7 +237,9 @@ def backup_add(
     base = None
     if not full:
         base = (
-            Backup.objects.filter(backup_point=point, volume_uuid=volume.uuid, status=choices.BackupStatus.COMPLETED)
+            Backup.objects.filter(
+                backup_point=point, volume_uuid=volume.uuid, status=choices.BackupStatus.COMPLETED
+            )
             .order_by("-created", "-id")
             .first()
         )
@@ -227,11 +247,16 @@ def backup_add(
     used = _point_used(point)
     if used + estimate > point.capacity:
         raise errors.BackupPointFull(
-            point=point.name, needed=estimate, available=max(point.capacity - used, 0), reason="recorded capacity"
+            point=point.name,
+            needed=estimate,
+            available=max(point.capacity - used, 0),
+            reason="recorded capacity",
         )
     free = store.free_bytes()
     if estimate > free:
-        raise errors.BackupPointFull(point=point.name, needed=estimate, available=free, reason="filesystem free space")
+        raise errors.BackupPointFull(
+            point=point.name, needed=estimate, available=free, reason="filesystem free space"
+        )
     backup_uuid = uuid_lib.uuid4()
     backup = Backup.objects.create(
         uuid=backup_uuid,
@@ -296,7 +321,9 @@ def _snapshot_source(backup: Backup) -> tuple[str, StorageDriver, Volume]:
     volume = Volume.objects.select_related("pool").get(pk=snapshot.volume_id)
     driver = pool_driver(volume.pool)
     if not driver.exists(snapshot.layer_name):
-        raise errors.StorageError(reason=f"layer {snapshot.layer_name} of snapshot {snapshot.uuid} is missing")
+        raise errors.StorageError(
+            reason=f"layer {snapshot.layer_name} of snapshot {snapshot.uuid} is missing"
+        )
     return driver.path(snapshot.layer_name), driver, volume
 
 
@@ -339,12 +366,21 @@ def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
         store.write_full(source, backup.file_name, compress=backup.compressed, progress=writing)
     else:
         if backup.base.status != choices.BackupStatus.COMPLETED or not store.exists(backup.base.file_name):
-            raise errors.StorageError(reason=f"base backup {backup.base.uuid} is {backup.base.status} or its file is missing")
+            raise errors.StorageError(
+                reason=f"base backup {backup.base.uuid} is {backup.base.status} or its file is missing"
+            )
         source_base = _source_base(backup, driver)
-        reporter.phase("writing an incremental backup" + (" (layers since the base)" if source_base else " (content diff)"))
+        reporter.phase(
+            "writing an incremental backup"
+            + (" (layers since the base)" if source_base else " (content diff)")
+        )
         store.write_incremental(
-            source, backup.file_name, base_name=backup.base.file_name, source_base=source_base,
-            compress=backup.compressed, progress=writing,
+            source,
+            backup.file_name,
+            base_name=backup.base.file_name,
+            source_base=source_base,
+            compress=backup.compressed,
+            progress=writing,
         )
     reporter.progress(70, force=True)
     if reporter.lost:
@@ -352,7 +388,9 @@ def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
     reporter.phase("hashing the snapshot's content")
     checksum, count = store.content_checksum(source)
     if count != backup.volume_capacity:
-        raise errors.StorageError(reason=f"read {count} bytes of snapshot {backup.snapshot_uuid}, expected {backup.volume_capacity}")
+        raise errors.StorageError(
+            reason=f"read {count} bytes of snapshot {backup.snapshot_uuid}, expected {backup.volume_capacity}"
+        )
     operation.params["checksum"] = checksum
     operation.params["size"] = store.disk_usage(backup.file_name)
 
@@ -398,12 +436,18 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
     )
 
 
-BACKUP_CREATE_HANDLER = OperationHandler(run=_backup_create_run, succeed=_backup_create_succeed, fail=_backup_create_fail)
+BACKUP_CREATE_HANDLER = OperationHandler(
+    run=_backup_create_run, succeed=_backup_create_succeed, fail=_backup_create_fail
+)
 
 
 # -- delete --------------------------------------------------------------------------------------
 
-DELETABLE_STATUSES = [choices.BackupStatus.COMPLETED, choices.BackupStatus.FAILED, choices.BackupStatus.DELETING]
+DELETABLE_STATUSES = [
+    choices.BackupStatus.COMPLETED,
+    choices.BackupStatus.FAILED,
+    choices.BackupStatus.DELETING,
+]
 
 
 @transaction.atomic
@@ -420,17 +464,28 @@ def backup_delete(*, actor: str, backup: Backup, reason: str = "") -> Operation:
     if backup.protected:
         raise errors.BackupProtected(uuid=backup.uuid)
     if backup.status not in DELETABLE_STATUSES:
-        raise errors.StateConflict(kind="backup", uuid=backup.uuid, state=backup.status, action="backup.delete")
-    if backup.status == choices.BackupStatus.DELETING and Operation.objects.filter(
-        target_uuid=backup.uuid, kind=OperationKind.BACKUP_DELETE, state__in=ACTIVE_OPERATION_STATES
-    ).exists():
-        raise errors.StateConflict(kind="backup", uuid=backup.uuid, state=backup.status, action="backup.delete")
+        raise errors.StateConflict(
+            kind="backup", uuid=backup.uuid, state=backup.status, action="backup.delete"
+        )
+    if (
+        backup.status == choices.BackupStatus.DELETING
+        and Operation.objects.filter(
+            target_uuid=backup.uuid, kind=OperationKind.BACKUP_DELETE, state__in=ACTIVE_OPERATION_STATES
+        ).exists()
+    ):
+        raise errors.StateConflict(
+            kind="backup", uuid=backup.uuid, state=backup.status, action="backup.delete"
+        )
     busy = _chain_busy(point=point, volume_uuid=backup.volume_uuid, exclude_backup_id=backup.pk, readers=True)
     if busy:
         raise errors.BackupChainBusy(volume=backup.volume_uuid, point=point.name, busy=", ".join(busy))
-    dependents = list(backup.dependents.exclude(status__in=[choices.BackupStatus.DELETED, choices.BackupStatus.FAILED]))
+    dependents = list(
+        backup.dependents.exclude(status__in=[choices.BackupStatus.DELETED, choices.BackupStatus.FAILED])
+    )
     if len(dependents) > 1:
-        raise errors.BackupHasDependents(uuid=backup.uuid, dependents=", ".join(str(d.uuid) for d in dependents))
+        raise errors.BackupHasDependents(
+            uuid=backup.uuid, dependents=", ".join(str(d.uuid) for d in dependents)
+        )
     dependent = dependents[0] if dependents else None
     # A failed backup has no file to merge: a dependent on it was broken already and stays so.
     merge = dependent is not None and backup.status != choices.BackupStatus.FAILED
@@ -445,7 +500,8 @@ def backup_delete(*, actor: str, backup: Backup, reason: str = "") -> Operation:
             actor=actor,
             object_type="backup",
             volume_id=backup.volume_id,
-            message=(reason + "; " if reason else "") + (f"merging into {dependent.uuid}" if merge else "no dependent"),
+            message=(reason + "; " if reason else "")
+            + (f"merging into {dependent.uuid}" if merge else "no dependent"),
         )
     return operation_create(
         kind=OperationKind.BACKUP_DELETE,
@@ -474,17 +530,23 @@ def _delete_context(operation: Operation) -> tuple[Backup, Backup | None, Backup
 def _backup_delete_run(operation: Operation, reporter: Reporter) -> None:
     backup, dependent, store, new_base = _delete_context(operation)
     if backup.status != choices.BackupStatus.DELETING:
-        raise errors.StateConflict(kind="backup", uuid=backup.uuid, state=backup.status, action="backup.delete")
+        raise errors.StateConflict(
+            kind="backup", uuid=backup.uuid, state=backup.status, action="backup.delete"
+        )
     store.check_available(backup.backup_point.name)
     if dependent is not None:
         reporter.phase(f"merging into backup {dependent.uuid}")
         if store.exists(backup.file_name):
             store.merge_into(
-                dependent.file_name, layer=backup.file_name, new_base=new_base,
+                dependent.file_name,
+                layer=backup.file_name,
+                new_base=new_base,
                 progress=lambda p: reporter.progress(p * 0.95),
             )
         elif store.backing_of(dependent.file_name) != new_base:
-            raise errors.StorageError(reason=f"{backup.file_name} is gone but {dependent.file_name} was not merged")
+            raise errors.StorageError(
+                reason=f"{backup.file_name} is gone but {dependent.file_name} was not merged"
+            )
         operation.params["dependent_size"] = store.disk_usage(dependent.file_name)
     reporter.phase("removing the file")
     store.remove(backup.file_name)
@@ -530,7 +592,11 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
     backup, dependent, store, new_base = _delete_context(operation)
     message = f"scode {error.scode}: {error.render_message()}"
     try:
-        merged = dependent is not None and store.exists(dependent.file_name) and store.backing_of(dependent.file_name) == new_base
+        merged = (
+            dependent is not None
+            and store.exists(dependent.file_name)
+            and store.backing_of(dependent.file_name) == new_base
+        )
         intact = store.exists(backup.file_name) or backup.status == choices.BackupStatus.FAILED
     except errors.ServiceError:
         merged, intact = False, False
@@ -566,14 +632,18 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
     )
 
 
-BACKUP_DELETE_HANDLER = OperationHandler(run=_backup_delete_run, succeed=_backup_delete_succeed, fail=_backup_delete_fail)
+BACKUP_DELETE_HANDLER = OperationHandler(
+    run=_backup_delete_run, succeed=_backup_delete_succeed, fail=_backup_delete_fail
+)
 
 
 # -- restore -------------------------------------------------------------------------------------
 
 
 @transaction.atomic
-def backup_restore(*, actor: str, backup: Backup, tenant: Tenant, cluster: Cluster, pool: Pool, name: str) -> Volume:
+def backup_restore(
+    *, actor: str, backup: Backup, tenant: Tenant, cluster: Cluster, pool: Pool, name: str
+) -> Volume:
     """Reserve a new volume in `restoring` and queue the copy of the backup's content into it.
 
     The backup's chain is read from the backup point only: the source volume and its snapshots may
@@ -582,8 +652,12 @@ def backup_restore(*, actor: str, backup: Backup, tenant: Tenant, cluster: Clust
     point = _lock_point(backup.backup_point)
     backup = Backup.objects.get(pk=backup.pk)
     if backup.status != choices.BackupStatus.COMPLETED:
-        raise errors.BackupNotRestorable(uuid=backup.uuid, status=backup.status, action="restored", action_cn="恢复")
-    busy = [b for b in _chain_busy(point=point, volume_uuid=backup.volume_uuid, readers=False) if "Deleting" in b]
+        raise errors.BackupNotRestorable(
+            uuid=backup.uuid, status=backup.status, action="restored", action_cn="恢复"
+        )
+    busy = [
+        b for b in _chain_busy(point=point, volume_uuid=backup.volume_uuid, readers=False) if "Deleting" in b
+    ]
     if busy:
         raise errors.BackupChainBusy(volume=backup.volume_uuid, point=point.name, busy=", ".join(busy))
     backup_store(point).check_available(point.name)
@@ -605,7 +679,11 @@ def backup_restore(*, actor: str, backup: Backup, tenant: Tenant, cluster: Clust
         target_uuid=volume.uuid,
         actor=actor,
         volume=volume,
-        params={"backup": str(backup.uuid), "backup_point": str(point.uuid), "source_volume": str(backup.volume_uuid)},
+        params={
+            "backup": str(backup.uuid),
+            "backup_point": str(point.uuid),
+            "source_volume": str(backup.volume_uuid),
+        },
         bytes_total=backup.volume_capacity,
     )
     audit(
@@ -616,7 +694,7 @@ def backup_restore(*, actor: str, backup: Backup, tenant: Tenant, cluster: Clust
         volume_id=volume.pk,
         operation_id=operation.pk,
         to_state=str(EventState.RESTORING.label),
-        message=f"from backup {backup.name!r} ({backup.uuid}) of volume {backup.volume_uuid} into pool {pool.name}",
+        message=f"from backup {backup.name!r} ({backup.uuid}) of volume {backup.volume_uuid} in {pool.name}",
     )
     return volume
 
@@ -624,7 +702,9 @@ def backup_restore(*, actor: str, backup: Backup, tenant: Tenant, cluster: Clust
 def _backup_restore_run(operation: Operation, reporter: Reporter) -> None:
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
     if volume.state != EventState.RESTORING:
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="restore")
+        raise errors.StateConflict(
+            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="restore"
+        )
     backup = _backup_of(operation)
     store = backup_store(backup.backup_point)
     driver = pool_driver(volume.pool)
@@ -637,7 +717,9 @@ def _backup_restore_run(operation: Operation, reporter: Reporter) -> None:
     )
     image = driver.info(volume.image_name)
     if image.virtual_size != volume.capacity:
-        raise errors.StorageError(reason=f"restored image has {image.virtual_size} bytes, expected {volume.capacity}")
+        raise errors.StorageError(
+            reason=f"restored image has {image.virtual_size} bytes, expected {volume.capacity}"
+        )
     operation.params["used"] = image.allocated
 
 
@@ -692,8 +774,14 @@ def backup_verify(*, actor: str, backup: Backup) -> BackupVerification:
         point = _lock_point(backup.backup_point)
         backup = Backup.objects.get(pk=backup.pk)
         if backup.status != choices.BackupStatus.COMPLETED:
-            raise errors.BackupNotRestorable(uuid=backup.uuid, status=backup.status, action="verified", action_cn="校验")
-        busy = [b for b in _chain_busy(point=point, volume_uuid=backup.volume_uuid, readers=False) if "Deleting" in b]
+            raise errors.BackupNotRestorable(
+                uuid=backup.uuid, status=backup.status, action="verified", action_cn="校验"
+            )
+        busy = [
+            b
+            for b in _chain_busy(point=point, volume_uuid=backup.volume_uuid, readers=False)
+            if "Deleting" in b
+        ]
         if busy:
             raise errors.BackupChainBusy(volume=backup.volume_uuid, point=point.name, busy=", ".join(busy))
         verification = BackupVerification.objects.create(
@@ -729,7 +817,9 @@ def _backup_verify_run(operation: Operation, reporter: Reporter) -> None:
             report = store.check(store.path(name))
             if report["exit"] not in (0, 3):
                 operation.params["check"] = report
-                raise errors.BackupVerifyFailed(uuid=backup.uuid, reason=f"qemu-img check of {name} exited {report['exit']}")
+                raise errors.BackupVerifyFailed(
+                    uuid=backup.uuid, reason=f"qemu-img check of {name} exited {report['exit']}"
+                )
         reporter.phase("restoring to a temporary image")
         target = os.path.join(workdir, "restored.qcow2")
         store.restore(backup.file_name, target, progress=lambda p: reporter.progress(p * 0.5))
@@ -737,15 +827,20 @@ def _backup_verify_run(operation: Operation, reporter: Reporter) -> None:
         report = store.check(target)
         operation.params["check"] = report
         if report["exit"] not in (0, 3):
-            raise errors.BackupVerifyFailed(uuid=backup.uuid, reason=f"qemu-img check of the restored image exited {report['exit']}")
+            raise errors.BackupVerifyFailed(
+                uuid=backup.uuid, reason=f"qemu-img check of the restored image exited {report['exit']}"
+            )
         reporter.phase("hashing the restored image")
         found, _count = store.content_checksum(target)
         operation.params["checksum_found"] = found
         if not backup.checksum:
-            raise errors.BackupVerifyFailed(uuid=backup.uuid, reason="no checksum was recorded at backup time")
+            raise errors.BackupVerifyFailed(
+                uuid=backup.uuid, reason="no checksum was recorded at backup time"
+            )
         if found != backup.checksum:
             raise errors.BackupVerifyFailed(
-                uuid=backup.uuid, reason=f"content sha256 {found} differs from {backup.checksum} recorded at backup time"
+                uuid=backup.uuid,
+                reason=f"content sha256 {found} differs from {backup.checksum} recorded at backup time",
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -785,7 +880,9 @@ def backups_to_verify(*, limit: int) -> list[Backup]:
 
 
 @transaction.atomic
-def backup_update(*, actor: str, backup: Backup, expired_time: int | None = None, protected: bool | None = None) -> Backup:
+def backup_update(
+    *, actor: str, backup: Backup, expired_time: int | None = None, protected: bool | None = None
+) -> Backup:
     """Change a backup's expiry (epoch seconds, 0 = never) or its protection."""
     values = {}
     if expired_time is not None:
@@ -796,8 +893,14 @@ def backup_update(*, actor: str, backup: Backup, expired_time: int | None = None
         values["protected"] = protected
     if values:
         Backup.objects.filter(pk=backup.pk).update(**values, modified=timezone.now())
-        audit(actor=actor, action="backup.update", object_type="backup", object_uuid=backup.uuid,
-              volume_id=backup.volume_id, message=", ".join(f"{k}={v}" for k, v in values.items()))
+        audit(
+            actor=actor,
+            action="backup.update",
+            object_type="backup",
+            object_uuid=backup.uuid,
+            volume_id=backup.volume_id,
+            message=", ".join(f"{k}={v}" for k, v in values.items()),
+        )
     backup.refresh_from_db()
     return backup
 
@@ -824,11 +927,15 @@ def backups_prune(*, actor: str, dry_run: bool = False, now: int | None = None) 
     for backup in backups_expired(now=now):
         entry = {"uuid": str(backup.uuid), "name": backup.name, "expired_time": backup.expired_time}
         if dry_run:
-            dependents = backup.dependents.filter(status=choices.BackupStatus.COMPLETED).values_list("uuid", flat=True)
+            dependents = backup.dependents.filter(status=choices.BackupStatus.COMPLETED).values_list(
+                "uuid", flat=True
+            )
             entry.update(action="would delete", merge_into=[str(u) for u in dependents])
         else:
             try:
-                operation = backup_delete(actor=actor, backup=backup, reason=f"expired at {backup.expired_time}")
+                operation = backup_delete(
+                    actor=actor, backup=backup, reason=f"expired at {backup.expired_time}"
+                )
             except errors.ServiceError as exc:
                 entry.update(action="skipped", scode=exc.scode, reason=exc.render_message())
             else:

@@ -66,7 +66,12 @@ class BackupStore:
 
     def path(self, name: str) -> str:
         """Map a file name to its path, refusing anything that would leave the backup point."""
-        if not name or name.startswith("/") or "\x00" in name or any(p in ("", ".", "..") for p in name.split("/")):
+        if (
+            not name
+            or name.startswith("/")
+            or "\x00" in name
+            or any(p in ("", ".", "..") for p in name.split("/"))
+        ):
             raise errors.StorageError(reason=f"invalid backup file name {name!r}")
         return os.path.join(self.root, name)
 
@@ -136,7 +141,9 @@ class BackupStore:
 
     def image_json(self, path: str) -> dict:
         # Plain `info` (never --backing-chain): it does not open backing files.
-        result = process.run([qemu_img(), "info", "-U", "-f", "qcow2", "--output=json", path], timeout=INSPECT_TIMEOUT)
+        result = process.run(
+            [qemu_img(), "info", "-U", "-f", "qcow2", "--output=json", path], timeout=INSPECT_TIMEOUT
+        )
         return json.loads(result.stdout)
 
     def virtual_size(self, path: str) -> int:
@@ -159,12 +166,14 @@ class BackupStore:
             if backing is None:
                 return chain
             if not self.exists(backing):
-                raise errors.StorageError(reason=f"backup file {chain[-1]} is backed by a missing file {backing}")
+                raise errors.StorageError(
+                    reason=f"backup file {chain[-1]} is backed by a missing file {backing}"
+                )
             chain.append(backing)
         raise errors.StorageError(reason=f"backup chain of {name} is longer than {limit} files")
 
     def check(self, path: str) -> dict:
-        """`qemu-img check` of one image file: its JSON report plus `exit` (0 ok, 1 not checked, 2 corrupt, 3 leaks)."""
+        """`qemu-img check` of one image: JSON report plus `exit` (0 ok, 1 unchecked, 2 corrupt, 3 leaks)."""
         result = process.run(
             [qemu_img(), "check", "-U", "-f", "qcow2", "--output=json", path],
             timeout=COPY_TIMEOUT,
@@ -180,7 +189,7 @@ class BackupStore:
         return report
 
     def content_checksum(self, path: str, *, fmt: str = "qcow2") -> tuple[str, int]:
-        """SHA-256 of the image's guest-visible bytes (the whole virtual disk, zeros included) and their count.
+        """SHA-256 of the image's guest-visible bytes (all the virtual disk, zeros included), and their count.
 
         qemu-img 7.2 has no checksum command and cannot convert to a pipe: `qemu-nbd` serves the image
         (read-only, whole backing chain) to `nbdcopy`, which writes the raw stream into a FIFO that this
@@ -221,8 +230,10 @@ class BackupStore:
 
     # -- writing backups ------------------------------------------------------------------------
 
-    def write_full(self, source: str, name: str, *, compress: bool, progress: Progress = _no_progress) -> None:
-        """Copy the guest-visible content of `source` (read with its backing chain) into an independent file."""
+    def write_full(
+        self, source: str, name: str, *, compress: bool, progress: Progress = _no_progress
+    ) -> None:
+        """Copy the guest-visible content of `source` (with its backing chain) into an independent file."""
         final = self.path(name)
         os.makedirs(os.path.dirname(final), exist_ok=True)
         tmp = self.tmp_path(name)
@@ -230,10 +241,20 @@ class BackupStore:
         try:
             process.run(
                 [
-                    qemu_img(), "convert", "-p", "-f", "qcow2", "-O", "qcow2",
+                    qemu_img(),
+                    "convert",
+                    "-p",
+                    "-f",
+                    "qcow2",
+                    "-O",
+                    "qcow2",
                     *_cache_args(),
-                    "-m", "16", "-W", *_compress_args(compress),
-                    source, tmp,
+                    "-m",
+                    "16",
+                    "-W",
+                    *_compress_args(compress),
+                    source,
+                    tmp,
                 ],
                 timeout=COPY_TIMEOUT,
                 progress=progress,
@@ -280,8 +301,20 @@ class BackupStore:
         try:
             process.run(
                 [
-                    qemu_img(), "create", "-q", "-f", "qcow2", "-u", "-b", source, "-F", "qcow2",
-                    "-o", "preallocation=off", delta, str(size),
+                    qemu_img(),
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-u",
+                    "-b",
+                    source,
+                    "-F",
+                    "qcow2",
+                    "-o",
+                    "preallocation=off",
+                    delta,
+                    str(size),
                 ],
                 timeout=INSPECT_TIMEOUT,
             )
@@ -306,8 +339,23 @@ class BackupStore:
                 # The delta's own clusters are exactly the change: `convert -B` copies those, compressed.
                 process.run(
                     [
-                        qemu_img(), "convert", "-p", "-f", "qcow2", "-O", "qcow2", "-m", "16", "-W",
-                        *_compress_args(True), "-B", base_ref, "-F", "qcow2", delta, tmp,
+                        qemu_img(),
+                        "convert",
+                        "-p",
+                        "-f",
+                        "qcow2",
+                        "-O",
+                        "qcow2",
+                        "-m",
+                        "16",
+                        "-W",
+                        *_compress_args(True),
+                        "-B",
+                        base_ref,
+                        "-F",
+                        "qcow2",
+                        delta,
+                        tmp,
                     ],
                     timeout=COPY_TIMEOUT,
                     progress=lambda p: progress(50 + p * 0.5),
@@ -318,7 +366,9 @@ class BackupStore:
             self.remove_partials(name)
             raise
 
-    def merge_into(self, dependent: str, *, layer: str, new_base: str | None, progress: Progress = _no_progress) -> None:
+    def merge_into(
+        self, dependent: str, *, layer: str, new_base: str | None, progress: Progress = _no_progress
+    ) -> None:
         """Fold the backup file `layer` into `dependent` (an overlay on it), which then sits on `new_base`.
 
         A safe rebase: clusters the dependent reads through `layer` that differ from what it would read
@@ -344,7 +394,7 @@ class BackupStore:
     # -- restoring ------------------------------------------------------------------------------
 
     def restore(self, name: str, target: str, *, progress: Progress = _no_progress) -> None:
-        """Write the backup's content (its whole chain) as an independent qcow2 image at `target`, published at the end."""
+        """Write the backup's content (whole chain) as an independent qcow2 image at `target`; publish it."""
         source = self.path(name)
         if not os.path.isfile(source):
             raise errors.StorageError(reason=f"backup file {name} is missing")
@@ -357,9 +407,19 @@ class BackupStore:
         try:
             process.run(
                 [
-                    qemu_img(), "convert", "-p", "-f", "qcow2", "-O", "qcow2",
-                    *_cache_args(), "-m", "16", "-W",
-                    source, tmp,
+                    qemu_img(),
+                    "convert",
+                    "-p",
+                    "-f",
+                    "qcow2",
+                    "-O",
+                    "qcow2",
+                    *_cache_args(),
+                    "-m",
+                    "16",
+                    "-W",
+                    source,
+                    tmp,
                 ],
                 timeout=COPY_TIMEOUT,
                 progress=progress,

@@ -51,11 +51,13 @@ def prune_task() -> int:
 
 
 def verify_task() -> int:
-    """Scheduled: verify the completed backups verified longest ago (SHARESTORE_BACKUP_VERIFY_BATCH per run)."""
+    """Scheduled: verify the completed backups verified longest ago (SHARESTORE_BACKUP_VERIFY_BATCH a run)."""
     from backups.services import backup_verify, backups_to_verify
 
     failed = 0
-    for backup in backups_to_verify(limit=int(getattr(settings, "SHARESTORE_BACKUP_VERIFY_BATCH", DEFAULT_VERIFY_BATCH))):
+    for backup in backups_to_verify(
+        limit=int(getattr(settings, "SHARESTORE_BACKUP_VERIFY_BATCH", DEFAULT_VERIFY_BATCH))
+    ):
         try:
             verification = backup_verify(actor=SCHEDULE_ACTOR, backup=backup)
         except errors.ServiceError as exc:

@@ -4,7 +4,8 @@
 Prints, side by side: bytes written by an incremental backup after changing 1 % of a volume against
 the bytes changed (goal <= 1.2x, uncompressed), incremental vs full backup time, zstd against plain
 (size and time), the content checksum's cost, and restore throughput against bare `qemu-img convert`
-(goal >= 90 %), both from a cold page cache. The volume holds mixed data: random (incompressible), text-like, and unallocated.
+(goal >= 90 %), both from a cold page cache. The volume holds mixed data: random (incompressible),
+text-like, and unallocated.
 
 Usage: .venv/bin/python bench/backup.py [--size-mib 1024] [--rounds 3] [--dir DIR]
 """
@@ -52,7 +53,10 @@ def write_regions(image: str, regions: list[tuple[int, bytes]], workdir: str) ->
 
 
 def text_like(rng: random.Random, size: int) -> bytes:
-    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    words = [
+        "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(2, 9)))
+        for _ in range(2000)
+    ]
     out = bytearray()
     while len(out) < size:
         line = " ".join(rng.choice(words) for _ in range(12)) + f" {rng.randint(0, 10**9)}\n"
@@ -61,7 +65,7 @@ def text_like(rng: random.Random, size: int) -> bytes:
 
 
 def cold() -> None:
-    """Flush and drop the page cache (root), so each restore reads its backup files from disk as a real one does."""
+    """Flush and drop the page cache (root): each restore reads its files from disk, as a real one does."""
     sh("sync")
     try:
         with open("/proc/sys/vm/drop_caches", "w") as handle:
@@ -134,7 +138,11 @@ def run(work: str, size: int, rounds: int) -> int:
             note(f"full {label}", timed(lambda: store.write_full(s0, full, compress=compress)))
             note(
                 f"incremental {label}",
-                timed(lambda: store.write_incremental(s1, inc, base_name=full, source_base=s0, compress=compress)),
+                timed(
+                    lambda: store.write_incremental(
+                        s1, inc, base_name=full, source_base=s0, compress=compress
+                    )
+                ),
             )
             sizes[f"full {label}"] = os.path.getsize(store.path(full))
             sizes[f"incremental {label}"] = os.path.getsize(store.path(inc))
@@ -142,8 +150,11 @@ def run(work: str, size: int, rounds: int) -> int:
         store.remove("v/inc-diff.qcow2")
         note(
             "incremental plain, content diff",
-            timed(lambda: store.write_incremental(s1, "v/inc-diff.qcow2", base_name="v/full-plain.qcow2",
-                                                  source_base=None, compress=False)),
+            timed(
+                lambda: store.write_incremental(
+                    s1, "v/inc-diff.qcow2", base_name="v/full-plain.qcow2", source_base=None, compress=False
+                )
+            ),
         )
         sizes["incremental plain, content diff"] = os.path.getsize(store.path("v/inc-diff.qcow2"))
         note("checksum of the volume (nbdcopy + sha256)", timed(lambda: store.content_checksum(s1)))
@@ -160,14 +171,20 @@ def run(work: str, size: int, rounds: int) -> int:
             cold()
             note(
                 f"bare convert {label}",
-                timed(lambda: (sh("qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", chain, bare), sh("sync"))),
+                timed(
+                    lambda: (sh("qemu-img", "convert", "-f", "qcow2", "-O", "qcow2", chain, bare), sh("sync"))
+                ),
             )
-            result = subprocess.run(["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", target, s1], capture_output=True)
+            result = subprocess.run(
+                ["qemu-img", "compare", "-f", "qcow2", "-F", "qcow2", target, s1], capture_output=True
+            )
             assert result.returncode == 0, f"restore of the {label} chain differs from the snapshot"
 
     med = {k: statistics.median(v) for k, v in figures.items()}
-    print(f"volume {size // MiB} MiB: {data_bytes // MiB} MiB written (40 % random, 30 % text-like), "
-          f"rest unallocated; 1 % change = {changed} x 1 MiB random writes; medians of {rounds} rounds")
+    print(
+        f"volume {size // MiB} MiB: {data_bytes // MiB} MiB written (40 % random, 30 % text-like), "
+        f"rest unallocated; 1 % change = {changed} x 1 MiB random writes; medians of {rounds} rounds"
+    )
     print()
     print(f"{'incremental after a 1 % change':44} {'bytes':>14} {'x changed':>10} {'seconds':>9}")
     print(f"{'  bytes changed':44} {changed_bytes:>14,} {1.0:>10.2f}")
@@ -178,13 +195,21 @@ def run(work: str, size: int, rounds: int) -> int:
     for key in ("full plain", "full zstd"):
         print(f"{'  ' + key:44} {sizes[key]:>14,} {sizes[key] / data_bytes:>10.2f} {med[key]:>9.3f}")
     print()
-    print(f"incremental vs full time: plain {med['incremental plain']:.3f} s vs {med['full plain']:.3f} s "
-          f"({med['full plain'] / med['incremental plain']:.0f}x faster); zstd {med['incremental zstd']:.3f} s vs "
-          f"{med['full zstd']:.3f} s")
-    print(f"zstd vs plain, full backup: {sizes['full zstd'] / sizes['full plain']:.0%} of the size, "
-          f"{med['full zstd'] / med['full plain']:.1f}x the time")
-    print(f"content checksum (recorded with every backup): {med['checksum of the volume (nbdcopy + sha256)']:.3f} s "
-          f"for {size // MiB} MiB")
+    print(
+        f"incremental vs full time: plain {med['incremental plain']:.3f} s vs {med['full plain']:.3f} s "
+        f"({med['full plain'] / med['incremental plain']:.0f}x faster); "
+        f"zstd {med['incremental zstd']:.3f} s vs "
+        f"{med['full zstd']:.3f} s"
+    )
+    print(
+        f"zstd vs plain, full backup: {sizes['full zstd'] / sizes['full plain']:.0%} of the size, "
+        f"{med['full zstd'] / med['full plain']:.1f}x the time"
+    )
+    print(
+        "content checksum (recorded with every backup): "
+        f"{med['checksum of the volume (nbdcopy + sha256)']:.3f} s "
+        f"for {size // MiB} MiB"
+    )
     print()
     print(f"{'restore (full + incremental chain)':44} {'seconds':>9} {'MB/s':>9} {'vs bare':>9}")
     for label in ("plain", "zstd"):
@@ -194,8 +219,10 @@ def run(work: str, size: int, rounds: int) -> int:
     ok_bytes = sizes["incremental plain"] / changed_bytes <= 1.2
     ok_restore = all(med[f"bare convert {l}"] / med[f"restore {l}"] >= 0.9 for l in ("plain", "zstd"))
     print()
-    print(f"goal incremental bytes <= 1.2x changed: {'met' if ok_bytes else 'MISSED'}; "
-          f"goal restore >= 90 % of bare convert: {'met' if ok_restore else 'MISSED'}")
+    print(
+        f"goal incremental bytes <= 1.2x changed: {'met' if ok_bytes else 'MISSED'}; "
+        f"goal restore >= 90 % of bare convert: {'met' if ok_restore else 'MISSED'}"
+    )
     return 0
 
 

@@ -40,7 +40,9 @@ class BackupSchema(serializers.Serializer):
     cluster_uuid = serializers.UUIDField()
     cluster_name = serializers.CharField()
     cluster_mode = serializers.CharField()
-    BaseUUID = serializers.CharField(help_text="the backup this incremental one sits on; empty for a full backup")
+    BaseUUID = serializers.CharField(
+        help_text="the backup this incremental one sits on; empty for a full backup"
+    )
     Size = serializers.IntegerField(help_text="bytes on the backup point (an estimate while running)")
     Compressed = serializers.BooleanField()
     Protected = serializers.BooleanField()

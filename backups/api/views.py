@@ -10,7 +10,12 @@ from rest_framework import serializers
 from backups import selectors as backup_selectors
 from backups import services as backup_services
 from backups.api.representations import backup_representation, latest_operations
-from backups.api.schemas import BACKUP_DELETE_ENVELOPE, BACKUP_ENVELOPE, BACKUP_LIST_ENVELOPE, BACKUP_RESTORE_ENVELOPE
+from backups.api.schemas import (
+    BACKUP_DELETE_ENVELOPE,
+    BACKUP_ENVELOPE,
+    BACKUP_LIST_ENVELOPE,
+    BACKUP_RESTORE_ENVELOPE,
+)
 from sharestore import errors
 from sharestore.api.envelope import success
 from sharestore.api.schema import error_responses
@@ -54,7 +59,9 @@ class VolumeShareBackupAddApi(BackupApi):
         snapshot_uuid = StrictUUIDField()
         backup_name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=4096)
         backup_point_uuid = StrictUUIDField()
-        desc = StrictCharField(required=False, allow_blank=True, allow_null=True, trim_whitespace=False, default="")
+        desc = StrictCharField(
+            required=False, allow_blank=True, allow_null=True, trim_whitespace=False, default=""
+        )
         compress = StrictBooleanField(required=False, allow_null=True, default=None)
         full_backup = StrictBooleanField(required=False, default=False)
         expired_time = StrictIntegerField(required=False, default=0)
@@ -66,12 +73,16 @@ class VolumeShareBackupAddApi(BackupApi):
     )
     def post(self, request):
         data = self.validated(request)
-        tenant, cluster = self.optional_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        tenant, cluster = self.optional_scope(
+            request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
+        )
         volume = backup_selectors.volume_for_backup(
             uuid=data["volume_uuid"], cluster=cluster, tenant=tenant, allowed_tenant_id=request.user.tenant_id
         )
         snapshot = selectors.snapshot_get(volume=volume, uuid=data["snapshot_uuid"])
-        point = backup_selectors.backup_point_get(uuid=data["backup_point_uuid"], cluster=cluster, tenant=volume.tenant)
+        point = backup_selectors.backup_point_get(
+            uuid=data["backup_point_uuid"], cluster=cluster, tenant=volume.tenant
+        )
         backup = backup_services.backup_add(
             actor=self.actor(request),
             volume=volume,
@@ -129,14 +140,22 @@ class VolumeShareBackupRestoreApi(BackupApi):
     )
     def post(self, request):
         data = self.validated(request)
-        owner, cluster = self.optional_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
-        new_tenant = selectors.tenant_get(uuid=data["new_volume_tenant"], allowed_tenant_id=request.user.tenant_id)
+        owner, cluster = self.optional_scope(
+            request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
+        )
+        new_tenant = selectors.tenant_get(
+            uuid=data["new_volume_tenant"], allowed_tenant_id=request.user.tenant_id
+        )
         backup = backup_selectors.backup_get(
             uuid=data["backup_uuid"], cluster=cluster, tenant=owner, allowed_tenant_id=request.user.tenant_id
         )
         pool = selectors.pool_get(uuid=data["new_pool_uuid"], cluster=cluster, tenant=new_tenant)
         volume = backup_services.backup_restore(
-            actor=self.actor(request), backup=backup, tenant=new_tenant, cluster=cluster, pool=pool,
+            actor=self.actor(request),
+            backup=backup,
+            tenant=new_tenant,
+            cluster=cluster,
+            pool=pool,
             name=data["new_volume_name"],
         )
         volume = selectors.volume_get(uuid=volume.uuid, tenant=new_tenant, cluster=cluster)
@@ -185,23 +204,38 @@ class VolumeShareBackupListApi(BackupApi):
     )
     def get(self, request):
         data = self.validated(request, {k: v for k, v in request.query_params.items()})
-        tenant, cluster = self.optional_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        tenant, cluster = self.optional_scope(
+            request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
+        )
         maximum = settings.SHARESTORE_MAX_PAGE_SIZE
         if data["page_size"] > maximum:
             raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
-        # As in the volume list: page_size 0 means the first `maximum` rows; pages count from 1, 0 is the first.
+        # As in the volume list: page_size 0 means the first `maximum` rows; pages count from 1.
         limit = data["page_size"] or maximum
         offset = (max(data["page_num"], 1) - 1) * limit
         filters = {
             key: data[key]
-            for key in ("filter_name", "filter_desc", "filter_start_time", "filter_end_time", "filter_volume_uuid")
+            for key in (
+                "filter_name",
+                "filter_desc",
+                "filter_start_time",
+                "filter_end_time",
+                "filter_volume_uuid",
+            )
             if data[key] not in ("", None)
         }
         backups, total = backup_selectors.backup_list(
-            cluster=cluster, tenant=tenant, allowed_tenant_id=request.user.tenant_id, filters=filters,
-            offset=offset, limit=limit,
+            cluster=cluster,
+            tenant=tenant,
+            allowed_tenant_id=request.user.tenant_id,
+            filters=filters,
+            offset=offset,
+            limit=limit,
         )
         operations = latest_operations([b.uuid for b in backups])
         return success(
-            {"backup": [backup_representation(b, operations.get(str(b.uuid))) for b in backups], "TotalCount": total}
+            {
+                "backup": [backup_representation(b, operations.get(str(b.uuid))) for b in backups],
+                "TotalCount": total,
+            }
         )

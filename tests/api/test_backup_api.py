@@ -27,7 +27,15 @@ OTHER_TENANT = "11111111-2222-4333-8444-555555555555"
 BACKUP_POINT = "7f74897a-3084-45e1-a413-6cd168ddd4b5"
 CONTRACT_BACKUP_KEYS = list(EXAMPLES["backup/add"]["response"]["data"]["backup"])
 EXTENSION_KEYS = [
-    "BaseUUID", "Size", "Compressed", "Protected", "Checksum", "Progress", "Phase", "Error", "VerifyResult",
+    "BaseUUID",
+    "Size",
+    "Compressed",
+    "Protected",
+    "Checksum",
+    "Progress",
+    "Phase",
+    "Error",
+    "VerifyResult",
     "VerifiedTime",
 ]
 
@@ -37,7 +45,11 @@ def point(topology, data_dir) -> BackupPoint:
     directory = data_dir / "backup" / f"bp-{BACKUP_POINT}"
     directory.mkdir(parents=True)
     return backup_point_create(
-        name="demo-backup-point", cluster=topology["cluster"], path=str(directory), capacity=1 << 40, uuid=BACKUP_POINT
+        name="demo-backup-point",
+        cluster=topology["cluster"],
+        path=str(directory),
+        capacity=1 << 40,
+        uuid=BACKUP_POINT,
     )
 
 
@@ -145,7 +157,10 @@ def test_contract_examples_replay_on_demo_data(api):
     assert body["data"]["TotalCount"] == 1
     listed = body["data"]["backup"][0]
     assert (listed["UUID"], listed["Status"], listed["Progress"], listed["Phase"]) == (
-        backup["UUID"], "BackupCompleted", 100.0, "done",
+        backup["UUID"],
+        "BackupCompleted",
+        100.0,
+        "done",
     )
     assert len(listed["Checksum"]) == 64 and listed["Error"] is None
 
@@ -153,7 +168,8 @@ def test_contract_examples_replay_on_demo_data(api):
     qemu_io(head, "qcow2", "write -P 0xbb 4M 1M")
     snap2 = new_snapshot(api, vol, "snap")
     status, body = api.post(
-        "backup/add", example("backup/add", volume_uuid=vol, snapshot_uuid=snap2["UUID"], backup_name="second")
+        "backup/add",
+        example("backup/add", volume_uuid=vol, snapshot_uuid=snap2["UUID"], backup_name="second"),
     )
     assert body["scode"] == 0 and body["data"]["backup"]["BaseUUID"] == backup["UUID"]
     second = body["data"]["backup"]["UUID"]
@@ -192,7 +208,10 @@ def test_list_filters_and_pages(api):
         _, body = api.post(
             "backup/add",
             example(
-                "backup/add", volume_uuid=volume["UUID"], snapshot_uuid=snapshot["UUID"], backup_name=f"nightly-{index}",
+                "backup/add",
+                volume_uuid=volume["UUID"],
+                snapshot_uuid=snapshot["UUID"],
+                backup_name=f"nightly-{index}",
                 desc="weekly" if index == 1 else "",
             ),
         )
@@ -223,7 +242,9 @@ def world(api, topology, data_dir):
     snapshot = new_snapshot(api, volume["UUID"], "s1")
     other_volume = new_volume(api, "v2")
     other_snapshot = new_snapshot(api, other_volume["UUID"], "s2")
-    _, body = api.post("backup/add", example("backup/add", volume_uuid=volume["UUID"], snapshot_uuid=snapshot["UUID"]))
+    _, body = api.post(
+        "backup/add", example("backup/add", volume_uuid=volume["UUID"], snapshot_uuid=snapshot["UUID"])
+    )
     backup = body["data"]["backup"]
     tenant = Tenant.objects.create(uuid=OTHER_TENANT, name="other")
     Namespace.objects.create(tenant=tenant)
@@ -237,7 +258,9 @@ def world(api, topology, data_dir):
 
 
 def state_of_everything(data_dir) -> tuple:
-    files = sorted(os.path.relpath(os.path.join(d, f), data_dir) for d, _, fs in os.walk(data_dir) for f in fs)
+    files = sorted(
+        os.path.relpath(os.path.join(d, f), data_dir) for d, _, fs in os.walk(data_dir) for f in fs
+    )
     return (
         tuple(Volume.objects.order_by("pk").values_list("pk", "state", "name", "modified")),
         tuple(Backup.objects.order_by("pk").values_list("pk", "status", "base_id", "size", "modified")),
@@ -290,7 +313,9 @@ ADD_CASES = [
 
 @pytest.mark.parametrize("label,changes,http,scode", ADD_CASES, ids=[c[0] for c in ADD_CASES])
 def test_add_bad_input_changes_nothing(api, world, label, changes, http, scode):
-    body = with_fields(example("backup/add", volume_uuid=world["volume"], snapshot_uuid=world["snapshot"]), changes, world)
+    body = with_fields(
+        example("backup/add", volume_uuid=world["volume"], snapshot_uuid=world["snapshot"]), changes, world
+    )
     before = state_of_everything(world["data_dir"])
     status, answer = api.post("backup/add", body)
     assert_error(status, answer, http, scode)
@@ -401,7 +426,9 @@ def test_a_tenant_token_sees_only_its_own_backups(api, world, django_capture_on_
     tenant_api = Api(client, django_capture_on_commit_callbacks)
     status, answer = tenant_api.get("backup/list", {"cluster_uuid": CLUSTER})
     assert (status, answer["data"]) == (200, {"backup": [], "TotalCount": 0})
-    status, answer = tenant_api.post("backup/delete", example("backup/delete", backup_uuid=world["backup"], tenant=OTHER_TENANT))
+    status, answer = tenant_api.post(
+        "backup/delete", example("backup/delete", backup_uuid=world["backup"], tenant=OTHER_TENANT)
+    )
     assert_error(status, answer, 404, 3007)
     body = example("backup/restore", backup_uuid=world["backup"], new_volume_tenant=OTHER_TENANT)
     status, answer = tenant_api.post("backup/restore", body)

@@ -54,13 +54,19 @@ def point(topology, data_dir) -> BackupPoint:
     directory = data_dir / "backup" / f"bp-{BACKUP_POINT}"
     directory.mkdir(parents=True)
     return backup_point_create(
-        name="demo-backup-point", cluster=topology["cluster"], path=str(directory), capacity=1 << 40, uuid=BACKUP_POINT
+        name="demo-backup-point",
+        cluster=topology["cluster"],
+        path=str(directory),
+        capacity=1 << 40,
+        uuid=BACKUP_POINT,
     )
 
 
 def make_volume(scope, name="v", capacity=VOLUME_BYTES) -> Volume:
     with run_tasks():
-        volume = volume_create(actor="test", name=name, volume_type="block", capacity=capacity, snap_capacity=1 << 40, **scope)
+        volume = volume_create(
+            actor="test", name=name, volume_type="block", capacity=capacity, snap_capacity=1 << 40, **scope
+        )
     volume.refresh_from_db()
     assert volume.state == EventState.AVAILABLE
     return volume
@@ -89,7 +95,9 @@ def snap(volume: Volume, name: str) -> Snapshot:
 
 def backup(volume: Volume, snapshot: Snapshot, point: BackupPoint, name="b", **kwargs) -> Backup:
     with run_tasks():
-        created = backup_add(actor="test", volume=volume, snapshot=snapshot, backup_point=point, name=name, **kwargs)
+        created = backup_add(
+            actor="test", volume=volume, snapshot=snapshot, backup_point=point, name=name, **kwargs
+        )
     created.refresh_from_db()
     return created
 
@@ -107,7 +115,12 @@ def identical(a: str, b: str) -> bool:
 def restore(b: Backup, scope, name: str, pool: Pool | None = None) -> Volume:
     with run_tasks():
         volume = backup_restore(
-            actor="test", backup=b, tenant=scope["tenant"], cluster=scope["cluster"], pool=pool or scope["pool"], name=name
+            actor="test",
+            backup=b,
+            tenant=scope["tenant"],
+            cluster=scope["cluster"],
+            pool=pool or scope["pool"],
+            name=name,
         )
     volume.refresh_from_db()
     return volume

@@ -36,7 +36,9 @@ from volumes.drivers import process
 from volumes.models import Operation, Pool, Volume
 from volumes.services import operations
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root"
+)
 
 
 @pytest.fixture
@@ -44,7 +46,9 @@ def tmpfs(tmp_path):
     """A 2 MiB tmpfs: a directory that fills up."""
     directory = tmp_path / "small"
     directory.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], capture_output=True
+    ).returncode:
         pytest.skip("this machine does not allow mounting a tmpfs")
     yield directory
     subprocess.run(["umount", str(directory)], check=False)
@@ -56,7 +60,9 @@ def files_under(path) -> list[str]:
 
 def queued_backup(volume, snapshot, point, **kwargs):
     with TestCase.captureOnCommitCallbacks(execute=False):
-        created = backup_add(actor="test", volume=volume, snapshot=snapshot, backup_point=point, name="b", **kwargs)
+        created = backup_add(
+            actor="test", volume=volume, snapshot=snapshot, backup_point=point, name="b", **kwargs
+        )
     return created, Operation.objects.get(target_uuid=created.uuid)
 
 
@@ -89,7 +95,11 @@ def test_a_full_pool_fails_the_restore_and_leaves_no_file(scope, point, tmpfs):
         restored = backup_restore(actor="test", backup=b, name="r", **scope)
     restored.refresh_from_db()
     operation = Operation.objects.get(target_uuid=restored.uuid)
-    assert (operation.state, operation.error_scode, restored.state) == (OperationState.FAILED, 5004, EventState.ERROR)
+    assert (operation.state, operation.error_scode, restored.state) == (
+        OperationState.FAILED,
+        5004,
+        EventState.ERROR,
+    )
     assert files_under(tmpfs) == []
 
 
@@ -101,7 +111,10 @@ def test_a_crashed_backup_is_finished_by_the_sweeper_and_the_partial_file_replac
     # The dead worker had claimed it, moved it to running and left half a file.
     Backup.objects.filter(pk=created.pk).update(status=choices.BackupStatus.RUNNING)
     Operation.objects.filter(pk=operation.pk).update(
-        state=OperationState.RUNNING, owner="dead", attempts=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+        state=OperationState.RUNNING,
+        owner="dead",
+        attempts=1,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
     store = BackupStore(point.path)
     os.makedirs(os.path.dirname(store.path(created.file_name)), exist_ok=True)
@@ -152,7 +165,9 @@ def test_a_failure_after_publishing_removes_the_file(scope, point, monkeypatch):
 
     def failing(argv, **kwargs):
         if argv[0] == "nbdcopy":
-            return real_run(["nbdcopy", "--", "[", "qemu-nbd", "-r", "-f", "qcow2", "/nonexistent", "]", "-"], **kwargs)
+            return real_run(
+                ["nbdcopy", "--", "[", "qemu-nbd", "-r", "-f", "qcow2", "/nonexistent", "]", "-"], **kwargs
+            )
         return real_run(argv, **kwargs)
 
     monkeypatch.setattr(process, "run", failing)
@@ -172,7 +187,9 @@ def test_an_interrupted_delete_is_finished_by_deleting_again(scope, point, tmp_p
     b2 = backup(volume, s2, point, name="b2")
     # The merge succeeds, then removing the merged file fails.
     real_remove = BackupStore.remove
-    monkeypatch.setattr(BackupStore, "remove", lambda self, name: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    monkeypatch.setattr(
+        BackupStore, "remove", lambda self, name: (_ for _ in ()).throw(OSError(5, "I/O error"))
+    )
     with run_tasks():
         operation = backup_delete(actor="test", backup=b1)
     monkeypatch.setattr(BackupStore, "remove", real_remove)
@@ -224,7 +241,9 @@ def test_commands_prune_and_verify(scope, point, capsys):
     b2 = backup(volume, snap(volume, "s2"), point, name="b2")
     call_command("prune_backups", "--dry-run", "--json")
     preview = json.loads(capsys.readouterr().out)
-    assert preview["backups"][0]["uuid"] == str(b1.uuid) and preview["backups"][0]["merge_into"] == [str(b2.uuid)]
+    assert preview["backups"][0]["uuid"] == str(b1.uuid) and preview["backups"][0]["merge_into"] == [
+        str(b2.uuid)
+    ]
     assert Backup.objects.get(pk=b1.pk).status == choices.BackupStatus.COMPLETED
     call_command("verify_backups", "--json")
     report = json.loads(capsys.readouterr().out)

@@ -12,7 +12,9 @@ class Command(BaseCommand):
     help = "Delete expired, unprotected backups (dependents are merged, so they stay restorable)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--dry-run", action="store_true", help="list what would be deleted, change nothing")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="list what would be deleted, change nothing"
+        )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
     def handle(self, *args, **options):

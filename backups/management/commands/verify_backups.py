@@ -18,16 +18,23 @@ def _uuid(value: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Verify completed backups (restore to a temp image, qemu-img check, checksum). Exit: 0 ok, 1 failures."
+    help = "Verify completed backups (restore to a temp image, qemu-img check, checksum). Exit 1 on failures."
 
     def add_arguments(self, parser):
-        parser.add_argument("backups", nargs="*", type=_uuid, metavar="UUID", help="backups to verify (default: all)")
-        parser.add_argument("--limit", type=int, default=0, help="verify at most N, least recently verified first")
+        parser.add_argument(
+            "backups", nargs="*", type=_uuid, metavar="UUID", help="backups to verify (default: all)"
+        )
+        parser.add_argument(
+            "--limit", type=int, default=0, help="verify at most N, least recently verified first"
+        )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
     def handle(self, *args, **options):
         if options["backups"]:
-            found = {str(b.uuid): b for b in Backup.objects.filter(uuid__in=options["backups"]).select_related("backup_point")}
+            found = {
+                str(b.uuid): b
+                for b in Backup.objects.filter(uuid__in=options["backups"]).select_related("backup_point")
+            }
             missing = [u for u in options["backups"] if u not in found]
             if missing:
                 raise CommandError(f"no backup with UUID {', '.join(missing)}", returncode=2)
@@ -59,7 +66,9 @@ class Command(BaseCommand):
                 self.stdout.write(line)
         failed = sum(1 for r in results if r["result"] == VerifyResult.FAILED)
         if options["json"]:
-            self.stdout.write(json.dumps({"verified": len(results), "failed": failed, "backups": results}, indent=2))
+            self.stdout.write(
+                json.dumps({"verified": len(results), "failed": failed, "backups": results}, indent=2)
+            )
         elif not results:
             self.stdout.write("no completed backups to verify")
         if failed:
