@@ -17,11 +17,12 @@ $(VENV)/.installed: pyproject.toml
 
 deps: system-deps $(VENV)/.installed
 
-# qemu-utils (qemu-img, qemu-io, qemu-nbd) is the storage engine; install it when it is missing.
+# qemu-utils (qemu-img, qemu-io, qemu-nbd) is the storage engine and libnbd-bin's nbdcopy streams
+# images for backup checksums; install them when they are missing.
 system-deps:
-	@if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null; then \
+	@if ! command -v qemu-img >/dev/null || ! command -v qemu-io >/dev/null || ! command -v nbdcopy >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq qemu-utils; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq qemu-utils libnbd-bin; \
 	fi
 
 # The console's browser tests drive Debian's Chromium through Playwright (no browser download).
