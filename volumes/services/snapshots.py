@@ -401,9 +401,6 @@ class _Tree:
             self.apply(step)
             steps.append(step)
 
-    def layer_of(self, target: int | str, volume: Volume) -> str:
-        return volume.image_name if target == HEAD else self.nodes[target].layer
-
 
 def _strategy(operation: Operation, driver: StorageDriver, layer: str, dependent: str, node_uuid: str) -> str:
     """Commit or rebase, whichever copies less; chosen once per layer and kept in the operation.
