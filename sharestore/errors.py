@@ -509,3 +509,74 @@ class BackupVerifyFailed(ServiceError):
     scode, http_status = 5302, 500
     message = "backup {uuid} failed verification: {reason}"
     message_cn = "备份 {uuid} 校验失败：{reason}"
+
+
+# 42xx: clones ------------------------------------------------------------------------------------
+
+
+class LinkedCloneAcrossPools(ServiceError):
+    """A linked clone in another pool would name its base by a relative path that some host cannot follow."""
+
+    scode, http_status = 4201, 409
+    message = (
+        "a linked clone of volume {source} cannot be placed in pool {pool}: {reason}; "
+        "a full clone (is_link=false) can"
+    )
+    message_cn = "卷 {source} 的链接克隆无法放入存储池 {pool}：{reason_cn}；可改用完整克隆（is_link=false）"
+
+
+class CloneChainTooDeep(ServiceError):
+    """A linked clone would sit on more layers than the chain depth limit allows."""
+
+    scode, http_status = 4202, 409
+    message = (
+        "a linked clone of snapshot {snapshot} would sit on {depth} layers, over the limit of {limit}: "
+        "make a full clone (is_link=false), or flatten the source first"
+    )
+    message_cn = "快照 {snapshot} 的链接克隆将位于 {depth} 层之上，超过上限 {limit}：请改用完整克隆（is_link=false），或先将源卷扁平化"
+
+
+class NotALinkedClone(ServiceError):
+    """flatten names a volume that reads no other volume's snapshot: it is independent already."""
+
+    scode, http_status = 4203, 409
+    message = "volume {uuid} is not a linked clone: it reads no other volume's snapshot, nothing to flatten"
+    message_cn = "卷 {uuid} 不是链接克隆：它不读取其他卷的快照，无需扁平化"
+
+
+class CloneSourceBusy(ServiceError):
+    """A volume whose layers the clone or flatten would read is rewriting them (merging, rolling back)."""
+
+    scode, http_status = 4204, 409
+    message = "volume {uuid}, whose layers the {action} would read, is {state}: retry when that finishes"
+    message_cn = "{action_cn}需要读取卷 {uuid} 的层，而该卷当前状态为 {state}：请在其完成后重试"
+
+
+# 52xx: clone storage -----------------------------------------------------------------------------
+
+
+class PoolSpaceShort(ServiceError):
+    """The destination pool's filesystem has less free space than the copy needs (measured before writing)."""
+
+    scode, http_status = 5201, 507
+    message = "pool {pool} has {free} bytes free on its filesystem; the copy needs about {needed} bytes"
+    message_cn = "存储池 {pool} 的文件系统剩余 {free} 字节，本次复制约需 {needed} 字节"
+
+
+# Not a condition of its own ----------------------------------------------------------------------
+
+
+class RecordedFailure(ServiceError):
+    """A failure recorded on an operation, answered again later with its own scode, status and messages."""
+
+    def __init__(self, *, scode: int, message: str, message_cn: str = "", desc: str = ""):
+        known = CATALOGUE.get(scode, InternalError)
+        self.scode, self.http_status = scode, known.http_status
+        self._message, self._message_cn = message, message_cn or message
+        super().__init__(desc=desc)
+
+    def render_message(self) -> str:
+        return self._message
+
+    def render_message_cn(self) -> str:
+        return self._message_cn

@@ -110,16 +110,36 @@ def snapshot_dependents(*, snapshot: Snapshot) -> tuple[list[str], list[str]]:
     return [str(u) for u in clones.values_list("uuid", flat=True)], [str(u) for u in backups]
 
 
+def linked_family(*, volume: Volume) -> set[int]:
+    """The volume and every live linked clone below it, at any depth: whatever reads a layer of one of
+    them reads down through the volume's layers too."""
+    family, frontier = {volume.pk}, {volume.pk}
+    while frontier:
+        below = Volume.objects.filter(parent_snapshot__volume_id__in=frontier, state__in=LIVE_STATES)
+        frontier = set(below.values_list("pk", flat=True)) - family
+        family |= frontier
+    return family
+
+
 def volume_snapshot_readers(*, volume: Volume) -> list[str]:
-    """What reads any of the volume's snapshot layers right now: running backups and clones being copied."""
+    """What reads any of the volume's snapshot layers right now: running backups, clones being copied and
+    linked clones being flattened, of this volume or of linked clones below it (they read its layers)."""
+    family = linked_family(volume=volume)
     backups = (
-        Snapshot.objects.filter(volume=volume, backups__status__in=BACKUP_READING_STATUSES)
+        Snapshot.objects.filter(volume_id__in=family, backups__status__in=BACKUP_READING_STATUSES)
         .order_by("backups__created")
         .values_list("backups__uuid", "name")
     )
     cloning = Volume.objects.filter(
-        Q(source_volume=volume) | Q(parent_snapshot__volume=volume), state=EventState.CLONING
+        Q(source_volume_id__in=family) | Q(parent_snapshot__volume_id__in=family), state=EventState.CLONING
     ).values_list("uuid", flat=True)
-    return [f"backup {b} (of snapshot {name!r})" for b, name in backups] + [
-        f"clone {c} (being copied)" for c in cloning
-    ]
+    flattening = (
+        Volume.objects.filter(pk__in=family - {volume.pk}, state=EventState.FLATTENING)
+        .order_by("created", "id")
+        .values_list("uuid", flat=True)
+    )
+    return (
+        [f"backup {b} (of snapshot {name!r})" for b, name in backups]
+        + [f"clone {c} (being copied)" for c in cloning]
+        + [f"linked clone {c} (being flattened)" for c in flattening]
+    )

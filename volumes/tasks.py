@@ -34,3 +34,21 @@ def snapshot_rollback_task(operation_id: int) -> None:
     from volumes.services.snapshots import SNAPSHOT_ROLLBACK_HANDLER
 
     operation_run(operation_id, SNAPSHOT_ROLLBACK_HANDLER)
+
+
+def clone_linked_task(operation_id: int) -> None:
+    from volumes.services.clones import CLONE_LINKED_HANDLER
+
+    operation_run(operation_id, CLONE_LINKED_HANDLER)
+
+
+def clone_full_task(operation_id: int) -> None:
+    from volumes.services.clones import CLONE_FULL_HANDLER
+
+    operation_run(operation_id, CLONE_FULL_HANDLER)
+
+
+def volume_flatten_task(operation_id: int) -> None:
+    from volumes.services.clones import FLATTEN_HANDLER
+
+    operation_run(operation_id, FLATTEN_HANDLER)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from volumes.api import snapshot_views, views
+from volumes.api import clone_views, snapshot_views, views
 
 urlpatterns = [
     path("list", views.VolumeShareListApi.as_view(), name="volume-share-list"),
@@ -38,4 +38,11 @@ urlpatterns = [
         snapshot_views.VolumeShareSnapshotListApi.as_view(),
         name="volume-share-snapshot-list",
     ),
+    path("clone", clone_views.VolumeShareCloneApi.as_view(), name="volume-share-clone"),
+    path(
+        "clone/progress",
+        clone_views.VolumeShareCloneProgressApi.as_view(),
+        name="volume-share-clone-progress",
+    ),
+    path("flatten", clone_views.VolumeShareFlattenApi.as_view(), name="volume-share-flatten"),
 ]

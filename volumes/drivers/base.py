@@ -119,3 +119,39 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     def layer_remove(self, layer: str) -> None:
         """Remove a layer that no image reads."""
+
+    # -- clones (docs/clones.md) ---------------------------------------------------------------------
+    # A clone's base or source may live in another pool: it is passed as a reference from
+    # `image_ref` of that pool's driver (a driver of the same kind), never as a bare name.
+
+    @abc.abstractmethod
+    def image_ref(self, name: str) -> str:
+        """A reference to image `name` that a driver of the same kind in another pool can read or sit on."""
+
+    @abc.abstractmethod
+    def linked_clone(self, name: str, base_ref: str) -> ImageInfo:
+        """Publish `name` as an empty overlay on `base_ref` in constant time (kept if it is one already)."""
+
+    @abc.abstractmethod
+    def copy_needs(self, source_ref: str) -> int:
+        """Bytes an independent copy of `source_ref`'s guest-visible content needs in this pool."""
+
+    @abc.abstractmethod
+    def free_bytes(self) -> int:
+        """Bytes free for new images in this pool now."""
+
+    @abc.abstractmethod
+    def flat_copy(self, source_ref: str, name: str, tag: str, progress: ProgressCallback) -> str:
+        """Copy `source_ref`'s guest-visible content (its whole chain) into a new partial image for `name`.
+
+        Returns the partial's name. Nothing looks usable until `publish_partial`; `tag` keeps the
+        partials of two attempts apart, so an attempt can never publish another one's file.
+        """
+
+    @abc.abstractmethod
+    def publish_partial(self, partial: str, name: str) -> None:
+        """Make a finished partial the image `name`, replacing what was there in one atomic step."""
+
+    @abc.abstractmethod
+    def discard_partials(self, name: str) -> int:
+        """Remove every partial image of `name` (of any attempt); return how many were removed."""

@@ -19,6 +19,7 @@ from sharestore import errors
 from volumes.choices import LIVE_STATES, EventState, OperationKind, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
 from volumes.models import Cluster, Operation, Pool, Tenant, Volume, VolumeAttachment
+from volumes.selectors import volume_snapshot_readers
 from volumes.services.operations import OperationHandler, Reporter, operation_create
 from volumes.services.state import audit, transition
 
@@ -304,6 +305,10 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
     )
     if clones:
         raise errors.VolumeHasDependents(uuid=volume.uuid, dependents="linked clones " + ", ".join(map(str, clones)))
+    # A full clone being copied (or a backup) reads the layers this delete would remove.
+    readers = volume_snapshot_readers(volume=volume)
+    if readers:
+        raise errors.VolumeHasDependents(uuid=volume.uuid, dependents=", ".join(readers))
     transition(
         volume,
         allowed=DELETABLE_STATES,

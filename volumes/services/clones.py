@@ -1,0 +1,610 @@
+"""Clones of a snapshot into a new volume, the flatten that makes a linked clone independent, and the
+reads behind `clone` and `clone/progress` (docs/clones.md).
+
+- A linked clone is an empty overlay whose backing is the snapshot's layer: constant time at any size.
+  It names the layer relative to its own directory, also in another pool when every host that mounts
+  the destination pool mounts the source pool at the same relative position (`PoolMount` rows).
+- A full clone is an independent copy of the snapshot's guest-visible content (`qemu-img convert`
+  of the chain up to it) into any pool, for any tenant, with progress parsed from qemu-img.
+- A flatten copies a linked clone's oldest layer together with everything under it into a new file
+  that replaces the layer, so the clone no longer reads the source's snapshot.
+
+Services validate everything, reserve the volume (`volume_reserve`, state cloning) or move it to
+flattening, and queue the operation; the handlers below run from tasks and start by looking at the
+files, so a redelivered task finishes the work. Copies are written under a partial name tagged per
+attempt and published by one rename: a volume never looks usable before it is. An operation's
+progress stays below 100 until `operation_run` records it succeeded, in the same transaction that
+makes the volume available.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid as uuid_lib
+
+from django.db import transaction
+from django.db.models import Q, Sum
+
+from sharestore import errors
+from volumes import selectors
+from volumes.choices import LIVE_STATES, EventState, OperationKind, OperationState, SnapshotStatus
+from volumes.drivers import StorageDriver
+from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
+from volumes.services.operations import OperationHandler, Reporter, operation_create
+from volumes.services.snapshots import _chain_depth, max_chain_depth
+from volumes.services.state import audit, transition
+from volumes.services.volumes import pool_driver, validate_name, volume_reserve
+
+CLONE_KINDS = [OperationKind.CLONE_LINKED, OperationKind.CLONE_FULL]
+PROGRESS_KINDS = [*CLONE_KINDS, OperationKind.FLATTEN]
+# The copy's share of an operation's progress. 100 is written only when the operation succeeds, in
+# the transaction that makes the volume available.
+COPY_SHARE = 99.0
+# States in which a volume's layers are being rewritten: nothing may start reading them then.
+REWRITING_STATES = [EventState.MERGING, EventState.ROLLING_BACK]
+# Snapshot statuses whose layer holds the snapshot's content. A layer hidden while a copy reads it is
+# still intact: merges that could rewrite it are refused until the copy ends.
+READABLE_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.HIDDEN]
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+
+def clone_source_get(*, uuid, cluster: Cluster, allowed_tenant_id: int | None) -> Volume:
+    """The live volume to clone. `clone` names no tenant in the contract: a tenant-bound caller reaches
+    its own tenant's volumes only (another tenant's answers like a missing one), a platform caller any
+    volume of the cluster."""
+    queryset = Volume.objects.select_related("tenant", "cluster", "pool").filter(
+        uuid=uuid, cluster=cluster, state__in=LIVE_STATES
+    )
+    if allowed_tenant_id is not None:
+        queryset = queryset.filter(tenant_id=allowed_tenant_id)
+    volume = queryset.first()
+    if volume is None:
+        raise errors.VolumeNotFound(uuid=uuid)
+    return volume
+
+
+def clone_operation_for(*, volume: Volume) -> Operation:
+    """The newest operation `clone/progress` reports for `volume`: the clone or flatten of the volume
+    itself, or a clone made from it (the caller may poll with the source's UUID)."""
+    operation = (
+        Operation.objects.select_related("volume")
+        .filter(
+            Q(volume=volume, kind__in=PROGRESS_KINDS)
+            | Q(volume__source_volume=volume, volume__state__in=LIVE_STATES, kind__in=CLONE_KINDS)
+        )
+        .order_by("-created", "-id")
+        .first()
+    )
+    if operation is None:
+        raise errors.OperationNotFound(uuid=volume.uuid)
+    return operation
+
+
+def clone_progress(operation: Operation) -> float:
+    """Percent done, never decreasing: 100.0 only once the volume is usable. A failed operation raises
+    its own recorded failure (scode, messages, details)."""
+    if operation.state == OperationState.SUCCEEDED:
+        return 100.0
+    if operation.state in (OperationState.FAILED, OperationState.CANCELLED):
+        raise errors.RecordedFailure(
+            scode=operation.error_scode or errors.InternalError.scode,
+            message=operation.error_message or f"{operation.get_kind_display()} {operation.state}",
+            message_cn=(operation.params or {}).get("error_message_cn", ""),
+            desc=operation.error_detail,
+        )
+    return round(min(float(operation.progress), COPY_SHARE), 2)
+
+
+# -- checks --------------------------------------------------------------------------------------
+
+
+def check_linked_placement(*, source: Volume, source_pool: Pool, pool: Pool) -> None:
+    """Refuse a linked clone in `pool` on a layer in `source_pool` unless every host can follow the link.
+
+    The overlay names its base by a path relative to its own directory, computed from the pools'
+    paths on the workers. A host opens it through its own mounts, so every host that mounts `pool`
+    must also mount `source_pool`, and the relative path from one mount to the other must be the
+    workers' (both pools under one parent, for instance).
+    """
+    if source_pool.pk == pool.pk:
+        return
+
+    def refuse(reason: str, reason_cn: str):
+        raise errors.LinkedCloneAcrossPools(
+            source=source.uuid, pool=pool.name, reason=reason, reason_cn=reason_cn
+        )
+
+    if source_pool.driver != pool.driver:
+        refuse(
+            f"pool {source_pool.name} uses the {source_pool.driver} driver, pool {pool.name} {pool.driver}",
+            f"存储池 {source_pool.name} 与 {pool.name} 的驱动不同",
+        )
+    source_mounts = {m.host_id: m for m in source_pool.mounts.select_related("host")}
+    mounts = list(pool.mounts.select_related("host").order_by("host__uuid"))
+    missing = [str(m.host.uuid) for m in mounts if m.host_id not in source_mounts]
+    if missing:
+        hosts = ", ".join(missing)
+        refuse(
+            f"host(s) {hosts} mount pool {pool.name} but not pool {source_pool.name} (the snapshot's layer)",
+            f"主机 {hosts} 挂载了存储池 {pool.name}，但未挂载快照层所在的存储池 {source_pool.name}",
+        )
+    expected = posixpath.relpath(posixpath.normpath(source_pool.path), posixpath.normpath(pool.path))
+    for mount in mounts:
+        source_mount = source_mounts[mount.host_id].mount_path
+        found = posixpath.relpath(posixpath.normpath(source_mount), posixpath.normpath(mount.mount_path))
+        if found != expected:
+            refuse(
+                f"host {mount.host.uuid} mounts pool {source_pool.name} at {source_mount} and pool "
+                f"{pool.name} at {mount.mount_path}: {found!r} from one to the other, where the workers "
+                f"have {expected!r}",
+                f"主机 {mount.host.uuid} 上两个存储池的相对位置（{found!r}）与工作节点上（{expected!r}）不同",
+            )
+
+
+def _origins(volume: Volume) -> list[Volume]:
+    """The volumes whose layers `volume`'s oldest layer sits on, nearest first (linked-clone origins)."""
+    found, seen = [], {volume.pk}
+    snapshot_id = volume.parent_snapshot_id
+    while snapshot_id is not None:
+        origin = Volume.objects.filter(snapshots__pk=snapshot_id).first()
+        if origin is None or origin.pk in seen:
+            break
+        found.append(origin)
+        seen.add(origin.pk)
+        snapshot_id = origin.parent_snapshot_id
+    return found
+
+
+def _refuse_if_layers_rewritten(volume: Volume, *, action: str, action_cn: str) -> None:
+    """A copy reads every layer down the chain, in the volume's origins too: none may be merging now.
+
+    Each origin's row is locked, as a delete or rollback of it locks it: either that sees this copy
+    among its readers, or this sees it busy.
+    """
+    for origin in _origins(volume):
+        origin = Volume.objects.select_for_update(of=("self",)).get(pk=origin.pk)
+        if origin.state in REWRITING_STATES:
+            raise errors.CloneSourceBusy(
+                uuid=origin.uuid,
+                state=f"{origin.state} ({origin.get_state_display()})",
+                action=action,
+                action_cn=action_cn,
+            )
+
+
+def _check_space(driver: StorageDriver, pool: Pool, needed: int) -> None:
+    free = driver.free_bytes()
+    if needed > free:
+        raise errors.PoolSpaceShort(pool=pool.name, free=free, needed=needed)
+
+
+def _lock(volume: Volume, *, action: str) -> Volume:
+    """Lock the volume's row and require it available: snapshot, rollback, delete and attach take the
+    same lock, so either they see the reader this request records or it sees them."""
+    locked = (
+        Volume.objects.select_for_update(of=("self",)).select_related("pool").filter(pk=volume.pk).first()
+    )
+    if locked is None or locked.state != EventState.AVAILABLE:
+        state = "gone" if locked is None else f"{locked.state} ({locked.get_state_display()})"
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=state, action=action)
+    return locked
+
+
+def _require_readable(snapshot: Snapshot, source: Volume, *, action: str) -> None:
+    if snapshot.volume_id != source.pk:
+        raise errors.SnapshotNotFound(uuid=snapshot.uuid, volume=source.uuid)
+    if snapshot.status != SnapshotStatus.AVAILABLE:
+        raise errors.StateConflict(
+            kind="snapshot",
+            uuid=snapshot.uuid,
+            state=f"{snapshot.status} ({snapshot.get_status_display()})",
+            action=action,
+        )
+
+
+# -- clone ---------------------------------------------------------------------------------------
+
+
+def clone_create(
+    *, actor: str, source: Volume, snapshot: Snapshot, tenant: Tenant, pool: Pool, name: str, linked: bool
+) -> Volume:
+    """Reserve a new volume (cloning) from `snapshot` of `source`, for `tenant` in `pool`, and queue its
+    operation: a linked clone (overlay) or a full one (copy).
+
+    For a full clone the space the copy needs is measured first (a qemu-img read of the chain, kept
+    out of the transaction); everything is checked again under the lock.
+    """
+    validate_name(name, field="clone_dst_vol_name")
+    needed = 0
+    if not linked:
+        # Cheap refusals first, so a request that fails anyway does not measure.
+        snapshot = Snapshot.objects.get(pk=snapshot.pk)
+        source = Volume.objects.select_related("pool", "cluster").get(pk=source.pk)
+        _require_readable(snapshot, source, action="clone")
+        if source.state != EventState.AVAILABLE:
+            raise errors.StateConflict(
+                kind="volume",
+                uuid=source.uuid,
+                state=f"{source.state} ({source.get_state_display()})",
+                action="clone",
+            )
+        driver = pool_driver(pool)
+        driver.check_available()
+        needed = driver.copy_needs(pool_driver(source.pool).image_ref(snapshot.layer_name))
+        _check_space(driver, pool, needed)
+    return _clone_reserve(
+        actor=actor,
+        source=source,
+        snapshot=snapshot,
+        tenant=tenant,
+        pool=pool,
+        name=name,
+        linked=linked,
+        needed=needed,
+    )
+
+
+@transaction.atomic
+def _clone_reserve(
+    *,
+    actor: str,
+    source: Volume,
+    snapshot: Snapshot,
+    tenant: Tenant,
+    pool: Pool,
+    name: str,
+    linked: bool,
+    needed: int,
+) -> Volume:
+    name = validate_name(name, field="clone_dst_vol_name")
+    source = _lock(source, action="clone")
+    snapshot = Snapshot.objects.get(pk=snapshot.pk)
+    _require_readable(snapshot, source, action="clone")
+    if pool.cluster_id != source.cluster_id:
+        raise errors.PoolNotFound(uuid=pool.uuid, cluster=source.cluster.uuid)
+    pool_driver(pool).check_available()
+    if linked:
+        check_linked_placement(source=source, source_pool=source.pool, pool=pool)
+        depth, _hidden = _chain_depth(source, snapshot.pk)
+        limit = max_chain_depth()
+        if depth > limit:
+            raise errors.CloneChainTooDeep(snapshot=snapshot.uuid, depth=depth, limit=limit)
+    else:
+        _refuse_if_layers_rewritten(source, action="clone", action_cn="克隆")
+    volume = volume_reserve(
+        tenant=tenant,
+        cluster=source.cluster,
+        pool=pool,
+        name=name,
+        volume_type=source.volume_type,
+        capacity=source.capacity,
+        snap_capacity=source.snap_cap,
+        state=EventState.CLONING,
+        source_volume=source,
+        parent_snapshot=snapshot if linked else None,
+    )
+    operation = operation_create(
+        kind=OperationKind.CLONE_LINKED if linked else OperationKind.CLONE_FULL,
+        task="volumes.tasks.clone_linked_task" if linked else "volumes.tasks.clone_full_task",
+        target_type="volume",
+        target_uuid=volume.uuid,
+        actor=actor,
+        volume=volume,
+        params={"source_volume": str(source.uuid), "snapshot": str(snapshot.uuid), "linked": linked},
+        bytes_total=needed,
+    )
+    audit(
+        actor=actor,
+        action="volume.clone",
+        object_type="volume",
+        object_uuid=volume.uuid,
+        volume_id=volume.pk,
+        operation_id=operation.pk,
+        to_state=str(EventState.CLONING.label),
+        message=(
+            f"{'linked' if linked else 'full'} clone of snapshot {snapshot.name!r} ({snapshot.uuid}) of "
+            f"volume {source.uuid} into pool {pool.name} for tenant {tenant.uuid}"
+        ),
+    )
+    return volume
+
+
+def _target(operation: Operation, state: EventState, action: str) -> tuple[Volume, StorageDriver]:
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    if volume.state != state:
+        raise errors.StateConflict(
+            kind="volume",
+            uuid=volume.uuid,
+            state=f"{volume.state} ({volume.get_state_display()})",
+            action=action,
+        )
+    return volume, pool_driver(volume.pool)
+
+
+def _check_image(volume: Volume, driver: StorageDriver, *, independent: bool) -> int:
+    """The published image's allocated bytes, after checking it is the clone the database describes."""
+    image = driver.info(volume.image_name)
+    if image.virtual_size != volume.capacity:
+        raise errors.StorageError(reason=f"image has {image.virtual_size} bytes, expected {volume.capacity}")
+    if independent and image.backing:
+        raise errors.StorageError(reason=f"{volume.image_name} still has a backing file {image.backing!r}")
+    return image.allocated
+
+
+def _copy_into(
+    operation: Operation,
+    reporter: Reporter,
+    driver: StorageDriver,
+    pool: Pool,
+    source_ref: str,
+    name: str,
+    *,
+    first: int = 0,
+    total: int = 1,
+    measured: int = 0,
+) -> None:
+    """Copy `source_ref`'s content into a partial of `name`, then publish it while this worker still holds
+    the operation's lease. Progress: this copy's share of `total` copies, within COPY_SHARE.
+
+    `measured`: what the request measured for this copy. The source's layers are frozen, so only the
+    free space needs checking again.
+    """
+    reporter.phase("measuring")
+    # A dead attempt's partial: ours now (the lease is), and it must not count against free space.
+    driver.discard_partials(name)
+    needed = measured or driver.copy_needs(source_ref)
+    _check_space(driver, pool, needed)
+    reporter.phase("copying" if total == 1 else f"copying {first + 1} of {total}")
+
+    def progress(percent: float, _done: int = 0, _total: int = 0) -> None:
+        share = (first + percent / 100.0) / total
+        reporter.progress(share * COPY_SHARE, int(needed * percent / 100.0), needed)
+
+    tag = f"a{operation.attempts}-{uuid_lib.uuid4().hex[:8]}"
+    partial = driver.flat_copy(source_ref, name, tag, progress)
+    reporter.heartbeat()
+    if reporter.lost:
+        # The sweeper gave the operation to another worker, whose own copy goes on: leave it alone.
+        driver.delete_image(partial)
+        raise errors.InternalError(desc="lost the operation's lease; the new owner finishes the work")
+    reporter.phase("publishing")
+    driver.publish_partial(partial, name)
+    reporter.progress((first + 1) / total * COPY_SHARE, force=True)
+
+
+def _remember_failure(operation: Operation, error: errors.ServiceError) -> None:
+    # `clone/progress` answers a failure again with both messages; the operation row keeps the English one.
+    params = {**(operation.params or {}), "error_message_cn": error.render_message_cn()}
+    Operation.objects.filter(pk=operation.pk).update(params=params)
+
+
+def _clone_linked_run(operation: Operation, reporter: Reporter) -> None:
+    volume, driver = _target(operation, EventState.CLONING, "clone")
+    snapshot = Snapshot.objects.select_related("volume__pool").get(pk=volume.parent_snapshot_id)
+    reporter.phase("creating the overlay")
+    driver.linked_clone(volume.image_name, pool_driver(snapshot.volume.pool).image_ref(snapshot.layer_name))
+    operation.params["used"] = _check_image(volume, driver, independent=False)
+
+
+def _clone_full_run(operation: Operation, reporter: Reporter) -> None:
+    volume, driver = _target(operation, EventState.CLONING, "clone")
+    if not driver.exists(volume.image_name):
+        snapshot = (
+            Snapshot.objects.select_related("volume__pool").filter(uuid=operation.params["snapshot"]).first()
+        )
+        if snapshot is None or snapshot.status not in READABLE_STATUSES:
+            raise errors.StateConflict(
+                kind="snapshot",
+                uuid=operation.params["snapshot"],
+                state="gone" if snapshot is None else f"{snapshot.status} ({snapshot.get_status_display()})",
+                action="clone",
+            )
+        source_ref = pool_driver(snapshot.volume.pool).image_ref(snapshot.layer_name)
+        _copy_into(
+            operation,
+            reporter,
+            driver,
+            volume.pool,
+            source_ref,
+            volume.image_name,
+            measured=operation.bytes_total,
+        )
+    # Published by this attempt or an earlier one: only the publish makes the file appear.
+    reporter.phase("measuring")
+    operation.params["used"] = _check_image(volume, driver, independent=True)
+
+
+def _clone_succeed(operation: Operation) -> None:
+    volume = Volume.objects.get(pk=operation.volume_id)
+    transition(
+        volume,
+        allowed=[EventState.CLONING],
+        to=EventState.AVAILABLE,
+        action="volume.clone.finish",
+        actor=operation.requested_by,
+        operation_id=operation.pk,
+        extra={"used": operation.params.get("used", 0)},
+    )
+
+
+def _clone_fail(operation: Operation, error: errors.ServiceError) -> None:
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    driver = pool_driver(volume.pool)
+    # A failed clone leaves no file that could look usable, and reads nothing any more: its
+    # snapshot's Ref is released.
+    driver.discard_partials(volume.image_name)
+    driver.delete_image(volume.image_name)
+    _remember_failure(operation, error)
+    transition(
+        volume,
+        allowed=[EventState.CLONING],
+        to=EventState.ERROR,
+        action="volume.clone.fail",
+        actor=operation.requested_by,
+        operation_id=operation.pk,
+        message=f"scode {error.scode}: {error.render_message()}",
+        extra={"parent_snapshot": None},
+    )
+
+
+CLONE_LINKED_HANDLER = OperationHandler(run=_clone_linked_run, succeed=_clone_succeed, fail=_clone_fail)
+CLONE_FULL_HANDLER = OperationHandler(run=_clone_full_run, succeed=_clone_succeed, fail=_clone_fail)
+
+
+# -- flatten -------------------------------------------------------------------------------------
+
+
+def root_layers(volume: Volume) -> list[str]:
+    """The volume's own images that sit directly on another volume's layer: its oldest snapshot layer, or
+    the head when no snapshot of its own is under it."""
+    names = list(
+        Snapshot.objects.filter(volume=volume, parent__isnull=True)
+        .order_by("created", "id")
+        .values_list("layer_name", flat=True)
+    )
+    if volume.current_snapshot_id is None:
+        names.append(volume.image_name)
+    return names
+
+
+def _refuse_if_attached(volume: Volume) -> None:
+    vms = [str(vm) for vm in volume.attachments.values_list("vm_uuid", flat=True)]
+    if vms:
+        raise errors.VolumeAttached(
+            uuid=volume.uuid,
+            vm=", ".join(vms),
+            hint="; a flatten replaces the clone's oldest layer, which the hypervisor holds open",
+            hint_cn="；扁平化会替换克隆最底层的文件，而虚拟机管理程序正打开着它",
+        )
+
+
+def volume_flatten(*, actor: str, volume: Volume) -> Operation:
+    """Make a linked clone independent of its source's snapshot: its oldest layer is replaced by a copy
+    holding everything under it too. The space the copies need is measured before anything is written."""
+    if volume.parent_snapshot_id is None:
+        raise errors.NotALinkedClone(uuid=volume.uuid)
+    # Cheap refusals first (checked again under the lock), so a request that fails anyway does not measure.
+    if volume.state != EventState.AVAILABLE:
+        raise errors.StateConflict(
+            kind="volume",
+            uuid=volume.uuid,
+            state=f"{volume.state} ({volume.get_state_display()})",
+            action="flatten",
+        )
+    _refuse_if_attached(volume)
+    driver = pool_driver(volume.pool)
+    driver.check_available()
+    needed = sum(driver.copy_needs(driver.image_ref(name)) for name in root_layers(volume))
+    _check_space(driver, volume.pool, needed)
+    return _flatten_begin(actor=actor, volume=volume, needed=needed)
+
+
+@transaction.atomic
+def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
+    volume = _lock(volume, action="flatten")
+    if volume.parent_snapshot_id is None:
+        raise errors.NotALinkedClone(uuid=volume.uuid)
+    _refuse_if_attached(volume)
+    readers = selectors.volume_snapshot_readers(volume=volume)
+    if readers:
+        raise errors.SnapshotsBeingRead(uuid=volume.uuid, readers=", ".join(readers), action="flattening")
+    _refuse_if_layers_rewritten(volume, action="flatten", action_cn="扁平化")
+    snapshot = Snapshot.objects.get(pk=volume.parent_snapshot_id)
+    transition(
+        volume,
+        allowed=[EventState.AVAILABLE],
+        to=EventState.FLATTENING,
+        action="volume.flatten",
+        actor=actor,
+        message=f"away from snapshot {snapshot.name!r} ({snapshot.uuid}) of volume {snapshot.volume.uuid}",
+    )
+    return operation_create(
+        kind=OperationKind.FLATTEN,
+        task="volumes.tasks.volume_flatten_task",
+        target_type="volume",
+        target_uuid=volume.uuid,
+        actor=actor,
+        volume=volume,
+        params={"snapshot": str(snapshot.uuid), "source_volume": str(snapshot.volume.uuid)},
+        bytes_total=needed,
+    )
+
+
+def _flatten_run(operation: Operation, reporter: Reporter) -> None:
+    volume, driver = _target(operation, EventState.FLATTENING, "flatten")
+    names = root_layers(volume)
+    for index, name in enumerate(names):
+        if driver.backing_name(name) is None:
+            continue  # replaced by an earlier attempt
+        _copy_into(
+            operation,
+            reporter,
+            driver,
+            volume.pool,
+            driver.image_ref(name),
+            name,
+            first=index,
+            total=len(names),
+        )
+    reporter.phase("measuring")
+    _measure_flattened(operation, driver, volume, names)
+
+
+def _measure_flattened(operation: Operation, driver: StorageDriver, volume: Volume, names: list[str]) -> None:
+    sizes = {}
+    for snapshot_uuid, layer in Snapshot.objects.filter(volume=volume, layer_name__in=names).values_list(
+        "uuid", "layer_name"
+    ):
+        sizes[str(snapshot_uuid)] = driver.allocated_bytes(layer)
+    operation.params["sizes"] = sizes
+    operation.params["used"] = driver.allocated_bytes(volume.image_name)
+    operation.params["independent"] = all(
+        driver.backing_name(name) is None for name in names if driver.exists(name)
+    )
+
+
+def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> None:
+    volume, driver = _target(operation, EventState.FLATTENING, "flatten")
+    names = root_layers(volume)
+    if error is not None:
+        for name in names:
+            driver.discard_partials(name)
+        # What the files show decides: a copy already published made the clone independent.
+        _measure_flattened(operation, driver, volume, names)
+        _remember_failure(operation, error)
+    for snapshot_uuid, size in operation.params.get("sizes", {}).items():
+        Snapshot.objects.filter(uuid=snapshot_uuid).update(size=size)
+    snap_length = (
+        Snapshot.objects.filter(volume=volume)
+        .exclude(status=SnapshotStatus.DELETING)
+        .aggregate(total=Sum("size"))
+    )["total"] or 0
+    extra = {"used": operation.params.get("used", volume.used), "snap_length": snap_length}
+    if operation.params.get("independent"):
+        extra["parent_snapshot"] = None
+    transition(
+        volume,
+        allowed=[EventState.FLATTENING],
+        to=EventState.AVAILABLE,
+        action="volume.flatten.finish" if error is None else "volume.flatten.fail",
+        actor=operation.requested_by,
+        operation_id=operation.pk,
+        extra=extra,
+        message=(
+            (
+                "independent"
+                if operation.params.get("independent")
+                else f"still reads snapshot {operation.params['snapshot']}"
+            )
+            + (f"; scode {error.scode}: {error.render_message()}" if error else "")
+        ),
+    )
+
+
+FLATTEN_HANDLER = OperationHandler(
+    run=_flatten_run,
+    succeed=lambda operation: _flatten_finish(operation, None),
+    fail=_flatten_finish,
+)
