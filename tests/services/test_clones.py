@@ -230,6 +230,11 @@ def test_a_linked_clone_into_another_pool_names_its_base_relatively(source, topo
     expected = S2[:9] + [9, 10] + [0] * (REGIONS - 11)
     assert content_mismatches({path_of(linked): expected}) == []
     assert chain(path_of(linked))[1] == layer_path(s2)
+    # Reconcile agrees that a base layer in another pool is where the tree says it is.
+    from volumes.services.repair import reconcile_pool
+
+    report = reconcile_pool(actor=ACTOR, target=other)
+    assert [f for f in report.findings if f.kind == "chain_mismatch"] == []
 
 
 def add_host(topology, name="second-host") -> Host:

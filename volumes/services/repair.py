@@ -423,13 +423,27 @@ LAYER_EXPECTED_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.HIDDEN]
 RESTING_STATES = [EventState.AVAILABLE, EventState.ERROR, EventState.DELETED]
 
 
+def linked_base_name(volume: Volume) -> str | None:
+    """A linked clone's base layer as a name relative to the clone's pool root.
+
+    In the same pool that is the layer's own name; a clone in another pool reaches the layer
+    through a relative path that leaves its pool (`../pool-b/snapshots/...`), as resolve_backing
+    reports it.
+    """
+    if not volume.parent_snapshot_id or volume.parent_snapshot is None:
+        return None
+    layer = volume.parent_snapshot.layer_name
+    source_pool = volume.parent_snapshot.volume.pool
+    if source_pool.pk == volume.pool_id:
+        return layer
+    return os.path.normpath(os.path.relpath(os.path.join(source_pool.path, layer), volume.pool.path))
+
+
 def expected_head_backing(volume: Volume) -> str | None:
     """The layer the head must be an overlay on: the current snapshot's, else a linked clone's parent."""
     if volume.current_snapshot_id and volume.current_snapshot is not None:
         return volume.current_snapshot.layer_name
-    if volume.parent_snapshot_id and volume.parent_snapshot is not None:
-        return volume.parent_snapshot.layer_name
-    return None
+    return linked_base_name(volume)
 
 
 def expected_layer_backing(snapshot: Snapshot, by_id: dict[int, Snapshot], volume: Volume) -> str | None:
@@ -437,9 +451,7 @@ def expected_layer_backing(snapshot: Snapshot, by_id: dict[int, Snapshot], volum
     if snapshot.parent_id:
         parent = by_id.get(snapshot.parent_id) or snapshot.parent
         return parent.layer_name
-    if volume.parent_snapshot_id and volume.parent_snapshot is not None:
-        return volume.parent_snapshot.layer_name
-    return None
+    return linked_base_name(volume)
 
 
 def snap_length_of(snapshots: Iterable[Snapshot], sizes: dict[int, int]) -> int:
@@ -451,7 +463,7 @@ def _pool_volumes(pool: Pool) -> list[Volume]:
     return list(
         Volume.objects.filter(pool=pool)
         .exclude(state=EventState.DELETED)
-        .select_related("current_snapshot", "parent_snapshot")
+        .select_related("pool", "current_snapshot", "parent_snapshot__volume__pool")
         .order_by("pk")
     )
 

@@ -14,7 +14,6 @@ those handlers, so a plan recomputed by a redelivered task is the same plan.
 from __future__ import annotations
 
 import logging
-import os
 import uuid as uuid_lib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,12 +42,8 @@ DESC_MAX_LENGTH = 1024
 
 
 def max_chain_depth() -> int:
-    """Most layers allowed under a volume's active layer: the SHARESTORE_SNAPSHOT_MAX_DEPTH setting,
-    else the environment variable of that name, else 32 (docs/snapshots.md)."""
-    configured = getattr(settings, "SHARESTORE_SNAPSHOT_MAX_DEPTH", None)
-    if configured is None:
-        configured = os.environ.get("SHARESTORE_SNAPSHOT_MAX_DEPTH", DEFAULT_MAX_CHAIN_DEPTH)
-    return int(configured)
+    """Most layers allowed under a volume's active layer (SHARESTORE_SNAPSHOT_MAX_DEPTH, docs/snapshots.md)."""
+    return int(getattr(settings, "SHARESTORE_SNAPSHOT_MAX_DEPTH", DEFAULT_MAX_CHAIN_DEPTH))
 
 
 def snapshot_layer_name(volume: Volume, snapshot_uuid) -> str:

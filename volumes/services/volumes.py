@@ -289,6 +289,9 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
     a volume that is busy with another operation, nor one whose snapshots back linked clones:
     removing those layers would corrupt the clones.
     """
+    # Lock the row before any check: attach, snapshot, clone and backup lock it too, so none of
+    # them can slip in between the checks below and the state change.
+    Volume.objects.select_for_update().filter(pk=volume.pk).first()
     attachments = list(volume.attachments.all())
     if attachments and not force:
         raise errors.VolumeAttached(
@@ -297,7 +300,8 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
             hint=" or pass force=true",
             hint_cn="或使用 force=true",
         )
-    snapshots = volume.snapshots.exclude(status=SnapshotStatus.DELETING)
+    # Hidden snapshots are already deleted as far as the caller knows; their layers go with the volume.
+    snapshots = volume.snapshots.exclude(status__in=[SnapshotStatus.DELETING, SnapshotStatus.HIDDEN])
     if snapshots.exists() and not force:
         raise errors.VolumeHasSnapshots(uuid=volume.uuid, count=snapshots.count())
     clones = list(
@@ -386,10 +390,15 @@ VOLUME_DELETE_HANDLER = OperationHandler(run=_volume_delete_run, succeed=_volume
 # -- usage ---------------------------------------------------------------------------------------
 
 
+def _require_measurable(volume: Volume, *, action: str) -> None:
+    """Sizes are read only from a settled volume: while layers are written or renamed a reading is wrong."""
+    if volume.state != EventState.AVAILABLE:
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action=action)
+
+
 def volume_refresh_used(*, actor: str, volume: Volume) -> Volume:
     """Read the active layer's allocated bytes from disk into `Used` (metadata only, no data read)."""
-    if volume.state in (EventState.CREATING, EventState.IMPORTING, EventState.CLONING, EventState.RESTORING):
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="update used")
+    _require_measurable(volume, action="update used")
     used = pool_driver(volume.pool).allocated_bytes(volume.image_name)
     Volume.objects.filter(pk=volume.pk).update(used=used, modified=timezone.now())
     volume.refresh_from_db()
@@ -400,6 +409,7 @@ def volume_refresh_snap_length(*, actor: str, volume: Volume) -> Volume:
     """Re-measure every snapshot layer and set `SnapLength` to their sum."""
     from volumes.models import Snapshot
 
+    _require_measurable(volume, action="update snap_length")
     driver = pool_driver(volume.pool)
     total = 0
     for snapshot in volume.snapshots.exclude(layer_name="").exclude(status=SnapshotStatus.DELETING):
