@@ -28,23 +28,13 @@ from volumes.drivers import StorageDriver
 from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
 from volumes.services.operations import OperationHandler, Reporter, operation_create, operation_run
 from volumes.services.state import audit, transition
-from volumes.services.volumes import pool_driver, validate_name, volume_reserve
+from volumes.services.pools import validate_byte_capacity, validate_directory
+from volumes.services.volumes import pool_driver, validate_name, volume_population_failed, volume_reserve
 
 logger = logging.getLogger(__name__)
 
 # Measured in bench/backup.py (docs/backups.md): see there before changing it.
 DEFAULT_COMPRESS = True
-
-
-def validate_directory(path: str) -> str:
-    """An absolute, existing, writable directory."""
-    if not path or not os.path.isabs(path):
-        raise errors.InvalidParameter(field="path", reason="must be an absolute directory path")
-    if not os.path.isdir(path):
-        raise errors.InvalidParameter(field="path", reason="directory does not exist")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise errors.InvalidParameter(field="path", reason="directory is not writable")
-    return os.path.realpath(path)
 
 
 @transaction.atomic
@@ -65,8 +55,7 @@ def backup_point_create(
             return existing
     name = validate_name(name, field="name")
     path = validate_directory(path)
-    if capacity is None or capacity < 0:
-        raise errors.InvalidParameter(field="capacity", reason="must be a non-negative number of bytes")
+    capacity = validate_byte_capacity(capacity)
     return BackupPoint.objects.create(
         uuid=uuid or uuid_lib.uuid4(),
         name=name,
@@ -737,17 +726,7 @@ def _backup_restore_succeed(operation: Operation) -> None:
 
 
 def _backup_restore_fail(operation: Operation, error: errors.ServiceError) -> None:
-    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
-    pool_driver(volume.pool).delete_image(volume.image_name)
-    transition(
-        volume,
-        allowed=[EventState.RESTORING],
-        to=EventState.ERROR,
-        action="backup.restore.fail",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
-        message=f"scode {error.scode}: {error.render_message()}",
-    )
+    volume_population_failed(operation, error, populating=EventState.RESTORING, action="backup.restore.fail")
 
 
 BACKUP_RESTORE_HANDLER = OperationHandler(

@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
-from backups.services import validate_directory
 from sharestore import errors
 from volumes.drivers import get_driver
 from volumes.services.repair import (
@@ -37,6 +36,7 @@ from volumes.services.repair import (
     remove_orphans,
 )
 from volumes.services.state import audit, transition
+from volumes.services.pools import validate_byte_capacity, validate_directory
 from volumes.services.volumes import validate_name
 
 # Backups whose file is being written or removed: their files are in flux.
@@ -190,16 +190,12 @@ def backup_point_create_check(*, name: str, cluster, path: str, capacity: int) -
     """Validate a new backup point's settings without writing (the admin form calls this; the
     write itself is `backups.services.backup_point_create`)."""
     values = {"name": validate_name(name, field="name"), "path": validate_directory(path)}
-    if capacity is None or isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-        raise errors.InvalidParameter(field="capacity", reason="must be a non-negative number of bytes")
+    validate_byte_capacity(capacity)
     if BackupPoint.objects.filter(cluster=cluster, name=values["name"]).exists():
         raise errors.InvalidParameter(field="name", reason=f"cluster {cluster} already has a backup point named {values['name']!r}")
     if BackupPoint.objects.filter(path=values["path"]).exists():
         raise errors.InvalidParameter(field="path", reason=f"another backup point already uses {values['path']}")
     return values
-
-
-EDITABLE_BACKUP_POINT_FIELDS = ("name", "tenant", "btype", "path", "capacity", "status")
 
 
 def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
@@ -234,10 +230,7 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
                 )
             values["path"] = path
     if "capacity" in changes:
-        capacity = changes["capacity"]
-        if capacity is None or isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise errors.InvalidParameter(field="capacity", reason="must be a non-negative number of bytes")
-        values["capacity"] = capacity
+        values["capacity"] = validate_byte_capacity(changes["capacity"])
     if "btype" in changes:
         if changes["btype"] not in BackupPointType.values:
             raise errors.InvalidParameter(field="btype", reason=f"must be one of {', '.join(BackupPointType.values)}")

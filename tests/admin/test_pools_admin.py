@@ -97,7 +97,7 @@ def test_backup_point_add_and_edit_are_validated(admin_client, topology, data_di
     base = {"name": "bp1", "cluster": topology["cluster"].pk, "tenant": "", "btype": "local", "capacity": str(1 << 40), "status": "healthy"}
     response = admin_client.post(url, {**base, "path": str(data_dir / "missing")})
     assert response.status_code == 200
-    assert "directory does not exist" in str(response.context["adminform"].form.errors["path"])
+    assert f"directory {data_dir / 'missing'} does not exist" in str(response.context["adminform"].form.errors["path"])
     directory = data_dir / "bp1"
     directory.mkdir()
     response = admin_client.post(url, {**base, "path": str(directory)})
@@ -107,7 +107,7 @@ def test_backup_point_add_and_edit_are_validated(admin_client, topology, data_di
 
     change = reverse("admin:backups_backuppoint_change", args=[point.pk])
     response = admin_client.post(change, {**base, "path": str(data_dir / "gone"), "capacity": "5"})
-    assert "directory does not exist" in str(response.context["adminform"].form.errors["path"])
+    assert f"directory {data_dir / 'gone'} does not exist" in str(response.context["adminform"].form.errors["path"])
     response = admin_client.post(change, {**base, "path": str(directory), "capacity": "5", "status": "unavailable"})
     assert response.status_code == 302
     point.refresh_from_db()

@@ -33,7 +33,7 @@ from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
 from volumes.services.operations import OperationHandler, Reporter, operation_create
 from volumes.services.snapshots import _chain_depth, max_chain_depth
 from volumes.services.state import audit, transition
-from volumes.services.volumes import pool_driver, validate_name, volume_reserve
+from volumes.services.volumes import pool_driver, validate_name, volume_population_failed, volume_reserve
 
 CLONE_KINDS = [OperationKind.CLONE_LINKED, OperationKind.CLONE_FULL]
 PROGRESS_KINDS = [*CLONE_KINDS, OperationKind.FLATTEN]
@@ -430,22 +430,10 @@ def _clone_succeed(operation: Operation) -> None:
 
 
 def _clone_fail(operation: Operation, error: errors.ServiceError) -> None:
-    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
-    driver = pool_driver(volume.pool)
-    # A failed clone leaves no file that could look usable, and reads nothing any more: its
-    # snapshot's Ref is released.
-    driver.discard_partials(volume.image_name)
-    driver.delete_image(volume.image_name)
     _remember_failure(operation, error)
-    transition(
-        volume,
-        allowed=[EventState.CLONING],
-        to=EventState.ERROR,
-        action="volume.clone.fail",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
-        message=f"scode {error.scode}: {error.render_message()}",
-        extra={"parent_snapshot": None},
+    # A failed clone reads nothing any more: its snapshot's Ref is released.
+    volume_population_failed(
+        operation, error, populating=EventState.CLONING, action="volume.clone.fail", extra={"parent_snapshot": None}
     )
 
 

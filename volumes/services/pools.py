@@ -21,8 +21,8 @@ from volumes.services.state import audit, transition
 from volumes.services.volumes import validate_name
 
 
-def validate_pool_directory(path: str) -> str:
-    """An absolute directory that exists and that this service can write: returned resolved."""
+def validate_directory(path: str) -> str:
+    """An absolute directory that exists and that this service can write (a pool or a backup point): returned resolved."""
     if not isinstance(path, str) or not path or not os.path.isabs(path) or "\x00" in path:
         raise errors.InvalidParameter(field="path", reason="must be an absolute directory path")
     if not os.path.isdir(path):
@@ -32,7 +32,8 @@ def validate_pool_directory(path: str) -> str:
     return os.path.realpath(path)
 
 
-def validate_pool_capacity(capacity) -> int:
+def validate_byte_capacity(capacity) -> int:
+    """A capacity in bytes: a non-negative integer."""
     if capacity is None or isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
         raise errors.InvalidParameter(field="capacity", reason="must be a non-negative number of bytes")
     return capacity
@@ -85,8 +86,8 @@ def pool_create_check(
     """Validate a new pool's settings without writing; return them cleaned (the form calls this too)."""
     values = {
         "name": validate_name(name, field="name"),
-        "path": validate_pool_directory(path),
-        "capacity": validate_pool_capacity(capacity),
+        "path": validate_directory(path),
+        "capacity": validate_byte_capacity(capacity),
         "overcommit_ratio": validate_overcommit(overcommit_ratio),
     }
     if pool_type not in PoolType.values:
@@ -161,14 +162,14 @@ def pool_update_check(*, pool: Pool, **changes) -> dict:
         values["name"] = validate_name(changes["name"], field="name")
         _check_name_free(cluster=pool.cluster, name=values["name"], exclude_pk=pool.pk)
     if "path" in changes and changes["path"] != pool.path:
-        path = validate_pool_directory(changes["path"])
+        path = validate_directory(changes["path"])
         if path != pool.path:
             if Pool.objects.filter(path=path).exclude(pk=pool.pk).exists():
                 raise errors.InvalidParameter(field="path", reason=f"another pool already uses {path}")
             _check_volumes_present(pool, pool.driver, path)
             values["path"] = path
     if "capacity" in changes:
-        values["capacity"] = validate_pool_capacity(changes["capacity"])
+        values["capacity"] = validate_byte_capacity(changes["capacity"])
     if "overcommit_ratio" in changes:
         values["overcommit_ratio"] = validate_overcommit(changes["overcommit_ratio"])
     if "pool_type" in changes:

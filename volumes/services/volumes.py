@@ -257,19 +257,31 @@ def _volume_create_succeed(operation: Operation) -> None:
     )
 
 
-def _volume_create_fail(operation: Operation, error: errors.ServiceError) -> None:
+def volume_population_failed(
+    operation: Operation, error: errors.ServiceError, *, populating: EventState, action: str, extra: dict | None = None
+) -> Volume:
+    """End a create, import, clone or restore that failed: no file that could look usable stays
+    behind, and the volume shows `error` (the operation keeps the scode and message)."""
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
-    # A failed create leaves no file that could look usable.
-    pool_driver(volume.pool).delete_image(volume.image_name)
+    driver = pool_driver(volume.pool)
+    driver.discard_partials(volume.image_name)
+    driver.delete_image(volume.image_name)
     transition(
         volume,
-        allowed=[EventState.CREATING, EventState.IMPORTING],
+        allowed=[populating],
         to=EventState.ERROR,
-        action="volume.create.fail",
+        action=action,
         actor=operation.requested_by,
         operation_id=operation.pk,
         message=f"scode {error.scode}: {error.render_message()}",
+        extra=extra,
     )
+    return volume
+
+
+def _volume_create_fail(operation: Operation, error: errors.ServiceError) -> None:
+    populating = EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
+    volume_population_failed(operation, error, populating=populating, action="volume.create.fail")
 
 
 VOLUME_CREATE_HANDLER = OperationHandler(run=_volume_create_run, succeed=_volume_create_succeed, fail=_volume_create_fail)
