@@ -39,6 +39,8 @@ class BackupPoint(models.Model):
     modified = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("backup point")
+        verbose_name_plural = _("backup points")
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"),
@@ -98,6 +100,8 @@ class Backup(models.Model):
     modified = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        verbose_name = _("backup")
+        verbose_name_plural = _("backups")
         ordering = ["-created", "-id"]
         indexes = [
             models.Index(fields=["tenant", "cluster", "-created"], name="backups_bk_tenant_cl_created"),
@@ -125,6 +129,8 @@ class BackupVerification(models.Model):
     actor = models.CharField(max_length=128, blank=True, default="")
 
     class Meta:
+        verbose_name = _("backup verification")
+        verbose_name_plural = _("backup verifications")
         ordering = ["-started", "-id"]
         indexes = [models.Index(fields=["backup", "-started"], name="backups_verif_backup_started")]
 

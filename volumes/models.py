@@ -36,6 +36,8 @@ class Zone(models.Model):
     name = models.CharField(max_length=128)
 
     class Meta:
+        verbose_name = _("zone")
+        verbose_name_plural = _("zones")
         ordering = ["name"]
 
     def __str__(self):
@@ -51,6 +53,8 @@ class Cluster(models.Model):
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="clusters")
 
     class Meta:
+        verbose_name = _("cluster")
+        verbose_name_plural = _("clusters")
         ordering = ["name"]
 
     def __str__(self):
@@ -65,6 +69,8 @@ class Host(models.Model):
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="hosts")
 
     class Meta:
+        verbose_name = _("host")
+        verbose_name_plural = _("hosts")
         ordering = ["name", "uuid"]
 
     def __str__(self):
@@ -78,6 +84,8 @@ class Tenant(models.Model):
     name = models.CharField(max_length=128)
 
     class Meta:
+        verbose_name = _("tenant")
+        verbose_name_plural = _("tenants")
         ordering = ["name"]
 
     def __str__(self):
@@ -89,6 +97,10 @@ class Namespace(models.Model):
 
     uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
     tenant = models.OneToOneField(Tenant, on_delete=models.PROTECT, related_name="namespace")
+
+    class Meta:
+        verbose_name = _("namespace")
+        verbose_name_plural = _("namespaces")
 
     def __str__(self):
         return str(self.uuid)
@@ -123,6 +135,8 @@ class Pool(models.Model):
     modified = models.DateTimeField(default=timezone.now)
 
     class Meta:
+        verbose_name = _("pool")
+        verbose_name_plural = _("pools")
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"),
@@ -148,6 +162,8 @@ class PoolMount(models.Model):
     mount_path = models.CharField(max_length=1024)
 
     class Meta:
+        verbose_name = _("pool mount")
+        verbose_name_plural = _("pool mounts")
         ordering = ["pool", "host"]
         constraints = [
             models.UniqueConstraint(fields=["pool", "host"], name="%(app_label)s_%(class)s_unique_pool_host"),
@@ -216,6 +232,8 @@ class Volume(models.Model):
     objects = VolumeQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("volume")
+        verbose_name_plural = _("volumes")
         ordering = ["-created", "-id"]
         indexes = [
             models.Index(fields=["tenant", "cluster", "-created", "-id"], name="volumes_vol_tenant_cl_created"),
@@ -254,6 +272,8 @@ class VolumeAttachment(models.Model):
     created = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        verbose_name = _("volume attachment")
+        verbose_name_plural = _("volume attachments")
         ordering = ["created", "id"]
         constraints = [
             models.UniqueConstraint(fields=["volume", "vm_uuid"], name="%(app_label)s_%(class)s_unique_volume_vm"),
@@ -280,6 +300,8 @@ class Snapshot(models.Model):
     modified = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
+        verbose_name = _("snapshot")
+        verbose_name_plural = _("snapshots")
         ordering = ["created", "id"]
         constraints = [
             models.UniqueConstraint(
@@ -322,6 +344,8 @@ class Operation(models.Model):
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = _("operation")
+        verbose_name_plural = _("operations")
         ordering = ["-created", "-id"]
         permissions = [("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")]
         indexes = [
@@ -354,6 +378,8 @@ class AuditEvent(models.Model):
     message = models.TextField(blank=True, default="")
 
     class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
         ordering = ["-created", "-id"]
         indexes = [models.Index(fields=["volume", "-created"], name="volumes_audit_volume_created")]
 
@@ -381,6 +407,8 @@ class ApiToken(models.Model):
     last_used = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
         ordering = ["name"]
 
     def __str__(self):
