@@ -137,6 +137,18 @@ class BackupStore:
         os.replace(tmp, final)
         self._fsync_dir(final)
 
+    def _convert_and_publish(self, source: str, tmp: str, final: str, *, compress: bool, progress: Progress) -> None:
+        """Copy `source` with its chain into an independent qcow2 at `tmp`, then publish it as `final`."""
+        process.run(
+            [
+                qemu_img(), "convert", "-p", "-f", "qcow2", "-O", "qcow2", *_cache_args(),
+                "-m", "16", "-W", *_compress_args(compress), source, tmp,
+            ],
+            timeout=COPY_TIMEOUT,
+            progress=progress,
+        )
+        self._publish(tmp, final)
+
     # -- reading images -------------------------------------------------------------------------
 
     def image_json(self, path: str) -> dict:
@@ -239,27 +251,7 @@ class BackupStore:
         tmp = self.tmp_path(name)
         self.remove_partials(name)
         try:
-            process.run(
-                [
-                    qemu_img(),
-                    "convert",
-                    "-p",
-                    "-f",
-                    "qcow2",
-                    "-O",
-                    "qcow2",
-                    *_cache_args(),
-                    "-m",
-                    "16",
-                    "-W",
-                    *_compress_args(compress),
-                    source,
-                    tmp,
-                ],
-                timeout=COPY_TIMEOUT,
-                progress=progress,
-            )
-            self._publish(tmp, final)
+            self._convert_and_publish(source, tmp, final, compress=compress, progress=progress)
         except BaseException:
             self.remove_partials(name)
             raise
@@ -405,26 +397,7 @@ class BackupStore:
         tmp = os.path.join(directory, TMP_PREFIX + os.path.basename(target))
         self._unlink(tmp)
         try:
-            process.run(
-                [
-                    qemu_img(),
-                    "convert",
-                    "-p",
-                    "-f",
-                    "qcow2",
-                    "-O",
-                    "qcow2",
-                    *_cache_args(),
-                    "-m",
-                    "16",
-                    "-W",
-                    source,
-                    tmp,
-                ],
-                timeout=COPY_TIMEOUT,
-                progress=progress,
-            )
-            self._publish(tmp, target)
+            self._convert_and_publish(source, tmp, target, compress=False, progress=progress)
         except BaseException:
             self._unlink(tmp)
             raise
