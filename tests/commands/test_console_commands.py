@@ -137,7 +137,7 @@ def test_add_backup_point_and_its_rejections(topology, data_dir):
     directory.mkdir()
     base = ["--name", "nightly", "--cluster", str(topology["cluster"].uuid), "--capacity", "10T"]
     code, out = run("add_backup_point", *base, "--path", str(data_dir / "missing"))
-    assert code == 2 and "directory does not exist" in out
+    assert code == 2 and f"directory {data_dir / 'missing'} does not exist" in out
     code, out = run("add_backup_point", *base, "--path", str(directory), "--json")
     assert code == 0
     point = BackupPoint.objects.get(uuid=json.loads(out)["uuid"])
