@@ -245,10 +245,8 @@ def _write_sizes(operation: Operation) -> None:
         Snapshot.objects.filter(uuid=snapshot_uuid).update(size=size)
 
 
-def _snapshot_create_succeed(operation: Operation) -> None:
-    volume = Volume.objects.get(pk=operation.volume_id)
-    snapshot = Snapshot.objects.get(uuid=operation.params["snapshot"])
-    _write_sizes(operation)
+def _snapshot_frozen(snapshot: Snapshot, operation: Operation) -> None:
+    """A snapshot whose layer is frozen becomes available (after create, or rollback's snapshot_first)."""
     transition(
         snapshot,
         field="status",
@@ -257,9 +255,16 @@ def _snapshot_create_succeed(operation: Operation) -> None:
         action="snapshot.create.finish",
         actor=operation.requested_by,
         object_type="snapshot",
-        volume_id=volume.pk,
+        volume_id=snapshot.volume_id,
         operation_id=operation.pk,
     )
+
+
+def _snapshot_create_succeed(operation: Operation) -> None:
+    volume = Volume.objects.get(pk=operation.volume_id)
+    snapshot = Snapshot.objects.get(uuid=operation.params["snapshot"])
+    _write_sizes(operation)
+    _snapshot_frozen(snapshot, operation)
     transition(
         volume,
         allowed=[EventState.SNAPSHOTTING],
@@ -851,17 +856,7 @@ def _snapshot_rollback_finish(operation: Operation, error: errors.ServiceError |
     _write_sizes(operation)
     if first is not None:
         if first_frozen:
-            transition(
-                first,
-                field="status",
-                allowed=[SnapshotStatus.CREATING],
-                to=SnapshotStatus.AVAILABLE,
-                action="snapshot.create.finish",
-                actor=operation.requested_by,
-                object_type="snapshot",
-                volume_id=volume.pk,
-                operation_id=operation.pk,
-            )
+            _snapshot_frozen(first, operation)
         else:
             _discard_snapshot_row(first, operation, error or errors.InternalError(), "snapshot.create.fail")
     if reset_done:
