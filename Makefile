@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test deps system-deps test-system-deps migrate demo bench clean
+.PHONY: run test lint deps system-deps test-system-deps migrate demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON)"; exit 1; }
@@ -38,15 +38,36 @@ migrate: deps
 demo: migrate
 	$(PY) manage.py seed_demo
 
+# The console and API are served as in production: gunicorn with WhiteNoise for static files.
+# Each process runs in its own session so that Ctrl-C or SIGTERM stops it with all its children
+# (qcluster's sentinel and workers included); one that has not stopped after 10 s is killed.
 run: demo
+	@$(PY) manage.py collectstatic --noinput -v 0
 	@$(PY) manage.py create_token --name demo-platform --print-banner --base-url http://$(HOST):$(PORT)
 	@$(PY) manage.py ensure_demo_superuser --base-url http://$(HOST):$(PORT)
-	@trap 'kill 0' EXIT INT TERM; \
-	  $(PY) manage.py qcluster & \
-	  $(PY) manage.py runserver --noreload $(HOST):$(PORT)
+	@pids=""; \
+	  stop() { trap - EXIT INT TERM; for p in $$pids; do kill -TERM -- -$$p 2>/dev/null; done; \
+	    for _ in $$(seq 20); do alive=""; for p in $$pids; do kill -0 -- -$$p 2>/dev/null && alive=1; done; \
+	      [ -z "$$alive" ] && exit 0; sleep 0.5; done; \
+	    for p in $$pids; do kill -KILL -- -$$p 2>/dev/null; done; exit 0; }; \
+	  trap stop EXIT INT TERM; \
+	  setsid $(PY) manage.py qcluster & pids="$$pids $$!"; \
+	  setsid $(PY) -m gunicorn sharestore.wsgi --bind $(HOST):$(PORT) --workers 2 --access-logfile - & pids="$$pids $$!"; \
+	  wait
 
+# The suite runs on PostgreSQL when DATABASE_URL names one, or when a local one accepts the
+# `postgres` user over 127.0.0.1 without a password (as CI's does); otherwise on SQLite, where the
+# tests that need several connections at once are skipped with the reason.
 test: test-system-deps deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -z "$${DATABASE_URL:-}" ] && command -v psql >/dev/null \
+	    && psql -h 127.0.0.1 -U postgres -w -Atc 'select 1' postgres >/dev/null 2>&1; then \
+	  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/sharestore; fi; \
+	  echo "make test: database $${DATABASE_URL:-sqlite (embedded default)}"; \
+	  $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 bench: deps
 	$(PY) bench/run.py

@@ -2,9 +2,11 @@
 
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="home"),
     path("v1/volume/share/backup/", include("backups.api.urls")),
     path("v1/volume/share/", include("volumes.api.urls")),
     path("admin/", admin.site.urls),
