@@ -8,7 +8,19 @@ import os
 import pytest
 
 from tests.contract import EXAMPLES, assert_matches_contract
-from tests.helpers import CLUSTER, HOST, POOL_BBB, POOL_DISKS, TENANT, image_info, pattern_matches, qemu_img, qemu_io, scoped
+from tests.helpers import (
+    CLUSTER,
+    HOST,
+    POOL_BBB,
+    POOL_DISKS,
+    TENANT,
+    image_info,
+    pattern_matches,
+    qemu_img,
+    qemu_io,
+    scoped,
+    success_envelope,
+)
 from volumes.choices import EventState, OperationState
 from volumes.models import AuditEvent, Operation, Volume
 
@@ -20,10 +32,6 @@ def create_body(**overrides) -> dict:
     body.pop("backing_file")
     body.update(overrides)
     return body
-
-
-def success_envelope(data) -> dict:
-    return {"scode": 0, "desc": "", "message": "success", "message_cn": "成功", "stack": None, "data": data}
 
 
 def pool_path(topology, pool_uuid: str) -> str:
