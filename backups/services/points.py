@@ -48,8 +48,6 @@ def backup_point_create(
     )
 
 
-
-
 EDITABLE_BACKUP_POINT_FIELDS = ("name", "tenant", "btype", "path", "capacity", "status")
 
 

@@ -33,10 +33,8 @@ from volumes.services.state import audit
 logger = logging.getLogger(__name__)
 
 
-
-
-
 def load_tree(volume: Volume) -> Tree:
+    """The volume's tree as the planner sees it, from its snapshot rows (hidden ones too)."""
     rows = selectors.snapshot_rows(volume=volume)
     nodes = {
         r.pk: Node(

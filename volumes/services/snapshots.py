@@ -56,7 +56,6 @@ from volumes.services.volumes import (
 logger = logging.getLogger(__name__)
 
 
-
 def _new_snapshot(volume: Volume, *, name: str, desc: str) -> Snapshot:
     snapshot_uuid = uuid_lib.uuid4()
     try:

@@ -173,7 +173,6 @@ def classify_orphans(
                 finding.kept = KeptReason.TMP_SIBLING
 
 
-
 # -- what the tree expects on disk ---------------------------------------------------------------
 
 # Snapshot statuses whose layer must exist.

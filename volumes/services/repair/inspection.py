@@ -111,7 +111,6 @@ def volume_inspect(volume: Volume) -> VolumeInspection:
     return inspection
 
 
-
 def cancel_stale_operations(volume: Volume, *, actor: str, action: str) -> list[Operation]:
     """Inside the caller's transaction: refuse if an operation came alive since the preview, else
     cancel the ones whose worker is gone, so a late redelivery of their task does nothing.

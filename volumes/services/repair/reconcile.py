@@ -115,7 +115,6 @@ def reconcile(
     return reports
 
 
-
 # -- pools -------------------------------------------------------------------------------------------
 # Volume states whose head image must exist (whatever else is going on).
 HEAD_EXPECTED_STATES = [
