@@ -190,6 +190,10 @@ def test_used_update_reads_allocation_from_disk(api):
     assert_matches_contract("used/update", body)
     assert body["data"]["volume"]["Used"] == 3 << 20
     assert Volume.objects.get(uuid=volume["UUID"]).used == 3 << 20
+    # The same service as the console's and the command's refresh: it records who changed what.
+    event = AuditEvent.objects.get(action="usage.refresh", object_uuid=volume["UUID"])
+    assert event.actor == AuditEvent.objects.get(action="volume.create", object_uuid=volume["UUID"]).actor
+    assert event.message.startswith("used ") and event.message.endswith(f" -> {3 << 20}")
 
 
 def test_snap_length_update_is_zero_without_snapshots(api):
