@@ -26,7 +26,6 @@ from django.db import transaction
 from django.db.models import Q
 
 from sharestore import errors
-from volumes import selectors
 from volumes.choices import LIVE_STATES, EventState, OperationKind, OperationState
 from volumes.drivers import StorageDriver
 from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
@@ -34,6 +33,7 @@ from volumes.services.operations import OperationHandler, Reporter, operation_cr
 from volumes.services.snapshot_rules import (
     chain_depth,
     max_chain_depth,
+    refuse_if_read,
     require_snapshot_readable,
     snapshot_readable,
 )
@@ -481,9 +481,7 @@ def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
     if volume.parent_snapshot_id is None:
         raise errors.NotALinkedClone(uuid=volume.uuid)
     _refuse_if_attached(volume)
-    readers = selectors.volume_snapshot_readers(volume=volume)
-    if readers:
-        raise errors.SnapshotsBeingRead(uuid=volume.uuid, readers=", ".join(readers), action="flattening")
+    refuse_if_read(volume, action="flattening")
     _refuse_if_layers_rewritten(volume, action="flatten", action_cn="扁平化")
     snapshot = Snapshot.objects.get(pk=volume.parent_snapshot_id)
     return start_operation(
