@@ -10,7 +10,7 @@ import os
 
 from django.db import transaction
 
-from backups.choices import BackupStatus
+from backups.choices import IN_PROGRESS_STATUSES, BackupStatus
 from backups.models import Backup, BackupPoint
 from sharestore import errors
 from volumes.drivers import get_driver
@@ -25,9 +25,6 @@ from volumes.services.repair.findings import (
 )
 from volumes.services.repair.reconcile import ReconcileScope, parse_uuids, register_reconcile_scope
 from volumes.services.state import audit, transition
-
-# Backups whose file is being written or removed: their files are in flux.
-ACTIVE_BACKUP_STATUSES = [BackupStatus.STARTED, BackupStatus.RUNNING, BackupStatus.DELETING]
 
 
 def _backup_point_targets(uuids: list[str] | None) -> list[BackupPoint]:
@@ -85,7 +82,7 @@ def reconcile_backup_point(
     backups = list(
         Backup.objects.filter(backup_point=point).exclude(status=BackupStatus.DELETED).exclude(file_name="").order_by("pk")
     )
-    busy = busy_uuids() | {str(b.uuid) for b in backups if b.status in ACTIVE_BACKUP_STATUSES}
+    busy = busy_uuids() | {str(b.uuid) for b in backups if b.status in IN_PROGRESS_STATUSES}  # files in flux
     referenced = {b.file_name: b for b in backups}
     total, done = len(files) + len(backups), 0
     for backup in backups:
