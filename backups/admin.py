@@ -16,13 +16,13 @@ from django.utils.translation import gettext_lazy as _
 from backups.choices import BackupPointStatus, BackupStatus
 from backups import models as backup_models
 from backups.models import Backup, BackupPoint
-from backups.services import backup_point_create
-from backups.services_repair import (
+from backups.selectors import backup_point_used
+from backups.services.points import (
     EDITABLE_BACKUP_POINT_FIELDS,
+    backup_point_create,
     backup_point_create_check,
     backup_point_update,
     backup_point_update_check,
-    backup_point_used,
 )
 from sharestore import errors
 from volumes.admin import ConsoleAdmin, badge, choices, console_actor, count_of, neutral_language, related, sum_of
@@ -188,25 +188,22 @@ class BackupAdmin(ConsoleAdmin):
     @admin.display(description=_("last verification"))
     def verification(self, obj):
         # Verification results are recorded by the backup service once it verifies (verify_backups).
-        display = getattr(obj, "get_verify_result_display", None)
-        if display is None or not obj.verify_result:
+        if not obj.verify_result:
             return "-"
-        return badge(display(), obj.verify_result, kind="ok" if obj.verify_result == "ok" else "bad")
+        return badge(obj.get_verify_result_display(), obj.verify_result, kind="ok" if obj.verify_result == "ok" else "bad")
 
 
 # Verification runs (restore, `qemu-img check`, checksum) are recorded by the backup service.
-BackupVerification = getattr(backup_models, "BackupVerification", None)
-if BackupVerification is not None:
+@admin.register(backup_models.BackupVerification)
+class BackupVerificationAdmin(ConsoleAdmin):
+    """Verification runs of backups: result, scode, checksums (view-only)."""
 
-    @admin.register(BackupVerification)
-    class BackupVerificationAdmin(ConsoleAdmin):
-        """Verification runs of backups: result, scode, checksums (view-only)."""
+    list_display = ("backup", "started", "finished", "result", "scode", "message_text", "actor")
+    list_filter = ("result", ("backup__backup_point", related(_("backup point"))), ("backup__tenant", related(_("tenant"))))
+    list_select_related = ("backup",)
+    search_fields = ("backup__name", "backup__uuid", "message")
 
-        list_display = ("backup", "started", "finished", "result", "scode", "message_text", "actor")
-        list_filter = ("result", ("backup__backup_point", related(_("backup point"))), ("backup__tenant", related(_("tenant"))))
-        list_select_related = ("backup",)
-        search_fields = ("backup__name", "backup__uuid", "message")
+    @admin.display(description=_("message"))
+    def message_text(self, obj):
+        return localized_error(obj.scode, obj.message) if obj.scode else obj.message
 
-        @admin.display(description=_("message"))
-        def message_text(self, obj):
-            return localized_error(obj.scode, obj.message) if obj.scode else obj.message

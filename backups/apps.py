@@ -8,3 +8,7 @@ class BackupsConfig(AppConfig):
     name = "backups"
     verbose_name = _("backups")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # Registers the backup-point scope with volumes' reconcile (volumes never imports backups).
+        from backups.services import reconcile  # noqa: F401

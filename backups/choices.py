@@ -3,17 +3,9 @@
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-
-class BackupStatus(models.TextChoices):
-    """A backup's `Status`: BackupStarted -> BackupRunning -> BackupCompleted | BackupFailed; delete:
-    BackupCompleted | BackupFailed -> BackupDeleting -> BackupDeleted (docs/backups.md)."""
-
-    STARTED = "BackupStarted", _("started")
-    RUNNING = "BackupRunning", _("running")
-    COMPLETED = "BackupCompleted", _("completed")
-    FAILED = "BackupFailed", _("failed")
-    DELETING = "BackupDeleting", _("deleting")
-    DELETED = "BackupDeleted", _("deleted")
+# Defined in volumes (which must not import backups) so that volumes can name the statuses in which
+# a backup reads a snapshot layer; re-exported here, the backups app's home for its enumerations.
+from volumes.choices import BACKUP_READING_STATUSES, BackupStatus  # noqa: F401
 
 
 class BackupPointType(models.TextChoices):

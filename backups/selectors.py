@@ -3,9 +3,11 @@ cluster, so another tenant's backup answers exactly like a missing one."""
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+import time
 
-from backups.choices import BackupPointStatus, BackupStatus
+from django.db.models import F, Q, QuerySet, Sum
+
+from backups.choices import SPACE_HOLDING_STATUSES, BackupPointStatus, BackupStatus
 from backups.filtersets import BackupFilterSet
 from backups.models import Backup, BackupPoint
 from sharestore import errors
@@ -85,6 +87,35 @@ def backup_list(
     return list(backup_output_queryset(queryset)[offset : offset + limit]), total
 
 
-def chain_backups(*, backup: Backup) -> QuerySet[Backup]:
-    """Every backup of the same volume on the same backup point (its chain and any branch of it)."""
-    return Backup.objects.filter(volume_uuid=backup.volume_uuid, backup_point_id=backup.backup_point_id)
+def backup_point_used(point: BackupPoint) -> int:
+    """Bytes its backups occupy as recorded: every backup whose file exists or is being written
+    (SPACE_HOLDING_STATUSES); a started one's size is its reservation."""
+    total = Backup.objects.filter(backup_point=point, status__in=SPACE_HOLDING_STATUSES).aggregate(
+        total=Sum("size")
+    )["total"]
+    return total or 0
+
+
+def backups_expired(*, now: int | None = None) -> list[Backup]:
+    """Backups whose ExpiredTime has passed and that are not protected, oldest first."""
+    now = int(time.time()) if now is None else now
+    return list(
+        Backup.objects.filter(
+            status__in=[BackupStatus.COMPLETED, BackupStatus.FAILED],
+            protected=False,
+            expired_time__gt=0,
+            expired_time__lte=now,
+        )
+        .select_related("backup_point")
+        .order_by("created", "id")
+    )
+
+
+
+def backups_to_verify(*, limit: int) -> list[Backup]:
+    """Completed backups, never verified first, then the longest ago."""
+    return list(
+        Backup.objects.filter(status=BackupStatus.COMPLETED)
+        .select_related("backup_point")
+        .order_by(F("verified_at").asc(nulls_first=True), "created", "id")[:limit]
+    )

@@ -18,33 +18,33 @@ DEFAULT_VERIFY_BATCH = 10
 
 
 def backup_create_task(operation_id: int) -> None:
-    from backups.services import BACKUP_CREATE_HANDLER
+    from backups.services.create import BACKUP_CREATE_HANDLER
 
     operation_run(operation_id, BACKUP_CREATE_HANDLER)
 
 
 def backup_delete_task(operation_id: int) -> None:
-    from backups.services import BACKUP_DELETE_HANDLER
+    from backups.services.delete import BACKUP_DELETE_HANDLER
 
     operation_run(operation_id, BACKUP_DELETE_HANDLER)
 
 
 def backup_restore_task(operation_id: int) -> None:
-    from backups.services import BACKUP_RESTORE_HANDLER
+    from backups.services.restore import BACKUP_RESTORE_HANDLER
 
     operation_run(operation_id, BACKUP_RESTORE_HANDLER)
 
 
 def backup_verify_task(operation_id: int) -> None:
     """Re-run of a verification the sweeper found abandoned (verifications start in `backup_verify`)."""
-    from backups.services import BACKUP_VERIFY_HANDLER
+    from backups.services.verify import BACKUP_VERIFY_HANDLER
 
     operation_run(operation_id, BACKUP_VERIFY_HANDLER)
 
 
 def prune_task() -> int:
     """Scheduled: delete the backups whose ExpiredTime has passed (protected ones are kept)."""
-    from backups.services import backups_prune
+    from backups.services.prune import backups_prune
 
     results = backups_prune(actor=SCHEDULE_ACTOR)
     return sum(1 for r in results if r["action"] == "deleting")
@@ -52,7 +52,8 @@ def prune_task() -> int:
 
 def verify_task() -> int:
     """Scheduled: verify the completed backups verified longest ago (SHARESTORE_BACKUP_VERIFY_BATCH a run)."""
-    from backups.services import backup_verify, backups_to_verify
+    from backups.selectors import backups_to_verify
+    from backups.services.verify import backup_verify
 
     failed = 0
     for backup in backups_to_verify(

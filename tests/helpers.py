@@ -1,5 +1,9 @@
 """Helpers shared by tests (importable: `from tests.helpers import ...`)."""
 
+import os
+
+from django.test import TestCase
+
 from tests.conftest import (  # noqa: F401
     CLUSTER,
     HOST,
@@ -12,3 +16,47 @@ from tests.conftest import (  # noqa: F401
     qemu_io,
     scoped,
 )
+from volumes.models import AuditEvent, Operation, Snapshot, Volume
+
+
+def success_envelope(data) -> dict:
+    """The whole body of a successful API response carrying `data`."""
+    return {"scode": 0, "desc": "", "message": "success", "message_cn": "成功", "stack": None, "data": data}
+
+
+def assert_error(status, body, expected_status, expected_scode):
+    """An error response: the status and scode expected, the envelope's keys, both languages' messages."""
+    assert (status, body["scode"]) == (expected_status, expected_scode), body
+    assert set(body) == {"scode", "desc", "message", "message_cn", "stack", "data"}
+    assert body["data"] is None and body["stack"] is None
+    assert body["message"] and body["message_cn"] and body["message"] != body["message_cn"]
+
+
+def storage_state(data_dir) -> tuple:
+    """Rows and files a refused request must leave as they were (compare before and after)."""
+    files = sorted(
+        os.path.relpath(os.path.join(d, f), data_dir) for d, _, fs in os.walk(data_dir) for f in fs
+    )
+    return (
+        tuple(
+            Volume.objects.order_by("pk").values_list(
+                "pk", "state", "name", "current_snapshot_id", "parent_snapshot_id", "modified"
+            )
+        ),
+        tuple(Snapshot.objects.order_by("pk").values_list("pk", "name", "status", "parent_id", "modified")),
+        Operation.objects.count(),
+        AuditEvent.objects.count(),
+        tuple(files),
+    )
+
+
+def identical(a: str, b: str) -> bool:
+    """Whether two qcow2 images show the same guest content (`qemu-img compare`; -U: read while open)."""
+    result = qemu_img("compare", "-U", "-f", "qcow2", "-F", "qcow2", a, b, check=False)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode == 0
+
+
+def run_tasks():
+    """Run what the enclosed transaction enqueues when it commits (the tests' sync django-q2)."""
+    return TestCase.captureOnCommitCallbacks(execute=True)

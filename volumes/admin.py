@@ -683,7 +683,7 @@ class VolumeAdmin(ConsoleAdmin):
         volume_ids = [int(v) for v in source.getlist("volume") if v.isdigit()]
         pool_uuids = source.getlist("pool")
         try:
-            pools = repair._pool_targets(pool_uuids) if pool_uuids else None
+            pools = repair.pool_targets(pool_uuids) if pool_uuids else None
         except errors.ServiceError as exc:
             self.message_user(request, service_error_text(exc), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:volumes_pool_changelist"))

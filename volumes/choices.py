@@ -31,8 +31,6 @@ class EventState(models.IntegerChoices):
 
 # States whose row is still part of the live set (listed, counted against capacity, name taken).
 LIVE_STATES = [s for s in EventState if s not in (EventState.DELETING, EventState.DELETED)]
-# States in which the volume's content is being populated for the first time.
-POPULATING_STATES = [EventState.CREATING, EventState.IMPORTING, EventState.CLONING, EventState.RESTORING]
 
 
 class SnapshotStatus(models.IntegerChoices):
@@ -105,3 +103,19 @@ class OperationState(models.TextChoices):
 
 ACTIVE_OPERATION_STATES = [OperationState.QUEUED, OperationState.RUNNING]
 FINISHED_OPERATION_STATES = [OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED]
+
+
+class BackupStatus(models.TextChoices):
+    """A backup's `Status`: BackupStarted -> BackupRunning -> BackupCompleted | BackupFailed; delete:
+    BackupCompleted | BackupFailed -> BackupDeleting -> BackupDeleted (docs/backups.md)."""
+
+    STARTED = "BackupStarted", _("started")
+    RUNNING = "BackupRunning", _("running")
+    COMPLETED = "BackupCompleted", _("completed")
+    FAILED = "BackupFailed", _("failed")
+    DELETING = "BackupDeleting", _("deleting")
+    DELETED = "BackupDeleted", _("deleted")
+
+
+# Statuses in which a backup reads its snapshot's layer (the layer must not be merged away then).
+BACKUP_READING_STATUSES = [BackupStatus.STARTED, BackupStatus.RUNNING]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from sharestore import errors
-from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
+from volumes.choices import BACKUP_READING_STATUSES, LIVE_STATES, EventState, SnapshotStatus
 from volumes.filtersets import VolumeFilterSet
 from volumes.models import Cluster, Pool, PoolMount, Snapshot, Tenant, Volume, VolumeAttachment
 
@@ -69,9 +69,6 @@ def volume_list(*, tenant: Tenant, cluster: Cluster, filters: dict, offset: int,
 
 # -- snapshots -----------------------------------------------------------------------------------
 
-# The backups app's `Backup.status` values while a backup reads its snapshot's layer. volumes never
-# imports backups: it reaches backups through the `backups` reverse relation of its own models.
-BACKUP_READING_STATUSES = ("BackupStarted", "BackupRunning")
 
 
 def snapshot_get(*, volume: Volume, uuid) -> Snapshot:

@@ -8,7 +8,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
 from backups import selectors as backup_selectors
-from backups import services as backup_services
+from backups.services.create import backup_add
+from backups.services.delete import backup_delete
+from backups.services.restore import backup_restore
 from backups.api.representations import backup_representation, latest_operations
 from backups.api.schemas import (
     BACKUP_DELETE_ENVELOPE,
@@ -20,7 +22,7 @@ from sharestore import errors
 from sharestore.api.envelope import success
 from sharestore.api.schema import error_responses
 from volumes import selectors
-from volumes.api.fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
+from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
 from volumes.api.representations import volume_representation
 from volumes.api.views import ScopedApi, named
 
@@ -57,7 +59,7 @@ class VolumeShareBackupAddApi(BackupApi):
         tenant = StrictUUIDField(required=False, allow_null=True, default=None)
         volume_uuid = StrictUUIDField()
         snapshot_uuid = StrictUUIDField()
-        backup_name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=4096)
+        backup_name = NameField()
         backup_point_uuid = StrictUUIDField()
         desc = StrictCharField(
             required=False, allow_blank=True, allow_null=True, trim_whitespace=False, default=""
@@ -83,7 +85,7 @@ class VolumeShareBackupAddApi(BackupApi):
         point = backup_selectors.backup_point_get(
             uuid=data["backup_point_uuid"], cluster=cluster, tenant=volume.tenant
         )
-        backup = backup_services.backup_add(
+        backup = backup_add(
             actor=self.actor(request),
             volume=volume,
             snapshot=snapshot,
@@ -115,7 +117,7 @@ class VolumeShareBackupDeleteApi(BackupApi):
         backup = backup_selectors.backup_get(
             uuid=data["backup_uuid"], cluster=cluster, tenant=tenant, allowed_tenant_id=request.user.tenant_id
         )
-        backup_services.backup_delete(actor=self.actor(request), backup=backup)
+        backup_delete(actor=self.actor(request), backup=backup)
         return success({})
 
 
@@ -131,7 +133,7 @@ class VolumeShareBackupRestoreApi(BackupApi):
         tenant = StrictUUIDField(required=False, allow_null=True, default=None)
         backup_uuid = StrictUUIDField()
         new_volume_tenant = StrictUUIDField()
-        new_volume_name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=4096)
+        new_volume_name = NameField()
         new_pool_uuid = StrictUUIDField()
 
     @extend_schema(
@@ -150,7 +152,7 @@ class VolumeShareBackupRestoreApi(BackupApi):
             uuid=data["backup_uuid"], cluster=cluster, tenant=owner, allowed_tenant_id=request.user.tenant_id
         )
         pool = selectors.pool_get(uuid=data["new_pool_uuid"], cluster=cluster, tenant=new_tenant)
-        volume = backup_services.backup_restore(
+        volume = backup_restore(
             actor=self.actor(request),
             backup=backup,
             tenant=new_tenant,

@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from backups.choices import BackupStatus
 from backups.models import Backup
-from backups.services import backup_point_create
+from backups.services.points import backup_point_create
 from tests.admin.storage import build_tree, new_volume, pool_named
 from volumes.choices import EventState, OperationKind, OperationState
 from volumes.models import Operation, Volume

@@ -13,9 +13,19 @@ import pytest
 
 from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
-from backups.services import backup_point_create
+from backups.services.points import backup_point_create
 from tests.contract import EXAMPLES, assert_matches_contract
-from tests.helpers import CLUSTER, HOST, POOL_DISKS, TENANT, qemu_img, qemu_io, scoped
+from tests.helpers import (
+    CLUSTER,
+    HOST,
+    POOL_DISKS,
+    TENANT,
+    assert_error,
+    identical,
+    qemu_io,
+    scoped,
+    success_envelope,
+)
 from volumes.choices import EventState
 from volumes.models import AuditEvent, Namespace, Operation, Pool, Tenant, Volume
 from volumes.services.tokens import token_create
@@ -53,10 +63,6 @@ def point(topology, data_dir) -> BackupPoint:
     )
 
 
-def success_envelope(data) -> dict:
-    return {"scode": 0, "desc": "", "message": "success", "message_cn": "成功", "stack": None, "data": data}
-
-
 def example(endpoint: str, **replace) -> dict:
     body = copy.deepcopy(EXAMPLES[endpoint]["request"])
     for key, value in replace.items():
@@ -91,10 +97,6 @@ def new_snapshot(api, volume_uuid, name) -> dict:
 def layer_path(volume_uuid, snapshot_uuid) -> str:
     pool = Pool.objects.get(uuid=POOL_DISKS)
     return os.path.join(pool.path, "snapshots", str(volume_uuid), f"{snapshot_uuid}.qcow2")
-
-
-def identical(a: str, b: str) -> bool:
-    return qemu_img("compare", "-f", "qcow2", "-F", "qcow2", a, b, check=False).returncode == 0
 
 
 def test_contract_examples_replay_on_demo_data(api):
@@ -268,12 +270,6 @@ def state_of_everything(data_dir) -> tuple:
         AuditEvent.objects.count(),
         tuple(files),
     )
-
-
-def assert_error(status, body, expected_status, expected_scode):
-    assert (status, body["scode"]) == (expected_status, expected_scode), body
-    assert set(body) == {"scode", "desc", "message", "message_cn", "stack", "data"}
-    assert body["data"] is None and body["message"] and body["message_cn"]
 
 
 def with_fields(body: dict, changes: dict, world: dict) -> dict:

@@ -14,20 +14,29 @@ from rest_framework.test import APIClient
 
 from sharestore import errors
 from tests.contract import EXAMPLES, assert_matches_contract
-from tests.helpers import CLUSTER, HOST, POOL_BBB, POOL_DISKS, TENANT, qemu_img, qemu_io, scoped
+from tests.helpers import (
+    CLUSTER,
+    HOST,
+    POOL_BBB,
+    POOL_DISKS,
+    TENANT,
+    assert_error,
+    identical,
+    qemu_img,
+    qemu_io,
+    scoped,
+    storage_state,
+    success_envelope,
+)
 from tests.services.snapshot_support import storage_fault
 from volumes.choices import EventState
-from volumes.models import AuditEvent, Namespace, Operation, Pool, Snapshot, Tenant, Volume, VolumeAttachment
+from volumes.models import Namespace, Operation, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.services.tokens import token_create
 
 MiB = 1 << 20
 MISSING = object()
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 OTHER_TENANT = "11111111-2222-4333-8444-555555555555"
-
-
-def success_envelope(data) -> dict:
-    return {"scode": 0, "desc": "", "message": "success", "message_cn": "成功", "stack": None, "data": data}
 
 
 def wrapper(volume, progress) -> dict:
@@ -83,10 +92,6 @@ def snapshot(api, volume_uuid, name="snap", tenant=TENANT) -> str:
 
 def head(volume: dict) -> str:
     return volume["AccessPath"][HOST]
-
-
-def identical(a: str, b: str) -> bool:
-    return qemu_img("compare", "-U", "-f", "qcow2", "-F", "qcow2", a, b, check=False).returncode == 0
 
 
 def layer(snapshot_uuid: str) -> str:
@@ -326,28 +331,6 @@ def test_a_platform_token_clones_for_another_tenant_and_tenant_tokens_stay_in_th
 
 
 # -- bad input -----------------------------------------------------------------------------------
-
-
-def storage_state(data_dir) -> tuple:
-    files = sorted(
-        os.path.relpath(os.path.join(d, f), data_dir) for d, _, fs in os.walk(data_dir) for f in fs
-    )
-    return (
-        tuple(
-            Volume.objects.order_by("pk").values_list("pk", "state", "name", "parent_snapshot_id", "modified")
-        ),
-        tuple(Snapshot.objects.order_by("pk").values_list("pk", "status", "modified")),
-        Operation.objects.count(),
-        AuditEvent.objects.count(),
-        tuple(files),
-    )
-
-
-def assert_error(status, body, expected_status, expected_scode):
-    assert (status, body["scode"]) == (expected_status, expected_scode), body
-    assert set(body) == {"scode", "desc", "message", "message_cn", "stack", "data"}
-    assert body["data"] is None and body["stack"] is None
-    assert body["message"] and body["message_cn"] and body["message"] != body["message_cn"]
 
 
 @pytest.fixture

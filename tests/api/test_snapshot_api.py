@@ -5,24 +5,28 @@ answers its scode and changes nothing."""
 from __future__ import annotations
 
 import copy
-import os
 import uuid as uuid_lib
 
 import pytest
 
 from tests.contract import EXAMPLES, assert_matches_contract
-from tests.helpers import HOST, POOL_DISKS, pattern_matches, qemu_io, scoped
+from tests.helpers import (
+    HOST,
+    POOL_DISKS,
+    assert_error,
+    pattern_matches,
+    qemu_io,
+    scoped,
+    storage_state,
+    success_envelope,
+)
 from volumes.choices import EventState, SnapshotStatus
-from volumes.models import AuditEvent, Operation, Snapshot, Tenant, Volume, VolumeAttachment
+from volumes.models import Snapshot, Tenant, Volume, VolumeAttachment
 
 MiB = 1 << 20
 MISSING = object()
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 OTHER_TENANT = "11111111-2222-4333-8444-555555555555"
-
-
-def success_envelope(data) -> dict:
-    return {"scode": 0, "desc": "", "message": "success", "message_cn": "成功", "stack": None, "data": data}
 
 
 def wrapper(snapshot=None, tree=None) -> dict:
@@ -277,26 +281,6 @@ def test_chinese_snapshot_names_round_trip(api):
 
 
 # -- bad input -----------------------------------------------------------------------------------
-
-
-def storage_state(data_dir) -> tuple:
-    files = sorted(
-        os.path.relpath(os.path.join(d, f), data_dir) for d, _, fs in os.walk(data_dir) for f in fs
-    )
-    return (
-        tuple(Volume.objects.order_by("pk").values_list("pk", "state", "current_snapshot_id", "modified")),
-        tuple(Snapshot.objects.order_by("pk").values_list("pk", "name", "status", "parent_id", "modified")),
-        Operation.objects.count(),
-        AuditEvent.objects.count(),
-        tuple(files),
-    )
-
-
-def assert_error(status, body, expected_status, expected_scode):
-    assert (status, body["scode"]) == (expected_status, expected_scode), body
-    assert set(body) == {"scode", "desc", "message", "message_cn", "stack", "data"}
-    assert body["data"] is None and body["stack"] is None
-    assert body["message"] and body["message_cn"] and body["message"] != body["message_cn"]
 
 
 @pytest.fixture

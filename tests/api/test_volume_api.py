@@ -8,7 +8,19 @@ import os
 import pytest
 
 from tests.contract import EXAMPLES, assert_matches_contract
-from tests.helpers import CLUSTER, HOST, POOL_BBB, POOL_DISKS, TENANT, image_info, pattern_matches, qemu_img, qemu_io, scoped
+from tests.helpers import (
+    CLUSTER,
+    HOST,
+    POOL_BBB,
+    POOL_DISKS,
+    TENANT,
+    image_info,
+    pattern_matches,
+    qemu_img,
+    qemu_io,
+    scoped,
+    success_envelope,
+)
 from volumes.choices import EventState, OperationState
 from volumes.models import AuditEvent, Operation, Volume
 
@@ -20,10 +32,6 @@ def create_body(**overrides) -> dict:
     body.pop("backing_file")
     body.update(overrides)
     return body
-
-
-def success_envelope(data) -> dict:
-    return {"scode": 0, "desc": "", "message": "success", "message_cn": "成功", "stack": None, "data": data}
 
 
 def pool_path(topology, pool_uuid: str) -> str:
@@ -182,6 +190,10 @@ def test_used_update_reads_allocation_from_disk(api):
     assert_matches_contract("used/update", body)
     assert body["data"]["volume"]["Used"] == 3 << 20
     assert Volume.objects.get(uuid=volume["UUID"]).used == 3 << 20
+    # The same service as the console's and the command's refresh: it records who changed what.
+    event = AuditEvent.objects.get(action="usage.refresh", object_uuid=volume["UUID"])
+    assert event.actor == AuditEvent.objects.get(action="volume.create", object_uuid=volume["UUID"]).actor
+    assert event.message.startswith("used ") and event.message.endswith(f" -> {3 << 20}")
 
 
 def test_snap_length_update_is_zero_without_snapshots(api):

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img, scoped
+from tests.helpers import CLUSTER, POOL_DISKS, TENANT, assert_error, qemu_img, scoped
 from volumes.models import AuditEvent, Operation, Tenant, Volume
 
 MISSING = object()
@@ -40,13 +40,6 @@ def snapshot_of_storage(data_dir) -> tuple:
         AuditEvent.objects.count(),
         tuple(files),
     )
-
-
-def assert_error(status, body, expected_status, expected_scode):
-    assert (status, body["scode"]) == (expected_status, expected_scode), body
-    assert set(body) == {"scode", "desc", "message", "message_cn", "stack", "data"}
-    assert body["data"] is None and body["stack"] is None
-    assert body["message"] and body["message_cn"] and body["message"] != body["message_cn"]
 
 
 CREATE_CASES = [

@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.helpers import CLUSTER, TENANT, scoped
-from volumes.choices import EventState, LIVE_STATES
+from volumes.choices import LIVE_STATES, EventState
 from volumes.models import Cluster, Pool, Tenant, Volume, VolumeAttachment
 
 

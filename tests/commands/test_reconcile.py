@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 
 from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
-from backups.services import backup_point_create
+from backups.services.points import backup_point_create
 from tests.admin.storage import (
     build_tree,
     head_path,

@@ -11,10 +11,10 @@ from datetime import timedelta
 from unittest import mock
 
 from django.conf import settings
-from django.test import TestCase
 from django.utils import timezone
 
 from sharestore import errors
+from tests.helpers import run_tasks
 from volumes.choices import SnapshotStatus
 from volumes.drivers import process
 from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
@@ -24,11 +24,6 @@ from volumes.services.volumes import pool_driver
 REGION = 256 << 10
 REGIONS = 16
 VOLUME_BYTES = REGION * REGIONS
-
-
-def run_tasks():
-    """Run what the enclosed transaction enqueues when it commits (the tests' sync django-q2)."""
-    return TestCase.captureOnCommitCallbacks(execute=True)
 
 
 def write_regions(path: str, content: dict[int, int]) -> None:

@@ -12,18 +12,15 @@ from django.test import TestCase
 
 from backups import choices
 from backups.models import Backup, BackupPoint, BackupVerification
-from backups.services import (
-    backup_add,
-    backup_delete,
-    backup_point_create,
-    backup_restore,
-    backup_update,
-    backup_verify,
-    backups_prune,
-)
+from backups.services.create import backup_add
+from backups.services.delete import backup_delete
+from backups.services.points import backup_point_create
+from backups.services.prune import backups_prune
+from backups.services.restore import backup_restore
+from backups.services.verify import backup_verify
 from backups.storage import BackupStore
 from sharestore import errors
-from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT, qemu_img, qemu_io
+from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT, identical, qemu_img, qemu_io, run_tasks
 from volumes.choices import EventState, OperationState
 from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
 from volumes.services.snapshots import snapshot_create, snapshot_delete, snapshot_rollback
@@ -32,11 +29,6 @@ from volumes.services.volumes import volume_create, volume_delete
 BACKUP_POINT = "7f74897a-3084-45e1-a413-6cd168ddd4b5"
 MiB = 1 << 20
 VOLUME_BYTES = 32 * MiB
-
-
-def run_tasks():
-    """Run what the enclosed transaction enqueues when it commits (the tests' sync django-q2)."""
-    return TestCase.captureOnCommitCallbacks(execute=True)
 
 
 @pytest.fixture
@@ -104,12 +96,6 @@ def backup(volume: Volume, snapshot: Snapshot, point: BackupPoint, name="b", **k
 
 def backup_file(b: Backup) -> str:
     return BackupStore(b.backup_point.path).path(b.file_name)
-
-
-def identical(a: str, b: str) -> bool:
-    result = qemu_img("compare", "-f", "qcow2", "-F", "qcow2", a, b, check=False)
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode == 0
 
 
 def restore(b: Backup, scope, name: str, pool: Pool | None = None) -> Volume:
@@ -285,9 +271,10 @@ def test_a_snapshot_being_backed_up_cannot_be_deleted(scope, point):
 
 def test_protected_and_expired_backups(chain):
     backups = chain["backups"]
-    backup_update(actor="test", backup=backups[0], expired_time=1, protected=True)
-    backup_update(actor="test", backup=backups[1], expired_time=1)
-    backup_update(actor="test", backup=backups[4], expired_time=4102444800)  # 2100: not yet
+    # Expiry and protection are set when a backup is added; no service changes them afterwards.
+    Backup.objects.filter(pk=backups[0].pk).update(expired_time=1, protected=True)
+    Backup.objects.filter(pk=backups[1].pk).update(expired_time=1)
+    Backup.objects.filter(pk=backups[4].pk).update(expired_time=4102444800)  # 2100: not yet
     with pytest.raises(errors.BackupProtected):
         backup_delete(actor="test", backup=Backup.objects.get(pk=backups[0].pk))
     preview = backups_prune(actor="test", dry_run=True)

@@ -15,7 +15,9 @@ from django.utils import timezone
 
 from backups import choices, tasks
 from backups.models import Backup, BackupPoint
-from backups.services import backup_add, backup_delete, backup_restore
+from backups.services.create import backup_add
+from backups.services.delete import backup_delete
+from backups.services.restore import backup_restore
 from backups.storage import BackupStore
 from tests.services.test_backups import (  # noqa: F401 - fixtures
     MiB,

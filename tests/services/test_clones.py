@@ -13,7 +13,7 @@ import uuid as uuid_lib
 import pytest
 
 from sharestore import errors
-from tests.helpers import qemu_img
+from tests.helpers import identical, qemu_img
 from tests.services.snapshot_support import (
     REGION,
     REGIONS,
@@ -121,12 +121,6 @@ def flatten(volume: Volume, *, execute=True) -> Operation:
     return operation
 
 
-def identical(a: str, b: str) -> bool:
-    result = qemu_img("compare", "-U", "-f", "qcow2", "-F", "qcow2", a, b, check=False)
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode == 0
-
-
 def chain(path: str) -> list[str]:
     """Files of the backing chain on disk, top first (our own files: --backing-chain is fine here)."""
     import json
@@ -231,7 +225,7 @@ def test_a_linked_clone_into_another_pool_names_its_base_relatively(source, topo
     assert content_mismatches({path_of(linked): expected}) == []
     assert chain(path_of(linked))[1] == layer_path(s2)
     # Reconcile agrees that a base layer in another pool is where the tree says it is.
-    from volumes.services.repair import reconcile_pool
+    from volumes.services.repair.reconcile import reconcile_pool
 
     report = reconcile_pool(actor=ACTOR, target=other)
     assert [f for f in report.findings if f.kind == "chain_mismatch"] == []

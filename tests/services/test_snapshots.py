@@ -350,7 +350,7 @@ def test_force_delete_of_the_volume_removes_hidden_layers_too(topology):
 
 
 def test_snap_length_update_counts_hidden_layers(topology):
-    from volumes.services.volumes import volume_refresh_snap_length
+    from volumes.services.repair.usage import SNAP_LENGTH, volume_usage_refresh
 
     m = Model(topology)
     m.write(r0=1)
@@ -359,7 +359,7 @@ def test_snap_length_update_counts_hidden_layers(topology):
     m.create("b")
     m.rollback("a")
     m.delete("a")
-    volume = volume_refresh_snap_length(actor=ACTOR, volume=m.volume)
+    volume = volume_usage_refresh(actor=ACTOR, volume=m.volume, fields=[SNAP_LENGTH])
     assert volume.snap_length == 3 * (256 << 10)
 
 

@@ -1,5 +1,6 @@
 """`Authorization: Token <key>` authentication against hashed API tokens."""
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from volumes.services.tokens import token_authenticate
@@ -47,17 +48,11 @@ class HashedTokenAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
-try:
-    from drf_spectacular.extensions import OpenApiAuthenticationExtension
+class HashedTokenScheme(OpenApiAuthenticationExtension):
+    """Documents `Authorization: Token <key>` in the OpenAPI schema."""
 
-    class HashedTokenScheme(OpenApiAuthenticationExtension):
-        """Documents `Authorization: Token <key>` in the OpenAPI schema."""
+    target_class = "volumes.api.authentication.HashedTokenAuthentication"
+    name = "TokenAuth"
 
-        target_class = "volumes.api.authentication.HashedTokenAuthentication"
-        name = "TokenAuth"
-
-        def get_security_definition(self, auto_schema):
-            return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Token <key>"}
-
-except ImportError:  # pragma: no cover - drf-spectacular is a hard dependency; keep auth importable without it
-    pass
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Token <key>"}

@@ -13,16 +13,16 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
-from sharestore import errors
 from sharestore.api.envelope import success, volume_wrapper
 from sharestore.api.schema import error_responses
 from volumes import selectors
-from volumes.api.fields import StrictBooleanField, StrictCharField, StrictUUIDField
+from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictUUIDField
 from volumes.api.representations import volume_representation
 from volumes.api.schemas import VOLUME_ENVELOPE
 from volumes.api.views import NamedVolumeInput, ScopedApi, VolumeApi, named
 from volumes.models import Volume
 from volumes.services import clones as clone_services
+from volumes.services.volumes import check_volume_name
 
 
 def _answer(volume: Volume, *, tenant, cluster) -> dict:
@@ -47,7 +47,7 @@ class VolumeShareCloneApi(ScopedApi):
         cluster_uuid = StrictUUIDField()
         volume_uuid = StrictUUIDField()
         volume_name = StrictCharField(allow_blank=True, trim_whitespace=False)
-        clone_dst_vol_name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=4096)
+        clone_dst_vol_name = NameField()
         clone_dst_vol_tenant = StrictUUIDField()
         clone_dst_pool_uuid = StrictUUIDField()
         is_link = StrictBooleanField()
@@ -65,8 +65,7 @@ class VolumeShareCloneApi(ScopedApi):
         source = clone_services.clone_source_get(
             uuid=data["volume_uuid"], cluster=cluster, allowed_tenant_id=allowed
         )
-        if data["volume_name"] != source.name:
-            raise errors.VolumeNameMismatch(given=data["volume_name"], uuid=source.uuid)
+        check_volume_name(source, data["volume_name"])
         snapshot = selectors.snapshot_get(volume=source, uuid=data["snapshot_uuid"])
         pool = selectors.pool_get(uuid=data["clone_dst_pool_uuid"], cluster=cluster, tenant=tenant)
         volume = clone_services.clone_create(

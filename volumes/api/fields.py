@@ -39,6 +39,20 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class NameField(StrictCharField):
+    """A name as the client sent it: blanks and surrounding spaces are kept for the service to judge.
+
+    The one name rule (length up to SHARESTORE_NAME_MAX_LENGTH, no control characters) is
+    `volumes.services.volumes.validate_name`, which every service applies; checking a length here
+    too would answer a different error code for the same bad name.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+
+
 class StrictUUIDField(serializers.UUIDField):
     """A UUID written as a JSON string (DRF would also take an integer)."""
 

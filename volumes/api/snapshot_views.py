@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema
 from sharestore.api.envelope import snapshot_wrapper, success
 from sharestore.api.schema import error_responses
 from volumes import selectors
-from volumes.api.fields import StrictBooleanField, StrictCharField, StrictUUIDField
+from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictUUIDField
 from volumes.api.snapshot_representations import SnapshotForest
 from volumes.api.snapshot_schemas import SNAPSHOT_ENVELOPE, SNAPSHOT_LIST_ENVELOPE
 from volumes.api.views import VolumeApi, named
@@ -31,7 +31,7 @@ class VolumeShareSnapshotCreateApi(VolumeApi):
     """POST /v1/volume/share/snapshot/create: freeze the volume's current state as a new snapshot."""
 
     class InputSerializer(VolumeApi.InputSerializer):
-        snapshot_name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=4096)
+        snapshot_name = NameField()
         desc = StrictCharField(
             required=False, allow_blank=True, allow_null=True, trim_whitespace=False, default=""
         )

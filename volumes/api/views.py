@@ -12,10 +12,12 @@ from sharestore import errors
 from sharestore.api.envelope import envelope_body, success, volume_wrapper
 from sharestore.api.schema import error_responses
 from volumes import selectors
-from volumes.api.fields import StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
+from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
 from volumes.api.representations import volume_list_item, volume_representation
 from volumes.api.schemas import VOLUME_ENVELOPE, VOLUME_LIST_ENVELOPE
 from volumes.services import volumes as volume_services
+from volumes.services.repair.usage import SNAP_LENGTH, USED, volume_usage_refresh
+from volumes.services.volumes import check_volume_name
 
 
 def named(serializer_class, component_name: str):
@@ -99,7 +101,7 @@ class VolumeShareCreateApi(ScopedApi):
 
     class InputSerializer(ScopedApi.InputSerializer):
         pool_uuid = StrictUUIDField()
-        volume_name = StrictCharField(allow_blank=True, trim_whitespace=False, max_length=4096)
+        volume_name = NameField()
         volume_type = StrictCharField(allow_blank=True)
         capacity = StrictIntegerField(required=False, allow_null=True, default=None)
         snap_capacity = StrictIntegerField()
@@ -136,8 +138,8 @@ class VolumeApi(ScopedApi):
     def volume(self, request, data):
         tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
         volume = selectors.volume_get(uuid=data["volume_uuid"], tenant=tenant, cluster=cluster)
-        if self.check_name and data["volume_name"] != volume.name:
-            raise errors.VolumeNameMismatch(given=data["volume_name"], uuid=volume.uuid)
+        if self.check_name:
+            check_volume_name(volume, data["volume_name"])
         return volume
 
 
@@ -182,7 +184,7 @@ class VolumeShareUsedUpdateApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        volume_services.volume_refresh_used(actor=self.actor(request), volume=volume)
+        volume_usage_refresh(actor=self.actor(request), volume=volume, fields=[USED])
         volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
         return success(volume_wrapper(volume_representation(volume)))
 
@@ -197,7 +199,7 @@ class VolumeShareSnapLengthUpdateApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        volume_services.volume_refresh_snap_length(actor=self.actor(request), volume=volume)
+        volume_usage_refresh(actor=self.actor(request), volume=volume, fields=[SNAP_LENGTH])
         volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
         return success(volume_wrapper(volume_representation(volume)))
 

@@ -23,17 +23,30 @@ import posixpath
 import uuid as uuid_lib
 
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Q
 
 from sharestore import errors
-from volumes import selectors
-from volumes.choices import LIVE_STATES, EventState, OperationKind, OperationState, SnapshotStatus
+from volumes.choices import LIVE_STATES, EventState, OperationKind, OperationState
 from volumes.drivers import StorageDriver
 from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
 from volumes.services.operations import OperationHandler, Reporter, operation_create
-from volumes.services.snapshots import _chain_depth, max_chain_depth
+from volumes.services.snapshot_rules import (
+    chain_depth,
+    max_chain_depth,
+    refuse_if_read,
+    require_snapshot_readable,
+    snapshot_readable,
+)
 from volumes.services.state import audit, transition
-from volumes.services.volumes import pool_driver, validate_name, volume_population_failed, volume_reserve
+from volumes.services.volumes import (
+    pool_driver,
+    validate_name,
+    volume_lock,
+    volume_population_failed,
+    volume_reserve,
+    start_operation,
+    volume_snap_length,
+)
 
 CLONE_KINDS = [OperationKind.CLONE_LINKED, OperationKind.CLONE_FULL]
 PROGRESS_KINDS = [*CLONE_KINDS, OperationKind.FLATTEN]
@@ -42,9 +55,6 @@ PROGRESS_KINDS = [*CLONE_KINDS, OperationKind.FLATTEN]
 COPY_SHARE = 99.0
 # States in which a volume's layers are being rewritten: nothing may start reading them then.
 REWRITING_STATES = [EventState.MERGING, EventState.ROLLING_BACK]
-# Snapshot statuses whose layer holds the snapshot's content. A layer hidden while a copy reads it is
-# still intact: merges that could rewrite it are refused until the copy ends.
-READABLE_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.HIDDEN]
 
 
 # -- reads ---------------------------------------------------------------------------------------
@@ -180,30 +190,6 @@ def _check_space(driver: StorageDriver, pool: Pool, needed: int) -> None:
         raise errors.PoolSpaceShort(pool=pool.name, free=free, needed=needed)
 
 
-def _lock(volume: Volume, *, action: str) -> Volume:
-    """Lock the volume's row and require it available: snapshot, rollback, delete and attach take the
-    same lock, so either they see the reader this request records or it sees them."""
-    locked = (
-        Volume.objects.select_for_update(of=("self",)).select_related("pool").filter(pk=volume.pk).first()
-    )
-    if locked is None or locked.state != EventState.AVAILABLE:
-        state = "gone" if locked is None else f"{locked.state} ({locked.get_state_display()})"
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=state, action=action)
-    return locked
-
-
-def _require_readable(snapshot: Snapshot, source: Volume, *, action: str) -> None:
-    if snapshot.volume_id != source.pk:
-        raise errors.SnapshotNotFound(uuid=snapshot.uuid, volume=source.uuid)
-    if snapshot.status != SnapshotStatus.AVAILABLE:
-        raise errors.StateConflict(
-            kind="snapshot",
-            uuid=snapshot.uuid,
-            state=f"{snapshot.status} ({snapshot.get_status_display()})",
-            action=action,
-        )
-
-
 # -- clone ---------------------------------------------------------------------------------------
 
 
@@ -222,7 +208,7 @@ def clone_create(
         # Cheap refusals first, so a request that fails anyway does not measure.
         snapshot = Snapshot.objects.get(pk=snapshot.pk)
         source = Volume.objects.select_related("pool", "cluster").get(pk=source.pk)
-        _require_readable(snapshot, source, action="clone")
+        require_snapshot_readable(snapshot, source, action="clone")
         if source.state != EventState.AVAILABLE:
             raise errors.StateConflict(
                 kind="volume",
@@ -259,15 +245,15 @@ def _clone_reserve(
     needed: int,
 ) -> Volume:
     name = validate_name(name, field="clone_dst_vol_name")
-    source = _lock(source, action="clone")
+    source = volume_lock(source, action="clone")
     snapshot = Snapshot.objects.get(pk=snapshot.pk)
-    _require_readable(snapshot, source, action="clone")
+    require_snapshot_readable(snapshot, source, action="clone")
     if pool.cluster_id != source.cluster_id:
         raise errors.PoolNotFound(uuid=pool.uuid, cluster=source.cluster.uuid)
     pool_driver(pool).check_available()
     if linked:
         check_linked_placement(source=source, source_pool=source.pool, pool=pool)
-        depth, _hidden = _chain_depth(source, snapshot.pk)
+        depth, _hidden = chain_depth(source, snapshot.pk)
         limit = max_chain_depth()
         if depth > limit:
             raise errors.CloneChainTooDeep(snapshot=snapshot.uuid, depth=depth, limit=limit)
@@ -394,7 +380,7 @@ def _clone_full_run(operation: Operation, reporter: Reporter) -> None:
         snapshot = (
             Snapshot.objects.select_related("volume__pool").filter(uuid=operation.params["snapshot"]).first()
         )
-        if snapshot is None or snapshot.status not in READABLE_STATUSES:
+        if snapshot is None or not snapshot_readable(snapshot):
             raise errors.StateConflict(
                 kind="snapshot",
                 uuid=operation.params["snapshot"],
@@ -491,30 +477,21 @@ def volume_flatten(*, actor: str, volume: Volume) -> Operation:
 
 @transaction.atomic
 def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
-    volume = _lock(volume, action="flatten")
+    volume = volume_lock(volume, action="flatten")
     if volume.parent_snapshot_id is None:
         raise errors.NotALinkedClone(uuid=volume.uuid)
     _refuse_if_attached(volume)
-    readers = selectors.volume_snapshot_readers(volume=volume)
-    if readers:
-        raise errors.SnapshotsBeingRead(uuid=volume.uuid, readers=", ".join(readers), action="flattening")
+    refuse_if_read(volume, action="flattening")
     _refuse_if_layers_rewritten(volume, action="flatten", action_cn="扁平化")
     snapshot = Snapshot.objects.get(pk=volume.parent_snapshot_id)
-    transition(
+    return start_operation(
         volume,
-        allowed=[EventState.AVAILABLE],
-        to=EventState.FLATTENING,
-        action="volume.flatten",
         actor=actor,
-        message=f"away from snapshot {snapshot.name!r} ({snapshot.uuid}) of volume {snapshot.volume.uuid}",
-    )
-    return operation_create(
         kind=OperationKind.FLATTEN,
         task="volumes.tasks.volume_flatten_task",
-        target_type="volume",
-        target_uuid=volume.uuid,
-        actor=actor,
-        volume=volume,
+        to_state=EventState.FLATTENING,
+        action="volume.flatten",
+        message=f"away from snapshot {snapshot.name!r} ({snapshot.uuid}) of volume {snapshot.volume.uuid}",
         params={"snapshot": str(snapshot.uuid), "source_volume": str(snapshot.volume.uuid)},
         bytes_total=needed,
     )
@@ -564,12 +541,7 @@ def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> 
         _remember_failure(operation, error)
     for snapshot_uuid, size in operation.params.get("sizes", {}).items():
         Snapshot.objects.filter(uuid=snapshot_uuid).update(size=size)
-    snap_length = (
-        Snapshot.objects.filter(volume=volume)
-        .exclude(status=SnapshotStatus.DELETING)
-        .aggregate(total=Sum("size"))
-    )["total"] or 0
-    extra = {"used": operation.params.get("used", volume.used), "snap_length": snap_length}
+    extra = {"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)}
     if operation.params.get("independent"):
         extra["parent_snapshot"] = None
     transition(

@@ -1,4 +1,4 @@
-"""Writes on volumes: create (empty or imported), delete, usage refresh, attach and detach.
+"""Writes on volumes: create (empty or imported), delete, attach and detach; the volume lock and SnapLength.
 
 Each public function validates everything before it writes, so a rejected request changes
 nothing. Storage work runs in tasks (`volumes.tasks`) through `operation_run`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import unicodedata
 import uuid as uuid_lib
+from collections.abc import Iterable
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -18,7 +19,7 @@ from django.utils import timezone
 from sharestore import errors
 from volumes.choices import LIVE_STATES, EventState, OperationKind, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
-from volumes.models import Cluster, Operation, Pool, Tenant, Volume, VolumeAttachment
+from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
 from volumes.services.operations import OperationHandler, Reporter, operation_create
 from volumes.services.state import audit, transition
@@ -29,6 +30,69 @@ SECTOR = 512
 
 def pool_driver(pool: Pool) -> StorageDriver:
     return get_driver(pool.driver, pool.path)
+
+
+def volume_lock(volume: Volume, *, action: str) -> Volume:
+    """Lock the volume's row for this transaction and require it to be available.
+
+    Snapshot, rollback, delete, clone and attach take the same lock, so either a request sees the
+    reader (or the state change) another records, or that one sees it: a VM cannot be attached
+    between the check below and the state change that makes the volume busy.
+    """
+    locked = (
+        Volume.objects.select_for_update(of=("self",)).select_related("pool").filter(pk=volume.pk).first()
+    )
+    if locked is None or locked.state != EventState.AVAILABLE:
+        state = "gone" if locked is None else f"{locked.state} ({locked.get_state_display()})"
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=state, action=action)
+    return locked
+
+
+def start_operation(
+    volume: Volume,
+    *,
+    actor: str,
+    kind: OperationKind,
+    task: str,
+    to_state: EventState,
+    action: str,
+    message: str = "",
+    from_states=(EventState.AVAILABLE,),
+    target_type: str = "volume",
+    target_uuid=None,
+    params: dict | None = None,
+    bytes_total: int = 0,
+) -> Operation:
+    """Move the volume into the operation's transitional state (compare-and-set from `from_states`) and
+    queue the operation: how a snapshot create, delete, rollback or a flatten starts, in the caller's
+    transaction, after the caller validated everything."""
+    transition(volume, allowed=list(from_states), to=to_state, action=action, actor=actor, message=message)
+    return operation_create(
+        kind=kind,
+        task=task,
+        target_type=target_type,
+        target_uuid=volume.uuid if target_uuid is None else target_uuid,
+        actor=actor,
+        volume=volume,
+        params=params,
+        bytes_total=bytes_total,
+    )
+
+
+def snap_length_of(snapshots: Iterable[Snapshot], sizes: dict[int, int] | None = None) -> int:
+    """SnapLength: allocated bytes of every layer not being deleted (hidden layers still occupy space).
+
+    `sizes` ({snapshot pk: bytes}) overrides the rows' sizes with fresh measurements.
+    """
+    sizes = sizes or {}
+    return sum(
+        sizes.get(s.pk, s.size) for s in snapshots if s.status != SnapshotStatus.DELETING and s.layer_name
+    )
+
+
+def volume_snap_length(volume: Volume) -> int:
+    """SnapLength of a volume from its snapshot rows as they are now."""
+    return snap_length_of(Snapshot.objects.filter(volume_id=volume.pk).only("pk", "size", "status", "layer_name"))
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -49,6 +113,26 @@ def validate_name(value, *, field: str) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co") for ch in name):
         raise errors.InvalidName(field=field, reason="contains control characters", reason_cn="包含控制字符")
     return name
+
+
+def check_volume_name(volume: Volume, given: str) -> None:
+    """The contract names a volume by UUID and name on some actions: a name that differs is refused."""
+    if given != volume.name:
+        raise errors.VolumeNameMismatch(given=given, uuid=volume.uuid)
+
+
+DESC_MAX_LENGTH = 1024
+
+
+def validate_desc(value) -> str:
+    """A description: any string up to DESC_MAX_LENGTH characters ("" when absent)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise errors.InvalidParameter(field="desc", reason="must be a string")
+    if len(value) > DESC_MAX_LENGTH:
+        raise errors.InvalidParameter(field="desc", reason=f"longer than {DESC_MAX_LENGTH} characters")
+    return value
 
 
 def validate_capacity(value: int | None, *, field: str, allow_zero: bool = False) -> int:
@@ -400,37 +484,6 @@ VOLUME_DELETE_HANDLER = OperationHandler(run=_volume_delete_run, succeed=_volume
 
 
 # -- usage ---------------------------------------------------------------------------------------
-
-
-def _require_measurable(volume: Volume, *, action: str) -> None:
-    """Sizes are read only from a settled volume: while layers are written or renamed a reading is wrong."""
-    if volume.state != EventState.AVAILABLE:
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action=action)
-
-
-def volume_refresh_used(*, actor: str, volume: Volume) -> Volume:
-    """Read the active layer's allocated bytes from disk into `Used` (metadata only, no data read)."""
-    _require_measurable(volume, action="update used")
-    used = pool_driver(volume.pool).allocated_bytes(volume.image_name)
-    Volume.objects.filter(pk=volume.pk).update(used=used, modified=timezone.now())
-    volume.refresh_from_db()
-    return volume
-
-
-def volume_refresh_snap_length(*, actor: str, volume: Volume) -> Volume:
-    """Re-measure every snapshot layer and set `SnapLength` to their sum."""
-    from volumes.models import Snapshot
-
-    _require_measurable(volume, action="update snap_length")
-    driver = pool_driver(volume.pool)
-    total = 0
-    for snapshot in volume.snapshots.exclude(layer_name="").exclude(status=SnapshotStatus.DELETING):
-        size = driver.allocated_bytes(snapshot.layer_name) if driver.exists(snapshot.layer_name) else 0
-        Snapshot.objects.filter(pk=snapshot.pk).update(size=size)
-        total += size
-    Volume.objects.filter(pk=volume.pk).update(snap_length=total, modified=timezone.now())
-    volume.refresh_from_db()
-    return volume
 
 
 # -- attachment ----------------------------------------------------------------------------------

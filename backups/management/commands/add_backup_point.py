@@ -7,8 +7,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from backups.choices import BackupPointType
-from backups.services import backup_point_create
-from backups.services_repair import backup_point_create_check
+from backups.services.points import backup_point_create, backup_point_create_check
 from sharestore import errors
 from volumes.management.commands._console import EXIT_USAGE, parse_size
 from volumes.models import Cluster, Tenant

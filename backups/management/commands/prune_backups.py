@@ -5,7 +5,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from backups.services import backups_prune
+from backups.services.prune import backups_prune
 
 
 class Command(BaseCommand):

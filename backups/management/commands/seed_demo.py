@@ -6,7 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from backups.services import backup_point_create
+from backups.services.points import backup_point_create
 from volumes.services.demo import demo_import_files_seed, demo_topology_seed
 
 BACKUP_POINT_UUID = "7f74897a-3084-45e1-a413-6cd168ddd4b5"

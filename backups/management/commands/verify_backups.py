@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from backups.choices import BackupStatus, VerifyResult
 from backups.models import Backup
-from backups.services import backup_verify, backups_to_verify
+from backups.selectors import backups_to_verify
+from backups.services.verify import backup_verify
 from sharestore import errors
 
 

@@ -20,7 +20,8 @@ from volumes.management.commands._console import (
     command_actor,
     exit_with,
 )
-from volumes.services.repair import DEFAULT_GRACE_SECONDS, reconcile
+from volumes.services.repair.findings import DEFAULT_GRACE_SECONDS
+from volumes.services.repair.reconcile import reconcile
 
 
 def _uuid(value: str) -> str:

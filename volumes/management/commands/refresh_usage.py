@@ -19,7 +19,8 @@ from volumes.management.commands._console import (
     exit_with,
 )
 from volumes.models import Volume
-from volumes.services.repair import _pool_targets, refresh_usage
+from volumes.services.repair.reconcile import pool_targets
+from volumes.services.repair.usage import refresh_usage
 
 
 def _uuid(value: str) -> str:
@@ -37,7 +38,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            pools = _pool_targets(options["pool"]) if options["pool"] else None
+            pools = pool_targets(options["pool"]) if options["pool"] else None
         except errors.ServiceError as exc:
             raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
         volumes = None

@@ -1,0 +1,82 @@
+"""What the backup services share: the store of a backup point, defaults, validation, the point lock
+and the chain-busy check, and loading an operation's backup."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from backups import choices
+from backups.models import Backup, BackupPoint
+from backups.storage import BackupStore
+from sharestore import errors
+from volumes.choices import ACTIVE_OPERATION_STATES, OperationKind
+from volumes.models import Operation
+
+# Measured in bench/backup.py (docs/backups.md): see there before changing it.
+DEFAULT_COMPRESS = True
+
+
+# -- backups -------------------------------------------------------------------------------------
+# Life of a backup (docs/backups.md): backup_add records it BackupStarted and queues the operation;
+# the task moves it to BackupRunning, writes the file under a temporary name, publishes it by
+# rename, hashes the snapshot's content, and the operation's succeed handler marks it
+# BackupCompleted with its size and checksum, or its fail handler removes every file it may have
+# left and marks it BackupFailed. Deleting moves it to BackupDeleting, merges it into its dependent
+# (if an incremental backup sits on it), removes its file, and ends at BackupDeleted.
+
+# Epoch seconds beyond this are not dates (year 9999): refused rather than stored.
+MAX_EPOCH = 253402300799
+
+
+def default_compress() -> bool:
+    """Whether backups are zstd-compressed unless the request says (SHARESTORE_BACKUP_COMPRESS)."""
+    return bool(getattr(settings, "SHARESTORE_BACKUP_COMPRESS", DEFAULT_COMPRESS))
+
+
+def backup_store(point: BackupPoint) -> BackupStore:
+    return BackupStore(point.path)
+
+
+def validate_expired_time(value) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0 or value > MAX_EPOCH:
+        raise errors.InvalidParameter(
+            field="expired_time", reason="must be epoch seconds (0 = never expires)"
+        )
+    return value
+
+
+def lock_point(point: BackupPoint) -> BackupPoint:
+    """Lock the backup point's row: capacity and per-chain checks hold until the transaction commits."""
+    locked = BackupPoint.objects.select_for_update().filter(pk=point.pk).first()
+    if locked is None:
+        raise errors.BackupPointNotFound(uuid=point.uuid)
+    return locked
+
+
+def chain_busy(
+    *, point: BackupPoint, volume_uuid, exclude_backup_id: int | None = None, readers: bool
+) -> list[str]:
+    """What works on the volume's backups on this point now: backups being written or deleted and,
+    with `readers`, restores and verifications reading them."""
+    busy = []
+    writing = Backup.objects.filter(
+        backup_point=point, volume_uuid=volume_uuid, status__in=choices.IN_PROGRESS_STATUSES
+    ).exclude(pk=exclude_backup_id)
+    busy += [f"backup {b.uuid} {b.status}" for b in writing.only("uuid", "status")]
+    if readers:
+        reading = Operation.objects.filter(
+            kind__in=[OperationKind.BACKUP_RESTORE, OperationKind.BACKUP_VERIFY],
+            state__in=ACTIVE_OPERATION_STATES,
+            params__backup_point=str(point.uuid),
+            params__source_volume=str(volume_uuid),
+        )
+        busy += [f"{o.kind} {o.uuid}" for o in reading.only("uuid", "kind")]
+    return busy
+
+
+def backup_of(operation: Operation) -> Backup:
+    return Backup.objects.select_related("backup_point", "snapshot", "base", "volume__pool").get(
+        uuid=operation.params["backup"]
+    )

@@ -1,0 +1,299 @@
+"""Backup create: record a full or incremental backup of a snapshot and queue it; the handlers that
+write the file (full, or incremental on the latest completed backup of the chain)."""
+
+from __future__ import annotations
+
+import logging
+import uuid as uuid_lib
+
+from django.db import transaction
+
+from backups import choices
+from backups.models import Backup, BackupPoint
+from backups.selectors import backup_point_used
+from backups.services.common import (
+    backup_of,
+    backup_store,
+    chain_busy,
+    default_compress,
+    lock_point,
+    validate_expired_time,
+)
+from backups.storage import BackupStore
+from sharestore import errors
+from volumes.choices import OperationKind
+from volumes.drivers import StorageDriver
+from volumes.models import Operation, Snapshot, Volume
+from volumes.services.operations import OperationHandler, Reporter, operation_create
+from volumes.services.snapshot_rules import require_snapshot_readable
+from volumes.services.state import audit, transition
+from volumes.services.volumes import pool_driver, validate_desc, validate_name, volume_lock
+
+logger = logging.getLogger(__name__)
+
+
+def _estimate(snapshot: Snapshot, base: Backup | None, capacity: int) -> int:
+    """Bytes the backup may write, from recorded layer sizes (no storage access in a request).
+
+    Full: every layer under the snapshot. Incremental: the layers above the base's snapshot, when
+    it is an ancestor; otherwise (rollback, merged layers) the full estimate. Capped at the volume's
+    capacity plus qcow2 metadata.
+    """
+    layers = {
+        pk: (parent, size)
+        for pk, parent, size in Snapshot.objects.filter(volume_id=snapshot.volume_id).values_list(
+            "pk", "parent_id", "size"
+        )
+    }
+    stop = base.snapshot_id if base is not None else None
+    total, node, seen, reached = 0, snapshot.pk, set(), stop is None
+    while node is not None and node in layers and node not in seen:
+        if node == stop:
+            reached = True
+            break
+        seen.add(node)
+        total += layers[node][1]
+        node = layers[node][0]
+    if not reached:
+        total = sum(layers[n][1] for n in seen) + (0 if node is None else capacity)
+    metadata = capacity // 8192 + (1 << 20)  # L1/L2 tables and refcounts, generously
+    return min(total, capacity) + metadata
+
+
+@transaction.atomic
+def backup_add(
+    *,
+    actor: str,
+    volume: Volume,
+    snapshot: Snapshot,
+    backup_point: BackupPoint,
+    name: str,
+    desc: str = "",
+    compress: bool | None = None,
+    full: bool = False,
+    expired_time: int | None = 0,
+    protected: bool = False,
+) -> Backup:
+    """Record a backup of the snapshot in BackupStarted and queue the operation that writes it.
+
+    The first backup of a volume on a backup point is full; later ones are incremental on the most
+    recent completed one there, unless `full`. While it is started or running, the snapshot layers
+    of the volume are not merged or rolled back (the snapshot service counts this backup as a reader).
+    """
+    name = validate_name(name, field="backup_name")
+    desc = validate_desc(desc)
+    expired_time = validate_expired_time(expired_time)
+    compress = default_compress() if compress is None else bool(compress)
+    # Lock the volume first, as snapshot delete and rollback do: either they see this backup as a
+    # reader of the layers, or this sees the volume busy merging or rolling back.
+    volume = volume_lock(volume, action="backup.add")
+    requested = snapshot
+    snapshot = Snapshot.objects.filter(pk=requested.pk).first()
+    if snapshot is None:
+        raise errors.SnapshotNotFound(uuid=requested.uuid, volume=volume.uuid)
+    require_snapshot_readable(snapshot, volume, action="backup.add")
+    point = lock_point(backup_point)
+    store = backup_store(point)
+    store.check_available(point.name)
+    busy = chain_busy(point=point, volume_uuid=volume.uuid, readers=False)
+    if busy:
+        raise errors.BackupChainBusy(volume=volume.uuid, point=point.name, busy=", ".join(busy))
+    base = None
+    if not full:
+        base = (
+            Backup.objects.filter(
+                backup_point=point, volume_uuid=volume.uuid, status=choices.BackupStatus.COMPLETED
+            )
+            .order_by("-created", "-id")
+            .first()
+        )
+    estimate = _estimate(snapshot, base, volume.capacity)
+    used = backup_point_used(point)
+    if used + estimate > point.capacity:
+        raise errors.BackupPointFull(
+            point=point.name,
+            needed=estimate,
+            available=max(point.capacity - used, 0),
+            reason="recorded capacity",
+        )
+    free = store.free_bytes()
+    if estimate > free:
+        raise errors.BackupPointFull(
+            point=point.name, needed=estimate, available=free, reason="filesystem free space"
+        )
+    backup_uuid = uuid_lib.uuid4()
+    backup = Backup.objects.create(
+        uuid=backup_uuid,
+        name=name,
+        desc=desc,
+        backup_point=point,
+        tenant=volume.tenant,
+        cluster=volume.cluster,
+        volume=volume,
+        volume_uuid=volume.uuid,
+        volume_capacity=volume.capacity,
+        volume_type=volume.volume_type,
+        volume_snap_cap=volume.snap_cap,
+        snapshot=snapshot,
+        snapshot_uuid=snapshot.uuid,
+        snapshot_name=snapshot.name,
+        base=base,
+        status=choices.BackupStatus.STARTED,
+        file_name=BackupStore.file_name(volume.uuid, backup_uuid),
+        size=estimate,  # a reservation until the file's real size replaces it
+        compressed=compress,
+        expired_time=expired_time,
+        protected=protected,
+    )
+    operation = operation_create(
+        kind=OperationKind.BACKUP_CREATE,
+        task="backups.tasks.backup_create_task",
+        target_type="backup",
+        target_uuid=backup.uuid,
+        actor=actor,
+        volume=volume,
+        params={"backup": str(backup.uuid)},
+        bytes_total=volume.capacity,
+    )
+    audit(
+        actor=actor,
+        action="backup.add",
+        object_type="backup",
+        object_uuid=backup.uuid,
+        volume_id=volume.pk,
+        operation_id=operation.pk,
+        to_state=choices.BackupStatus.STARTED,
+        message=(
+            f"{'incremental on ' + str(base.uuid) if base else 'full'} backup of snapshot {snapshot.name!r} "
+            f"to {point.name}{' (zstd)' if compress else ''}; reserved {estimate} bytes"
+        ),
+    )
+    return backup
+
+
+def _snapshot_source(backup: Backup) -> tuple[str, StorageDriver, Volume]:
+    """The snapshot layer's path in its pool (read with its backing chain), its driver and volume."""
+    snapshot = backup.snapshot
+    if snapshot is None or backup.volume is None:
+        raise errors.StorageError(reason=f"snapshot {backup.snapshot_uuid} of backup {backup.uuid} is gone")
+    volume = Volume.objects.select_related("pool").get(pk=snapshot.volume_id)
+    driver = pool_driver(volume.pool)
+    if not driver.exists(snapshot.layer_name):
+        raise errors.StorageError(
+            reason=f"layer {snapshot.layer_name} of snapshot {snapshot.uuid} is missing"
+        )
+    return driver.path(snapshot.layer_name), driver, volume
+
+
+def _source_base(backup: Backup, driver: StorageDriver) -> str | None:
+    """The base backup's snapshot layer, if it is still in the new snapshot's backing chain (same content:
+    a layer keeps its snapshot's guest-visible content for as long as it exists)."""
+    base_snapshot = backup.base.snapshot if backup.base is not None else None
+    if base_snapshot is None or not driver.exists(base_snapshot.layer_name):
+        return None
+    chain = driver.backing_chain(backup.snapshot.layer_name)
+    if base_snapshot.layer_name not in chain[1:]:
+        return None
+    return driver.path(base_snapshot.layer_name)
+
+
+def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
+    backup = backup_of(operation)
+    transition(
+        backup,
+        field="status",
+        allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
+        to=choices.BackupStatus.RUNNING,
+        action="backup.run",
+        actor=operation.requested_by,
+        object_type="backup",
+        volume_id=backup.volume_id,
+        operation_id=operation.pk,
+    )
+    store = backup_store(backup.backup_point)
+    store.check_available(backup.backup_point.name)
+    source, driver, _volume = _snapshot_source(backup)
+
+    def writing(percent: float) -> None:
+        reporter.progress(percent * 0.7, int(backup.volume_capacity * percent / 100), backup.volume_capacity)
+
+    if store.exists(backup.file_name):
+        reporter.phase("written before an interruption")
+    elif backup.base is None:
+        reporter.phase("writing a full backup")
+        store.write_full(source, backup.file_name, compress=backup.compressed, progress=writing)
+    else:
+        if backup.base.status != choices.BackupStatus.COMPLETED or not store.exists(backup.base.file_name):
+            raise errors.StorageError(
+                reason=f"base backup {backup.base.uuid} is {backup.base.status} or its file is missing"
+            )
+        source_base = _source_base(backup, driver)
+        reporter.phase(
+            "writing an incremental backup"
+            + (" (layers since the base)" if source_base else " (content diff)")
+        )
+        store.write_incremental(
+            source,
+            backup.file_name,
+            base_name=backup.base.file_name,
+            source_base=source_base,
+            compress=backup.compressed,
+            progress=writing,
+        )
+    reporter.progress(70, force=True)
+    if reporter.lost:
+        raise errors.InternalError(desc="lost the operation's lease; the new owner finishes the work")
+    reporter.phase("hashing the snapshot's content")
+    checksum, count = store.content_checksum(source)
+    if count != backup.volume_capacity:
+        raise errors.StorageError(
+            reason=f"read {count} bytes of snapshot {backup.snapshot_uuid}, expected {backup.volume_capacity}"
+        )
+    operation.params["checksum"] = checksum
+    operation.params["size"] = store.disk_usage(backup.file_name)
+
+
+def _backup_create_succeed(operation: Operation) -> None:
+    backup = backup_of(operation)
+    transition(
+        backup,
+        field="status",
+        allowed=[choices.BackupStatus.RUNNING],
+        to=choices.BackupStatus.COMPLETED,
+        action="backup.finish",
+        actor=operation.requested_by,
+        object_type="backup",
+        volume_id=backup.volume_id,
+        operation_id=operation.pk,
+        extra={"size": operation.params["size"], "checksum": operation.params["checksum"]},
+        message=f"{operation.params['size']} bytes, sha256 {operation.params['checksum']}",
+    )
+
+
+def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> None:
+    backup = backup_of(operation)
+    if backup.status not in (choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING):
+        return
+    # No file may survive that could be taken for a complete backup.
+    try:
+        backup_store(backup.backup_point).remove(backup.file_name)
+    except OSError as exc:
+        logger.warning("could not remove the files of failed backup %s: %s", backup.uuid, exc)
+    transition(
+        backup,
+        field="status",
+        allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
+        to=choices.BackupStatus.FAILED,
+        action="backup.fail",
+        actor=operation.requested_by,
+        object_type="backup",
+        volume_id=backup.volume_id,
+        operation_id=operation.pk,
+        extra={"size": 0},
+        message=f"scode {error.scode}: {error.render_message()}",
+    )
+
+
+BACKUP_CREATE_HANDLER = OperationHandler(
+    run=_backup_create_run, succeed=_backup_create_succeed, fail=_backup_create_fail
+)

@@ -1,0 +1,125 @@
+"""Backup points: register one, check and apply edits (its directory checked); the console and
+`manage.py add_backup_point` call these."""
+
+from __future__ import annotations
+
+import os
+import uuid as uuid_lib
+
+from django.db import transaction
+from django.utils import timezone
+
+from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
+from backups.models import Backup, BackupPoint
+from sharestore import errors
+from volumes.models import Cluster, Tenant
+from volumes.services.pools import validate_byte_capacity, validate_directory
+from volumes.services.state import audit, transition
+from volumes.services.volumes import validate_name
+
+
+@transaction.atomic
+def backup_point_create(
+    *,
+    name: str,
+    cluster: Cluster,
+    path: str,
+    capacity: int,
+    btype: str = "local",
+    tenant: Tenant | None = None,
+    uuid=None,
+) -> BackupPoint:
+    """Register a directory as a backup point (or return the one with this UUID)."""
+    if uuid is not None:
+        existing = BackupPoint.objects.filter(uuid=uuid).first()
+        if existing is not None:
+            return existing
+    name = validate_name(name, field="name")
+    path = validate_directory(path)
+    capacity = validate_byte_capacity(capacity)
+    return BackupPoint.objects.create(
+        uuid=uuid or uuid_lib.uuid4(),
+        name=name,
+        cluster=cluster,
+        path=path,
+        capacity=capacity,
+        btype=btype,
+        tenant=tenant,
+    )
+
+
+EDITABLE_BACKUP_POINT_FIELDS = ("name", "tenant", "btype", "path", "capacity", "status")
+
+
+def backup_point_create_check(*, name: str, cluster, path: str, capacity: int) -> dict:
+    """Validate a new backup point's settings without writing (the admin form calls this; the
+    write itself is `backups.services.backup_point_create`)."""
+    values = {"name": validate_name(name, field="name"), "path": validate_directory(path)}
+    validate_byte_capacity(capacity)
+    if BackupPoint.objects.filter(cluster=cluster, name=values["name"]).exists():
+        raise errors.InvalidParameter(field="name", reason=f"cluster {cluster} already has a backup point named {values['name']!r}")
+    if BackupPoint.objects.filter(path=values["path"]).exists():
+        raise errors.InvalidParameter(field="path", reason=f"another backup point already uses {values['path']}")
+    return values
+
+
+def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
+    """Validate changes without writing; return the column values that differ. A new path must
+    exist, be writable and hold the files of the backup point's completed backups."""
+    point = backup_point
+    unknown = set(changes) - set(EDITABLE_BACKUP_POINT_FIELDS)
+    if unknown:
+        raise errors.InvalidParameter(field=sorted(unknown)[0], reason="cannot be changed")
+    values: dict = {}
+    if "name" in changes and changes["name"] != point.name:
+        values["name"] = validate_name(changes["name"], field="name")
+        if BackupPoint.objects.filter(cluster=point.cluster, name=values["name"]).exclude(pk=point.pk).exists():
+            raise errors.InvalidParameter(
+                field="name", reason=f"cluster {point.cluster} already has a backup point named {values['name']!r}"
+            )
+    if "path" in changes and changes["path"] != point.path:
+        path = validate_directory(changes["path"])
+        if path != point.path:
+            if BackupPoint.objects.filter(path=path).exclude(pk=point.pk).exists():
+                raise errors.InvalidParameter(field="path", reason=f"another backup point already uses {path}")
+            missing = [
+                name
+                for name in Backup.objects.filter(backup_point=point, status=BackupStatus.COMPLETED)
+                .exclude(file_name="")
+                .values_list("file_name", flat=True)
+                if not os.path.isfile(os.path.join(path, name))
+            ]
+            if missing:
+                raise errors.InvalidParameter(
+                    field="path", reason=f"{len(missing)} backup file(s) of this backup point are not in {path}"
+                )
+            values["path"] = path
+    if "capacity" in changes:
+        values["capacity"] = validate_byte_capacity(changes["capacity"])
+    if "btype" in changes:
+        if changes["btype"] not in BackupPointType.values:
+            raise errors.InvalidParameter(field="btype", reason=f"must be one of {', '.join(BackupPointType.values)}")
+        values["btype"] = changes["btype"]
+    if "tenant" in changes:
+        values["tenant"] = changes["tenant"]
+    status = changes.get("status")
+    if status is not None and status not in BackupPointStatus.values:
+        raise errors.InvalidParameter(field="status", reason=f"must be one of {', '.join(BackupPointStatus.values)}")
+    return {k: v for k, v in values.items() if getattr(point, k) != v}
+
+
+@transaction.atomic
+def backup_point_update(*, actor: str, backup_point: BackupPoint, **changes) -> BackupPoint:
+    """Edit a backup point (see `backup_point_update_check`); a status change goes through `transition`."""
+    point = BackupPoint.objects.select_for_update().get(pk=backup_point.pk)
+    values = backup_point_update_check(backup_point=point, **changes)
+    if values:
+        BackupPoint.objects.filter(pk=point.pk).update(**values, modified=timezone.now())
+        audit(actor=actor, action="backup_point.update", object_type="backup_point", object_uuid=point.uuid,
+              message=", ".join(f"{k}: {getattr(point, k)} -> {v}" for k, v in values.items()))
+    point.refresh_from_db()
+    status = changes.get("status")
+    if status is not None and status != point.status:
+        transition(point, allowed=[point.status], to=status, field="status", object_type="backup_point",
+                   action="backup_point.status", actor=actor)
+    return point

@@ -1,0 +1,127 @@
+"""Backup restore: reserve a new volume and copy a backup's content into it."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from backups import choices
+from backups.models import Backup
+from backups.services.common import (
+    backup_of,
+    backup_store,
+    chain_busy,
+    lock_point,
+)
+from sharestore import errors
+from volumes.choices import EventState, OperationKind
+from volumes.models import Cluster, Operation, Pool, Tenant, Volume
+from volumes.services.operations import OperationHandler, Reporter, operation_create
+from volumes.services.state import audit, transition
+from volumes.services.volumes import pool_driver, volume_population_failed, volume_reserve
+
+# -- restore -------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def backup_restore(
+    *, actor: str, backup: Backup, tenant: Tenant, cluster: Cluster, pool: Pool, name: str
+) -> Volume:
+    """Reserve a new volume in `restoring` and queue the copy of the backup's content into it.
+
+    The backup's chain is read from the backup point only: the source volume and its snapshots may
+    be gone. The new volume gets the backup's capacity, type and the source's SnapCap.
+    """
+    point = lock_point(backup.backup_point)
+    backup = Backup.objects.get(pk=backup.pk)
+    if backup.status != choices.BackupStatus.COMPLETED:
+        raise errors.BackupNotRestorable(
+            uuid=backup.uuid, status=backup.status, action="restored", action_cn="恢复"
+        )
+    busy = [
+        b for b in chain_busy(point=point, volume_uuid=backup.volume_uuid, readers=False) if "Deleting" in b
+    ]
+    if busy:
+        raise errors.BackupChainBusy(volume=backup.volume_uuid, point=point.name, busy=", ".join(busy))
+    backup_store(point).check_available(point.name)
+    pool_driver(pool).check_available()
+    volume = volume_reserve(
+        tenant=tenant,
+        cluster=cluster,
+        pool=pool,
+        name=name,
+        volume_type=backup.volume_type,
+        capacity=backup.volume_capacity,
+        snap_capacity=backup.volume_snap_cap,
+        state=EventState.RESTORING,
+    )
+    operation = operation_create(
+        kind=OperationKind.BACKUP_RESTORE,
+        task="backups.tasks.backup_restore_task",
+        target_type="volume",
+        target_uuid=volume.uuid,
+        actor=actor,
+        volume=volume,
+        params={
+            "backup": str(backup.uuid),
+            "backup_point": str(point.uuid),
+            "source_volume": str(backup.volume_uuid),
+        },
+        bytes_total=backup.volume_capacity,
+    )
+    audit(
+        actor=actor,
+        action="backup.restore",
+        object_type="volume",
+        object_uuid=volume.uuid,
+        volume_id=volume.pk,
+        operation_id=operation.pk,
+        to_state=str(EventState.RESTORING.label),
+        message=f"from backup {backup.name!r} ({backup.uuid}) of volume {backup.volume_uuid} in {pool.name}",
+    )
+    return volume
+
+
+def _backup_restore_run(operation: Operation, reporter: Reporter) -> None:
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    if volume.state != EventState.RESTORING:
+        raise errors.StateConflict(
+            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="restore"
+        )
+    backup = backup_of(operation)
+    store = backup_store(backup.backup_point)
+    driver = pool_driver(volume.pool)
+    total = backup.volume_capacity
+    reporter.phase("copying the backup into the volume")
+    store.restore(
+        backup.file_name,
+        driver.path(volume.image_name),
+        progress=lambda p: reporter.progress(p, int(total * p / 100), total),
+    )
+    image = driver.info(volume.image_name)
+    if image.virtual_size != volume.capacity:
+        raise errors.StorageError(
+            reason=f"restored image has {image.virtual_size} bytes, expected {volume.capacity}"
+        )
+    operation.params["used"] = image.allocated
+
+
+def _backup_restore_succeed(operation: Operation) -> None:
+    volume = Volume.objects.get(pk=operation.volume_id)
+    transition(
+        volume,
+        allowed=[EventState.RESTORING],
+        to=EventState.AVAILABLE,
+        action="backup.restore.finish",
+        actor=operation.requested_by,
+        operation_id=operation.pk,
+        extra={"used": operation.params.get("used", 0)},
+    )
+
+
+def _backup_restore_fail(operation: Operation, error: errors.ServiceError) -> None:
+    volume_population_failed(operation, error, populating=EventState.RESTORING, action="backup.restore.fail")
+
+
+BACKUP_RESTORE_HANDLER = OperationHandler(
+    run=_backup_restore_run, succeed=_backup_restore_succeed, fail=_backup_restore_fail
+)

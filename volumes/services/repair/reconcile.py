@@ -1,0 +1,425 @@
+"""Reconcile: compare the database with the files of every pool (and, through registered scopes,
+every backup point); with fix, repair what is safe to repair and report the rest."""
+
+from __future__ import annotations
+
+import os
+import uuid as uuid_lib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.utils import timezone
+
+from sharestore import errors
+from volumes.choices import EventState, SnapshotStatus
+from volumes.drivers import StorageDriver
+from volumes.models import Pool, Snapshot, Volume
+from volumes.services.repair.common import (
+    LAYER_EXPECTED_STATUSES,
+    ImageReader,
+    busy_uuids,
+    classify_orphans,
+    expected_head_backing,
+    expected_layer_backing,
+    remove_orphans,
+    resolve_backing,
+)
+from volumes.services.repair.findings import (
+    DEFAULT_GRACE_SECONDS,
+    Finding,
+    FindingKind,
+    FixAction,
+    ProgressFn,
+    ReconcileReport,
+)
+from volumes.services.state import audit, transition
+from volumes.services.volumes import pool_driver, snap_length_of
+
+# -- reconcile scopes (pools here; other apps register theirs, e.g. backup points) -----------------
+
+
+@dataclass(frozen=True)
+class ReconcileScope:
+    """A kind of storage place reconcile walks: how to list targets and reconcile one."""
+
+    name: str
+    targets: Callable[[list[str] | None], list]
+    run: Callable[..., ReconcileReport]
+
+
+SCOPES: dict[str, ReconcileScope] = {}
+
+
+def register_reconcile_scope(scope: ReconcileScope) -> None:
+    """Called by other apps (from their AppConfig.ready) so one reconcile covers them too."""
+    SCOPES[scope.name] = scope
+
+
+def reconcile_scopes() -> dict[str, ReconcileScope]:
+    # Apps that depend on volumes register their scope when Django readies them (backups: its
+    # AppConfig.ready); volumes never imports them (imports point one way: backups -> volumes).
+    return SCOPES
+
+
+def parse_uuids(values: Iterable, *, field_name: str) -> list[str]:
+    """Canonical UUID strings, or InvalidParameter naming the first malformed one."""
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(str(uuid_lib.UUID(str(value))))
+        except ValueError:
+            raise errors.InvalidParameter(field=field_name, reason=f"{value!r} is not a UUID") from None
+    return parsed
+
+
+def pool_targets(uuids: list[str] | None) -> list[Pool]:
+    queryset = Pool.objects.order_by("name", "pk")
+    if uuids is not None:
+        uuids = parse_uuids(uuids, field_name="pool")
+        queryset = queryset.filter(uuid__in=uuids)
+        found = {str(p.uuid) for p in queryset}
+        missing = [u for u in uuids if str(u) not in found]
+        if missing:
+            raise errors.InvalidParameter(field="pool", reason=f"no pool with UUID {', '.join(map(str, missing))}")
+    return list(queryset)
+
+
+def reconcile(
+    *,
+    actor: str,
+    fix: bool = False,
+    targets: dict[str, list[str] | None] | None = None,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
+    progress: ProgressFn | None = None,
+) -> list[ReconcileReport]:
+    """Reconcile every pool and backup point, or only `targets` ({scope name: [uuid, ...] | None}).
+
+    Without fix nothing is written (the dry run). With fix: orphan files older than the grace
+    period that no queued or running operation may be writing, and that no referenced image uses
+    as backing, are removed; volumes (snapshots, backups) whose file is missing are marked error
+    (failed) through `transition`; sizes are refreshed. Chain mismatches, unreadable images and
+    stuck states are reported only.
+    """
+    scopes = reconcile_scopes()
+    if targets is None:
+        targets = {name: None for name in scopes}
+    unknown = set(targets) - set(scopes)
+    if unknown:
+        raise errors.InvalidParameter(field="scope", reason=f"unknown reconcile scope {', '.join(sorted(unknown))}")
+    reports = []
+    for name, uuids in targets.items():
+        scope = scopes[name]
+        for target in scope.targets(uuids):
+            reports.append(scope.run(actor=actor, target=target, fix=fix, grace_seconds=grace_seconds, progress=progress))
+    return reports
+
+
+# -- pools -------------------------------------------------------------------------------------------
+# Volume states whose head image must exist (whatever else is going on).
+HEAD_EXPECTED_STATES = [
+    EventState.AVAILABLE,
+    EventState.SNAPSHOTTING,
+    EventState.ROLLING_BACK,
+    EventState.MERGING,
+    EventState.FLATTENING,
+]# Volume states that are resting points; any other state needs an operation to move on.
+RESTING_STATES = [EventState.AVAILABLE, EventState.ERROR, EventState.DELETED]
+
+
+def _pool_volumes(pool: Pool) -> list[Volume]:
+    return list(
+        Volume.objects.filter(pool=pool)
+        .exclude(state=EventState.DELETED)
+        .select_related("pool", "current_snapshot", "parent_snapshot__volume__pool")
+        .order_by("pk")
+    )
+
+
+def _pool_snapshots(volume_ids: list[int]) -> list[Snapshot]:
+    return list(Snapshot.objects.filter(volume_id__in=volume_ids).order_by("pk"))
+
+
+def reconcile_pool(
+    *,
+    actor: str,
+    target: Pool,
+    fix: bool = False,
+    grace_seconds: int = DEFAULT_GRACE_SECONDS,
+    progress: ProgressFn | None = None,
+) -> ReconcileReport:
+    """Compare one pool's volumes and snapshots with its files; with fix, repair what is safe."""
+    pool = target
+    report = ReconcileReport(scope="pool", uuid=str(pool.uuid), name=pool.name, path=pool.path, fix=fix)
+    driver = pool_driver(pool)
+    if not os.path.isdir(pool.path):
+        report.error = f"pool directory {pool.path} does not exist"
+        return report
+    try:
+        files = driver.list_images()
+    except OSError as exc:
+        report.error = f"cannot list {pool.path}: {exc}"
+        return report
+    report.files_checked = len(files)
+    file_set = set(files)
+    reader = ImageReader(driver)
+    busy = busy_uuids()
+
+    volumes = _pool_volumes(pool)
+    snapshots = _pool_snapshots([v.pk for v in volumes])
+    snapshots_by_volume: dict[int, list[Snapshot]] = {}
+    for snapshot in snapshots:
+        snapshots_by_volume.setdefault(snapshot.volume_id, []).append(snapshot)
+    snapshot_by_id = {s.pk: s for s in snapshots}
+
+    # Every file the database accounts for; everything else is an orphan.
+    referenced: dict[str, tuple[str, object]] = {}
+    for volume in volumes:
+        referenced[volume.image_name] = ("volume", volume)
+    for snapshot in snapshots:
+        # A layer being deleted is not accounted for; while its volume is busy the orphan check
+        # keeps it anyway (its name carries the volume's UUID).
+        if snapshot.layer_name and snapshot.status != SnapshotStatus.DELETING:
+            referenced[snapshot.layer_name] = ("snapshot", snapshot)
+
+    total = len(files) + len(volumes)
+    done = 0
+
+    def tick(label: str) -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total, label)
+
+    measured_size: dict[int, int] = {}
+    for volume in volumes:
+        tick(volume.image_name)
+        volume_busy = str(volume.uuid) in busy
+        layers = snapshots_by_volume.get(volume.pk, [])
+        if volume.state not in RESTING_STATES and not volume_busy:
+            report.findings.append(
+                Finding(
+                    kind=FindingKind.STUCK_STATE,
+                    name=volume.image_name,
+                    object_type="volume",
+                    object_uuid=str(volume.uuid),
+                    detail="no queued or running operation will move it on: use reset state or force delete",
+                    found=volume.get_state_display(),
+                )
+            )
+        if volume_busy or volume.state == EventState.DELETING:
+            continue
+        head_exists = volume.image_name in file_set
+        if not head_exists and volume.state in HEAD_EXPECTED_STATES:
+            report.findings.append(
+                Finding(
+                    kind=FindingKind.MISSING_FILE,
+                    name=volume.image_name,
+                    object_type="volume",
+                    object_uuid=str(volume.uuid),
+                    detail="the volume's image is missing",
+                    expected=volume.get_state_display(),
+                    found="no file",
+                    fix=FixAction.MARK_ERROR,
+                )
+            )
+        # An errored volume promises no usable image: its file (if any) is accounted for, not checked.
+        if head_exists and volume.state in HEAD_EXPECTED_STATES:
+            _check_image(report, reader, volume.image_name, "volume", volume, expected_head_backing(volume))
+            info = reader.info(volume.image_name)
+            if not isinstance(info, errors.ServiceError):
+                if info.allocated != volume.used:
+                    report.findings.append(
+                        Finding(
+                            kind=FindingKind.SIZE_DRIFT,
+                            name=volume.image_name,
+                            object_type="volume",
+                            object_uuid=str(volume.uuid),
+                            detail="Used",
+                            expected=str(volume.used),
+                            found=str(info.allocated),
+                            fix=FixAction.REFRESH,
+                        )
+                    )
+        for snapshot in layers:
+            if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
+                continue
+            layer_exists = snapshot.layer_name in file_set
+            if not layer_exists:
+                if snapshot.status in LAYER_EXPECTED_STATUSES:
+                    report.findings.append(
+                        Finding(
+                            kind=FindingKind.MISSING_FILE,
+                            name=snapshot.layer_name,
+                            object_type="snapshot",
+                            object_uuid=str(snapshot.uuid),
+                            detail=f"layer of snapshot {snapshot.name!r} is missing",
+                            expected=snapshot.get_status_display(),
+                            found="no file",
+                            fix=FixAction.MARK_ERROR,
+                        )
+                    )
+                continue
+            _check_image(
+                report, reader, snapshot.layer_name, "snapshot", snapshot,
+                expected_layer_backing(snapshot, snapshot_by_id, volume),
+            )
+            info = reader.info(snapshot.layer_name)
+            if not isinstance(info, errors.ServiceError):
+                measured_size[snapshot.pk] = info.allocated
+                if info.allocated != snapshot.size:
+                    report.findings.append(
+                        Finding(
+                            kind=FindingKind.SIZE_DRIFT,
+                            name=snapshot.layer_name,
+                            object_type="snapshot",
+                            object_uuid=str(snapshot.uuid),
+                            detail="Size",
+                            expected=str(snapshot.size),
+                            found=str(info.allocated),
+                            fix=FixAction.REFRESH,
+                        )
+                    )
+        if layers and all(s.pk in measured_size or s.status == SnapshotStatus.DELETING or not s.layer_name for s in layers):
+            length = snap_length_of(layers, measured_size)
+            if length != volume.snap_length:
+                report.findings.append(
+                    Finding(
+                        kind=FindingKind.SIZE_DRIFT,
+                        name=f"snapshots/{volume.uuid}/",
+                        object_type="volume",
+                        object_uuid=str(volume.uuid),
+                        detail="SnapLength",
+                        expected=str(volume.snap_length),
+                        found=str(length),
+                        fix=FixAction.REFRESH,
+                    )
+                )
+
+    orphans = []
+    for name in files:
+        tick(name)
+        if name in referenced:
+            continue
+        orphans.append(name)
+
+    def protected_backings() -> set[str]:
+        chained: set[str] = set()
+        for name in referenced:
+            if name in file_set:
+                chained.update(reader.chain(name))
+        return chained
+
+    classify_orphans(
+        report=report,
+        orphans=orphans,
+        root=pool.path,
+        busy=busy,
+        protected_backings=protected_backings,
+        grace_seconds=grace_seconds,
+    )
+
+    if fix:
+        _fix_pool(report, pool, driver, actor, volumes, snapshots)
+    return report
+
+
+def _check_image(report: ReconcileReport, reader: ImageReader, name: str, object_type: str, obj, expected: str | None):
+    info = reader.info(name)
+    if isinstance(info, errors.ServiceError):
+        report.findings.append(
+            Finding(
+                kind=FindingKind.UNREADABLE,
+                name=name,
+                object_type=object_type,
+                object_uuid=str(obj.uuid),
+                detail=f"scode {info.scode}: {info.render_message()}",
+                found=(info.desc or "")[:500],
+            )
+        )
+        return
+    found = resolve_backing(name, info.backing, reader.driver.root)
+    if found != expected:
+        report.findings.append(
+            Finding(
+                kind=FindingKind.CHAIN_MISMATCH,
+                name=name,
+                object_type=object_type,
+                object_uuid=str(obj.uuid),
+                detail="backing file differs from the snapshot tree",
+                expected=expected or "(none)",
+                found=found or "(none)",
+            )
+        )
+
+
+def _fix_pool(report: ReconcileReport, pool: Pool, driver: StorageDriver, actor: str, volumes, snapshots) -> None:
+    volumes_by_uuid = {str(v.uuid): v for v in volumes}
+    snapshots_by_uuid = {str(s.uuid): s for s in snapshots}
+    remove_orphans(
+        report=report, driver_delete=driver.delete_image, root=pool.path, actor=actor,
+        object_type="pool", object_uuid=pool.uuid,
+    )
+    for finding in report.findings:
+        if finding.kind != FindingKind.MISSING_FILE or not finding.fixable:
+            continue
+        try:
+            with transaction.atomic():
+                if finding.object_type == "volume":
+                    volume = volumes_by_uuid[finding.object_uuid]
+                    transition(
+                        volume,
+                        allowed=[volume.state],
+                        to=EventState.ERROR,
+                        action="reconcile.missing_image",
+                        actor=actor,
+                        message=f"{finding.name} is missing in pool {pool.name}",
+                    )
+                else:
+                    snapshot = snapshots_by_uuid[finding.object_uuid]
+                    transition(
+                        snapshot,
+                        allowed=[snapshot.status],
+                        to=SnapshotStatus.ERROR,
+                        field="status",
+                        action="reconcile.missing_layer",
+                        actor=actor,
+                        volume_id=snapshot.volume_id,
+                        message=f"{finding.name} is missing in pool {pool.name}",
+                    )
+            finding.fixed = True
+        except errors.ServiceError as exc:
+            finding.error = exc.render_message()
+    now = timezone.now()
+    for finding in report.findings:
+        if finding.kind != FindingKind.SIZE_DRIFT or not finding.fixable:
+            continue
+        # Compare-and-set on the value the finding saw: a concurrent writer wins.
+        if finding.detail == "Used":
+            rows = Volume.objects.filter(uuid=finding.object_uuid, used=int(finding.expected)).update(
+                used=int(finding.found), modified=now
+            )
+        elif finding.detail == "Size":
+            rows = Snapshot.objects.filter(uuid=finding.object_uuid, size=int(finding.expected)).update(
+                size=int(finding.found), modified=now
+            )
+        else:
+            rows = Volume.objects.filter(uuid=finding.object_uuid, snap_length=int(finding.expected)).update(
+                snap_length=int(finding.found), modified=now
+            )
+        finding.fixed = rows == 1
+        if not finding.fixed:
+            finding.error = "the value changed meanwhile"
+    fixed = sum(1 for f in report.findings if f.fixed)
+    if report.findings:
+        audit(
+            actor=actor,
+            action="reconcile.fix",
+            object_type="pool",
+            object_uuid=pool.uuid,
+            result="ok" if fixed == report.fixable_count else "partial",
+            message=f"{len(report.findings)} finding(s), {fixed} fixed, {len(report.remaining)} remaining",
+        )
+
+
+register_reconcile_scope(ReconcileScope(name="pool", targets=pool_targets, run=reconcile_pool))

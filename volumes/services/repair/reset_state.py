@@ -1,0 +1,137 @@
+"""Reset state: propose the state the files support for a stuck volume and apply it by
+compare-and-set from the state the operator saw."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from sharestore import errors
+from volumes.choices import EventState, SnapshotStatus
+from volumes.models import Volume
+from volumes.services.repair.inspection import (
+    VolumeInspection,
+    cancel_stale_operations,
+    live_operations,
+    volume_inspect,
+)
+from volumes.services.state import transition
+
+# -- reset state -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResetProposal:
+    """The state the files support for a volume, or why no reset can be proposed."""
+
+    volume_uuid: str
+    current_state: int
+    proposed_state: int | None
+    reasons: list[str]
+    blocked: str = ""
+    inspection: VolumeInspection | None = None
+    live_operations: list[str] = field(default_factory=list)
+    stale_operations: list[str] = field(default_factory=list)
+
+    @property
+    def current_label(self):
+        return EventState(self.current_state).label
+
+    @property
+    def proposed_label(self):
+        return EventState(self.proposed_state).label if self.proposed_state is not None else ""
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["current_label"] = str(self.current_label)
+        data["proposed_label"] = str(self.proposed_label)
+        return data
+
+
+def reset_state_preview(*, volume: Volume) -> ResetProposal:
+    """Inspect the files and propose the state they support (never a blind overwrite)."""
+    volume = Volume.objects.select_related("pool").get(pk=volume.pk)
+    live, stale = live_operations(volume)
+    proposal = ResetProposal(
+        volume_uuid=str(volume.uuid),
+        current_state=volume.state,
+        proposed_state=None,
+        reasons=[],
+        live_operations=[str(o.uuid) for o in live],
+        stale_operations=[str(o.uuid) for o in stale],
+    )
+    if live:
+        proposal.blocked = f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: wait for it or let the sweeper take it over"
+        return proposal
+    if volume.state == EventState.DELETED:
+        proposal.blocked = "the volume is deleted"
+        return proposal
+    inspection = volume_inspect(volume)
+    proposal.inspection = inspection
+    if volume.state == EventState.DELETING:
+        remaining = [inspection.head] if inspection.head_exists else []
+        remaining += [layer["layer"] for layer in inspection.layers if layer["exists"]]
+        remaining += inspection.partial_files
+        if remaining:
+            proposal.blocked = f"files remain ({', '.join(remaining)}): use force delete to finish the removal"
+            return proposal
+        proposal.proposed_state = EventState.DELETED
+        proposal.reasons.append("no file of the volume is left: the removal finished")
+        return proposal
+    if not inspection.head_exists:
+        proposal.proposed_state = EventState.ERROR
+        proposal.reasons.append("the volume's image does not exist")
+    elif inspection.head_error:
+        proposal.proposed_state = EventState.ERROR
+        proposal.reasons.append(f"the image is not usable: {inspection.head_error}")
+    elif inspection.backing != inspection.expected_backing:
+        proposal.proposed_state = EventState.ERROR
+        proposal.reasons.append(
+            f"the image's backing file {inspection.backing or '(none)'} differs from the tree's "
+            f"{inspection.expected_backing or '(none)'}"
+        )
+    elif not inspection.layers_ok:
+        proposal.proposed_state = EventState.ERROR
+        bad = [f"{layer['name']}: {layer['problem']}" for layer in inspection.layers if not layer["ok"]]
+        proposal.reasons.append("snapshot layers disagree with the tree: " + "; ".join(bad))
+    else:
+        proposal.proposed_state = EventState.AVAILABLE
+        proposal.reasons.append("the image exists, is readable, has the volume's capacity and the tree's backing file")
+    if inspection.partial_files:
+        proposal.reasons.append(f"partial writes left behind (reconcile removes them): {', '.join(inspection.partial_files)}")
+    if proposal.proposed_state == volume.state:
+        proposal.blocked = "the state already matches the files"
+    return proposal
+
+
+def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int) -> ResetProposal:
+    """Apply the preview's proposal: inspect again, cancel stale operations, compare-and-set the state.
+
+    Refuses with RepairPreviewStale when the state or the files changed since the preview, and with
+    RepairBlocked when a live operation holds the volume or nothing can be proposed. The files are
+    read before the transaction opens: no lock is held while qemu-img runs.
+    """
+    proposal = reset_state_preview(volume=volume)
+    if proposal.blocked:
+        raise errors.RepairBlocked(action="reset state", kind="volume", uuid=volume.uuid, reason=proposal.blocked)
+    if proposal.current_state != expected_from or proposal.proposed_state != to_state:
+        raise errors.RepairPreviewStale(
+            kind="volume",
+            uuid=volume.uuid,
+            reason=f"now {EventState(proposal.current_state).label} -> {proposal.proposed_label}",
+        )
+    with transaction.atomic():
+        cancel_stale_operations(volume, actor=actor, action="reset state")
+        if to_state == EventState.DELETED:
+            volume.snapshots.all().update(status=SnapshotStatus.DELETING, modified=timezone.now())
+        transition(
+            volume,
+            allowed=[expected_from],
+            to=to_state,
+            action="volume.reset_state",
+            actor=actor,
+            message="; ".join(proposal.reasons),
+        )
+    return proposal

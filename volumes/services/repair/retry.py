@@ -1,0 +1,116 @@
+"""Retry of a failed operation: the app that owns a kind says when and how it is safely retried."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db import transaction
+
+from sharestore import errors
+from volumes.choices import EventState, OperationKind, OperationState
+from volumes.models import Operation
+from volumes.services.operations import operation_create
+from volumes.services.repair.common import active_operations_filter
+from volumes.services.state import audit, transition
+from volumes.services.volumes import pool_driver
+
+# -- retry of a failed operation ---------------------------------------------------------------------
+
+RetryFn = Callable[[Operation, str], Operation]
+RETRY_HANDLERS: dict[str, tuple[Callable[[Operation], str], RetryFn]] = {}
+
+
+def register_retry(kind: str, check: Callable[[Operation], str], retry: RetryFn) -> None:
+    """Let the app that owns an operation kind say when and how a failed one is safely retried.
+
+    check(operation) returns "" when a retry is safe, else the reason it is not.
+    """
+    RETRY_HANDLERS[kind] = (check, retry)
+
+
+def _is_latest_for_volume(operation: Operation) -> bool:
+    latest = Operation.objects.filter(target_uuid=operation.target_uuid).order_by("-created", "-id").first()
+    return latest is not None and latest.pk == operation.pk
+
+
+def operation_retry_check(operation: Operation) -> str:
+    """"" when the failed operation can be retried safely now, else the reason it cannot."""
+    if operation.state != OperationState.FAILED:
+        return f"it is {operation.get_state_display()}, not failed"
+    handler = RETRY_HANDLERS.get(operation.kind)
+    if handler is None:
+        return f"no safe retry is defined for {operation.get_kind_display()}"
+    if not _is_latest_for_volume(operation):
+        return "a newer operation exists for the same object"
+    return handler[0](operation)
+
+
+@transaction.atomic
+def operation_retry(*, actor: str, operation: Operation) -> Operation:
+    """Queue a new operation that repeats a failed one; the failed row stays as history."""
+    operation = Operation.objects.select_related("volume").get(pk=operation.pk)
+    reason = operation_retry_check(operation)
+    if reason:
+        raise errors.OperationNotRetryable(uuid=operation.uuid, reason=reason)
+    retried = RETRY_HANDLERS[operation.kind][1](operation, actor)
+    audit(
+        actor=actor,
+        action="operation.retry",
+        object_type=operation.target_type,
+        object_uuid=operation.target_uuid,
+        volume_id=operation.volume_id,
+        operation_id=operation.pk,
+        message=f"retried as {retried.uuid}",
+    )
+    return retried
+
+
+def _create_retry_check(operation: Operation) -> str:
+    volume = operation.volume
+    if volume is None:
+        return "the volume is gone"
+    if volume.state != EventState.ERROR:
+        return f"the volume is {volume.get_state_display()}, not error"
+    if Operation.objects.filter(active_operations_filter(), volume=volume).exists():
+        return "another operation on the volume is queued or running"
+    if pool_driver(volume.pool).exists(volume.image_name):
+        return "an image exists for the volume: use reset state instead"
+    return ""
+
+
+def _create_retry(operation: Operation, actor: str) -> Operation:
+    volume = operation.volume
+    to = EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
+    transition(volume, allowed=[EventState.ERROR], to=to, action="volume.retry", actor=actor,
+               message=f"retry of operation {operation.uuid}")
+    params = {k: v for k, v in operation.params.items() if k not in ("used",)}
+    params["retry_of"] = str(operation.uuid)
+    return operation_create(
+        kind=operation.kind, task=operation.task, target_type=operation.target_type,
+        target_uuid=operation.target_uuid, actor=actor, volume=volume, params=params,
+        bytes_total=operation.bytes_total,
+    )
+
+
+def _delete_retry_check(operation: Operation) -> str:
+    volume = operation.volume
+    if volume is None:
+        return "the volume is gone"
+    if volume.state != EventState.DELETING:
+        return f"the volume is {volume.get_state_display()}, not deleting"
+    if Operation.objects.filter(active_operations_filter(), volume=volume).exists():
+        return "another operation on the volume is queued or running"
+    return ""
+
+
+def _delete_retry(operation: Operation, actor: str) -> Operation:
+    params = dict(operation.params, retry_of=str(operation.uuid))
+    return operation_create(
+        kind=operation.kind, task=operation.task, target_type=operation.target_type,
+        target_uuid=operation.target_uuid, actor=actor, volume=operation.volume, params=params,
+    )
+
+
+register_retry(OperationKind.VOLUME_CREATE, _create_retry_check, _create_retry)
+register_retry(OperationKind.VOLUME_IMPORT, _create_retry_check, _create_retry)
+register_retry(OperationKind.VOLUME_DELETE, _delete_retry_check, _delete_retry)
