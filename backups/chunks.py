@@ -159,20 +159,33 @@ def index_full(source: str, *, progress: Progress = _no_progress) -> tuple[Chunk
     return index, stats
 
 
+def source_changes(source: str, depth: int) -> list[nbd.Extent]:
+    """The ranges that the top `depth` layers of `source`'s chain allocate: what changed on the
+    source side since the layer at that depth (the base backup's snapshot)."""
+    return [e for e in nbd.image_map(source) if e.present and e.depth < depth]
+
+
 def index_incremental(
-    source: str, layer: str, base: ChunkIndex, *, progress: Progress = _no_progress
+    source: str,
+    layer: str,
+    base: ChunkIndex,
+    *,
+    also: list[nbd.Extent] = (),
+    progress: Progress = _no_progress,
 ) -> tuple[ChunkIndex, IndexStats]:
     """The index of an incremental backup's content, from its base's index.
 
     `layer` is the incremental backup file (an overlay on the base backup): outside what its own
     layer allocates it reads exactly its base, so those chunks keep the base's digests. The chunks
-    it does allocate (data or zero clusters) are read from `source`, the snapshot the backup was
-    made from, so a backup written wrong there fails its later verification.
+    it does allocate (data or zero clusters), and those overlapping `also` (the source-side
+    changes, when known), are read from `source`, the snapshot the backup was made from: a backup
+    written wrong there, or missing a change, then fails its verification.
     """
     extents = nbd.image_map(layer, layer_only=True)
     size = _size_of(extents)
     index = ChunkIndex(virtual_size=size, digests=[b""] * chunk_count(size), chunk_size=base.chunk_size)
-    changed = _chunks_of((e for e in extents if e.present), index.chunk_size)
+    changed = _chunks_of([*(e for e in extents if e.present), *also], index.chunk_size)
+    changed = {i for i in changed if i < index.count}
     stats = IndexStats(chunks=index.count)
     wanted = []
     for i in range(index.count):
@@ -223,11 +236,93 @@ def check_content(
     return found, stats
 
 
+def content_sha256(path: str, *, progress: Progress = _no_progress) -> str:
+    """SHA-256 of the whole guest-visible content, zeros included: the checksum backups recorded
+    before chunk indexes existed, so their verification still has something to compare."""
+    extents = nbd.image_map(path)
+    size = _size_of(extents)
+    shape = ChunkIndex(virtual_size=size, digests=[])
+    count = chunk_count(size)
+    wanted = sorted(_chunks_of((e for e in extents if not e.zero), CHUNK_SIZE))
+    digest = hashlib.sha256()
+    waiting: dict[int, bytes | bytearray] = {}
+    following = 0  # the next chunk to feed: replies may come out of order
+
+    def feed_until(limit: int) -> int:
+        nonlocal following
+        while following < limit:
+            if following in waiting:
+                digest.update(waiting.pop(following))
+            elif following in wanted_set:
+                break
+            else:
+                digest.update(bytes(shape.chunk_length(following)))
+            following += 1
+        return following
+
+    wanted_set = set(wanted)
+    if wanted:
+        with nbd.serve(path) as client:
+            ranges = ((i * CHUNK_SIZE, shape.chunk_length(i)) for i in wanted)
+            for offset, data in client.read_many(ranges):
+                waiting[offset // CHUNK_SIZE] = data
+                feed_until(count)
+                progress(100.0 * following / count)
+    feed_until(count)
+    return digest.hexdigest()
+
+
 def files_holding(path: str, chain: list[str], chunk: int, chunk_size: int = CHUNK_SIZE) -> list[str]:
     """Which files of a chain (top first) hold data in the given chunk: where to look for a bad byte."""
     start, end = chunk * chunk_size, (chunk + 1) * chunk_size
     depths = {e.depth for e in nbd.image_map(path) if e.present and e.start < end and e.end > start}
     return [chain[d] for d in sorted(depths) if d < len(chain)]
+
+
+@dataclass
+class Verification:
+    """What re-hashing a backup found: the recomputed checksum, a failure reason or None, the cost."""
+
+    found: str
+    failure: str | None
+    stats: IndexStats
+
+
+def verify(
+    store, name: str, checksum: str, chain: list[str], *, progress: Progress = _no_progress
+) -> Verification:
+    """Recompute the content digests of backup file `name` (whole chain) against its recorded index.
+
+    `checksum` is the backup's recorded one; `chain` its files, top first (to name where a bad chunk
+    lies). A backup taken before chunk indexes existed has no index file and a whole-content SHA-256
+    as its checksum: that is recomputed instead.
+    """
+    if not checksum:
+        return Verification("", "no checksum was recorded at backup time", IndexStats())
+    path = store.path(name)
+    if not has_index(store, name):
+        found = content_sha256(path, progress=progress)
+        failure = (
+            None
+            if found == checksum
+            else f"no chunk index, and content sha256 {found} differs from {checksum}"
+        )
+        return Verification(found, failure, IndexStats())
+    index = load_index(store, name, checksum)
+    if index is None:
+        reason = f"chunk index {index_name(name)} does not match the recorded digest {checksum}"
+        return Verification("", reason, IndexStats())
+    found, stats = check_content(path, index, progress=progress)
+    if not stats.mismatched:
+        return Verification(found.digest(), None, stats)
+    first = stats.mismatched[0]
+    suspects = files_holding(path, chain, first, index.chunk_size)
+    failure = (
+        f"{len(stats.mismatched)} of {index.count} chunks differ from the index recorded at backup time "
+        f"(first: chunk {first} at byte {first * index.chunk_size}, "
+        f"held by {', '.join(suspects) or 'no file: reads as zeros'})"
+    )
+    return Verification(found.digest(), failure, stats)
 
 
 # -- the index file beside the backup file ----------------------------------------------------------
@@ -255,6 +350,10 @@ def load_index(store, name: str, expected_digest: str) -> ChunkIndex | None:
     if not expected_digest or hashlib.sha256(raw).hexdigest() != expected_digest:
         return None
     return ChunkIndex.from_bytes(raw)
+
+
+def has_index(store, name: str) -> bool:
+    return os.path.exists(store.path(index_name(name)))
 
 
 def remove_index(store, name: str) -> None:

@@ -196,3 +196,48 @@ def test_index_round_trip_and_zero_chunk_digest():
     assert index.digests[0] == hashlib.sha256(bytes(CHUNK)).digest()
     with pytest.raises(errors.StorageError):
         chunks.ChunkIndex.from_bytes(index.to_bytes()[:-1])
+
+
+def test_a_backup_from_before_chunk_indexes_verifies_by_its_whole_content_checksum(chain, tmp_path):
+    b2 = Backup.objects.get(pk=chain["backups"][2].pk)
+    store = BackupStore(b2.backup_point.path)
+    os.unlink(store.path(chunks.index_name(b2.file_name)))
+    # Without its index file, the recorded index digest cannot be matched by anything.
+    verification = backup_verify(actor="test", backup=b2)
+    assert verification.result == choices.VerifyResult.FAILED and "no chunk index" in verification.message
+    # A legacy backup recorded the SHA-256 of its whole content, zeros included.
+    raw = str(tmp_path / "b2.raw")
+    qemu_img("convert", "-f", "qcow2", "-O", "raw", chain["refs"][2], raw)
+    with open(raw, "rb") as handle:
+        whole = hashlib.file_digest(handle, "sha256").hexdigest()
+    Backup.objects.filter(pk=b2.pk).update(checksum=whole)
+    verification = backup_verify(actor="test", backup=Backup.objects.get(pk=b2.pk))
+    assert verification.result == choices.VerifyResult.OK, verification.message
+    assert verification.checksum_found == whole
+
+
+def test_an_incremental_that_missed_a_change_fails_verification(scope, point, monkeypatch):
+    volume = make_volume(scope, capacity=32 * MiB)
+    write(volume, f"write -P 1 0 {16 * MiB}")
+    b1 = backup(volume, snap(volume, "s1"), point, name="b1", compress=False)
+    write(volume, f"write -P 2 {1 * CHUNK} 64k")
+    snap(volume, "between")  # the change since b1 spans two layers
+    write(volume, f"write -P 3 {5 * CHUNK} 64k")
+    s2 = snap(volume, "s2")
+
+    def lossy(self, source, name, *, base_name, source_base, compress, progress=None):
+        # The known-wrong way (docs/backups.md): `convert -B` copies the source's top layer only.
+        tmp = self.tmp_path(name)
+        base = os.path.basename(self.path(base_name))
+        qemu_img("convert", "-f", "qcow2", "-O", "qcow2", "-B", base, "-F", "qcow2", source, tmp)
+        os.replace(tmp, self.path(name))
+
+    monkeypatch.setattr(BackupStore, "write_incremental", lossy)
+    b2 = backup(volume, s2, point, name="b2")
+    assert b2.status == choices.BackupStatus.COMPLETED and b2.base_id == b1.pk
+    # Its file holds chunk 5 only, but the snapshot's layers since b1 also changed chunk 1: both
+    # are hashed from the snapshot, so the index holds what the backup should contain.
+    assert chunk_stats(b2)["read"] == 2
+    verification = backup_verify(actor="test", backup=b2)
+    assert verification.result == choices.VerifyResult.FAILED
+    assert "1 of 8 chunks differ from the index recorded at backup time (first: chunk 1 " in verification.message
