@@ -119,7 +119,7 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, workdir: Path) -> int:  # noqa: C901 - one linear script
+def run(args: argparse.Namespace, workdir: Path) -> int:
     setup_django(workdir)
     from backups import tasks
     from backups.models import Backup
@@ -313,7 +313,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:  # noqa: C901 - one lin
         for label in order:
             v, s = sparse_pair[label]
             point = new_point()
-            seconds, made, stats = timed_backup(v, s, point, compress=True, full=True)
+            seconds, _made, stats = timed_backup(v, s, point, compress=True, full=True)
             note(f"full {label}", seconds)
             info[f"full {label} chunks"] = stats
             shutil.rmtree(point.path)
