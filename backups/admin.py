@@ -194,7 +194,7 @@ class BackupAdmin(ConsoleAdmin):
         return badge(display(), obj.verify_result, kind="ok" if obj.verify_result == "ok" else "bad")
 
 
-# Verification runs (restore, `qemu-img check`, checksum) are recorded by the backup service.
+# Verification runs (`qemu-img check`, every chunk digest recomputed) are recorded by the backup service.
 BackupVerification = getattr(backup_models, "BackupVerification", None)
 if BackupVerification is not None:
 

@@ -240,4 +240,6 @@ def test_an_incremental_that_missed_a_change_fails_verification(scope, point, mo
     assert chunk_stats(b2)["read"] == 2
     verification = backup_verify(actor="test", backup=b2)
     assert verification.result == choices.VerifyResult.FAILED
-    assert "1 of 8 chunks differ from the index recorded at backup time (first: chunk 1 " in verification.message
+    assert (
+        "1 of 8 chunks differ from the index recorded at backup time (first: chunk 1 " in verification.message
+    )
