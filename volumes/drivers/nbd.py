@@ -104,7 +104,7 @@ class NbdError(errors.StorageError):
 
 
 class NbdClient:
-    """Reads from one export of an NBD server over a connected socket (simple replies, one at a time)."""
+    """Reads from one export of an NBD server over a connected socket (simple replies, a few in flight)."""
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
