@@ -193,7 +193,7 @@ class BackupAdmin(ConsoleAdmin):
         return badge(obj.get_verify_result_display(), obj.verify_result, kind="ok" if obj.verify_result == "ok" else "bad")
 
 
-# Verification runs (restore, `qemu-img check`, checksum) are recorded by the backup service.
+# Verification runs (`qemu-img check`, every chunk digest recomputed) are recorded by the backup service.
 @admin.register(backup_models.BackupVerification)
 class BackupVerificationAdmin(ConsoleAdmin):
     """Verification runs of backups: result, scode, checksums (view-only)."""

@@ -87,7 +87,10 @@ class Backup(models.Model):
         blank=True,
         default="",
         editable=False,
-        help_text=_("SHA-256 of the snapshot's guest-visible content (the whole virtual disk), read when backed up."),
+        help_text=_(
+            "SHA-256 of the backup's chunk index (per-4-MiB-chunk SHA-256 of the snapshot's guest-visible "
+            "content, in <file>.fidx beside the backup file)."
+        ),
     )
     compressed = models.BooleanField(default=False, editable=False, help_text=_("Data clusters written with zstd."))
     verify_result = models.CharField(
@@ -113,7 +116,7 @@ class Backup(models.Model):
 
 
 class BackupVerification(models.Model):
-    """One verification of a backup: restored to a temporary image, checked, and its content hashed."""
+    """One verification of a backup: its files checked and every chunk of its content hashed again."""
 
     backup = models.ForeignKey(Backup, on_delete=models.CASCADE, related_name="verifications")
     started = models.DateTimeField(default=timezone.now, editable=False)
@@ -124,7 +127,7 @@ class BackupVerification(models.Model):
     checksum_expected = models.CharField(max_length=64, blank=True, default="")
     checksum_found = models.CharField(max_length=64, blank=True, default="")
     image_check = models.JSONField(
-        default=dict, blank=True, help_text=_("qemu-img check of the restored image.")
+        default=dict, blank=True, help_text=_("qemu-img check of each file of the backup's chain.")
     )
     actor = models.CharField(max_length=128, blank=True, default="")
 

@@ -10,12 +10,8 @@ Every command goes through `volumes.drivers.process.run` (argv lists, explicit f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
-import threading
 from collections.abc import Callable
 
 from django.conf import settings
@@ -28,7 +24,6 @@ TMP_PREFIX = ".tmp-"
 DELTA_SUFFIX = ".delta"
 INSPECT_TIMEOUT = 120
 COPY_TIMEOUT = 24 * 3600
-CHUNK = 1 << 20
 
 Progress = Callable[[float], None]
 
@@ -199,46 +194,6 @@ class BackupStore:
         if result.returncode and result.stderr.strip():
             report["stderr"] = result.stderr.strip()[-2000:]
         return report
-
-    def content_checksum(self, path: str, *, fmt: str = "qcow2") -> tuple[str, int]:
-        """SHA-256 of the image's guest-visible bytes (all the virtual disk, zeros included), and their count.
-
-        qemu-img 7.2 has no checksum command and cannot convert to a pipe: `qemu-nbd` serves the image
-        (read-only, whole backing chain) to `nbdcopy`, which writes the raw stream into a FIFO that this
-        process hashes as it arrives (OpenSSL's SHA-256, ~4x faster here than sha256sum).
-        """
-        workdir = tempfile.mkdtemp(prefix="sharestore-sum-")
-        fifo = os.path.join(workdir, "stream")
-        os.mkfifo(fifo, 0o600)
-        # Open both ends here: nbdcopy's open for writing cannot block, and the reader sees EOF only
-        # once nbdcopy has finished and our own write end is closed.
-        read_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        write_fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.set_blocking(read_fd, True)
-        digest = hashlib.sha256()
-        counted = [0]
-
-        def reader() -> None:
-            while True:
-                chunk = os.read(read_fd, CHUNK)
-                if not chunk:
-                    return
-                digest.update(chunk)
-                counted[0] += len(chunk)
-
-        thread = threading.Thread(target=reader, name="sharestore-checksum", daemon=True)
-        thread.start()
-        try:
-            process.run(
-                ["nbdcopy", "--", "[", "qemu-nbd", "-r", "-f", fmt, path, "]", fifo],
-                timeout=COPY_TIMEOUT,
-            )
-        finally:
-            os.close(write_fd)
-            thread.join()
-            os.close(read_fd)
-            shutil.rmtree(workdir, ignore_errors=True)
-        return digest.hexdigest(), counted[0]
 
     # -- writing backups ------------------------------------------------------------------------
 

@@ -9,10 +9,10 @@
 | SHARESTORE_DEBUG | 0 | 1 turns on Django debug and the envelope's `stack` |
 | SHARESTORE_ALLOWED_HOSTS | 127.0.0.1,localhost | comma-separated |
 | SHARESTORE_QEMU_IMG | qemu-img | the qemu-img binary |
+| SHARESTORE_QEMU_NBD | qemu-nbd | the qemu-nbd binary |
 | SHARESTORE_LEASE_SECONDS | 300 | how long an operation's owner may stay silent before the sweeper takes over |
 | SHARESTORE_SNAPSHOT_MAX_DEPTH | 32 | most snapshot layers under a volume's head |
 | SHARESTORE_BACKUP_COMPRESS | 1 | zstd-compress backups unless a request says otherwise |
-| SHARESTORE_BACKUP_VERIFY_DIR | <data dir>/verify | where verification restores backups to |
 | SHARESTORE_BACKUP_VERIFY_BATCH | 10 | backups the daily verification schedule checks per run |
 | SHARESTORE_STATIC_ROOT | <repo>/var/static | where `collectstatic` puts the console's CSS and JS (served by WhiteNoise) |
 """
@@ -90,6 +90,7 @@ SHARESTORE_IMPORT_ROOTS = [
     if p.strip()
 ]
 SHARESTORE_QEMU_IMG = os.environ.get("SHARESTORE_QEMU_IMG", "qemu-img")
+SHARESTORE_QEMU_NBD = os.environ.get("SHARESTORE_QEMU_NBD", "qemu-nbd")
 SHARESTORE_LEASE_SECONDS = int(os.environ.get("SHARESTORE_LEASE_SECONDS", "300"))
 # Upper bounds that keep one request from asking for absurd resources.
 SHARESTORE_MAX_VOLUME_BYTES = int(os.environ.get("SHARESTORE_MAX_VOLUME_BYTES", str(64 * 2**40)))
@@ -97,7 +98,6 @@ SHARESTORE_MAX_PAGE_SIZE = 1000
 # Most snapshot layers under a volume's active layer (deep chains slow every read: docs/snapshots.md).
 SHARESTORE_SNAPSHOT_MAX_DEPTH = int(os.environ.get("SHARESTORE_SNAPSHOT_MAX_DEPTH", "32"))
 SHARESTORE_BACKUP_COMPRESS = _env_bool("SHARESTORE_BACKUP_COMPRESS", True)
-SHARESTORE_BACKUP_VERIFY_DIR = os.environ.get("SHARESTORE_BACKUP_VERIFY_DIR") or None
 SHARESTORE_BACKUP_VERIFY_BATCH = int(os.environ.get("SHARESTORE_BACKUP_VERIFY_BATCH", "10"))
 SHARESTORE_NAME_MAX_LENGTH = 128
 

@@ -46,7 +46,9 @@ class BackupSchema(serializers.Serializer):
     Size = serializers.IntegerField(help_text="bytes on the backup point (an estimate while running)")
     Compressed = serializers.BooleanField()
     Protected = serializers.BooleanField()
-    Checksum = serializers.CharField(help_text="sha256 of the snapshot's content, recorded at backup time")
+    Checksum = serializers.CharField(
+        help_text="sha256 of the backup's chunk index (sha256 of each 4 MiB chunk of the snapshot's content)"
+    )
     Progress = serializers.FloatField(help_text="percent of the last operation (add, delete, verify)")
     Phase = serializers.CharField()
     Error = BackupErrorSchema(allow_null=True)

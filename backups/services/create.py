@@ -8,7 +8,7 @@ import uuid as uuid_lib
 
 from django.db import transaction
 
-from backups import choices
+from backups import choices, chunks
 from backups.models import Backup, BackupPoint
 from backups.selectors import backup_point_used
 from backups.services.common import (
@@ -243,18 +243,52 @@ def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
     reporter.progress(70, force=True)
     if reporter.lost:
         raise errors.InternalError(desc="lost the operation's lease; the new owner finishes the work")
-    reporter.phase("hashing the snapshot's content")
-    checksum, count = store.content_checksum(source)
-    if count != backup.volume_capacity:
+    reporter.phase("hashing the changed chunks")
+    index, stats = _backup_index(
+        backup, store, source, driver, progress=lambda p: reporter.progress(70 + p * 0.3)
+    )
+    if index.virtual_size != backup.volume_capacity:
         raise errors.StorageError(
-            reason=f"read {count} bytes of snapshot {backup.snapshot_uuid}, expected {backup.volume_capacity}"
+            reason=(
+                f"snapshot {backup.snapshot_uuid} has {index.virtual_size} bytes, "
+                f"expected {backup.volume_capacity}"
+            )
         )
-    operation.params["checksum"] = checksum
+    chunks.save_index(store, backup.file_name, index)
+    operation.params["checksum"] = index.digest()
+    operation.params["chunks"] = stats.as_dict()
     operation.params["size"] = store.disk_usage(backup.file_name)
+
+
+def _backup_index(
+    backup: Backup, store: BackupStore, source: str, driver: StorageDriver, *, progress
+) -> tuple[chunks.ChunkIndex, chunks.IndexStats]:
+    """The chunk index of the new backup: from its base's index when that is intact, else from scratch."""
+    base = backup.base
+    base_index = chunks.load_index(store, base.file_name, base.checksum) if base is not None else None
+    if base is not None and base_index is None:
+        # A base written before chunk indexes existed, or whose index file does not match its recorded
+        # digest: hashing the data chunks once is always right, and later incrementals start from this.
+        logger.warning(
+            "backup %s: no usable chunk index for base %s; hashing all data", backup.uuid, base.uuid
+        )
+    if base_index is None:
+        return chunks.index_full(source, progress=progress)
+    # The snapshot layers above the base's snapshot, when it is still in the chain, are the change on
+    # the source side: re-hash those chunks too, so a change the backup file missed is caught.
+    also = []
+    if _source_base(backup, driver) is not None:
+        depth = driver.backing_chain(backup.snapshot.layer_name).index(base.snapshot.layer_name)
+        also = chunks.source_changes(source, depth)
+    return chunks.index_incremental(
+        source, store.path(backup.file_name), base_index, also=also, progress=progress
+    )
 
 
 def _backup_create_succeed(operation: Operation) -> None:
     backup = backup_of(operation)
+    # Keep what the hashing cost (chunks read, reused, known zero) on the operation for operators.
+    Operation.objects.filter(pk=operation.pk).update(params=operation.params)
     transition(
         backup,
         field="status",
@@ -266,7 +300,10 @@ def _backup_create_succeed(operation: Operation) -> None:
         volume_id=backup.volume_id,
         operation_id=operation.pk,
         extra={"size": operation.params["size"], "checksum": operation.params["checksum"]},
-        message=f"{operation.params['size']} bytes, sha256 {operation.params['checksum']}",
+        message=(
+            f"{operation.params['size']} bytes, chunk index sha256 {operation.params['checksum']}, "
+            f"chunks {operation.params.get('chunks')}"
+        ),
     )
 
 
@@ -276,7 +313,9 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         return
     # No file may survive that could be taken for a complete backup.
     try:
-        backup_store(backup.backup_point).remove(backup.file_name)
+        store = backup_store(backup.backup_point)
+        chunks.remove_index(store, backup.file_name)
+        store.remove(backup.file_name)
     except OSError as exc:
         logger.warning("could not remove the files of failed backup %s: %s", backup.uuid, exc)
     transition(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from backups import choices
+from backups import choices, chunks
 from backups.models import Backup
 from backups.services.common import (
     backup_of,
@@ -129,6 +129,8 @@ def _backup_delete_run(operation: Operation, reporter: Reporter) -> None:
             )
         operation.params["dependent_size"] = store.disk_usage(dependent.file_name)
     reporter.phase("removing the file")
+    # The dependent's content did not change in the merge: its own index stays right.
+    chunks.remove_index(store, backup.file_name)
     store.remove(backup.file_name)
 
 

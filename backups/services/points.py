@@ -53,7 +53,7 @@ EDITABLE_BACKUP_POINT_FIELDS = ("name", "tenant", "btype", "path", "capacity", "
 
 def backup_point_create_check(*, name: str, cluster, path: str, capacity: int) -> dict:
     """Validate a new backup point's settings without writing (the admin form calls this; the
-    write itself is `backups.services.backup_point_create`)."""
+    write itself is `backups.services.points.backup_point_create`)."""
     values = {"name": validate_name(name, field="name"), "path": validate_directory(path)}
     validate_byte_capacity(capacity)
     if BackupPoint.objects.filter(cluster=cluster, name=values["name"]).exists():

@@ -305,7 +305,7 @@ def test_verification_passes_then_finds_a_corrupted_backup(chain):
         handle.write(b"\xff" * 512)
     verification = backup_verify(actor="test", backup=Backup.objects.get(pk=b1.pk))
     assert verification.result == choices.VerifyResult.FAILED and verification.scode == 5302
-    assert "differs" in verification.message
+    assert "chunks differ from the index" in verification.message
     b1.refresh_from_db()
     assert b1.verify_result == choices.VerifyResult.FAILED and b1.verified_at is not None
     assert BackupVerification.objects.filter(backup=b1).count() == 2

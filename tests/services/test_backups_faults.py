@@ -19,6 +19,7 @@ from backups.services.create import backup_add
 from backups.services.delete import backup_delete
 from backups.services.restore import backup_restore
 from backups.storage import BackupStore
+from sharestore import errors
 from tests.services.test_backups import (  # noqa: F401 - fixtures
     MiB,
     backup,
@@ -138,7 +139,7 @@ def test_a_backup_published_before_a_crash_is_not_written_again(scope, point, mo
     real_run = process.run
 
     def dying(argv, **kwargs):
-        if argv[0] == "nbdcopy":
+        if argv[1] == "map":  # the chunk hashing's first step
             raise KeyboardInterrupt("worker killed")
         return real_run(argv, **kwargs)
 
@@ -166,10 +167,8 @@ def test_a_failure_after_publishing_removes_the_file(scope, point, monkeypatch):
     real_run = process.run
 
     def failing(argv, **kwargs):
-        if argv[0] == "nbdcopy":
-            return real_run(
-                ["nbdcopy", "--", "[", "qemu-nbd", "-r", "-f", "qcow2", "/nonexistent", "]", "-"], **kwargs
-            )
+        if argv[1] == "map":  # the chunk hashing reads the map of a file that is not there
+            return real_run([*argv[:-1], "/nonexistent"], **kwargs)
         return real_run(argv, **kwargs)
 
     monkeypatch.setattr(process, "run", failing)
@@ -178,6 +177,21 @@ def test_a_failure_after_publishing_removes_the_file(scope, point, monkeypatch):
     assert created.status == choices.BackupStatus.FAILED
     assert files_under(point.path) == []
     assert Operation.objects.get(pk=operation.pk).error_scode == 5001
+
+
+def test_a_failure_after_the_index_is_written_removes_it_too(scope, point, monkeypatch):
+    volume = make_volume(scope)
+    write(volume, f"write -P 1 0 {2 * MiB}")
+    created, operation = queued_backup(volume, snap(volume, "s1"), point)
+
+    def no_size(self, name):
+        raise errors.StorageError(reason="stat failed")
+
+    monkeypatch.setattr(BackupStore, "disk_usage", no_size)  # the step after the index is published
+    tasks.backup_create_task(operation.pk)
+    created.refresh_from_db()
+    assert created.status == choices.BackupStatus.FAILED
+    assert files_under(point.path) == []
 
 
 def test_an_interrupted_delete_is_finished_by_deleting_again(scope, point, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
-"""manage.py verify_backups: restore each backup to a temporary image, `qemu-img check` it and compare
-its content's SHA-256 with the one recorded at backup time; results are stored on the backups.
+"""manage.py verify_backups: `qemu-img check` each backup's files and recompute every chunk digest of its
+content against the chunk index recorded at backup time; results are stored on the backups.
 Exit codes: 0 every verified backup is ok, 1 one or more failed, 2 bad arguments."""
 
 import json
@@ -19,7 +19,7 @@ def _uuid(value: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Verify completed backups (restore to a temp image, qemu-img check, checksum). Exit 1 on failures."
+    help = "Verify completed backups (qemu-img check, every chunk digest recomputed). Exit 1 on failures."
 
     def add_arguments(self, parser):
         parser.add_argument(
