@@ -25,9 +25,20 @@ from backups.services_repair import (
     backup_point_used,
 )
 from sharestore import errors
-from volumes.admin import ConsoleAdmin, badge, choices, console_actor, count_of, neutral_language, related, sum_of
-from volumes.console import human_bytes, localized_error
-from volumes.templatetags.console_tags import bar
+from sharestore.core.console import (
+    ConsoleAdmin,
+    badge,
+    choices,
+    console_actor,
+    count_of,
+    human_bytes,
+    localized_error,
+    neutral_language,
+    related,
+    service_error_message,
+    sum_of,
+)
+from sharestore.core.templatetags.console_tags import bar
 
 
 class BackupPointForm(forms.ModelForm):
@@ -50,7 +61,7 @@ class BackupPointForm(forms.ModelForm):
                 backup_point_update_check(backup_point=BackupPoint.objects.get(pk=self.instance.pk), **self.changes())
         except errors.ServiceError as exc:
             field = exc.params.get("field")
-            message = localized_error(exc.scode, exc.render_message())
+            message = service_error_message(exc)
             self.add_error(field if field in self.fields else None, message)
         return data
 

@@ -2,7 +2,7 @@
 restore into a new volume, verification, expiry; and the handlers their tasks run.
 
 Each public function validates everything before it writes, so a rejected request changes nothing.
-Storage work runs in tasks (`backups.tasks`) through `operation_run`; files are `backups.storage`'s.
+Storage work runs in the task entry (`sharestore.core.tasks`) through `operation_run`; files are `backups.storage`'s.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from backups import choices
 from backups.models import Backup, BackupPoint, BackupVerification
 from backups.storage import BackupStore
 from sharestore import errors
-from volumes.choices import ACTIVE_OPERATION_STATES, EventState, OperationKind, SnapshotStatus
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
+from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
-from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
-from volumes.services.operations import OperationHandler, Reporter, operation_create, operation_run
-from volumes.services.state import audit, transition
+from sharestore.core.models import Operation
+from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create, operation_run
+from sharestore.core.services.state import audit, transition
 from volumes.services.pools import validate_byte_capacity, validate_directory
 from volumes.services.volumes import pool_driver, validate_name, volume_population_failed, volume_reserve
 
@@ -272,7 +274,6 @@ def backup_add(
     )
     operation = operation_create(
         kind=OperationKind.BACKUP_CREATE,
-        task="backups.tasks.backup_create_task",
         target_type="backup",
         target_uuid=backup.uuid,
         actor=actor,
@@ -494,7 +495,6 @@ def backup_delete(*, actor: str, backup: Backup, reason: str = "") -> Operation:
         )
     return operation_create(
         kind=OperationKind.BACKUP_DELETE,
-        task="backups.tasks.backup_delete_task",
         target_type="backup",
         target_uuid=backup.uuid,
         actor=actor,
@@ -663,7 +663,6 @@ def backup_restore(
     )
     operation = operation_create(
         kind=OperationKind.BACKUP_RESTORE,
-        task="backups.tasks.backup_restore_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,
@@ -768,7 +767,6 @@ def backup_verify(*, actor: str, backup: Backup) -> BackupVerification:
         )
         operation = Operation.objects.create(
             kind=OperationKind.BACKUP_VERIFY,
-            task="backups.tasks.backup_verify_task",
             target_type="backup",
             target_uuid=backup.uuid,
             volume=backup.volume,

@@ -35,7 +35,7 @@ from volumes.services.repair import (
     register_reconcile_scope,
     remove_orphans,
 )
-from volumes.services.state import audit, transition
+from sharestore.core.services.state import audit, transition
 from volumes.services.pools import validate_byte_capacity, validate_directory
 from volumes.services.volumes import validate_name
 

@@ -12,7 +12,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from volumes.services import demo
-from volumes.services.tokens import token_create
+from sharestore.core.services.tokens import token_create
 
 TENANT = demo.TENANT_UUID
 CLUSTER = demo.CLUSTER_UUID

@@ -6,7 +6,7 @@ from __future__ import annotations
 from backups.models import Backup
 from volumes.api.representations import epoch
 from volumes.choices import EventState
-from volumes.models import Operation
+from sharestore.core.models import Operation
 
 
 def latest_operations(uuids) -> dict[str, Operation]:

@@ -13,7 +13,8 @@ from django.db import connections
 
 from tests.admin.storage import build_tree, head_path, new_volume, plant_orphan, pool_named
 from volumes.choices import EventState
-from volumes.models import AuditEvent, Volume
+from sharestore.core.models import AuditEvent
+from volumes.models import Volume
 from volumes.services import demo
 
 CHROMIUM = "/usr/bin/chromium"

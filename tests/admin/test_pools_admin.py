@@ -10,7 +10,8 @@ from django.urls import reverse
 
 from backups.models import BackupPoint
 from tests.admin.storage import new_volume, pool_named
-from volumes.models import AuditEvent, Pool, PoolMount
+from sharestore.core.models import AuditEvent
+from volumes.models import Pool, PoolMount
 
 
 def pool_form(topology, **overrides) -> dict:

@@ -17,8 +17,9 @@ from backups.services import backup_point_create
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import CLUSTER, HOST, POOL_DISKS, TENANT, qemu_img, qemu_io, scoped
 from volumes.choices import EventState
-from volumes.models import AuditEvent, Namespace, Operation, Pool, Tenant, Volume
-from volumes.services.tokens import token_create
+from sharestore.core.models import AuditEvent, Operation
+from volumes.models import Namespace, Pool, Tenant, Volume
+from sharestore.core.services.tokens import token_create
 
 MiB = 1 << 20
 MISSING = object()

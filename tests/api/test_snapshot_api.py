@@ -13,7 +13,8 @@ import pytest
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import HOST, POOL_DISKS, pattern_matches, qemu_io, scoped
 from volumes.choices import EventState, SnapshotStatus
-from volumes.models import AuditEvent, Operation, Snapshot, Tenant, Volume, VolumeAttachment
+from sharestore.core.models import AuditEvent, Operation
+from volumes.models import Snapshot, Tenant, Volume, VolumeAttachment
 
 MiB = 1 << 20
 MISSING = object()

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img, scoped
-from volumes.models import AuditEvent, Operation, Tenant, Volume
+from sharestore.core.models import AuditEvent, Operation
+from volumes.models import Tenant, Volume
 
 MISSING = object()
 OTHER_TENANT = "11111111-2222-4333-8444-555555555555"

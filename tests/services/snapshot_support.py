@@ -18,7 +18,8 @@ from sharestore import errors
 from volumes.choices import SnapshotStatus
 from volumes.drivers import process
 from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
-from volumes.models import Operation, Snapshot, Volume
+from sharestore.core.models import Operation
+from volumes.models import Snapshot, Volume
 from volumes.services.volumes import pool_driver
 
 REGION = 256 << 10

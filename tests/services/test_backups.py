@@ -24,8 +24,10 @@ from backups.services import (
 from backups.storage import BackupStore
 from sharestore import errors
 from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT, qemu_img, qemu_io
-from volumes.choices import EventState, OperationState
-from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
+from sharestore.core.choices import OperationState
+from volumes.choices import EventState
+from sharestore.core.models import Operation
+from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from volumes.services.snapshots import snapshot_create, snapshot_delete, snapshot_rollback
 from volumes.services.volumes import volume_create, volume_delete
 

@@ -14,8 +14,10 @@ import pytest
 from django.db import connection
 
 from tests.helpers import CLUSTER, POOL_DISKS, TENANT
-from volumes.choices import EventState, OperationState
-from volumes.models import Cluster, Operation, Pool, Tenant, Volume
+from sharestore.core.choices import OperationState
+from volumes.choices import EventState
+from sharestore.core.models import Operation
+from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import volume_create, volume_delete
 
 ROOT = Path(__file__).resolve().parents[2]

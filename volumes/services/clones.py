@@ -27,12 +27,14 @@ from django.db.models import Q, Sum
 
 from sharestore import errors
 from volumes import selectors
-from volumes.choices import LIVE_STATES, EventState, OperationKind, OperationState, SnapshotStatus
+from sharestore.core.choices import OperationKind, OperationState
+from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
-from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
-from volumes.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.models import Operation
+from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
 from volumes.services.snapshots import _chain_depth, max_chain_depth
-from volumes.services.state import audit, transition
+from sharestore.core.services.state import audit, transition
 from volumes.services.volumes import pool_driver, validate_name, volume_population_failed, volume_reserve
 
 CLONE_KINDS = [OperationKind.CLONE_LINKED, OperationKind.CLONE_FULL]
@@ -287,8 +289,7 @@ def _clone_reserve(
     )
     operation = operation_create(
         kind=OperationKind.CLONE_LINKED if linked else OperationKind.CLONE_FULL,
-        task="volumes.tasks.clone_linked_task" if linked else "volumes.tasks.clone_full_task",
-        target_type="volume",
+                target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,
         volume=volume,
@@ -510,7 +511,6 @@ def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
     )
     return operation_create(
         kind=OperationKind.FLATTEN,
-        task="volumes.tasks.volume_flatten_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,

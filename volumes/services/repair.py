@@ -30,12 +30,14 @@ from django.utils.module_loading import autodiscover_modules
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
-from volumes.choices import ACTIVE_OPERATION_STATES, LIVE_STATES, EventState, OperationKind, OperationState, SnapshotStatus
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
+from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.qcow2_dir import TMP_PREFIX
-from volumes.models import Operation, Pool, Snapshot, Volume, VolumeAttachment
-from volumes.services.operations import operation_create
-from volumes.services.state import audit, transition
+from sharestore.core.models import Operation
+from volumes.models import Pool, Snapshot, Volume, VolumeAttachment
+from sharestore.core.services.operations import operation_create
+from sharestore.core.services.state import audit, transition
 from volumes.services.volumes import pool_driver
 
 logger = logging.getLogger(__name__)
@@ -1076,7 +1078,6 @@ def force_delete(*, actor: str, volume: Volume, expected_state: int) -> Operatio
         VolumeAttachment.objects.filter(volume=volume).delete()
         return operation_create(
             kind=OperationKind.VOLUME_DELETE,
-            task="volumes.tasks.volume_delete_task",
             target_type="volume",
             target_uuid=volume.uuid,
             actor=actor,
@@ -1267,7 +1268,7 @@ def _create_retry(operation: Operation, actor: str) -> Operation:
     params = {k: v for k, v in operation.params.items() if k not in ("used",)}
     params["retry_of"] = str(operation.uuid)
     return operation_create(
-        kind=operation.kind, task=operation.task, target_type=operation.target_type,
+        kind=operation.kind, target_type=operation.target_type,
         target_uuid=operation.target_uuid, actor=actor, volume=volume, params=params,
         bytes_total=operation.bytes_total,
     )
@@ -1287,7 +1288,7 @@ def _delete_retry_check(operation: Operation) -> str:
 def _delete_retry(operation: Operation, actor: str) -> Operation:
     params = dict(operation.params, retry_of=str(operation.uuid))
     return operation_create(
-        kind=operation.kind, task=operation.task, target_type=operation.target_type,
+        kind=operation.kind, target_type=operation.target_type,
         target_uuid=operation.target_uuid, actor=actor, volume=operation.volume, params=params,
     )
 

@@ -26,12 +26,14 @@ from django.utils import timezone
 
 from sharestore import errors
 from volumes import selectors
-from volumes.choices import LIVE_STATES, EventState, OperationKind, SnapshotStatus
+from sharestore.core.choices import OperationKind
+from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
-from volumes.models import Operation, Snapshot, Volume
-from volumes.services.operations import OperationHandler, Reporter, operation_create
-from volumes.services.state import audit, transition
+from sharestore.core.models import Operation
+from volumes.models import Snapshot, Volume
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import audit, transition
 from volumes.services.volumes import pool_driver, validate_name
 
 logger = logging.getLogger(__name__)
@@ -186,7 +188,6 @@ def snapshot_create(*, actor: str, volume: Volume, name: str, desc: str = "") ->
     )
     operation = operation_create(
         kind=OperationKind.SNAPSHOT_CREATE,
-        task="volumes.tasks.snapshot_create_task",
         target_type="snapshot",
         target_uuid=snapshot.uuid,
         actor=actor,
@@ -637,7 +638,6 @@ def snapshot_delete(
     )
     return operation_create(
         kind=OperationKind.SNAPSHOT_DELETE,
-        task="volumes.tasks.snapshot_delete_task",
         target_type="snapshot",
         target_uuid=snapshot.uuid,
         actor=actor,
@@ -776,7 +776,6 @@ def snapshot_rollback(
     )
     operation = operation_create(
         kind=OperationKind.SNAPSHOT_ROLLBACK,
-        task="volumes.tasks.snapshot_rollback_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,

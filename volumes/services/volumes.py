@@ -1,7 +1,8 @@
 """Writes on volumes: create (empty or imported), delete, usage refresh, attach and detach.
 
 Each public function validates everything before it writes, so a rejected request changes
-nothing. Storage work runs in tasks (`volumes.tasks`) through `operation_run`.
+nothing. Storage work runs in the task entry (`sharestore.core.tasks.operation_task`) through
+`operation_run`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from sharestore import errors
-from volumes.choices import LIVE_STATES, EventState, OperationKind, SnapshotStatus, VolumeType
+from sharestore.core.choices import OperationKind
+from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
-from volumes.models import Cluster, Operation, Pool, Tenant, Volume, VolumeAttachment
+from sharestore.core.models import Operation
+from volumes.models import Cluster, Pool, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
-from volumes.services.operations import OperationHandler, Reporter, operation_create
-from volumes.services.state import audit, transition
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import audit, transition
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
@@ -199,7 +202,6 @@ def volume_create(
         params.update(source_path=source.path, source_format=source.format)
     operation = operation_create(
         kind=OperationKind.VOLUME_IMPORT if source else OperationKind.VOLUME_CREATE,
-        task="volumes.tasks.volume_create_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,
@@ -338,7 +340,6 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
         VolumeAttachment.objects.filter(volume=volume).delete()
     return operation_create(
         kind=OperationKind.VOLUME_DELETE,
-        task="volumes.tasks.volume_delete_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,

@@ -10,7 +10,7 @@ from backups.choices import BackupPointType
 from backups.services import backup_point_create
 from backups.services_repair import backup_point_create_check
 from sharestore import errors
-from volumes.management.commands._console import EXIT_USAGE, parse_size
+from sharestore.core.commands import EXIT_USAGE, parse_size
 from volumes.models import Cluster, Tenant
 
 

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from sharestore import errors
 from volumes.choices import PoolDriver, PoolType
-from volumes.management.commands._console import EXIT_USAGE, command_actor, parse_size
+from sharestore.core.commands import EXIT_USAGE, command_actor, parse_size
 from volumes.models import Cluster, Host, Tenant, Zone
 from volumes.services.pools import pool_create, pool_create_check
 

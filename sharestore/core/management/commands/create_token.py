@@ -2,10 +2,11 @@
 
 import json
 
+from django.apps import apps
 from django.core.management.base import BaseCommand, CommandError
 
-from volumes.models import ApiToken, Tenant
-from volumes.services.tokens import token_create
+from sharestore.core.models import ApiToken
+from sharestore.core.services.tokens import token_create
 
 
 class Command(BaseCommand):
@@ -22,7 +23,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         tenant = None
         if options["tenant"]:
-            tenant = Tenant.objects.filter(uuid=options["tenant"]).first()
+            # Tenants are the volumes app's: reached through the app registry, as the FK names them.
+            tenant = apps.get_model("volumes", "Tenant").objects.filter(uuid=options["tenant"]).first()
             if tenant is None:
                 raise CommandError(f"tenant {options['tenant']} not found")
         if options["replace"] or options["print_banner"]:

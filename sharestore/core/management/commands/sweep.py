@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from volumes.services.operations import operations_sweep
+from sharestore.core.services.operations import operations_sweep
 
 
 class Command(BaseCommand):
