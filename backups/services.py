@@ -422,7 +422,7 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         volume_id=backup.volume_id,
         operation_id=operation.pk,
         extra={"size": 0},
-        message=f"scode {error.scode}: {error.render_message()}",
+        error=error,
     )
 
 

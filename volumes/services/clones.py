@@ -93,7 +93,7 @@ def clone_progress(operation: Operation) -> float:
         raise errors.RecordedFailure(
             scode=operation.error_scode or errors.InternalError.scode,
             message=operation.error_message or f"{operation.get_kind_display()} {operation.state}",
-            message_cn=(operation.params or {}).get("error_message_cn", ""),
+            params=operation.error_params,
             desc=operation.error_detail,
         )
     return round(min(float(operation.progress), COPY_SHARE), 2)
@@ -375,12 +375,6 @@ def _copy_into(
     reporter.progress((first + 1) / total * COPY_SHARE, force=True)
 
 
-def _remember_failure(operation: Operation, error: errors.ServiceError) -> None:
-    # `clone/progress` answers a failure again with both messages; the operation row keeps the English one.
-    params = {**(operation.params or {}), "error_message_cn": error.render_message_cn()}
-    Operation.objects.filter(pk=operation.pk).update(params=params)
-
-
 def _clone_linked_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _target(operation, EventState.CLONING, "clone")
     snapshot = Snapshot.objects.select_related("volume__pool").get(pk=volume.parent_snapshot_id)
@@ -431,7 +425,6 @@ def _clone_succeed(operation: Operation) -> None:
 
 
 def _clone_fail(operation: Operation, error: errors.ServiceError) -> None:
-    _remember_failure(operation, error)
     # A failed clone reads nothing any more: its snapshot's Ref is released.
     volume_population_failed(
         operation, error, populating=EventState.CLONING, action="volume.clone.fail", extra={"parent_snapshot": None}
@@ -561,7 +554,6 @@ def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> 
             driver.discard_partials(name)
         # What the files show decides: a copy already published made the clone independent.
         _measure_flattened(operation, driver, volume, names)
-        _remember_failure(operation, error)
     for snapshot_uuid, size in operation.params.get("sizes", {}).items():
         Snapshot.objects.filter(uuid=snapshot_uuid).update(size=size)
     snap_length = (

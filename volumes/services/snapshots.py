@@ -33,7 +33,7 @@ from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
 from sharestore.core.models import Operation
 from volumes.models import Snapshot, Volume
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit, transition
 from volumes.services.volumes import pool_driver, validate_name
 
 logger = logging.getLogger(__name__)
@@ -314,9 +314,8 @@ def _snapshot_create_fail(operation: Operation, error: errors.ServiceError) -> N
         allowed=[EventState.SNAPSHOTTING],
         to=EventState.AVAILABLE,
         action="snapshot.create.fail",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
-        message=f"scode {error.scode}: {error.render_message()}",
+        ctx=OperationContext.of(operation),
+        error=error,
     )
 
 
@@ -698,7 +697,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
             object_type="snapshot",
             volume_id=volume.pk,
             operation_id=operation.pk,
-            message=f"scode {error.scode}: {error.render_message()}" if error else "",
+            error=error,
         )
     volume.refresh_from_db()
     transition(
@@ -709,7 +708,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
         actor=operation.requested_by,
         operation_id=operation.pk,
         extra={"used": operation.params.get("used", volume.used), "snap_length": _snap_length(volume)},
-        message=f"scode {error.scode}: {error.render_message()}" if error else "",
+        error=error,
     )
 
 

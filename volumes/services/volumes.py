@@ -24,7 +24,7 @@ from sharestore.core.models import Operation
 from volumes.models import Cluster, Pool, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit, transition
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
@@ -273,9 +273,8 @@ def volume_population_failed(
         allowed=[populating],
         to=EventState.ERROR,
         action=action,
-        actor=operation.requested_by,
-        operation_id=operation.pk,
-        message=f"scode {error.scode}: {error.render_message()}",
+        ctx=OperationContext.of(operation),
+        error=error,
         extra=extra,
     )
     return volume
@@ -386,14 +385,12 @@ def _volume_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
     # The row stays out of the live set in `deleting`: the sweeper or an operator retries the
     # removal; putting a half-removed volume back into service would be worse.
     audit(
-        actor=operation.requested_by,
+        OperationContext.of(operation),
         action="volume.delete.stuck",
         object_type="volume",
         object_uuid=operation.target_uuid,
-        volume_id=operation.volume_id,
-        operation_id=operation.pk,
         result="failed",
-        message=f"scode {error.scode}: {error.render_message()}",
+        error=error,
     )
 
 

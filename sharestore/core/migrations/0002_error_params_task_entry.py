@@ -9,6 +9,30 @@ from django.db import migrations, models
 OLD_SWEEP, NEW_SWEEP = "volumes.tasks.sweep_task", "sharestore.core.tasks.sweep_task"
 
 
+# The task each kind ran before the one task entry, for a migration backwards.
+FORMER_TASKS = {
+    "volume.create": "volumes.tasks.volume_create_task",
+    "volume.import": "volumes.tasks.volume_create_task",
+    "volume.delete": "volumes.tasks.volume_delete_task",
+    "snapshot.create": "volumes.tasks.snapshot_create_task",
+    "snapshot.delete": "volumes.tasks.snapshot_delete_task",
+    "snapshot.rollback": "volumes.tasks.snapshot_rollback_task",
+    "clone.linked": "volumes.tasks.clone_linked_task",
+    "clone.full": "volumes.tasks.clone_full_task",
+    "volume.flatten": "volumes.tasks.volume_flatten_task",
+    "backup.create": "backups.tasks.backup_create_task",
+    "backup.delete": "backups.tasks.backup_delete_task",
+    "backup.restore": "backups.tasks.backup_restore_task",
+    "backup.verify": "backups.tasks.backup_verify_task",
+}
+
+
+def restore_task_paths(apps, schema_editor):
+    Operation = apps.get_model("core", "Operation")
+    for kind, task in FORMER_TASKS.items():
+        Operation.objects.filter(kind=kind).update(task=task)
+
+
 def rename_sweep(apps, schema_editor):
     apps.get_model("django_q", "Schedule").objects.filter(func=OLD_SWEEP).update(func=NEW_SWEEP)
 
@@ -26,6 +50,13 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Reversible: going back re-creates the column with each kind's former task path.
+        migrations.RunPython(migrations.RunPython.noop, restore_task_paths),
+        migrations.AlterField(
+            model_name='operation',
+            name='task',
+            field=models.CharField(blank=True, default='', max_length=128),
+        ),
         migrations.RemoveField(
             model_name='operation',
             name='task',
