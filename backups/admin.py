@@ -13,8 +13,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from backups.choices import BackupPointStatus, BackupStatus
 from backups import models as backup_models
+from backups.choices import BackupPointStatus, BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.services import backup_point_create
 from backups.services_repair import (

@@ -24,12 +24,12 @@ from backups.models import Backup, BackupPoint, BackupVerification
 from backups.storage import BackupStore
 from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
-from volumes.choices import EventState, SnapshotStatus
-from volumes.drivers import StorageDriver
 from sharestore.core.models import Operation
-from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create, operation_run
 from sharestore.core.services.state import audit, transition
+from volumes.choices import EventState, SnapshotStatus
+from volumes.drivers import StorageDriver
+from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from volumes.services.pools import validate_byte_capacity, validate_directory
 from volumes.services.volumes import pool_driver, validate_name, volume_population_failed, volume_reserve
 

@@ -19,7 +19,9 @@ from django.utils import timezone
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
 from sharestore import errors
+from sharestore.core.services.state import audit, transition
 from volumes.drivers import get_driver
+from volumes.services.pools import validate_byte_capacity, validate_directory
 from volumes.services.repair import (
     DEFAULT_GRACE_SECONDS,
     Finding,
@@ -35,8 +37,6 @@ from volumes.services.repair import (
     register_reconcile_scope,
     remove_orphans,
 )
-from sharestore.core.services.state import audit, transition
-from volumes.services.pools import validate_byte_capacity, validate_directory
 from volumes.services.volumes import validate_name
 
 # Backups whose file is being written or removed: their files are in flux.

@@ -10,7 +10,6 @@ from django.db.models import Count, Q
 from volumes.choices import LIVE_STATES
 from volumes.models import Snapshot, Volume
 
-
 # -- the per-volume page ------------------------------------------------------------------------------
 
 
@@ -37,7 +36,9 @@ class VolumePage:
     operations: list
 
 
-def volume_page(volume: Volume, *, event_limit: int = 200, operation_limit: int = 50, backup_limit: int = 100) -> VolumePage:
+def volume_page(
+    volume: Volume, *, event_limit: int = 200, operation_limit: int = 50, backup_limit: int = 100
+) -> VolumePage:
     """The snapshot tree, clones, backups and timeline of one volume (a fixed number of queries)."""
     snapshots = list(
         volume.snapshots.annotate(

@@ -37,8 +37,18 @@ class OperationAdmin(ConsoleAdmin):
     """Long-running operations: progress, phase, bytes, error, owner; retry where safe."""
 
     list_display = (
-        "kind", "target", "state_badge", "progress_bar", "phase", "bytes_h", "error", "owner", "requested_by",
-        "attempts", "created", "finished",
+        "kind",
+        "target",
+        "state_badge",
+        "progress_bar",
+        "phase",
+        "bytes_h",
+        "error",
+        "owner",
+        "requested_by",
+        "attempts",
+        "created",
+        "finished",
     )
     list_filter = (
         ("state", choices(_("state"))),
@@ -54,14 +64,31 @@ class OperationAdmin(ConsoleAdmin):
         (None, {"fields": ("uuid", "kind", "state", "volume", "target_type", "target_uuid", "params")}),
         (_("Progress"), {"fields": ("phase", "progress", "bytes_done", "bytes_total")}),
         (_("Error"), {"fields": ("error_scode", "error", "error_params", "error_detail")}),
-        (_("Lease"), {"fields": ("requested_by", "owner", "lease_expires_at", "attempts", "created", "started", "finished")}),
+        (
+            _("Lease"),
+            {
+                "fields": (
+                    "requested_by",
+                    "owner",
+                    "lease_expires_at",
+                    "attempts",
+                    "created",
+                    "started",
+                    "finished",
+                )
+            },
+        ),
     )
 
     @admin.display(description=_("target"))
     def target(self, obj):
         if obj.volume_id:
             url = reverse("admin:volumes_volume_change", args=[obj.volume_id])
-            label = obj.volume.name if obj.target_type == "volume" else f"{obj.target_type} {obj.target_uuid} ({obj.volume.name})"
+            label = (
+                obj.volume.name
+                if obj.target_type == "volume"
+                else f"{obj.target_type} {obj.target_uuid} ({obj.volume.name})"
+            )
             return format_html('<a href="{}">{}</a>', url, label)
         return f"{obj.target_type} {obj.target_uuid}"
 
@@ -106,7 +133,9 @@ class OperationAdmin(ConsoleAdmin):
         self.guard_repairs(request)
         source = request.POST if request.method == "POST" else request.GET
         ids = [int(v) for v in source.getlist("operation") if v.isdigit()]
-        operations = list(Operation.objects.filter(pk__in=ids).select_related("volume", "volume__pool").order_by("-created"))
+        operations = list(
+            Operation.objects.filter(pk__in=ids).select_related("volume", "volume__pool").order_by("-created")
+        )
         if request.method == "POST" and source.get("apply") == "1":
             retried = 0
             for operation in operations:
@@ -118,9 +147,13 @@ class OperationAdmin(ConsoleAdmin):
                 else:
                     retried += 1
                     self.message_user(
-                        request, gettext("Queued %(uuid)s again as %(new)s.") % {"uuid": operation.uuid, "new": new.uuid}
+                        request,
+                        gettext("Queued %(uuid)s again as %(new)s.")
+                        % {"uuid": operation.uuid, "new": new.uuid},
                     )
-            return HttpResponseRedirect(reverse("admin:core_operation_changelist") + ("" if not retried else "?state__exact=queued"))
+            return HttpResponseRedirect(
+                reverse("admin:core_operation_changelist") + ("" if not retried else "?state__exact=queued")
+            )
         rows = [(operation, dispatch.retry_check(operation)) for operation in operations]
         context = self.repair_context(
             request,
@@ -136,7 +169,17 @@ class OperationAdmin(ConsoleAdmin):
 class AuditEventAdmin(ConsoleAdmin):
     """The audit trail: who asked what, from which state to which, with what result."""
 
-    list_display = ("created", "actor", "action", "object_type", "object_uuid", "volume", "change", "result_badge", "message_text")
+    list_display = (
+        "created",
+        "actor",
+        "action",
+        "object_type",
+        "object_uuid",
+        "volume",
+        "change",
+        "result_badge",
+        "message_text",
+    )
     list_filter = (
         ("result", titled(admin.AllValuesFieldListFilter, _("result"))),
         ("object_type", titled(admin.AllValuesFieldListFilter, _("object type"))),
@@ -171,4 +214,9 @@ class ApiTokenAdmin(ConsoleAdmin):
     list_filter = (("tenant", related(_("tenant"))),)
     list_select_related = ("tenant",)
     search_fields = ("name", "key_prefix")
-    fieldsets = ((None, {"fields": ("name", "key_prefix", "tenant", "created", "expires_at", "revoked_at", "last_used")}),)
+    fieldsets = (
+        (
+            None,
+            {"fields": ("name", "key_prefix", "tenant", "created", "expires_at", "revoked_at", "last_used")},
+        ),
+    )

@@ -59,5 +59,7 @@ try:
         def get_security_definition(self, auto_schema):
             return {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Token <key>"}
 
-except ImportError:  # pragma: no cover - drf-spectacular is a hard dependency; keep auth importable without it
+except (
+    ImportError
+):  # pragma: no cover - drf-spectacular is a hard dependency; keep auth importable without it
     pass

@@ -58,7 +58,9 @@ def _chinese(language: str | None) -> bool:
     return (language or get_language() or "en").lower().startswith("zh")
 
 
-def localized_error(scode: int | None, message: str, params: dict | None = None, language: str | None = None) -> str:
+def localized_error(
+    scode: int | None, message: str, params: dict | None = None, language: str | None = None
+) -> str:
     """A failure in the reader's language, rendered from the catalogue with its stored parameters
     (the stored English `message` when there are none to render from)."""
     if not scode:
@@ -70,7 +72,9 @@ def localized_event_message(event, language: str | None = None) -> str:
     """An audit event's message; a failure's is rendered from its scode and parameters."""
     if not event.scode:
         return event.message
-    text = errors.render(event.scode, event.message_params, fallback=event.message, chinese=_chinese(language))
+    text = errors.render(
+        event.scode, event.message_params, fallback=event.message, chinese=_chinese(language)
+    )
     if text == event.message:
         # Nothing to render from (an event written before parameters were kept): as stored.
         return event.message
@@ -188,7 +192,9 @@ class ConsoleAdmin(admin.ModelAdmin):
             return super().get_readonly_fields(request, obj)
         if self.fieldsets:
             return flatten_fieldsets(self.fieldsets)
-        return [f.name for f in self.model._meta.concrete_fields if f.name != "id"] + list(self.readonly_fields)
+        return [f.name for f in self.model._meta.concrete_fields if f.name != "id"] + list(
+            self.readonly_fields
+        )
 
     def guard_repairs(self, request) -> None:
         if not can_run_repairs(request.user):

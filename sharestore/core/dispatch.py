@@ -58,7 +58,7 @@ def register_retry(*, check: RetryCheck, run: RetryRun) -> None:
 
 
 def retry_check(operation: Operation) -> str:
-    """"" when the operation can be retried now, else why not."""
+    """ "" when the operation can be retried now, else why not."""
     check = _retry.get("check")
     return check(operation) if check else "no retry service is installed"
 

@@ -23,9 +23,7 @@ class Operation(models.Model):
 
     uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
     kind = models.CharField(max_length=32, choices=OperationKind.choices)
-    state = models.CharField(
-        max_length=16, choices=OperationState.choices, default=OperationState.QUEUED
-    )
+    state = models.CharField(max_length=16, choices=OperationState.choices, default=OperationState.QUEUED)
     # A lazy reference: core imports nothing from the apps built on it.
     volume = models.ForeignKey(
         "volumes.Volume", null=True, blank=True, on_delete=models.SET_NULL, related_name="operations"
@@ -38,9 +36,13 @@ class Operation(models.Model):
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(default=0)
     error_scode = models.IntegerField(default=0)
-    error_message = models.TextField(blank=True, default="", help_text=_("The English message, as the API answers it."))
+    error_message = models.TextField(
+        blank=True, default="", help_text=_("The English message, as the API answers it.")
+    )
     error_params = models.JSONField(
-        default=dict, blank=True, help_text=_("Parameters of the catalogue message, to render it in any language.")
+        default=dict,
+        blank=True,
+        help_text=_("Parameters of the catalogue message, to render it in any language."),
     )
     error_detail = models.TextField(blank=True, default="", help_text=_("stderr of the failing command."))
     requested_by = models.CharField(max_length=128, blank=True, default="")
@@ -82,12 +84,16 @@ class AuditEvent(models.Model):
     volume = models.ForeignKey(
         "volumes.Volume", null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
     )
-    operation = models.ForeignKey(Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
+    operation = models.ForeignKey(
+        Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
     from_state = models.CharField(max_length=32, blank=True, default="")
     to_state = models.CharField(max_length=32, blank=True, default="")
     result = models.CharField(max_length=16, blank=True, default="ok")
     message = models.TextField(blank=True, default="")
-    scode = models.IntegerField(default=0, help_text=_("The failure's scode; 0 when the event is no failure."))
+    scode = models.IntegerField(
+        default=0, help_text=_("The failure's scode; 0 when the event is no failure.")
+    )
     message_params = models.JSONField(
         default=dict, blank=True, help_text=_("Parameters of the scode's catalogue message.")
     )
@@ -100,14 +106,17 @@ class AuditEvent(models.Model):
         indexes = [models.Index(fields=["volume", "-created"], name="volumes_audit_volume_created")]
 
     def __str__(self):
-        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_uuid}"
+        when = f"{self.created:%Y-%m-%d %H:%M:%S}"
+        return f"{when} {self.actor} {self.action} {self.object_type} {self.object_uuid}"
 
 
 class ApiToken(models.Model):
     """An API credential, stored as a SHA-256 hash; bound to one tenant or, if none, a platform token."""
 
     name = models.CharField(max_length=128)
-    key_prefix = models.CharField(max_length=12, editable=False, help_text=_("First characters, to recognise it."))
+    key_prefix = models.CharField(
+        max_length=12, editable=False, help_text=_("First characters, to recognise it.")
+    )
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
     tenant = models.ForeignKey(
         "volumes.Tenant",

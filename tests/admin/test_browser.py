@@ -11,9 +11,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connections
 
+from sharestore.core.models import AuditEvent
 from tests.admin.storage import build_tree, head_path, new_volume, plant_orphan, pool_named
 from volumes.choices import EventState
-from sharestore.core.models import AuditEvent
 from volumes.models import Volume
 from volumes.services import demo
 

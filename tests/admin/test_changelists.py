@@ -10,12 +10,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from backups.choices import BackupStatus
 from backups import models as backup_models
+from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from sharestore.core.choices import OperationKind, OperationState
-from volumes.choices import EventState, SnapshotStatus
 from sharestore.core.models import ApiToken, AuditEvent, Operation
+from volumes.choices import EventState, SnapshotStatus
 from volumes.models import (
     Cluster,
     Host,

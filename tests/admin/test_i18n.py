@@ -9,11 +9,11 @@ import pytest
 from django.urls import reverse
 
 from sharestore import errors
-from sharestore.errors import CATALOGUE
-from tests.admin.storage import new_volume, pool_named
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.console import localized_error, localized_event_message
 from sharestore.core.models import AuditEvent, Operation
+from sharestore.errors import CATALOGUE
+from tests.admin.storage import new_volume, pool_named
 
 
 def sample_params(cls) -> dict:
@@ -83,8 +83,8 @@ def test_login_page_offers_the_switch(client):
 
 
 def test_a_chinese_operator_writes_language_neutral_audit_rows(admin_client, topology):
-    from volumes.choices import EventState
     from sharestore.core.models import AuditEvent
+    from volumes.choices import EventState
     from volumes.models import Volume
 
     volume = new_volume(topology, pool=pool_named(topology, "disks"), name="v", data=False)

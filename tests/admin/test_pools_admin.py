@@ -9,8 +9,8 @@ import pytest
 from django.urls import reverse
 
 from backups.models import BackupPoint
-from tests.admin.storage import new_volume, pool_named
 from sharestore.core.models import AuditEvent
+from tests.admin.storage import new_volume, pool_named
 from volumes.models import Pool, PoolMount
 
 

@@ -12,10 +12,10 @@ from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
 
-from tests.admin.storage import build_tree, head_path, new_volume, plant_orphan, pool_named
 from sharestore.core.choices import OperationKind, OperationState
-from volumes.choices import EventState, SnapshotStatus
 from sharestore.core.models import AuditEvent, Operation
+from tests.admin.storage import build_tree, head_path, new_volume, plant_orphan, pool_named
+from volumes.choices import EventState, SnapshotStatus
 from volumes.models import Volume
 from volumes.services.volumes import volume_create
 

@@ -12,12 +12,12 @@ from django.urls import reverse
 from backups.choices import BackupStatus
 from backups.models import Backup
 from backups.services import backup_point_create
-from tests.admin.storage import build_tree, new_volume, pool_named
 from sharestore.core.choices import OperationKind, OperationState
-from volumes.choices import EventState
 from sharestore.core.models import Operation
-from volumes.models import Volume
 from sharestore.core.services.state import transition
+from tests.admin.storage import build_tree, new_volume, pool_named
+from volumes.choices import EventState
+from volumes.models import Volume
 
 
 def tree_items(html: str) -> list[str]:

@@ -14,12 +14,12 @@ import pytest
 from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.services import backup_point_create
+from sharestore.core.models import AuditEvent, Operation
+from sharestore.core.services.tokens import token_create
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import CLUSTER, HOST, POOL_DISKS, TENANT, qemu_img, qemu_io, scoped
 from volumes.choices import EventState
-from sharestore.core.models import AuditEvent, Operation
 from volumes.models import Namespace, Pool, Tenant, Volume
-from sharestore.core.services.tokens import token_create
 
 MiB = 1 << 20
 MISSING = object()

@@ -13,13 +13,13 @@ import pytest
 from rest_framework.test import APIClient
 
 from sharestore import errors
+from sharestore.core.models import AuditEvent, Operation
+from sharestore.core.services.tokens import token_create
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import CLUSTER, HOST, POOL_BBB, POOL_DISKS, TENANT, qemu_img, qemu_io, scoped
 from tests.services.snapshot_support import storage_fault
 from volumes.choices import EventState
-from sharestore.core.models import AuditEvent, Operation
 from volumes.models import Namespace, Pool, Snapshot, Tenant, Volume, VolumeAttachment
-from sharestore.core.services.tokens import token_create
 
 MiB = 1 << 20
 MISSING = object()

@@ -10,10 +10,10 @@ import uuid as uuid_lib
 
 import pytest
 
+from sharestore.core.models import AuditEvent, Operation
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import HOST, POOL_DISKS, pattern_matches, qemu_io, scoped
 from volumes.choices import EventState, SnapshotStatus
-from sharestore.core.models import AuditEvent, Operation
 from volumes.models import Snapshot, Tenant, Volume, VolumeAttachment
 
 MiB = 1 << 20

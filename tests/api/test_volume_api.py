@@ -7,11 +7,22 @@ import os
 
 import pytest
 
-from tests.contract import EXAMPLES, assert_matches_contract
-from tests.helpers import CLUSTER, HOST, POOL_BBB, POOL_DISKS, TENANT, image_info, pattern_matches, qemu_img, qemu_io, scoped
 from sharestore.core.choices import OperationState
-from volumes.choices import EventState
 from sharestore.core.models import AuditEvent, Operation
+from tests.contract import EXAMPLES, assert_matches_contract
+from tests.helpers import (
+    CLUSTER,
+    HOST,
+    POOL_BBB,
+    POOL_DISKS,
+    TENANT,
+    image_info,
+    pattern_matches,
+    qemu_img,
+    qemu_io,
+    scoped,
+)
+from volumes.choices import EventState
 from volumes.models import Volume
 
 GiB = 1 << 30

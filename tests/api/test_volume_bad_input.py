@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img, scoped
 from sharestore.core.models import AuditEvent, Operation
+from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img, scoped
 from volumes.models import Tenant, Volume
 
 MISSING = object()

@@ -15,6 +15,8 @@ from django.core.management.base import CommandError
 from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.services import backup_point_create
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import AuditEvent, Operation
 from tests.admin.storage import (
     build_tree,
     head_path,
@@ -24,10 +26,8 @@ from tests.admin.storage import (
     pool_named,
     qemu_img,
 )
-from sharestore.core.choices import OperationKind, OperationState
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import get_driver
-from sharestore.core.models import AuditEvent, Operation
 from volumes.models import Volume
 
 

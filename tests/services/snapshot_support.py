@@ -15,10 +15,10 @@ from django.test import TestCase
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.models import Operation
 from volumes.choices import SnapshotStatus
 from volumes.drivers import process
 from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
-from sharestore.core.models import Operation
 from volumes.models import Snapshot, Volume
 from volumes.services.volumes import pool_driver
 

@@ -23,10 +23,10 @@ from backups.services import (
 )
 from backups.storage import BackupStore
 from sharestore import errors
-from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT, qemu_img, qemu_io
 from sharestore.core.choices import OperationState
-from volumes.choices import EventState
 from sharestore.core.models import Operation
+from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT, qemu_img, qemu_io
+from volumes.choices import EventState
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from volumes.services.snapshots import snapshot_create, snapshot_delete, snapshot_rollback
 from volumes.services.volumes import volume_create, volume_delete

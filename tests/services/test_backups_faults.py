@@ -14,10 +14,13 @@ from django.test import TestCase
 from django.utils import timezone
 
 from backups import choices
-from sharestore.core.tasks import operation_task
 from backups.models import Backup, BackupPoint
 from backups.services import backup_add, backup_delete, backup_restore
 from backups.storage import BackupStore
+from sharestore.core.choices import OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services import operations
+from sharestore.core.tasks import operation_task
 from tests.services.test_backups import (  # noqa: F401 - fixtures
     MiB,
     backup,
@@ -32,12 +35,9 @@ from tests.services.test_backups import (  # noqa: F401 - fixtures
     snap,
     write,
 )
-from sharestore.core.choices import OperationState
 from volumes.choices import EventState
 from volumes.drivers import process
-from sharestore.core.models import Operation
 from volumes.models import Pool, Volume
-from sharestore.core.services import operations
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root"

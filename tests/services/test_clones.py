@@ -13,6 +13,10 @@ import uuid as uuid_lib
 import pytest
 
 from sharestore import errors
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services import operations
+from sharestore.core.tasks import operation_task
 from tests.helpers import qemu_img
 from tests.services.snapshot_support import (
     REGION,
@@ -25,15 +29,11 @@ from tests.services.snapshot_support import (
     storage_fault,
     write_regions,
 )
-from sharestore.core.tasks import operation_task
 from volumes import selectors
 from volumes.api.snapshot_representations import SnapshotForest
-from sharestore.core.choices import OperationKind, OperationState
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
-from sharestore.core.models import Operation
 from volumes.models import Host, Namespace, Pool, PoolMount, Snapshot, Tenant, Volume, VolumeAttachment
-from sharestore.core.services import operations
 from volumes.services import clones
 from volumes.services.snapshots import snapshot_create, snapshot_delete, snapshot_rollback
 from volumes.services.volumes import pool_driver, volume_create, volume_delete

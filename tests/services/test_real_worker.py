@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.helpers import CLUSTER, POOL_DISKS, TENANT
 from sharestore.core.choices import OperationState
-from volumes.choices import EventState
 from sharestore.core.models import Operation
+from tests.helpers import CLUSTER, POOL_DISKS, TENANT
+from volumes.choices import EventState
 from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import volume_create, volume_delete
 

@@ -9,6 +9,9 @@ import uuid as uuid_lib
 import pytest
 
 from sharestore import errors
+from sharestore.core.choices import OperationState
+from sharestore.core.models import AuditEvent, Operation
+from sharestore.core.tasks import operation_task
 from tests.services.snapshot_support import (
     REGIONS,
     VOLUME_BYTES,
@@ -21,11 +24,8 @@ from tests.services.snapshot_support import (
     storage_fault,
     write_regions,
 )
-from sharestore.core.tasks import operation_task
-from sharestore.core.choices import OperationState
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
-from sharestore.core.models import AuditEvent, Operation
 from volumes.models import Snapshot, Volume, VolumeAttachment
 from volumes.services import snapshots as snaps
 from volumes.services.volumes import pool_driver, volume_create

@@ -11,14 +11,14 @@ import pytest
 from django.utils import timezone
 
 from sharestore import errors
-from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img
-from sharestore.core.tasks import operation_task
 from sharestore.core.choices import OperationState
-from volumes.choices import EventState
 from sharestore.core.models import Operation
-from volumes.models import Cluster, Pool, Tenant, Volume
 from sharestore.core.services import operations
 from sharestore.core.services.state import transition
+from sharestore.core.tasks import operation_task
+from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img
+from volumes.choices import EventState
+from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import VOLUME_CREATE_HANDLER, volume_create, volume_delete
 
 

@@ -47,7 +47,18 @@ class PoolForm(forms.ModelForm):
 
     class Meta:
         model = Pool
-        fields = ["name", "cluster", "zone", "pool_type", "driver", "path", "capacity", "overcommit_ratio", "status", "tenants"]
+        fields = [
+            "name",
+            "cluster",
+            "zone",
+            "pool_type",
+            "driver",
+            "path",
+            "capacity",
+            "overcommit_ratio",
+            "status",
+            "tenants",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -62,8 +73,12 @@ class PoolForm(forms.ModelForm):
         try:
             if self.instance.pk is None:
                 pool_services.pool_create_check(
-                    name=data.get("name"), cluster=data.get("cluster"), path=data.get("path"),
-                    capacity=data.get("capacity"), pool_type=data.get("pool_type"), driver=data.get("driver"),
+                    name=data.get("name"),
+                    cluster=data.get("cluster"),
+                    path=data.get("path"),
+                    capacity=data.get("capacity"),
+                    pool_type=data.get("pool_type"),
+                    driver=data.get("driver"),
                     overcommit_ratio=data.get("overcommit_ratio"),
                 )
             else:
@@ -101,7 +116,17 @@ class PoolAdmin(ConsoleAdmin):
 
     form = PoolForm
     inlines = [PoolMountInline]
-    list_display = ("name", "uuid", "cluster", "zone", "pool_type", "status_badge", "committed_bar", "allocated_bar", "volume_count")
+    list_display = (
+        "name",
+        "uuid",
+        "cluster",
+        "zone",
+        "pool_type",
+        "status_badge",
+        "committed_bar",
+        "allocated_bar",
+        "volume_count",
+    )
     list_filter = (
         ("cluster", related(_("cluster"))),
         ("zone", related(_("zone"))),
@@ -125,11 +150,31 @@ class PoolAdmin(ConsoleAdmin):
             # A pool's cluster and driver define where its images are and how they are written.
             fields += ["cluster", "driver"]
         if not self.has_change_permission(request, obj):
-            fields += ["name", "zone", "pool_type", "path", "capacity", "overcommit_ratio", "status", "tenants"]
+            fields += [
+                "name",
+                "zone",
+                "pool_type",
+                "path",
+                "capacity",
+                "overcommit_ratio",
+                "status",
+                "tenants",
+            ]
         return fields
 
     def get_fieldsets(self, request, obj=None):
-        main = ["name", "cluster", "zone", "pool_type", "driver", "path", "capacity", "overcommit_ratio", "status", "tenants"]
+        main = [
+            "name",
+            "cluster",
+            "zone",
+            "pool_type",
+            "driver",
+            "path",
+            "capacity",
+            "overcommit_ratio",
+            "status",
+            "tenants",
+        ]
         if obj is None:
             return [(None, {"fields": main})]
         return [
@@ -139,11 +184,15 @@ class PoolAdmin(ConsoleAdmin):
         ]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            n_volumes=count_of(Volume, "pool", state__in=LIVE_STATES),
-            committed=sum_of(Volume, "pool", "capacity", state__in=LIVE_STATES),
-            used_sum=sum_of(Volume, "pool", "used", state__in=LIVE_STATES),
-            snaps_sum=sum_of(Volume, "pool", "snap_length", state__in=LIVE_STATES),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_volumes=count_of(Volume, "pool", state__in=LIVE_STATES),
+                committed=sum_of(Volume, "pool", "capacity", state__in=LIVE_STATES),
+                used_sum=sum_of(Volume, "pool", "used", state__in=LIVE_STATES),
+                snaps_sum=sum_of(Volume, "pool", "snap_length", state__in=LIVE_STATES),
+            )
         )
 
     @admin.display(description=_("status"), ordering="status")
@@ -169,13 +218,22 @@ class PoolAdmin(ConsoleAdmin):
             return "-"
         usage = pool_services.pool_usage(obj)
         rows = [
-            (gettext("committed (sum of live volumes' capacity) / capacity x overcommit"), bar(usage.committed, usage.limit)),
-            (gettext("allocated (heads and snapshot layers) / capacity"), bar(usage.allocated, usage.capacity)),
+            (
+                gettext("committed (sum of live volumes' capacity) / capacity x overcommit"),
+                bar(usage.committed, usage.limit),
+            ),
+            (
+                gettext("allocated (heads and snapshot layers) / capacity"),
+                bar(usage.allocated, usage.capacity),
+            ),
         ]
         if usage.fs_total:
             used = usage.fs_total - usage.fs_free
             rows.append((gettext("filesystem used / size"), bar(used, usage.fs_total)))
-        return format_html('<table class="ss-usage">{}</table>', format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+        return format_html(
+            '<table class="ss-usage">{}</table>',
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -185,9 +243,16 @@ class PoolAdmin(ConsoleAdmin):
         data = form.cleaned_data
         with neutral_language():
             pool = pool_services.pool_create(
-                actor=console_actor(request), name=data["name"], cluster=data["cluster"], path=data["path"],
-                capacity=data["capacity"], zone=data.get("zone"), pool_type=data["pool_type"], driver=data["driver"],
-                overcommit_ratio=data["overcommit_ratio"], tenants=list(data.get("tenants") or []),
+                actor=console_actor(request),
+                name=data["name"],
+                cluster=data["cluster"],
+                path=data["path"],
+                capacity=data["capacity"],
+                zone=data.get("zone"),
+                pool_type=data["pool_type"],
+                driver=data["driver"],
+                overcommit_ratio=data["overcommit_ratio"],
+                tenants=list(data.get("tenants") or []),
             )
         # The admin's redirect and change log need the row the service created.
         obj.pk, obj.uuid, obj.path, obj.zone = pool.pk, pool.uuid, pool.path, pool.zone
@@ -217,7 +282,9 @@ class PoolAdmin(ConsoleAdmin):
             data = inline_form.cleaned_data
             if data.get("host") and data.get("mount_path"):
                 existed = inline_form.instance.pk is not None
-                mount = pool_services.pool_mount_set(actor=actor, pool=pool, host=data["host"], mount_path=data["mount_path"])
+                mount = pool_services.pool_mount_set(
+                    actor=actor, pool=pool, host=data["host"], mount_path=data["mount_path"]
+                )
                 if existed:
                     formset.changed_objects.append((mount, inline_form.changed_data))
                 else:
@@ -225,7 +292,9 @@ class PoolAdmin(ConsoleAdmin):
 
     def get_urls(self):
         return [
-            path("reconcile/", self.admin_site.admin_view(self.reconcile_view), name="volumes_pool_reconcile"),
+            path(
+                "reconcile/", self.admin_site.admin_view(self.reconcile_view), name="volumes_pool_reconcile"
+            ),
             *super().get_urls(),
         ]
 
@@ -260,7 +329,8 @@ class PoolAdmin(ConsoleAdmin):
             remaining = sum(len(r.remaining) for r in reports)
             self.message_user(
                 request,
-                gettext("Reconcile fixed %(fixed)d finding(s); %(remaining)d remain.") % {"fixed": fixed, "remaining": remaining},
+                gettext("Reconcile fixed %(fixed)d finding(s); %(remaining)d remain.")
+                % {"fixed": fixed, "remaining": remaining},
                 messages.SUCCESS if not remaining else messages.WARNING,
             )
         context = self.repair_context(

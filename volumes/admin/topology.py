@@ -19,8 +19,10 @@ class ZoneAdmin(ConsoleAdmin):
     search_fields = ("name", "uuid")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            n_clusters=count_of(Cluster, "zone"), n_pools=count_of(Pool, "zone")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(n_clusters=count_of(Cluster, "zone"), n_pools=count_of(Pool, "zone"))
         )
 
     @admin.display(description=_("clusters"), ordering="n_clusters")
@@ -42,10 +44,14 @@ class ClusterAdmin(ConsoleAdmin):
     search_fields = ("name", "uuid")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            n_hosts=count_of(Host, "cluster"),
-            n_pools=count_of(Pool, "cluster"),
-            n_volumes=count_of(Volume, "cluster", state__in=LIVE_STATES),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_hosts=count_of(Host, "cluster"),
+                n_pools=count_of(Pool, "cluster"),
+                n_volumes=count_of(Volume, "cluster", state__in=LIVE_STATES),
+            )
         )
 
     @admin.display(description=_("hosts"), ordering="n_hosts")
@@ -80,7 +86,11 @@ class TenantAdmin(ConsoleAdmin):
     search_fields = ("name", "uuid", "namespace__uuid")
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(n_volumes=count_of(Volume, "tenant", state__in=LIVE_STATES))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(n_volumes=count_of(Volume, "tenant", state__in=LIVE_STATES))
+        )
 
     @admin.display(description=_("namespace"))
     def namespace_uuid(self, obj):

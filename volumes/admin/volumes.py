@@ -64,8 +64,19 @@ class VolumeAdmin(ConsoleAdmin):
     change_form_template = "admin/volumes/volume/change_form.html"
     inlines = [AttachmentInline]
     list_display = (
-        "name", "uuid", "tenant", "cluster", "pool", "volume_type", "state_badge", "capacity_h", "used_h",
-        "snap_length_h", "snapshot_count", "attachment_count", "created",
+        "name",
+        "uuid",
+        "tenant",
+        "cluster",
+        "pool",
+        "volume_type",
+        "state_badge",
+        "capacity_h",
+        "used_h",
+        "snap_length_h",
+        "snapshot_count",
+        "attachment_count",
+        "created",
     )
     list_filter = (
         ("cluster", related(_("cluster"))),
@@ -78,16 +89,34 @@ class VolumeAdmin(ConsoleAdmin):
     search_fields = ("name", "uuid")
     actions = ["refresh_usage_action"]
     fieldsets = (
-        (None, {"fields": ("uuid", "name", "tenant", "namespace", "cluster", "pool", "volume_type", "image_format")}),
+        (
+            None,
+            {
+                "fields": (
+                    "uuid",
+                    "name",
+                    "tenant",
+                    "namespace",
+                    "cluster",
+                    "pool",
+                    "volume_type",
+                    "image_format",
+                )
+            },
+        ),
         (_("State and sizes"), {"fields": ("state", "capacity", "snap_cap", "used", "snap_length")}),
         (_("Lineage"), {"fields": ("source_volume", "parent_snapshot", "current_snapshot")}),
         (_("Times"), {"fields": ("created", "modified", "deleted_at")}),
     )
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            n_snapshots=count_of(Snapshot, "volume"),
-            n_attachments=count_of(VolumeAttachment, "volume"),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_snapshots=count_of(Snapshot, "volume"),
+                n_attachments=count_of(VolumeAttachment, "volume"),
+            )
         )
 
     @admin.display(description=_("state"), ordering="state")
@@ -128,8 +157,14 @@ class VolumeAdmin(ConsoleAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
-            path("<int:object_id>/reset-state/", view(self.reset_state_view), name="volumes_volume_reset_state"),
-            path("<int:object_id>/force-delete/", view(self.force_delete_view), name="volumes_volume_force_delete"),
+            path(
+                "<int:object_id>/reset-state/", view(self.reset_state_view), name="volumes_volume_reset_state"
+            ),
+            path(
+                "<int:object_id>/force-delete/",
+                view(self.force_delete_view),
+                name="volumes_volume_force_delete",
+            ),
             path("refresh-usage/", view(self.refresh_usage_view), name="volumes_volume_refresh_usage"),
             *super().get_urls(),
         ]
@@ -163,13 +198,17 @@ class VolumeAdmin(ConsoleAdmin):
                 volume.refresh_from_db()
                 self.message_user(
                     request,
-                    gettext("Volume %(name)s is now %(state)s.") % {"name": volume.name, "state": volume.get_state_display()},
+                    gettext("Volume %(name)s is now %(state)s.")
+                    % {"name": volume.name, "state": volume.get_state_display()},
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(self._volume_url(volume))
         proposal = repair.reset_state_preview(volume=volume)
         context = self.repair_context(
-            request, gettext("Reset state of %(name)s: preview") % {"name": volume.name}, volume=volume, proposal=proposal
+            request,
+            gettext("Reset state of %(name)s: preview") % {"name": volume.name},
+            volume=volume,
+            proposal=proposal,
         )
         return TemplateResponse(request, "admin/volumes/reset_state.html", context)
 
@@ -181,7 +220,9 @@ class VolumeAdmin(ConsoleAdmin):
             try:
                 with neutral_language():
                     operation = repair.force_delete(
-                        actor=console_actor(request), volume=volume, expected_state=int(request.POST["expected_state"])
+                        actor=console_actor(request),
+                        volume=volume,
+                        expected_state=int(request.POST["expected_state"]),
                     )
             except errors.ServiceError as exc:
                 self.message_user(request, service_error_text(exc), messages.ERROR)
@@ -190,13 +231,17 @@ class VolumeAdmin(ConsoleAdmin):
             else:
                 self.message_user(
                     request,
-                    gettext("Deletion of %(name)s queued as operation %(uuid)s.") % {"name": volume.name, "uuid": operation.uuid},
+                    gettext("Deletion of %(name)s queued as operation %(uuid)s.")
+                    % {"name": volume.name, "uuid": operation.uuid},
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(self._volume_url(volume))
         plan = repair.force_delete_preview(volume=volume)
         context = self.repair_context(
-            request, gettext("Force delete %(name)s: preview") % {"name": volume.name}, volume=volume, plan=plan
+            request,
+            gettext("Force delete %(name)s: preview") % {"name": volume.name},
+            volume=volume,
+            plan=plan,
         )
         return TemplateResponse(request, "admin/volumes/force_delete.html", context)
 
@@ -214,7 +259,9 @@ class VolumeAdmin(ConsoleAdmin):
         volumes = list(Volume.objects.filter(pk__in=volume_ids)) if volume_ids else None
         applied = request.method == "POST" and source.get("apply") == "1"
         with neutral_language():
-            report = repair.refresh_usage(actor=console_actor(request), pools=pools, volumes=volumes, dry_run=not applied)
+            report = repair.refresh_usage(
+                actor=console_actor(request), pools=pools, volumes=volumes, dry_run=not applied
+            )
         if applied:
             self.message_user(
                 request,
@@ -223,7 +270,9 @@ class VolumeAdmin(ConsoleAdmin):
             )
         context = self.repair_context(
             request,
-            gettext("Refresh usage: result") if applied else gettext("Refresh usage: preview (nothing changed yet)"),
+            gettext("Refresh usage: result")
+            if applied
+            else gettext("Refresh usage: preview (nothing changed yet)"),
             report=report,
             applied=applied,
             targets=[("volume", v) for v in volume_ids] + [("pool", p) for p in pool_uuids],

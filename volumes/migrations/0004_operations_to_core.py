@@ -55,7 +55,9 @@ class Migration(migrations.Migration):
             name="volume",
             options={
                 "ordering": ["-created", "-id"],
-                "permissions": [("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")],
+                "permissions": [
+                    ("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")
+                ],
                 "verbose_name": "volume",
                 "verbose_name_plural": "volumes",
             },

@@ -26,15 +26,15 @@ from django.db import transaction
 from django.db.models import Q, Sum
 
 from sharestore import errors
-from volumes import selectors
 from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import audit, transition
+from volumes import selectors
 from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
-from sharestore.core.models import Operation
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
 from volumes.services.snapshots import _chain_depth, max_chain_depth
-from sharestore.core.services.state import audit, transition
 from volumes.services.volumes import pool_driver, validate_name, volume_population_failed, volume_reserve
 
 CLONE_KINDS = [OperationKind.CLONE_LINKED, OperationKind.CLONE_FULL]

@@ -31,13 +31,13 @@ from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import operation_create
+from sharestore.core.services.state import audit, transition
 from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.qcow2_dir import TMP_PREFIX
-from sharestore.core.models import Operation
 from volumes.models import Pool, Snapshot, Volume, VolumeAttachment
-from sharestore.core.services.operations import operation_create
-from sharestore.core.services.state import audit, transition
 from volumes.services.volumes import pool_driver
 
 logger = logging.getLogger(__name__)

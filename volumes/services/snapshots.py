@@ -25,15 +25,15 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from sharestore import errors
-from volumes import selectors
 from sharestore.core.choices import OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import OperationContext, audit, transition
+from volumes import selectors
 from volumes.choices import LIVE_STATES, EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
-from sharestore.core.models import Operation
 from volumes.models import Snapshot, Volume
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import OperationContext, audit, transition
 from volumes.services.volumes import pool_driver, validate_name
 
 logger = logging.getLogger(__name__)

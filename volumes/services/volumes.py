@@ -18,13 +18,13 @@ from django.utils import timezone
 
 from sharestore import errors
 from sharestore.core.choices import OperationKind
-from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
-from volumes.drivers import StorageDriver, get_driver
 from sharestore.core.models import Operation
-from volumes.models import Cluster, Pool, Tenant, Volume, VolumeAttachment
-from volumes.selectors import volume_snapshot_readers
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
 from sharestore.core.services.state import OperationContext, audit, transition
+from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
+from volumes.drivers import StorageDriver, get_driver
+from volumes.models import Cluster, Pool, Tenant, Volume, VolumeAttachment
+from volumes.selectors import volume_snapshot_readers
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512

@@ -42,44 +42,53 @@ def unrename_sweep(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0001_initial'),
-        ('volumes', '0002_sweep_schedule'),
-        ('django_q', '0018_task_success_index'),
+        ("core", "0001_initial"),
+        ("volumes", "0002_sweep_schedule"),
+        ("django_q", "0018_task_success_index"),
     ]
 
     operations = [
         # Reversible: going back re-creates the column with each kind's former task path.
         migrations.RunPython(migrations.RunPython.noop, restore_task_paths),
         migrations.AlterField(
-            model_name='operation',
-            name='task',
-            field=models.CharField(blank=True, default='', max_length=128),
+            model_name="operation",
+            name="task",
+            field=models.CharField(blank=True, default="", max_length=128),
         ),
         migrations.RemoveField(
-            model_name='operation',
-            name='task',
+            model_name="operation",
+            name="task",
         ),
         migrations.AddField(
-            model_name='auditevent',
-            name='message_params',
-            field=models.JSONField(blank=True, default=dict, help_text="Parameters of the scode's catalogue message."),
+            model_name="auditevent",
+            name="message_params",
+            field=models.JSONField(
+                blank=True, default=dict, help_text="Parameters of the scode's catalogue message."
+            ),
         ),
         migrations.AddField(
-            model_name='auditevent',
-            name='scode',
-            field=models.IntegerField(default=0, help_text="The failure's scode; 0 when the event is no failure."),
+            model_name="auditevent",
+            name="scode",
+            field=models.IntegerField(
+                default=0, help_text="The failure's scode; 0 when the event is no failure."
+            ),
         ),
         migrations.AddField(
-            model_name='operation',
-            name='error_params',
-            field=models.JSONField(blank=True, default=dict, help_text='Parameters of the catalogue message, to render it in any language.'),
+            model_name="operation",
+            name="error_params",
+            field=models.JSONField(
+                blank=True,
+                default=dict,
+                help_text="Parameters of the catalogue message, to render it in any language.",
+            ),
         ),
         migrations.AlterField(
-            model_name='operation',
-            name='error_message',
-            field=models.TextField(blank=True, default='', help_text='The English message, as the API answers it.'),
+            model_name="operation",
+            name="error_message",
+            field=models.TextField(
+                blank=True, default="", help_text="The English message, as the API answers it."
+            ),
         ),
         migrations.RunPython(rename_sweep, unrename_sweep),
     ]

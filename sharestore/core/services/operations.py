@@ -103,7 +103,9 @@ class Reporter:
         self.operation.phase = name
         self._write(phase=name)
 
-    def progress(self, percent: float, bytes_done: int = 0, bytes_total: int = 0, *, force: bool = False) -> None:
+    def progress(
+        self, percent: float, bytes_done: int = 0, bytes_total: int = 0, *, force: bool = False
+    ) -> None:
         percent = max(0.0, min(100.0, float(percent)))
         # Progress never goes down, whatever a retried command reports.
         if percent < self.operation.progress:
@@ -137,22 +139,21 @@ class OperationHandler:
 def _claim(operation_id: int, owner: str) -> Operation | None:
     now = timezone.now()
     claimable = Q(state=OperationState.QUEUED) | Q(state=OperationState.RUNNING, lease_expires_at__lt=now)
-    rows = (
-        Operation.objects.filter(claimable, pk=operation_id)
-        .update(
-            state=OperationState.RUNNING,
-            owner=owner,
-            lease_expires_at=_lease_deadline(),
-            attempts=F("attempts") + 1,
-            started=now,
-        )
+    rows = Operation.objects.filter(claimable, pk=operation_id).update(
+        state=OperationState.RUNNING,
+        owner=owner,
+        lease_expires_at=_lease_deadline(),
+        attempts=F("attempts") + 1,
+        started=now,
     )
     if rows != 1:
         return None
     return Operation.objects.get(pk=operation_id)
 
 
-def _finish(operation: Operation, owner: str, state: OperationState, error: errors.ServiceError | None) -> bool:
+def _finish(
+    operation: Operation, owner: str, state: OperationState, error: errors.ServiceError | None
+) -> bool:
     values = {"state": state, "finished": timezone.now(), "lease_expires_at": None}
     if state == OperationState.SUCCEEDED:
         values.update(progress=100.0, phase="done")
@@ -166,7 +167,9 @@ def _finish(operation: Operation, owner: str, state: OperationState, error: erro
             error_params=errors.json_params(error.params),
             error_detail=(error.desc or "")[:20000],
         )
-    rows = Operation.objects.filter(pk=operation.pk, owner=owner, state=OperationState.RUNNING).update(**values)
+    rows = Operation.objects.filter(pk=operation.pk, owner=owner, state=OperationState.RUNNING).update(
+        **values
+    )
     return rows == 1
 
 
@@ -243,4 +246,3 @@ def operations_sweep(*, dry_run: bool = False) -> list[Operation]:
         for operation in expired:
             async_task(TASK_ENTRY, operation.pk, task_name=f"{operation.kind}:{operation.uuid}:sweep")
     return expired
-

@@ -25,7 +25,11 @@ def token_create(*, name: str, tenant=None, expires_at=None, key: str | None = N
 
 def token_authenticate(key: str) -> ApiToken | None:
     """The live token with this key, or None; records its last use at most once a minute."""
-    token = ApiToken.objects.select_related("tenant").filter(key_hash=token_hash(key), revoked_at__isnull=True).first()
+    token = (
+        ApiToken.objects.select_related("tenant")
+        .filter(key_hash=token_hash(key), revoked_at__isnull=True)
+        .first()
+    )
     if token is None:
         return None
     now = timezone.now()

@@ -22,7 +22,11 @@ def bar(part, whole, label=""):
     return format_html(
         '<span class="ss-bar ss-bar-{}" title="{}"><span class="ss-bar-fill" style="width: {}%"></span>'
         '<span class="ss-bar-text">{} ({}%)</span></span>',
-        level, text, f"{share:.1f}", text, f"{share:.0f}",
+        level,
+        text,
+        f"{share:.1f}",
+        text,
+        f"{share:.0f}",
     )
 
 
@@ -33,7 +37,8 @@ def progress_bar(value):
     return format_html(
         '<span class="ss-bar ss-bar-low"><span class="ss-bar-fill" style="width: {}%"></span>'
         '<span class="ss-bar-text">{}%</span></span>',
-        f"{share:.1f}", f"{share:.0f}",
+        f"{share:.1f}",
+        f"{share:.0f}",
     )
 
 
