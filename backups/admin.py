@@ -13,8 +13,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from backups.choices import BackupPointStatus, BackupStatus
 from backups import models as backup_models
+from backups.choices import BackupPointStatus, BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.selectors import backup_point_used
 from backups.services.points import (
@@ -25,9 +25,20 @@ from backups.services.points import (
     backup_point_update_check,
 )
 from sharestore import errors
-from volumes.admin import ConsoleAdmin, badge, choices, console_actor, count_of, neutral_language, related, sum_of
-from volumes.console import human_bytes, localized_error
-from volumes.templatetags.console_tags import bar
+from sharestore.core.console import (
+    ConsoleAdmin,
+    badge,
+    choices,
+    console_actor,
+    count_of,
+    human_bytes,
+    localized_error,
+    neutral_language,
+    related,
+    service_error_message,
+    sum_of,
+)
+from sharestore.core.templatetags.console_tags import bar
 
 
 class BackupPointForm(forms.ModelForm):
@@ -50,7 +61,7 @@ class BackupPointForm(forms.ModelForm):
                 backup_point_update_check(backup_point=BackupPoint.objects.get(pk=self.instance.pk), **self.changes())
         except errors.ServiceError as exc:
             field = exc.params.get("field")
-            message = localized_error(exc.scode, exc.render_message())
+            message = service_error_message(exc)
             self.add_error(field if field in self.fields else None, message)
         return data
 

@@ -1,6 +1,5 @@
-"""django-q2 tasks of the backups app: plain functions taking primary keys. Each is idempotent: it
-claims its operation by compare-and-set and does nothing if the operation is finished or held by a
-live owner; the handlers resume from what the files show."""
+"""Scheduled django-q2 tasks of the backups app: expire and verify backups. The backups' operations
+run through the one task entry (`sharestore.core.tasks.operation_task`), registered in `apps.py`."""
 
 from __future__ import annotations
 
@@ -9,37 +8,11 @@ import logging
 from django.conf import settings
 
 from sharestore import errors
-from volumes.services.operations import operation_run
 
 logger = logging.getLogger(__name__)
 
 SCHEDULE_ACTOR = "schedule"
 DEFAULT_VERIFY_BATCH = 10
-
-
-def backup_create_task(operation_id: int) -> None:
-    from backups.services.create import BACKUP_CREATE_HANDLER
-
-    operation_run(operation_id, BACKUP_CREATE_HANDLER)
-
-
-def backup_delete_task(operation_id: int) -> None:
-    from backups.services.delete import BACKUP_DELETE_HANDLER
-
-    operation_run(operation_id, BACKUP_DELETE_HANDLER)
-
-
-def backup_restore_task(operation_id: int) -> None:
-    from backups.services.restore import BACKUP_RESTORE_HANDLER
-
-    operation_run(operation_id, BACKUP_RESTORE_HANDLER)
-
-
-def backup_verify_task(operation_id: int) -> None:
-    """Re-run of a verification the sweeper found abandoned (verifications start in `backup_verify`)."""
-    from backups.services.verify import BACKUP_VERIFY_HANDLER
-
-    operation_run(operation_id, BACKUP_VERIFY_HANDLER)
 
 
 def prune_task() -> int:

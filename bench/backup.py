@@ -3,7 +3,7 @@
 
 Every backup and restore goes through the service (`backup_add`, `backup_restore`: checks, rows, the
 queued operation) and then the task function a django-q2 worker would call for that operation
-(`backups.tasks.backup_create_task(operation_id)` -> `operation_run`), timed on its own: the time
+(`sharestore.core.tasks.operation_task(operation_id)` -> `operation_run`), timed on its own: the time
 from a worker picking the operation up to the backup being BackupCompleted, checksum included.
 
 Prints, medians of --rounds:
@@ -121,15 +121,16 @@ def main() -> int:
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
     setup_django(workdir)
-    from backups import tasks
     from backups.models import Backup
     from backups.services.create import backup_add
     from backups.services.points import backup_point_create
     from backups.services.restore import backup_restore
-    from volumes.choices import EventState, OperationState
-    from volumes.models import Operation, Pool, Volume
+    from sharestore.core.choices import OperationState
+    from sharestore.core.models import Operation
+    from sharestore.core.tasks import operation_task
+    from volumes.choices import EventState
+    from volumes.models import Pool, Volume
     from volumes.services import demo
-    from volumes.services.operations import task_callable
     from volumes.services.snapshots import snapshot_create
     from volumes.services.volumes import pool_driver, volume_create, volume_delete
 
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     def drain() -> None:
         """Run every queued operation's task, as a worker would."""
         while op := Operation.objects.filter(state=OperationState.QUEUED).order_by("id").first():
-            task_callable(op.task)(op.pk)
+            operation_task(op.pk)
 
     def new_volume(name: str, capacity: int) -> Volume:
         volume = volume_create(
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         operation = Operation.objects.get(target_uuid=made.uuid, kind="backup.create")
         cold()
         start = time.perf_counter()
-        tasks.backup_create_task(operation.pk)
+        operation_task(operation.pk)
         elapsed = time.perf_counter() - start
         made.refresh_from_db()
         operation.refresh_from_db()
@@ -268,7 +269,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                     operation = Operation.objects.get(volume=restored, kind="backup.restore")
                     cold()
                     start = time.perf_counter()
-                    tasks.backup_restore_task(operation.pk)
+                    operation_task(operation.pk)
                     note(f"restore {label}", time.perf_counter() - start)
                     restored.refresh_from_db()
                     assert restored.state == EventState.AVAILABLE, restored.state
@@ -324,7 +325,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     med = {k: statistics.median(v) for k, v in figures.items()}
     verdict = {True: "met", False: "NOT met"}
     print(
-        f"backup task (backups.tasks.backup_create_task) timed from claim to BackupCompleted, chunk index "
+        f"backup task (sharestore.core.tasks.operation_task) timed from claim to BackupCompleted, chunk index "
         f"included; medians of {args.rounds} rounds; "
         + ("cold page cache before each" if cold() else "page cache NOT dropped (not root)")
     )

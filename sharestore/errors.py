@@ -10,11 +10,15 @@ state, 5xxx storage and internal. Codes are stable: never reuse or renumber one.
 
 from __future__ import annotations
 
-__all__ = ["ServiceError", "CATALOGUE"]
+__all__ = ["ServiceError", "CATALOGUE", "json_params", "render"]
 
 
 class _Missing(dict):
+    """Format parameters; a missing `<x>_cn` falls back to `<x>` (English detail beats a placeholder)."""
+
     def __missing__(self, key):
+        if key.endswith("_cn") and key[:-3] in self:
+            return self[key[:-3]]
         return "{" + key + "}"
 
 
@@ -566,17 +570,42 @@ class PoolSpaceShort(ServiceError):
 # Not a condition of its own ----------------------------------------------------------------------
 
 
+def json_params(params: dict) -> dict:
+    """An error's parameters as stored in a JSON column: numbers, strings and booleans as they are,
+    anything else (UUIDs, paths, decimals) as its text."""
+    return {
+        key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+        for key, value in params.items()
+    }
+
+
+def render(scode: int, params: dict | None, *, fallback: str = "", chinese: bool = False) -> str:
+    """A stored failure's message, rendered from the catalogue with its stored parameters.
+
+    `fallback` (the English text stored with it) answers for unknown codes and for failures stored
+    without parameters whose text is not the template's (rows written before parameters were kept,
+    operations cancelled by a repair).
+    """
+    cls = CATALOGUE.get(int(scode or 0))
+    if cls is None:
+        return fallback
+    if not params and fallback and fallback != cls.message:
+        return fallback
+    template = cls.message_cn if chinese else cls.message
+    return template.format_map(_Missing(params or {}))
+
+
 class RecordedFailure(ServiceError):
     """A failure recorded on an operation, answered again later with its own scode, status and messages."""
 
-    def __init__(self, *, scode: int, message: str, message_cn: str = "", desc: str = ""):
+    def __init__(self, *, scode: int, message: str, params: dict | None = None, desc: str = ""):
         known = CATALOGUE.get(scode, InternalError)
         self.scode, self.http_status = scode, known.http_status
-        self._message, self._message_cn = message, message_cn or message
-        super().__init__(desc=desc)
+        self._message = message
+        super().__init__(desc=desc, **(params or {}))
 
     def render_message(self) -> str:
-        return self._message
+        return render(self.scode, self.params, fallback=self._message)
 
     def render_message_cn(self) -> str:
-        return self._message_cn
+        return render(self.scode, self.params, fallback=self._message, chinese=True)

@@ -11,8 +11,8 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from sharestore.core.services.tokens import token_create
 from volumes.services import demo
-from volumes.services.tokens import token_create
 
 TENANT = demo.TENANT_UUID
 CLUSTER = demo.CLUSTER_UUID

@@ -4,6 +4,7 @@ import os
 
 from django.test import TestCase
 
+from sharestore.core.models import AuditEvent, Operation
 from tests.conftest import (  # noqa: F401
     CLUSTER,
     HOST,
@@ -16,7 +17,7 @@ from tests.conftest import (  # noqa: F401
     qemu_io,
     scoped,
 )
-from volumes.models import AuditEvent, Operation, Snapshot, Volume
+from volumes.models import Snapshot, Volume
 
 
 def success_envelope(data) -> dict:

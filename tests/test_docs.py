@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management import call_command
 
-from volumes.management.commands.error_catalogue import catalogue_markdown
+from sharestore.core.management.commands.error_catalogue import catalogue_markdown
 from sharestore.errors import CATALOGUE
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -1,5 +1,4 @@
-"""Models of the volumes app: topology (zone, cluster, host), tenancy, pools, volumes, snapshots,
-operations, the audit trail and API tokens."""
+"""Models of the volumes app: topology (zone, cluster, host), tenancy, pools, volumes and snapshots."""
 
 from __future__ import annotations
 
@@ -23,9 +22,6 @@ __all__ = [
     "Volume",
     "VolumeAttachment",
     "Snapshot",
-    "Operation",
-    "AuditEvent",
-    "ApiToken",
 ]
 
 
@@ -235,6 +231,8 @@ class Volume(models.Model):
         verbose_name = _("volume")
         verbose_name_plural = _("volumes")
         ordering = ["-created", "-id"]
+        # Repairs act on volumes (and on pools and backup points through them); `volumes.run_repairs`.
+        permissions = [("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")]
         indexes = [
             models.Index(fields=["tenant", "cluster", "-created", "-id"], name="volumes_vol_tenant_cl_created"),
             models.Index(fields=["tenant", "cluster", "pool", "name"], name="volumes_vol_tenant_cl_pool_nm"),
@@ -313,107 +311,3 @@ class Snapshot(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.uuid})"
-
-
-class Operation(models.Model):
-    """A long-running action with progress, a lease held by its worker, and its outcome."""
-
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    kind = models.CharField(max_length=32, choices=choices.OperationKind.choices)
-    state = models.CharField(
-        max_length=16, choices=choices.OperationState.choices, default=choices.OperationState.QUEUED
-    )
-    volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="operations")
-    target_type = models.CharField(max_length=32, help_text=_("volume, snapshot, backup ..."))
-    target_uuid = models.UUIDField(db_index=True)
-    task = models.CharField(max_length=128, help_text=_("Dotted path of the task that runs it (re-enqueued by the sweeper)."))
-    params = models.JSONField(default=dict, blank=True)
-    phase = models.CharField(max_length=64, blank=True, default="")
-    progress = models.FloatField(default=0, help_text=_("Percent, 0-100, never decreasing."))
-    bytes_done = models.BigIntegerField(default=0)
-    bytes_total = models.BigIntegerField(default=0)
-    error_scode = models.IntegerField(default=0)
-    error_message = models.TextField(blank=True, default="")
-    error_detail = models.TextField(blank=True, default="", help_text=_("stderr of the failing command."))
-    requested_by = models.CharField(max_length=128, blank=True, default="")
-    owner = models.CharField(max_length=128, blank=True, default="", help_text=_("Worker holding the lease."))
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0)
-    created = models.DateTimeField(default=timezone.now, editable=False)
-    started = models.DateTimeField(null=True, blank=True)
-    finished = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        verbose_name = _("operation")
-        verbose_name_plural = _("operations")
-        ordering = ["-created", "-id"]
-        permissions = [("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")]
-        indexes = [
-            models.Index(fields=["state", "lease_expires_at"], name="volumes_op_state_lease"),
-            models.Index(fields=["volume", "-created"], name="volumes_op_volume_created"),
-        ]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(progress__gte=0) & Q(progress__lte=100), name="%(app_label)s_%(class)s_progress_range"
-            ),
-        ]
-
-    def __str__(self):
-        return f"{self.kind} {self.target_uuid} [{self.state}]"
-
-
-class AuditEvent(models.Model):
-    """One state change or action on an object: who asked, from which state to which, with what result."""
-
-    created = models.DateTimeField(default=timezone.now, db_index=True)
-    actor = models.CharField(max_length=128, blank=True, default="")
-    action = models.CharField(max_length=64)
-    object_type = models.CharField(max_length=32)
-    object_uuid = models.UUIDField(db_index=True)
-    volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
-    operation = models.ForeignKey(Operation, null=True, blank=True, on_delete=models.SET_NULL, related_name="events")
-    from_state = models.CharField(max_length=32, blank=True, default="")
-    to_state = models.CharField(max_length=32, blank=True, default="")
-    result = models.CharField(max_length=16, blank=True, default="ok")
-    message = models.TextField(blank=True, default="")
-
-    class Meta:
-        verbose_name = _("audit event")
-        verbose_name_plural = _("audit events")
-        ordering = ["-created", "-id"]
-        indexes = [models.Index(fields=["volume", "-created"], name="volumes_audit_volume_created")]
-
-    def __str__(self):
-        return f"{self.created:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_uuid}"
-
-
-class ApiToken(models.Model):
-    """An API credential, stored as a SHA-256 hash; bound to one tenant or, if none, a platform token."""
-
-    name = models.CharField(max_length=128)
-    key_prefix = models.CharField(max_length=12, editable=False, help_text=_("First characters, to recognise it."))
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
-    tenant = models.ForeignKey(
-        Tenant,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="tokens",
-        help_text=_("Empty: a platform token that may act for any tenant."),
-    )
-    created = models.DateTimeField(default=timezone.now, editable=False)
-    expires_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    last_used = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta:
-        verbose_name = _("API token")
-        verbose_name_plural = _("API tokens")
-        ordering = ["name"]
-
-    def __str__(self):
-        return f"{self.name} ({self.key_prefix}…)"
-
-    @property
-    def is_platform(self) -> bool:
-        return self.tenant_id is None

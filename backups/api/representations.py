@@ -4,9 +4,9 @@ extension keys (progress, error, chain, verification) documented in docs/backups
 from __future__ import annotations
 
 from backups.models import Backup
+from sharestore.core.models import Operation
 from volumes.api.representations import epoch
 from volumes.choices import EventState
-from volumes.models import Operation
 
 
 def latest_operations(uuids) -> dict[str, Operation]:

@@ -9,8 +9,8 @@ from backups import choices
 from backups.models import Backup, BackupPoint
 from backups.storage import BackupStore
 from sharestore import errors
-from volumes.choices import ACTIVE_OPERATION_STATES, OperationKind
-from volumes.models import Operation
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
+from sharestore.core.models import Operation
 
 # Measured in bench/backup.py (docs/backups.md): see there before changing it.
 DEFAULT_COMPRESS = True

@@ -21,12 +21,13 @@ from backups.services.common import (
 )
 from backups.storage import BackupStore
 from sharestore import errors
-from volumes.choices import OperationKind
+from sharestore.core.choices import OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import audit, transition
 from volumes.drivers import StorageDriver
-from volumes.models import Operation, Snapshot, Volume
-from volumes.services.operations import OperationHandler, Reporter, operation_create
+from volumes.models import Snapshot, Volume
 from volumes.services.snapshot_rules import require_snapshot_readable
-from volumes.services.state import audit, transition
 from volumes.services.volumes import pool_driver, validate_desc, validate_name, volume_lock
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,6 @@ def backup_add(
     )
     operation = operation_create(
         kind=OperationKind.BACKUP_CREATE,
-        task="backups.tasks.backup_create_task",
         target_type="backup",
         target_uuid=backup.uuid,
         actor=actor,
@@ -329,7 +329,7 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         volume_id=backup.volume_id,
         operation_id=operation.pk,
         extra={"size": 0},
-        message=f"scode {error.scode}: {error.render_message()}",
+        error=error,
     )
 
 

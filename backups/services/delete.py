@@ -16,10 +16,10 @@ from backups.services.common import (
 )
 from backups.storage import BackupStore
 from sharestore import errors
-from volumes.choices import ACTIVE_OPERATION_STATES, OperationKind
-from volumes.models import Operation
-from volumes.services.operations import OperationHandler, Reporter, operation_create
-from volumes.services.state import audit, transition
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import audit, transition
 
 # -- delete --------------------------------------------------------------------------------------
 
@@ -85,7 +85,6 @@ def backup_delete(*, actor: str, backup: Backup, reason: str = "") -> Operation:
         )
     return operation_create(
         kind=OperationKind.BACKUP_DELETE,
-        task="backups.tasks.backup_delete_task",
         target_type="backup",
         target_uuid=backup.uuid,
         actor=actor,

@@ -12,9 +12,9 @@ from django.utils import timezone
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
 from sharestore import errors
+from sharestore.core.services.state import audit, transition
 from volumes.models import Cluster, Tenant
 from volumes.services.pools import validate_byte_capacity, validate_directory
-from volumes.services.state import audit, transition
 from volumes.services.volumes import validate_name
 
 

@@ -13,6 +13,7 @@ from django.db import transaction
 from backups.choices import IN_PROGRESS_STATUSES, BackupStatus
 from backups.models import Backup, BackupPoint
 from sharestore import errors
+from sharestore.core.services.state import audit, transition
 from volumes.drivers import get_driver
 from volumes.services.repair.common import ImageReader, busy_uuids, classify_orphans, remove_orphans
 from volumes.services.repair.findings import (
@@ -24,7 +25,6 @@ from volumes.services.repair.findings import (
     ReconcileReport,
 )
 from volumes.services.repair.reconcile import ReconcileScope, parse_uuids, register_reconcile_scope
-from volumes.services.state import audit, transition
 
 
 def _backup_point_targets(uuids: list[str] | None) -> list[BackupPoint]:

@@ -13,10 +13,12 @@ from backups.services.common import (
     lock_point,
 )
 from sharestore import errors
-from volumes.choices import EventState, OperationKind
-from volumes.models import Cluster, Operation, Pool, Tenant, Volume
-from volumes.services.operations import OperationHandler, Reporter, operation_create
-from volumes.services.state import audit, transition
+from sharestore.core.choices import OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import audit, transition
+from volumes.choices import EventState
+from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import pool_driver, volume_population_failed, volume_reserve
 
 # -- restore -------------------------------------------------------------------------------------
@@ -56,7 +58,6 @@ def backup_restore(
     )
     operation = operation_create(
         kind=OperationKind.BACKUP_RESTORE,
-        task="backups.tasks.backup_restore_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,

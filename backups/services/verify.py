@@ -15,9 +15,9 @@ from backups.services.common import (
     lock_point,
 )
 from sharestore import errors
-from volumes.choices import OperationKind
-from volumes.models import Operation
-from volumes.services.operations import OperationHandler, Reporter, operation_run
+from sharestore.core.choices import OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_run
 
 # -- verification --------------------------------------------------------------------------------
 
@@ -46,7 +46,6 @@ def backup_verify(*, actor: str, backup: Backup) -> BackupVerification:
         )
         operation = Operation.objects.create(
             kind=OperationKind.BACKUP_VERIFY,
-            task="backups.tasks.backup_verify_task",
             target_type="backup",
             target_uuid=backup.uuid,
             volume=backup.volume,

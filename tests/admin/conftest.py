@@ -11,8 +11,11 @@ from django.contrib.auth.models import Permission
 def repair_user(db):
     """A staff user who holds only the repair permission (and may view volumes)."""
     user = get_user_model().objects.create_user("operator", password="operator-pw", is_staff=True)
-    codenames = ["run_repairs", "view_volume", "view_pool", "view_operation"]
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="volumes", codename__in=codenames))
+    codenames = ["run_repairs", "view_volume", "view_pool"]
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="volumes", codename__in=codenames)
+        | Permission.objects.filter(content_type__app_label="core", codename="view_operation")
+    )
     return user
 
 
@@ -20,8 +23,11 @@ def repair_user(db):
 def viewer_user(db):
     """A staff user who may look but not repair."""
     user = get_user_model().objects.create_user("viewer", password="viewer-pw", is_staff=True)
-    codenames = ["view_volume", "view_pool", "view_operation"]
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="volumes", codename__in=codenames))
+    codenames = ["view_volume", "view_pool"]
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="volumes", codename__in=codenames)
+        | Permission.objects.filter(content_type__app_label="core", codename="view_operation")
+    )
     return user
 
 

@@ -11,9 +11,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connections
 
+from sharestore.core.models import AuditEvent
 from tests.admin.storage import build_tree, head_path, new_volume, plant_orphan, pool_named
 from volumes.choices import EventState
-from volumes.models import AuditEvent, Volume
+from volumes.models import Volume
 from volumes.services import demo
 
 CHROMIUM = "/usr/bin/chromium"

@@ -10,17 +10,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from backups.choices import BackupStatus
 from backups import models as backup_models
+from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
-from volumes.choices import EventState, OperationKind, OperationState, SnapshotStatus
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import ApiToken, AuditEvent, Operation
+from volumes.choices import EventState, SnapshotStatus
 from volumes.models import (
-    ApiToken,
-    AuditEvent,
     Cluster,
     Host,
     Namespace,
-    Operation,
     Pool,
     PoolMount,
     Snapshot,
@@ -59,7 +58,7 @@ def add_rows(count: int, data_dir) -> None:
         VolumeAttachment.objects.create(volume=volume, vm_uuid=uuid_lib.uuid4(), vm_name=f"vm-{tag}")
         operation = Operation.objects.create(
             kind=OperationKind.VOLUME_CREATE, state=OperationState.FAILED, volume=volume, target_type="volume",
-            target_uuid=volume.uuid, task="volumes.tasks.volume_create_task", progress=40, bytes_done=10, bytes_total=100,
+            target_uuid=volume.uuid, progress=40, bytes_done=10, bytes_total=100,
             error_scode=5001, error_message="storage operation failed: qemu-img create exited 1", owner="w1",
         )
         AuditEvent.objects.create(
@@ -125,7 +124,7 @@ def test_filtered_changelists_stay_constant_too(admin_client, data_dir):
     pool = Pool.objects.first()
     urls = [
         reverse("admin:volumes_volume_changelist") + f"?pool__id__exact={pool.pk}&state__exact=0",
-        reverse("admin:volumes_operation_changelist") + "?state__exact=failed&kind__exact=volume.create",
+        reverse("admin:core_operation_changelist") + "?state__exact=failed&kind__exact=volume.create",
         reverse("admin:volumes_snapshot_changelist") + f"?volume__pool__id__exact={pool.pk}",
         reverse("admin:backups_backup_changelist") + "?status__exact=BackupCompleted",
     ]
@@ -136,7 +135,7 @@ def test_filtered_changelists_stay_constant_too(admin_client, data_dir):
 
 def test_changelist_columns_show_bars_progress_and_counts(admin_client, data_dir):
     add_rows(2, data_dir)
-    _, operations = changelist_queries(admin_client, reverse("admin:volumes_operation_changelist"))
+    _, operations = changelist_queries(admin_client, reverse("admin:core_operation_changelist"))
     assert 'class="ss-bar-fill" style="width: 40.0%"' in operations
     assert "10 B / 100 B" in operations and "storage operation failed: qemu-img create exited 1" in operations
     _, pools = changelist_queries(admin_client, reverse("admin:volumes_pool_changelist"))
@@ -165,11 +164,11 @@ def add_queue_rows(count: int) -> None:
     for _ in range(count):
         for success in (True, False):
             Task.objects.create(
-                id=uuid_lib.uuid4().hex, name=f"task-{uuid_lib.uuid4().hex}", func="volumes.tasks.sweep_task",
+                id=uuid_lib.uuid4().hex, name=f"task-{uuid_lib.uuid4().hex}", func="sharestore.core.tasks.sweep_task",
                 started=timezone.now(), stopped=timezone.now(), success=success,
             )
-        Schedule.objects.create(name=f"schedule-{uuid_lib.uuid4().hex}", func="volumes.tasks.sweep_task", schedule_type="I", minutes=5)
-        payload = {"id": uuid_lib.uuid4().hex, "name": "queued", "func": "volumes.tasks.sweep_task", "args": (), "kwargs": {}}
+        Schedule.objects.create(name=f"schedule-{uuid_lib.uuid4().hex}", func="sharestore.core.tasks.sweep_task", schedule_type="I", minutes=5)
+        payload = {"id": uuid_lib.uuid4().hex, "name": "queued", "func": "sharestore.core.tasks.sweep_task", "args": (), "kwargs": {}}
         OrmQ.objects.create(key="sharestore", payload=SignedPackage.dumps(payload), lock=timezone.now())
 
 

@@ -8,11 +8,12 @@ import uuid as uuid_lib
 import pytest
 from django.urls import reverse
 
+from sharestore import errors
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.console import localized_error, localized_event_message
+from sharestore.core.models import AuditEvent, Operation
 from sharestore.errors import CATALOGUE
 from tests.admin.storage import new_volume, pool_named
-from volumes.choices import OperationKind, OperationState
-from volumes.console import localized_error, localized_event_message
-from volumes.models import Operation
 
 
 def sample_params(cls) -> dict:
@@ -26,16 +27,27 @@ def sample_params(cls) -> dict:
 
 
 @pytest.mark.parametrize("scode", sorted(CATALOGUE))
-def test_every_catalogue_message_reads_back_in_chinese(scode):
+def test_every_stored_failure_renders_in_both_languages_from_its_parameters(scode):
     error = CATALOGUE[scode](**sample_params(CATALOGUE[scode]))
-    assert localized_error(scode, error.render_message(), "zh-hans") == error.render_message_cn()
-    assert localized_error(scode, error.render_message(), "en") == error.render_message()
+    stored = errors.json_params(error.params)
+    assert localized_error(scode, error.render_message(), stored, "zh-hans") == error.render_message_cn()
+    assert localized_error(scode, error.render_message(), stored, "en") == error.render_message()
 
 
-def test_messages_that_do_not_fit_the_template_stay_as_they_are():
-    assert localized_error(5001, "something else entirely", "zh-hans") == "something else entirely"
-    assert localized_error(9999, "unknown code", "zh-hans") == "unknown code"
-    assert localized_event_message("scode 5004: no space left on /pool", "zh-hans") == "scode 5004: /pool 空间不足"
+def test_failures_stored_without_parameters_or_with_unknown_codes_stay_as_they_are():
+    assert localized_error(5001, "something else entirely", {}, "zh-hans") == "something else entirely"
+    assert localized_error(9999, "unknown code", {"x": 1}, "zh-hans") == "unknown code"
+    # A template without placeholders needs no parameters to be translated.
+    assert localized_error(5000, "internal error", {}, "zh-hans") == "内部错误"
+
+
+def test_audit_events_of_failures_render_from_their_scode_and_parameters():
+    failure = AuditEvent(
+        scode=5004, message="scode 5004: no space left on /pool", message_params={"where": "/pool"}
+    )
+    assert localized_event_message(failure, "zh-hans") == "scode 5004: /pool 空间不足"
+    assert localized_event_message(failure, "en") == "scode 5004: no space left on /pool"
+    assert localized_event_message(AuditEvent(message="force"), "zh-hans") == "force"
 
 
 def test_browser_language_picks_chinese(admin_client, topology):
@@ -49,13 +61,14 @@ def test_browser_language_picks_chinese(admin_client, topology):
 
 
 def test_switch_sets_the_language_for_the_session(admin_client, topology):
-    url = reverse("admin:volumes_operation_changelist")
+    url = reverse("admin:core_operation_changelist")
     response = admin_client.post(reverse("set_language"), {"language": "zh-hans", "next": url})
     assert response.status_code == 302 and response["Location"] == url
     volume = new_volume(topology, pool=pool_named(topology, "disks"), name="v", data=False)
     Operation.objects.create(
         kind=OperationKind.VOLUME_IMPORT, state=OperationState.FAILED, volume=volume, target_type="volume",
-        target_uuid=uuid_lib.uuid4(), task="x", error_scode=1010, error_message="backing_file rejected: encrypted qcow2",
+        target_uuid=uuid_lib.uuid4(), error_scode=1010, error_message="backing_file rejected: encrypted qcow2",
+        error_params={"reason": "encrypted qcow2"},
     )
     html = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()  # the cookie wins over the browser
     assert "1010: 已有卷文件不可导入：encrypted qcow2" in html
@@ -70,8 +83,9 @@ def test_login_page_offers_the_switch(client):
 
 
 def test_a_chinese_operator_writes_language_neutral_audit_rows(admin_client, topology):
+    from sharestore.core.models import AuditEvent
     from volumes.choices import EventState
-    from volumes.models import AuditEvent, Volume
+    from volumes.models import Volume
 
     volume = new_volume(topology, pool=pool_named(topology, "disks"), name="v", data=False)
     Volume.objects.filter(pk=volume.pk).update(state=EventState.MERGING)

@@ -9,8 +9,9 @@ import pytest
 from django.urls import reverse
 
 from backups.models import BackupPoint
+from sharestore.core.models import AuditEvent
 from tests.admin.storage import new_volume, pool_named
-from volumes.models import AuditEvent, Pool, PoolMount
+from volumes.models import Pool, PoolMount
 
 
 def pool_form(topology, **overrides) -> dict:

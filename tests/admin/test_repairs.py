@@ -12,9 +12,11 @@ from django.test import TestCase
 from django.urls import reverse
 from django.utils import timezone
 
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import AuditEvent, Operation
 from tests.admin.storage import build_tree, head_path, new_volume, plant_orphan, pool_named
-from volumes.choices import EventState, OperationKind, OperationState, SnapshotStatus
-from volumes.models import AuditEvent, Operation, Volume
+from volumes.choices import EventState, SnapshotStatus
+from volumes.models import Volume
 from volumes.services.volumes import volume_create
 
 
@@ -28,7 +30,7 @@ def stuck_operation(volume, *, kind=OperationKind.SNAPSHOT_CREATE, live=False) -
     expires = timezone.now() + (timedelta(minutes=5) if live else -timedelta(minutes=5))
     return Operation.objects.create(
         kind=kind, state=OperationState.RUNNING, volume=volume, target_type="volume", target_uuid=volume.uuid,
-        task="volumes.tasks.volume_create_task", owner="dead-worker", lease_expires_at=expires,
+        owner="dead-worker", lease_expires_at=expires,
     )
 
 
@@ -46,7 +48,7 @@ def test_repair_screens_need_the_repair_permission(client, viewer_user, repair_u
         reverse("admin:volumes_volume_force_delete", args=[volume.pk]),
         reverse("admin:volumes_volume_refresh_usage") + f"?volume={volume.pk}",
         reverse("admin:volumes_pool_reconcile") + f"?pool={disks.uuid}",
-        reverse("admin:volumes_operation_retry"),
+        reverse("admin:core_operation_retry"),
     ]
     client.force_login(viewer_user)
     assert [client.get(url).status_code for url in urls] == [403] * 5
@@ -228,12 +230,12 @@ def test_retry_of_a_failed_create_queues_it_again(admin_client, topology, disks,
     settings.SHARESTORE_QEMU_IMG = "qemu-img"
 
     changelist = admin_client.post(
-        reverse("admin:volumes_operation_changelist"), {"action": "retry_action", "_selected_action": [failed.pk]}
+        reverse("admin:core_operation_changelist"), {"action": "retry_action", "_selected_action": [failed.pk]}
     )
     preview = admin_client.get(changelist["Location"])
     assert preview.context["rows"] == [(failed, "")]
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(reverse("admin:volumes_operation_retry"), {"operation": failed.pk, "apply": "1"})
+        admin_client.post(reverse("admin:core_operation_retry"), {"operation": failed.pk, "apply": "1"})
     volume.refresh_from_db()
     assert volume.state == EventState.AVAILABLE and os.path.isfile(head_path(volume))
     retried = Operation.objects.filter(volume=volume).exclude(pk=failed.pk).get()
@@ -246,10 +248,10 @@ def test_retry_is_refused_for_kinds_without_a_safe_retry(admin_client, topology,
     volume = new_volume(topology, pool=disks, name="v")
     failed = Operation.objects.create(
         kind=OperationKind.SNAPSHOT_ROLLBACK, state=OperationState.FAILED, volume=volume, target_type="volume",
-        target_uuid=volume.uuid, task="x", error_scode=5001, error_message="storage operation failed: boom",
+        target_uuid=volume.uuid, error_scode=5001, error_message="storage operation failed: boom",
     )
-    url = reverse("admin:volumes_operation_retry") + f"?operation={failed.pk}"
+    url = reverse("admin:core_operation_retry") + f"?operation={failed.pk}"
     assert admin_client.get(url).context["rows"] == [(failed, "no safe retry is defined for roll back to snapshot")]
-    response = admin_client.post(reverse("admin:volumes_operation_retry"), {"operation": failed.pk, "apply": "1"}, follow=True)
+    response = admin_client.post(reverse("admin:core_operation_retry"), {"operation": failed.pk, "apply": "1"}, follow=True)
     assert any("scode 4009" in m for m in messages_of(response))
     assert Operation.objects.filter(volume=volume).count() == 2  # the create and the failed rollback only

@@ -12,10 +12,12 @@ from django.urls import reverse
 from backups.choices import BackupStatus
 from backups.models import Backup
 from backups.services.points import backup_point_create
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services.state import transition
 from tests.admin.storage import build_tree, new_volume, pool_named
-from volumes.choices import EventState, OperationKind, OperationState
-from volumes.models import Operation, Volume
-from volumes.services.state import transition
+from volumes.choices import EventState
+from volumes.models import Volume
 
 
 def tree_items(html: str) -> list[str]:
@@ -52,7 +54,8 @@ def test_volume_page_shows_tree_clones_backups_operations_and_timeline(admin_cli
     )
     Operation.objects.create(
         kind=OperationKind.SNAPSHOT_CREATE, state=OperationState.FAILED, volume=volume, target_type="snapshot",
-        target_uuid=uuid_lib.uuid4(), task="x", error_scode=5004, error_message=f"no space left on {disks.path}",
+        target_uuid=uuid_lib.uuid4(), error_scode=5004, error_message=f"no space left on {disks.path}",
+        error_params={"where": disks.path},
     )
     transition(volume, allowed=[EventState.AVAILABLE], to=EventState.SNAPSHOTTING, action="snapshot.create", actor="platform:alice")
 
@@ -81,8 +84,9 @@ def test_volume_page_in_chinese_shows_catalogue_message_cn(admin_client, topolog
     volume = new_volume(topology, pool=disks, name="v")
     Operation.objects.create(
         kind=OperationKind.VOLUME_DELETE, state=OperationState.FAILED, volume=volume, target_type="volume",
-        target_uuid=volume.uuid, task="x", error_scode=4001,
+        target_uuid=volume.uuid, error_scode=4001,
         error_message=f"volume {volume.uuid} is 5 (deleting): cannot delete now",
+        error_params={"kind": "volume", "uuid": str(volume.uuid), "state": "5 (deleting)", "action": "delete"},
     )
     html = admin_client.get(
         reverse("admin:volumes_volume_change", args=[volume.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans"

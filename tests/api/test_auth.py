@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from sharestore.core.models import ApiToken
+from sharestore.core.services.tokens import token_create, token_hash
 from tests.helpers import POOL_DISKS, TENANT, scoped
-from volumes.models import ApiToken, Namespace, Tenant
-from volumes.services.tokens import token_create, token_hash
+from volumes.models import Namespace, Tenant
 
 OTHER_TENANT = "11111111-2222-4333-8444-555555555555"
 

@@ -14,6 +14,8 @@ import pytest
 from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.services.points import backup_point_create
+from sharestore.core.models import AuditEvent, Operation
+from sharestore.core.services.tokens import token_create
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import (
     CLUSTER,
@@ -27,8 +29,7 @@ from tests.helpers import (
     success_envelope,
 )
 from volumes.choices import EventState
-from volumes.models import AuditEvent, Namespace, Operation, Pool, Tenant, Volume
-from volumes.services.tokens import token_create
+from volumes.models import Namespace, Pool, Tenant, Volume
 
 MiB = 1 << 20
 MISSING = object()

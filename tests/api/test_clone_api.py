@@ -13,6 +13,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from sharestore import errors
+from sharestore.core.models import Operation
+from sharestore.core.services.tokens import token_create
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import (
     CLUSTER,
@@ -30,8 +32,7 @@ from tests.helpers import (
 )
 from tests.services.snapshot_support import storage_fault
 from volumes.choices import EventState
-from volumes.models import Namespace, Operation, Pool, Snapshot, Tenant, Volume, VolumeAttachment
-from volumes.services.tokens import token_create
+from volumes.models import Namespace, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 
 MiB = 1 << 20
 MISSING = object()

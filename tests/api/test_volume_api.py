@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from sharestore.core.choices import OperationState
+from sharestore.core.models import AuditEvent, Operation
 from tests.contract import EXAMPLES, assert_matches_contract
 from tests.helpers import (
     CLUSTER,
@@ -21,8 +23,8 @@ from tests.helpers import (
     scoped,
     success_envelope,
 )
-from volumes.choices import EventState, OperationState
-from volumes.models import AuditEvent, Operation, Volume
+from volumes.choices import EventState
+from volumes.models import Volume
 
 GiB = 1 << 30
 

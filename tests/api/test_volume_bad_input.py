@@ -8,8 +8,9 @@ import uuid
 
 import pytest
 
+from sharestore.core.models import AuditEvent, Operation
 from tests.helpers import CLUSTER, POOL_DISKS, TENANT, assert_error, qemu_img, scoped
-from volumes.models import AuditEvent, Operation, Tenant, Volume
+from volumes.models import Tenant, Volume
 
 MISSING = object()
 OTHER_TENANT = "11111111-2222-4333-8444-555555555555"

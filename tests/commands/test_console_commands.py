@@ -14,10 +14,11 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from backups.models import BackupPoint
+from sharestore.core.commands import parse_size
+from sharestore.core.models import AuditEvent
 from tests.admin.storage import build_tree, new_volume, pool_named
 from volumes.drivers import get_driver
-from volumes.management.commands._console import parse_size
-from volumes.models import AuditEvent, Pool, Volume
+from volumes.models import Pool, Volume
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,6 +15,8 @@ from django.core.management.base import CommandError
 from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.services.points import backup_point_create
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import AuditEvent, Operation
 from tests.admin.storage import (
     build_tree,
     head_path,
@@ -24,9 +26,9 @@ from tests.admin.storage import (
     pool_named,
     qemu_img,
 )
-from volumes.choices import EventState, OperationKind, OperationState, SnapshotStatus
+from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import get_driver
-from volumes.models import AuditEvent, Operation, Volume
+from volumes.models import Volume
 
 
 def reconcile(*args: str) -> tuple[int, dict]:
@@ -146,7 +148,7 @@ def test_fix_keeps_young_orphans_partial_writes_of_live_operations_and_files_tha
     make_old(partial)
     Operation.objects.create(
         kind=OperationKind.VOLUME_CREATE, state=OperationState.RUNNING, volume=busy, target_type="volume",
-        target_uuid=busy.uuid, task="volumes.tasks.volume_create_task",
+        target_uuid=busy.uuid,
     )
     # A head whose backing file no snapshot row claims: removing that "orphan" would destroy data.
     rebased = new_volume(topology, pool=disks, name="rebased")

@@ -14,11 +14,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.models import Operation
 from tests.helpers import run_tasks
 from volumes.choices import SnapshotStatus
 from volumes.drivers import process
 from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
-from volumes.models import Operation, Snapshot, Volume
+from volumes.models import Snapshot, Volume
 from volumes.services.volumes import pool_driver
 
 REGION = 256 << 10

@@ -20,9 +20,11 @@ from backups.services.restore import backup_restore
 from backups.services.verify import backup_verify
 from backups.storage import BackupStore
 from sharestore import errors
+from sharestore.core.choices import OperationState
+from sharestore.core.models import Operation
 from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT, identical, qemu_img, qemu_io, run_tasks
-from volumes.choices import EventState, OperationState
-from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
+from volumes.choices import EventState
+from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from volumes.services.snapshots import snapshot_create, snapshot_delete, snapshot_rollback
 from volumes.services.volumes import volume_create, volume_delete
 

@@ -19,6 +19,8 @@ from backups.services.delete import backup_delete
 from backups.services.verify import backup_verify
 from backups.storage import BackupStore
 from sharestore import errors
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
 from tests.helpers import qemu_img
 from tests.services.test_backups import (  # noqa: F401 - fixtures used by name
     MiB,
@@ -32,8 +34,6 @@ from tests.services.test_backups import (  # noqa: F401 - fixtures used by name
     snap,
     write,
 )
-from volumes.choices import OperationKind, OperationState
-from volumes.models import Operation
 
 CHUNK = chunks.CHUNK_SIZE
 

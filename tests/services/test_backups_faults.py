@@ -13,13 +13,17 @@ from django.core.management import call_command
 from django.test import TestCase
 from django.utils import timezone
 
-from backups import choices, tasks
+from backups import choices
 from backups.models import Backup, BackupPoint
 from backups.services.create import backup_add
 from backups.services.delete import backup_delete
 from backups.services.restore import backup_restore
 from backups.storage import BackupStore
 from sharestore import errors
+from sharestore.core.choices import OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services import operations
+from sharestore.core.tasks import operation_task
 from tests.services.test_backups import (  # noqa: F401 - fixtures
     MiB,
     backup,
@@ -34,10 +38,9 @@ from tests.services.test_backups import (  # noqa: F401 - fixtures
     snap,
     write,
 )
-from volumes.choices import EventState, OperationState
+from volumes.choices import EventState
 from volumes.drivers import process
-from volumes.models import Operation, Pool, Volume
-from volumes.services import operations
+from volumes.models import Pool, Volume
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root"
@@ -77,7 +80,7 @@ def test_a_full_backup_point_fails_the_backup_and_leaves_no_file(scope, point, t
     created, operation = queued_backup(volume, s1, point, compress=False)
     # The space is gone between the request and the task: the point now lies on a full filesystem.
     BackupPoint.objects.filter(pk=point.pk).update(path=str(tmpfs))
-    tasks.backup_create_task(operation.pk)
+    operation_task(operation.pk)
     operation.refresh_from_db()
     created.refresh_from_db()
     assert (operation.state, operation.error_scode) == (OperationState.FAILED, 5004), operation.error_message
@@ -145,17 +148,17 @@ def test_a_backup_published_before_a_crash_is_not_written_again(scope, point, mo
 
     monkeypatch.setattr(process, "run", dying)
     with pytest.raises(KeyboardInterrupt):
-        tasks.backup_create_task(operation.pk)
+        operation_task(operation.pk)
     monkeypatch.setattr(process, "run", real_run)
     path = backup_file(created)
     assert os.path.isfile(path) and Backup.objects.get(pk=created.pk).status == choices.BackupStatus.RUNNING
     mtime = os.stat(path).st_mtime_ns
     Operation.objects.filter(pk=operation.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    tasks.backup_create_task(operation.pk)  # redelivered
+    operation_task(operation.pk)  # redelivered
     created.refresh_from_db()
     assert created.status == choices.BackupStatus.COMPLETED
     assert os.stat(path).st_mtime_ns == mtime
-    tasks.backup_create_task(operation.pk)  # once more: nothing to do
+    operation_task(operation.pk)  # once more: nothing to do
     assert Operation.objects.get(pk=operation.pk).attempts == 2
 
 
@@ -172,7 +175,7 @@ def test_a_failure_after_publishing_removes_the_file(scope, point, monkeypatch):
         return real_run(argv, **kwargs)
 
     monkeypatch.setattr(process, "run", failing)
-    tasks.backup_create_task(operation.pk)
+    operation_task(operation.pk)
     created.refresh_from_db()
     assert created.status == choices.BackupStatus.FAILED
     assert files_under(point.path) == []
@@ -188,7 +191,7 @@ def test_a_failure_after_the_index_is_written_removes_it_too(scope, point, monke
         raise errors.StorageError(reason="stat failed")
 
     monkeypatch.setattr(BackupStore, "disk_usage", no_size)  # the step after the index is published
-    tasks.backup_create_task(operation.pk)
+    operation_task(operation.pk)
     created.refresh_from_db()
     assert created.status == choices.BackupStatus.FAILED
     assert files_under(point.path) == []

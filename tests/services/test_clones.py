@@ -13,6 +13,10 @@ import uuid as uuid_lib
 import pytest
 
 from sharestore import errors
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services import operations
+from sharestore.core.tasks import operation_task
 from tests.helpers import identical, qemu_img
 from tests.services.snapshot_support import (
     REGION,
@@ -25,22 +29,12 @@ from tests.services.snapshot_support import (
     storage_fault,
     write_regions,
 )
-from volumes import selectors, tasks
+from volumes import selectors
 from volumes.api.snapshot_representations import SnapshotForest
-from volumes.choices import EventState, OperationKind, OperationState, SnapshotStatus
+from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
-from volumes.models import (
-    Host,
-    Namespace,
-    Operation,
-    Pool,
-    PoolMount,
-    Snapshot,
-    Tenant,
-    Volume,
-    VolumeAttachment,
-)
-from volumes.services import clones, operations
+from volumes.models import Host, Namespace, Pool, PoolMount, Snapshot, Tenant, Volume, VolumeAttachment
+from volumes.services import clones
 from volumes.services.snapshots import snapshot_create, snapshot_delete, snapshot_rollback
 from volumes.services.volumes import pool_driver, volume_create, volume_delete
 
@@ -456,7 +450,7 @@ def test_progress_of_a_queued_clone_is_0_and_a_failed_one_answers_its_error(sour
     # Asked by the source's UUID: its newest clone.
     assert clones.clone_operation_for(volume=source["volume"]).pk == operation.pk
     with storage_fault(1, fault=errors.StorageError):
-        tasks.clone_full_task(operation.pk)
+        operation_task(operation.pk)
     operation.refresh_from_db()
     assert operation.state == OperationState.FAILED
     with pytest.raises(errors.RecordedFailure) as raised:
@@ -500,7 +494,7 @@ def test_a_clone_being_copied_blocks_snapshot_delete_rollback_and_volume_delete(
     src.refresh_from_db()
     assert src.state == EventState.AVAILABLE
     with run_tasks():
-        tasks.clone_full_task(Operation.objects.get(target_uuid=full.uuid).pk)
+        operation_task(Operation.objects.get(target_uuid=full.uuid).pk)
     full.refresh_from_db()
     assert full.state == EventState.AVAILABLE
     with run_tasks():
@@ -518,13 +512,13 @@ def test_copies_from_a_linked_clone_block_rewrites_of_its_origin(source):
     with pytest.raises(errors.SnapshotsBeingRead, match=str(full.uuid)):
         snapshot_rollback(actor=ACTOR, volume=src, snapshot=source["s1"])
     with run_tasks():
-        tasks.clone_full_task(Operation.objects.get(target_uuid=full.uuid).pk)
+        operation_task(Operation.objects.get(target_uuid=full.uuid).pk)
     other = clone(src, source["s2"], "other", linked=True)
     operation = flatten(other, execute=False)
     with pytest.raises(errors.SnapshotsBeingRead, match=f"linked clone {other.uuid} \\(being flattened\\)"):
         snapshot_rollback(actor=ACTOR, volume=src, snapshot=source["s1"])
     with run_tasks():
-        tasks.volume_flatten_task(operation.pk)
+        operation_task(operation.pk)
     with run_tasks():
         snapshot_rollback(actor=ACTOR, volume=src, snapshot=source["s1"])
 
@@ -643,7 +637,7 @@ def test_a_crash_mid_copy_is_finished_by_the_redelivered_task(topology, monkeypa
 
     monkeypatch.setattr(operations.Reporter, "progress", die_at_30)
     with pytest.raises(Crash):
-        tasks.clone_full_task(operation.pk)
+        operation_task(operation.pk)
     monkeypatch.setattr(operations.Reporter, "progress", real)
     # What a SIGKILLed worker leaves: a partial under its own tag, nothing published.
     garbage = os.path.join(os.path.dirname(path_of(full)), f".tmp-{full.uuid}.a1-deadbeef")
@@ -655,7 +649,7 @@ def test_a_crash_mid_copy_is_finished_by_the_redelivered_task(topology, monkeypa
     assert not os.path.exists(path_of(full))
     crashed_at = operation.progress
     assert 29 < crashed_at < 100
-    redeliver(operation, tasks.clone_full_task)
+    redeliver(operation, operation_task)
     operation.refresh_from_db()
     full.refresh_from_db()
     assert (operation.state, operation.attempts, full.state) == (
@@ -680,7 +674,7 @@ def test_a_crash_mid_copy_with_no_attempts_left_fails_the_clone_and_removes_the_
     os.makedirs(os.path.dirname(garbage), exist_ok=True)
     with open(garbage, "wb") as handle:
         handle.write(b"half a qcow2")
-    redeliver(operation, tasks.clone_full_task)
+    redeliver(operation, operation_task)
     operation.refresh_from_db()
     full.refresh_from_db()
     assert (operation.state, full.state, full.parent_snapshot_id) == (
@@ -697,11 +691,11 @@ def test_a_crash_mid_copy_with_no_attempts_left_fails_the_clone_and_removes_the_
 
 
 def linked_scenario(source):
-    return lambda: clone(source["volume"], source["s2"], "c", linked=True), tasks.clone_linked_task
+    return lambda: clone(source["volume"], source["s2"], "c", linked=True), operation_task
 
 
 def full_scenario(source):
-    return lambda: clone(source["volume"], source["s2"], "c", linked=False), tasks.clone_full_task
+    return lambda: clone(source["volume"], source["s2"], "c", linked=False), operation_task
 
 
 def flatten_scenario(source):
@@ -709,7 +703,7 @@ def flatten_scenario(source):
     write(linked, r9=9)
     snap(linked, "own")
     write(linked, r10=10)
-    return lambda: flatten(linked), tasks.volume_flatten_task
+    return lambda: flatten(linked), operation_task
 
 
 SCENARIOS = {"linked": linked_scenario, "full": full_scenario, "flatten": flatten_scenario}

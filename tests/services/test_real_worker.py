@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from sharestore.core.choices import OperationState
+from sharestore.core.models import Operation
 from tests.helpers import CLUSTER, POOL_DISKS, TENANT
-from volumes.choices import EventState, OperationState
-from volumes.models import Cluster, Operation, Pool, Tenant, Volume
+from volumes.choices import EventState
+from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import volume_create, volume_delete
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,6 +9,9 @@ import uuid as uuid_lib
 import pytest
 
 from sharestore import errors
+from sharestore.core.choices import OperationState
+from sharestore.core.models import AuditEvent, Operation
+from sharestore.core.tasks import operation_task
 from tests.services.snapshot_support import (
     REGIONS,
     VOLUME_BYTES,
@@ -21,10 +24,9 @@ from tests.services.snapshot_support import (
     storage_fault,
     write_regions,
 )
-from volumes import tasks
-from volumes.choices import EventState, OperationState, SnapshotStatus
+from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
-from volumes.models import AuditEvent, Operation, Snapshot, Volume, VolumeAttachment
+from volumes.models import Snapshot, Volume, VolumeAttachment
 from volumes.services import snapshots as snaps
 from volumes.services.volumes import pool_driver, volume_create
 
@@ -607,13 +609,13 @@ def scenario_rollback_first_and_collect(m):
 
 
 SCENARIOS = {
-    "create": (scenario_create, tasks.snapshot_create_task),
-    "delete-commit": (scenario_delete_commit, tasks.snapshot_delete_task),
-    "delete-rebase": (scenario_delete_rebase, tasks.snapshot_delete_task),
-    "delete-into-child": (scenario_delete_into_child_and_cascade, tasks.snapshot_delete_task),
-    "delete-leaf-cascade": (scenario_delete_leaf_cascade, tasks.snapshot_delete_task),
-    "rollback": (scenario_rollback, tasks.snapshot_rollback_task),
-    "rollback-first": (scenario_rollback_first_and_collect, tasks.snapshot_rollback_task),
+    "create": (scenario_create, operation_task),
+    "delete-commit": (scenario_delete_commit, operation_task),
+    "delete-rebase": (scenario_delete_rebase, operation_task),
+    "delete-into-child": (scenario_delete_into_child_and_cascade, operation_task),
+    "delete-leaf-cascade": (scenario_delete_leaf_cascade, operation_task),
+    "rollback": (scenario_rollback, operation_task),
+    "rollback-first": (scenario_rollback_first_and_collect, operation_task),
 }
 
 

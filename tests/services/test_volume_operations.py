@@ -11,13 +11,15 @@ import pytest
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.choices import OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services import operations
+from sharestore.core.services.state import transition
+from sharestore.core.tasks import operation_task
 from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img
-from volumes import tasks
-from volumes.choices import EventState, OperationState
-from volumes.models import Cluster, Operation, Pool, Tenant, Volume
-from volumes.services import operations
-from volumes.services.state import transition
-from volumes.services.volumes import volume_create, volume_delete
+from volumes.choices import EventState
+from volumes.models import Cluster, Pool, Tenant, Volume
+from volumes.services.volumes import VOLUME_CREATE_HANDLER, volume_create, volume_delete
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_a_redelivered_task_does_nothing_twice(scope, django_capture_on_commit_c
     volume, operation = create(scope, django_capture_on_commit_callbacks)
     assert Operation.objects.get(pk=operation.pk).state == OperationState.SUCCEEDED
     mtime = os.stat(head(volume)).st_mtime_ns
-    tasks.volume_create_task(operation.pk)  # at-least-once delivery: the same task again
+    operation_task(operation.pk)  # at-least-once delivery: the same task again
     operation.refresh_from_db()
     assert (operation.state, operation.attempts) == (OperationState.SUCCEEDED, 1)
     assert os.stat(head(volume)).st_mtime_ns == mtime
@@ -57,7 +59,7 @@ def test_a_live_lease_keeps_a_second_worker_out(scope, django_capture_on_commit_
     Operation.objects.filter(pk=operation.pk).update(
         state=OperationState.RUNNING, owner="other-worker", lease_expires_at=timezone.now() + timedelta(minutes=5)
     )
-    assert operations.operation_run(operation.pk, tasks.VOLUME_CREATE_HANDLER) is None
+    assert operations.operation_run(operation.pk, VOLUME_CREATE_HANDLER) is None
     assert not os.path.exists(head(volume))
     assert Operation.objects.get(pk=operation.pk).owner == "other-worker"
 
@@ -87,7 +89,7 @@ def test_an_operation_interrupted_too_often_fails_and_cleans_up(scope, django_ca
         state=OperationState.RUNNING, owner="dead", attempts=operations.MAX_ATTEMPTS,
         lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
-    tasks.volume_create_task(operation.pk)
+    operation_task(operation.pk)
     operation.refresh_from_db()
     volume.refresh_from_db()
     assert (operation.state, operation.error_scode, volume.state) == (OperationState.FAILED, 5000, EventState.ERROR)
@@ -98,7 +100,7 @@ def test_storage_failure_marks_the_volume_error_with_the_scode(scope, django_cap
     volume, operation = create(scope, django_capture_on_commit_callbacks, execute=False)
     # qemu-img refusing to work (a broken binary stands in for a failing storage command).
     settings.SHARESTORE_QEMU_IMG = "/bin/false"
-    tasks.volume_create_task(operation.pk)
+    operation_task(operation.pk)
     operation.refresh_from_db()
     volume.refresh_from_db()
     assert (operation.state, operation.error_scode, volume.state) == (OperationState.FAILED, 5001, EventState.ERROR)
@@ -129,10 +131,10 @@ def test_delete_task_resumes_after_a_crash(scope, django_capture_on_commit_callb
         operation = volume_delete(actor="test", volume=volume)
     assert Volume.objects.get(pk=volume.pk).state == EventState.DELETING  # out of the live set first
     assert os.path.exists(head(volume))  # files go only afterwards
-    tasks.volume_delete_task(operation.pk)
+    operation_task(operation.pk)
     assert not os.path.exists(head(volume))
     assert Volume.objects.get(pk=volume.pk).state == EventState.DELETED
-    tasks.volume_delete_task(operation.pk)  # redelivered: nothing left to do, nothing breaks
+    operation_task(operation.pk)  # redelivered: nothing left to do, nothing breaks
     assert Operation.objects.get(pk=operation.pk).state == OperationState.SUCCEEDED
 
 

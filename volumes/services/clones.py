@@ -26,10 +26,13 @@ from django.db import transaction
 from django.db.models import Q
 
 from sharestore import errors
-from volumes.choices import LIVE_STATES, EventState, OperationKind, OperationState
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import audit, transition
+from volumes.choices import LIVE_STATES, EventState
 from volumes.drivers import StorageDriver
-from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume
-from volumes.services.operations import OperationHandler, Reporter, operation_create
+from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from volumes.services.snapshot_rules import (
     chain_depth,
     max_chain_depth,
@@ -37,14 +40,13 @@ from volumes.services.snapshot_rules import (
     require_snapshot_readable,
     snapshot_readable,
 )
-from volumes.services.state import audit, transition
 from volumes.services.volumes import (
     pool_driver,
+    start_operation,
     validate_name,
     volume_lock,
     volume_population_failed,
     volume_reserve,
-    start_operation,
     volume_snap_length,
 )
 
@@ -101,7 +103,7 @@ def clone_progress(operation: Operation) -> float:
         raise errors.RecordedFailure(
             scode=operation.error_scode or errors.InternalError.scode,
             message=operation.error_message or f"{operation.get_kind_display()} {operation.state}",
-            message_cn=(operation.params or {}).get("error_message_cn", ""),
+            params=operation.error_params,
             desc=operation.error_detail,
         )
     return round(min(float(operation.progress), COPY_SHARE), 2)
@@ -273,8 +275,7 @@ def _clone_reserve(
     )
     operation = operation_create(
         kind=OperationKind.CLONE_LINKED if linked else OperationKind.CLONE_FULL,
-        task="volumes.tasks.clone_linked_task" if linked else "volumes.tasks.clone_full_task",
-        target_type="volume",
+                target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,
         volume=volume,
@@ -360,12 +361,6 @@ def _copy_into(
     reporter.progress((first + 1) / total * COPY_SHARE, force=True)
 
 
-def _remember_failure(operation: Operation, error: errors.ServiceError) -> None:
-    # `clone/progress` answers a failure again with both messages; the operation row keeps the English one.
-    params = {**(operation.params or {}), "error_message_cn": error.render_message_cn()}
-    Operation.objects.filter(pk=operation.pk).update(params=params)
-
-
 def _clone_linked_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _target(operation, EventState.CLONING, "clone")
     snapshot = Snapshot.objects.select_related("volume__pool").get(pk=volume.parent_snapshot_id)
@@ -416,7 +411,6 @@ def _clone_succeed(operation: Operation) -> None:
 
 
 def _clone_fail(operation: Operation, error: errors.ServiceError) -> None:
-    _remember_failure(operation, error)
     # A failed clone reads nothing any more: its snapshot's Ref is released.
     volume_population_failed(
         operation, error, populating=EventState.CLONING, action="volume.clone.fail", extra={"parent_snapshot": None}
@@ -488,7 +482,6 @@ def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
         volume,
         actor=actor,
         kind=OperationKind.FLATTEN,
-        task="volumes.tasks.volume_flatten_task",
         to_state=EventState.FLATTENING,
         action="volume.flatten",
         message=f"away from snapshot {snapshot.name!r} ({snapshot.uuid}) of volume {snapshot.volume.uuid}",
@@ -538,7 +531,6 @@ def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> 
             driver.discard_partials(name)
         # What the files show decides: a copy already published made the clone independent.
         _measure_flattened(operation, driver, volume, names)
-        _remember_failure(operation, error)
     for snapshot_uuid, size in operation.params.get("sizes", {}).items():
         Snapshot.objects.filter(uuid=snapshot_uuid).update(size=size)
     extra = {"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)}

@@ -14,10 +14,10 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.services.state import audit, transition
 from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
 from volumes.drivers import get_driver
 from volumes.models import Cluster, Host, Pool, PoolMount, Tenant, Volume, Zone
-from volumes.services.state import audit, transition
 from volumes.services.volumes import validate_name
 
 

@@ -13,12 +13,14 @@ import logging
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import Reporter
+from sharestore.core.services.state import audit
 from volumes import selectors
 from volumes.choices import LIVE_STATES, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.base import MERGE_REBASE
-from volumes.models import Operation, Snapshot, Volume
-from volumes.services.operations import Reporter
+from volumes.models import Snapshot, Volume
 from volumes.services.snapshot_plan import (
     HEAD,
     Node,
@@ -28,7 +30,6 @@ from volumes.services.snapshot_plan import (
     merge_strategy,
     node_uuid_in_plan,
 )
-from volumes.services.state import audit
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,15 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from sharestore import errors
+from sharestore.core.choices import OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter
+from sharestore.core.services.state import OperationContext, audit, transition
 from volumes import selectors
-from volumes.choices import EventState, OperationKind, SnapshotStatus
+from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.base import MERGE_COMMIT
-from volumes.models import Operation, Snapshot, Volume
-from volumes.services.operations import OperationHandler, Reporter
+from volumes.models import Snapshot, Volume
 from volumes.services.snapshot_merge import (
     collect_hidden_best_effort,
     execute_steps,
@@ -43,7 +46,6 @@ from volumes.services.snapshot_rules import (
     snapshot_layer_name,
     validate_snapshot_name,
 )
-from volumes.services.state import audit, transition
 from volumes.services.volumes import (
     DESC_MAX_LENGTH,
     pool_driver,
@@ -89,7 +91,6 @@ def snapshot_create(*, actor: str, volume: Volume, name: str, desc: str = "") ->
         volume,
         actor=actor,
         kind=OperationKind.SNAPSHOT_CREATE,
-        task="volumes.tasks.snapshot_create_task",
         to_state=EventState.SNAPSHOTTING,
         action="snapshot.create",
         message=f"snapshot {name!r} ({snapshot.uuid})",
@@ -202,9 +203,8 @@ def _snapshot_create_fail(operation: Operation, error: errors.ServiceError) -> N
         allowed=[EventState.SNAPSHOTTING],
         to=EventState.AVAILABLE,
         action="snapshot.create.fail",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
-        message=f"scode {error.scode}: {error.render_message()}",
+        ctx=OperationContext.of(operation),
+        error=error,
     )
 
 
@@ -281,7 +281,6 @@ def snapshot_delete(
         volume,
         actor=actor,
         kind=OperationKind.SNAPSHOT_DELETE,
-        task="volumes.tasks.snapshot_delete_task",
         to_state=EventState.MERGING,
         action="snapshot.delete",
         message=f"snapshot {snapshot.name!r} ({snapshot.uuid})",
@@ -338,7 +337,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
             object_type="snapshot",
             volume_id=volume.pk,
             operation_id=operation.pk,
-            message=f"scode {error.scode}: {error.render_message()}" if error else "",
+            error=error,
         )
     volume.refresh_from_db()
     transition(
@@ -349,7 +348,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
         actor=operation.requested_by,
         operation_id=operation.pk,
         extra={"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)},
-        message=f"scode {error.scode}: {error.render_message()}" if error else "",
+        error=error,
     )
 
 
@@ -409,7 +408,6 @@ def snapshot_rollback(
         volume,
         actor=actor,
         kind=OperationKind.SNAPSHOT_ROLLBACK,
-        task="volumes.tasks.snapshot_rollback_task",
         to_state=EventState.ROLLING_BACK,
         action="snapshot.rollback",
         message=f"to snapshot {snapshot.name!r} ({snapshot.uuid})"

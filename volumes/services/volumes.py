@@ -1,7 +1,8 @@
 """Writes on volumes: create (empty or imported), delete, attach and detach; the volume lock and SnapLength.
 
 Each public function validates everything before it writes, so a rejected request changes
-nothing. Storage work runs in tasks (`volumes.tasks`) through `operation_run`.
+nothing. Storage work runs in the task entry (`sharestore.core.tasks.operation_task`) through
+`operation_run`.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from sharestore import errors
-from volumes.choices import LIVE_STATES, EventState, OperationKind, SnapshotStatus, VolumeType
+from sharestore.core.choices import OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.state import OperationContext, audit, transition
+from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
-from volumes.models import Cluster, Operation, Pool, Snapshot, Tenant, Volume, VolumeAttachment
+from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
-from volumes.services.operations import OperationHandler, Reporter, operation_create
-from volumes.services.state import audit, transition
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
@@ -53,7 +56,6 @@ def start_operation(
     *,
     actor: str,
     kind: OperationKind,
-    task: str,
     to_state: EventState,
     action: str,
     message: str = "",
@@ -69,7 +71,6 @@ def start_operation(
     transition(volume, allowed=list(from_states), to=to_state, action=action, actor=actor, message=message)
     return operation_create(
         kind=kind,
-        task=task,
         target_type=target_type,
         target_uuid=volume.uuid if target_uuid is None else target_uuid,
         actor=actor,
@@ -283,7 +284,6 @@ def volume_create(
         params.update(source_path=source.path, source_format=source.format)
     operation = operation_create(
         kind=OperationKind.VOLUME_IMPORT if source else OperationKind.VOLUME_CREATE,
-        task="volumes.tasks.volume_create_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,
@@ -355,9 +355,8 @@ def volume_population_failed(
         allowed=[populating],
         to=EventState.ERROR,
         action=action,
-        actor=operation.requested_by,
-        operation_id=operation.pk,
-        message=f"scode {error.scode}: {error.render_message()}",
+        ctx=OperationContext.of(operation),
+        error=error,
         extra=extra,
     )
     return volume
@@ -422,7 +421,6 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
         VolumeAttachment.objects.filter(volume=volume).delete()
     return operation_create(
         kind=OperationKind.VOLUME_DELETE,
-        task="volumes.tasks.volume_delete_task",
         target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,
@@ -469,14 +467,12 @@ def _volume_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
     # The row stays out of the live set in `deleting`: the sweeper or an operator retries the
     # removal; putting a half-removed volume back into service would be worse.
     audit(
-        actor=operation.requested_by,
+        OperationContext.of(operation),
         action="volume.delete.stuck",
         object_type="volume",
         object_uuid=operation.target_uuid,
-        volume_id=operation.volume_id,
-        operation_id=operation.pk,
         result="failed",
-        message=f"scode {error.scode}: {error.render_message()}",
+        error=error,
     )
 
 

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from backups.choices import BackupPointType
 from backups.services.points import backup_point_create, backup_point_create_check
 from sharestore import errors
-from volumes.management.commands._console import EXIT_USAGE, parse_size
+from sharestore.core.commands import EXIT_USAGE, parse_size
 from volumes.models import Cluster, Tenant
 
 

@@ -9,8 +9,8 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from sharestore import errors
+from sharestore.core.commands import EXIT_USAGE, command_actor, parse_size
 from volumes.choices import PoolDriver, PoolType
-from volumes.management.commands._console import EXIT_USAGE, command_actor, parse_size
 from volumes.models import Cluster, Host, Tenant, Zone
 from volumes.services.pools import pool_create, pool_create_check
 

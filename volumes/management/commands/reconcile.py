@@ -11,7 +11,7 @@ import uuid
 from django.core.management.base import BaseCommand, CommandError
 
 from sharestore import errors
-from volumes.management.commands._console import (
+from sharestore.core.commands import (
     EXIT_FINDINGS,
     EXIT_OK,
     EXIT_UNAVAILABLE,

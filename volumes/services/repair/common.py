@@ -10,12 +10,14 @@ from collections.abc import Callable
 from django.db.models import Q
 
 from sharestore import errors
-from volumes.choices import ACTIVE_OPERATION_STATES, SnapshotStatus
+from sharestore.core.choices import ACTIVE_OPERATION_STATES
+from sharestore.core.models import Operation
+from sharestore.core.services.state import audit
+from volumes.choices import SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.qcow2_dir import TMP_PREFIX
-from volumes.models import Operation, Snapshot, Volume
+from volumes.models import Snapshot, Volume
 from volumes.services.repair.findings import Finding, FindingKind, FixAction, KeptReason, ReconcileReport
-from volumes.services.state import audit
 
 # -- shared helpers ----------------------------------------------------------------------------------
 

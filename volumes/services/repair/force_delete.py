@@ -9,12 +9,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
-from volumes.choices import LIVE_STATES, EventState, OperationKind
+from sharestore.core.choices import OperationKind
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import operation_create
+from sharestore.core.services.state import transition
+from volumes.choices import LIVE_STATES, EventState
 from volumes.drivers.qcow2_dir import TMP_PREFIX
-from volumes.models import Operation, Volume, VolumeAttachment
-from volumes.services.operations import operation_create
+from volumes.models import Volume, VolumeAttachment
 from volumes.services.repair.inspection import cancel_stale_operations, live_operations
-from volumes.services.state import transition
 from volumes.services.volumes import pool_driver
 
 # -- force delete ------------------------------------------------------------------------------------
@@ -103,7 +105,6 @@ def force_delete(*, actor: str, volume: Volume, expected_state: int) -> Operatio
         VolumeAttachment.objects.filter(volume=volume).delete()
         return operation_create(
             kind=OperationKind.VOLUME_DELETE,
-            task="volumes.tasks.volume_delete_task",
             target_type="volume",
             target_uuid=volume.uuid,
             actor=actor,

@@ -12,9 +12,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from sharestore import errors
-from volumes.choices import ACTIVE_OPERATION_STATES, OperationState, SnapshotStatus
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services.state import transition
+from volumes.choices import SnapshotStatus
 from volumes.drivers.qcow2_dir import TMP_PREFIX
-from volumes.models import Operation, Volume
+from volumes.models import Volume
 from volumes.services.repair.common import (
     LAYER_EXPECTED_STATUSES,
     ImageReader,
@@ -23,7 +26,6 @@ from volumes.services.repair.common import (
     expected_layer_backing,
     resolve_backing,
 )
-from volumes.services.state import transition
 from volumes.services.volumes import pool_driver
 
 # -- volume inspection (reset state, force delete) --------------------------------------------------

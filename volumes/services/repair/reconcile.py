@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.services.state import audit, transition
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.models import Pool, Snapshot, Volume
@@ -33,7 +34,6 @@ from volumes.services.repair.findings import (
     ProgressFn,
     ReconcileReport,
 )
-from volumes.services.state import audit, transition
 from volumes.services.volumes import pool_driver, snap_length_of
 
 # -- reconcile scopes (pools here; other apps register theirs, e.g. backup points) -----------------

@@ -9,6 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.services.state import transition
 from volumes.choices import EventState, SnapshotStatus
 from volumes.models import Volume
 from volumes.services.repair.inspection import (
@@ -17,7 +18,6 @@ from volumes.services.repair.inspection import (
     live_operations,
     volume_inspect,
 )
-from volumes.services.state import transition
 
 # -- reset state -------------------------------------------------------------------------------------
 

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from django.db import transaction
 
 from sharestore import errors
-from volumes.choices import EventState, OperationKind, OperationState
-from volumes.models import Operation
-from volumes.services.operations import operation_create
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services.operations import operation_create
+from sharestore.core.services.state import audit, transition
+from volumes.choices import EventState
 from volumes.services.repair.common import active_operations_filter
-from volumes.services.state import audit, transition
 from volumes.services.volumes import pool_driver
 
 # -- retry of a failed operation ---------------------------------------------------------------------
@@ -86,7 +87,7 @@ def _create_retry(operation: Operation, actor: str) -> Operation:
     params = {k: v for k, v in operation.params.items() if k not in ("used",)}
     params["retry_of"] = str(operation.uuid)
     return operation_create(
-        kind=operation.kind, task=operation.task, target_type=operation.target_type,
+        kind=operation.kind, target_type=operation.target_type,
         target_uuid=operation.target_uuid, actor=actor, volume=volume, params=params,
         bytes_total=operation.bytes_total,
     )
@@ -106,7 +107,7 @@ def _delete_retry_check(operation: Operation) -> str:
 def _delete_retry(operation: Operation, actor: str) -> Operation:
     params = dict(operation.params, retry_of=str(operation.uuid))
     return operation_create(
-        kind=operation.kind, task=operation.task, target_type=operation.target_type,
+        kind=operation.kind, target_type=operation.target_type,
         target_uuid=operation.target_uuid, actor=actor, volume=operation.volume, params=params,
     )
 

@@ -10,12 +10,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.services.state import audit
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.models import Pool, Snapshot, Volume
 from volumes.services.repair.common import busy_uuids
 from volumes.services.repair.findings import ProgressFn
-from volumes.services.state import audit
 from volumes.services.volumes import pool_driver, snap_length_of
 
 # What a refresh measures: the head's allocated bytes, and the layers' sizes with their sum.

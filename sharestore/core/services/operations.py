@@ -1,7 +1,8 @@
 """Operations: records of long-running actions, their leases, progress, and the runner tasks use.
 
 Life of an operation: a service creates it `queued` in the same transaction as the state change it
-belongs to, and enqueues its task on commit. The task calls `operation_run`, which claims it by
+belongs to, and enqueues the one task entry (`sharestore.core.tasks.operation_task`) on commit. The
+task finds the handler registered for the operation's kind and calls `operation_run`, which claims it by
 compare-and-set (queued -> running, or running with an expired lease -> running under a new owner),
 runs the handler while renewing the lease with every progress report, and ends it succeeded or
 failed together with the handler's own state change, in one transaction.
@@ -22,15 +23,16 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from sharestore import errors
-from volumes.choices import OperationKind, OperationState
-from volumes.models import Operation, Volume
-from volumes.services.state import audit
+from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.models import Operation
+from sharestore.core.services.state import OperationContext, audit
+
+TASK_ENTRY = "sharestore.core.tasks.operation_task"
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +49,26 @@ def _lease_deadline():
 
 
 def enqueue(operation: Operation) -> None:
-    """Hand the operation's task to django-q2 once the surrounding transaction commits."""
+    """Hand the operation to the task entry once the surrounding transaction commits."""
     from django_q.tasks import async_task
 
-    task_path, operation_id = operation.task, operation.pk
-    transaction.on_commit(lambda: async_task(task_path, operation_id, task_name=f"{operation.kind}:{operation.uuid}"))
+    operation_id, name = operation.pk, f"{operation.kind}:{operation.uuid}"
+    transaction.on_commit(lambda: async_task(TASK_ENTRY, operation_id, task_name=name))
 
 
 def operation_create(
     *,
     kind: OperationKind,
-    task: str,
     target_type: str,
     target_uuid,
     actor: str,
-    volume: Volume | None = None,
+    volume: models.Model | None = None,  # a volumes.Volume: core imports nothing from the apps above it
     params: dict | None = None,
     bytes_total: int = 0,
 ) -> Operation:
     """Record a queued operation and enqueue its task after commit."""
     operation = Operation.objects.create(
         kind=kind,
-        task=task,
         target_type=target_type,
         target_uuid=target_uuid,
         volume=volume,
@@ -103,7 +103,9 @@ class Reporter:
         self.operation.phase = name
         self._write(phase=name)
 
-    def progress(self, percent: float, bytes_done: int = 0, bytes_total: int = 0, *, force: bool = False) -> None:
+    def progress(
+        self, percent: float, bytes_done: int = 0, bytes_total: int = 0, *, force: bool = False
+    ) -> None:
         percent = max(0.0, min(100.0, float(percent)))
         # Progress never goes down, whatever a retried command reports.
         if percent < self.operation.progress:
@@ -137,34 +139,37 @@ class OperationHandler:
 def _claim(operation_id: int, owner: str) -> Operation | None:
     now = timezone.now()
     claimable = Q(state=OperationState.QUEUED) | Q(state=OperationState.RUNNING, lease_expires_at__lt=now)
-    rows = (
-        Operation.objects.filter(claimable, pk=operation_id)
-        .update(
-            state=OperationState.RUNNING,
-            owner=owner,
-            lease_expires_at=_lease_deadline(),
-            attempts=F("attempts") + 1,
-            started=now,
-        )
+    rows = Operation.objects.filter(claimable, pk=operation_id).update(
+        state=OperationState.RUNNING,
+        owner=owner,
+        lease_expires_at=_lease_deadline(),
+        attempts=F("attempts") + 1,
+        started=now,
     )
     if rows != 1:
         return None
     return Operation.objects.get(pk=operation_id)
 
 
-def _finish(operation: Operation, owner: str, state: OperationState, error: errors.ServiceError | None) -> bool:
+def _finish(
+    operation: Operation, owner: str, state: OperationState, error: errors.ServiceError | None
+) -> bool:
     values = {"state": state, "finished": timezone.now(), "lease_expires_at": None}
     if state == OperationState.SUCCEEDED:
         values.update(progress=100.0, phase="done")
         if operation.bytes_total:
             values["bytes_done"] = operation.bytes_total
     if error is not None:
+        # The code and parameters, not only the English text: every language renders from them.
         values.update(
             error_scode=error.scode,
             error_message=error.render_message(),
+            error_params=errors.json_params(error.params),
             error_detail=(error.desc or "")[:20000],
         )
-    rows = Operation.objects.filter(pk=operation.pk, owner=owner, state=OperationState.RUNNING).update(**values)
+    rows = Operation.objects.filter(pk=operation.pk, owner=owner, state=OperationState.RUNNING).update(
+        **values
+    )
     return rows == 1
 
 
@@ -196,12 +201,10 @@ def operation_run(operation_id: int, handler: OperationHandler) -> Operation | N
         if _finish(operation, owner, OperationState.SUCCEEDED, None):
             handler.succeed(operation)
             audit(
-                actor=operation.requested_by,
+                OperationContext.of(operation),
                 action=f"{operation.kind}.succeeded",
                 object_type=operation.target_type,
                 object_uuid=operation.target_uuid,
-                volume_id=operation.volume_id,
-                operation_id=operation.pk,
             )
     operation.refresh_from_db()
     return operation
@@ -212,14 +215,12 @@ def _fail(operation: Operation, owner: str, handler: OperationHandler, error: er
         if _finish(operation, owner, OperationState.FAILED, error):
             handler.fail(operation, error)
             audit(
-                actor=operation.requested_by,
+                OperationContext.of(operation),
                 action=f"{operation.kind}.failed",
                 object_type=operation.target_type,
                 object_uuid=operation.target_uuid,
-                volume_id=operation.volume_id,
-                operation_id=operation.pk,
                 result="failed",
-                message=f"scode {error.scode}: {error.render_message()}",
+                error=error,
             )
     operation.refresh_from_db()
 
@@ -237,19 +238,11 @@ def operations_expired() -> list[Operation]:
 
 
 def operations_sweep(*, dry_run: bool = False) -> list[Operation]:
-    """Re-enqueue every expired operation's task; its handler finishes or rolls back the work."""
+    """Re-enqueue every expired operation; its kind's handler finishes or rolls back the work."""
     expired = operations_expired()
     if not dry_run:
         from django_q.tasks import async_task
 
         for operation in expired:
-            async_task(operation.task, operation.pk, task_name=f"{operation.kind}:{operation.uuid}:sweep")
+            async_task(TASK_ENTRY, operation.pk, task_name=f"{operation.kind}:{operation.uuid}:sweep")
     return expired
-
-
-def operation_latest_for(target_uuid) -> Operation | None:
-    return Operation.objects.filter(target_uuid=target_uuid).order_by("-created", "-id").first()
-
-
-def task_callable(path: str) -> Callable:
-    return import_string(path)

@@ -3,7 +3,7 @@
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
-from volumes.services.tokens import token_authenticate
+from sharestore.core.services.tokens import token_authenticate
 
 
 class TokenPrincipal:
@@ -51,7 +51,7 @@ class HashedTokenAuthentication(authentication.BaseAuthentication):
 class HashedTokenScheme(OpenApiAuthenticationExtension):
     """Documents `Authorization: Token <key>` in the OpenAPI schema."""
 
-    target_class = "volumes.api.authentication.HashedTokenAuthentication"
+    target_class = "sharestore.core.authentication.HashedTokenAuthentication"
     name = "TokenAuth"
 
     def get_security_definition(self, auto_schema):

@@ -36,7 +36,9 @@ def parse_size(text: str) -> int:
     """'1099511627776', '500G', '1TiB', '1.5t' -> bytes (binary multiples)."""
     match = _SIZE_RE.match(str(text))
     if not match:
-        raise CommandError(f"invalid size {text!r}: use bytes or a number with K, M, G, T or P", returncode=EXIT_USAGE)
+        raise CommandError(
+            f"invalid size {text!r}: use bytes or a number with K, M, G, T or P", returncode=EXIT_USAGE
+        )
     number, unit = float(match.group(1)), match.group(2).lower()
     return int(number * (1 << (10 * " kmgtp".index(unit or " "))))
 

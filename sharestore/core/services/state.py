@@ -1,8 +1,14 @@
-"""The one compare-and-set helper every status change goes through, and the audit trail it writes."""
+"""The one compare-and-set helper every status change goes through, and the audit trail it writes.
+
+Canonical call form: `transition(obj, ctx=ctx, allowed=..., to=..., action=...)` and
+`audit(ctx, action=..., ...)` with an `OperationContext` saying who acts under which operation.
+The keyword form (`actor=`, `operation_id=`) still works while the services are converted.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -10,7 +16,24 @@ from django.db import models
 from django.utils import timezone, translation
 
 from sharestore import errors
-from volumes.models import AuditEvent
+from sharestore.core.models import AuditEvent, Operation
+
+
+@dataclass(frozen=True)
+class OperationContext:
+    """Who acts, and under which operation (if any): what every audit row and transition records."""
+
+    actor: str
+    operation: Operation | None = None
+
+    @classmethod
+    def of(cls, operation: Operation) -> OperationContext:
+        """The context of a running operation: it acts for whoever requested it."""
+        return cls(actor=operation.requested_by, operation=operation)
+
+    @property
+    def operation_id(self) -> int | None:
+        return self.operation.pk if self.operation is not None else None
 
 
 def _label(model: type[models.Model], field: str, value: Any) -> str:
@@ -22,19 +45,28 @@ def _label(model: type[models.Model], field: str, value: Any) -> str:
 
 
 def audit(
+    ctx: OperationContext | None = None,
     *,
-    actor: str,
     action: str,
     object_type: str,
     object_uuid,
+    actor: str = "",
     volume_id: int | None = None,
     operation_id: int | None = None,
     from_state: str = "",
     to_state: str = "",
     result: str = "ok",
     message: str = "",
+    error: errors.ServiceError | None = None,
 ) -> AuditEvent:
-    """Record one event in the audit trail."""
+    """Record one event in the audit trail; a failure's scode and parameters are kept with it, so the
+    console renders its message in the reader's language from the catalogue."""
+    if ctx is not None:
+        actor, operation_id = ctx.actor, ctx.operation_id
+        if volume_id is None and ctx.operation is not None:
+            volume_id = ctx.operation.volume_id
+    if error is not None and not message:
+        message = f"scode {error.scode}: {error.render_message()}"
     return AuditEvent.objects.create(
         actor=actor[:128],
         action=action,
@@ -46,6 +78,8 @@ def audit(
         to_state=str(to_state)[:32],
         result=result,
         message=message,
+        scode=error.scode if error is not None else 0,
+        message_params=errors.json_params(error.params) if error is not None else {},
     )
 
 
@@ -55,12 +89,14 @@ def transition(
     allowed: Iterable[Any],
     to: Any,
     action: str,
-    actor: str,
+    ctx: OperationContext | None = None,
+    actor: str = "",
     field: str = "state",
     object_type: str | None = None,
     volume_id: int | None = None,
     operation_id: int | None = None,
     message: str = "",
+    error: errors.ServiceError | None = None,
     extra: dict | None = None,
 ) -> None:
     """Move `instance.<field>` from one of `allowed` to `to` with a conditional UPDATE.
@@ -88,14 +124,18 @@ def transition(
     previous = getattr(instance, field)
     for key, value in values.items():
         setattr(instance, key, value)
+    if volume_id is None and object_type == "volume":
+        volume_id = instance.pk
     audit(
+        ctx,
         actor=actor,
         action=action,
         object_type=object_type,
         object_uuid=getattr(instance, "uuid", None),
-        volume_id=volume_id if volume_id is not None else (instance.pk if object_type == "volume" else None),
+        volume_id=volume_id,
         operation_id=operation_id,
         from_state=_label(model, field, previous),
         to_state=_label(model, field, to),
         message=message,
+        error=error,
     )

@@ -4,11 +4,13 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from volumes.services.operations import operations_sweep
+from sharestore.core.services.operations import operations_sweep
 
 
 class Command(BaseCommand):
-    help = "Re-enqueue operations whose worker stopped renewing its lease (idempotent tasks resume or roll back)."
+    help = (
+        "Re-enqueue operations whose worker stopped renewing its lease (idempotent tasks resume or roll back)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true")
@@ -16,7 +18,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         expired = operations_sweep(dry_run=options["dry_run"])
-        rows = [{"uuid": str(o.uuid), "kind": o.kind, "state": o.state, "attempts": o.attempts} for o in expired]
+        rows = [
+            {"uuid": str(o.uuid), "kind": o.kind, "state": o.state, "attempts": o.attempts} for o in expired
+        ]
         if options["json"]:
             self.stdout.write(json.dumps({"dry_run": options["dry_run"], "operations": rows}))
         else:

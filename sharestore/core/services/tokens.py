@@ -7,14 +7,14 @@ import secrets
 
 from django.utils import timezone
 
-from volumes.models import ApiToken, Tenant
+from sharestore.core.models import ApiToken
 
 
 def token_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def token_create(*, name: str, tenant: Tenant | None = None, expires_at=None, key: str | None = None) -> tuple[ApiToken, str]:
+def token_create(*, name: str, tenant=None, expires_at=None, key: str | None = None) -> tuple[ApiToken, str]:
     """Issue a token; return it with its clear key, which is never stored."""
     key = key or secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
@@ -25,7 +25,11 @@ def token_create(*, name: str, tenant: Tenant | None = None, expires_at=None, ke
 
 def token_authenticate(key: str) -> ApiToken | None:
     """The live token with this key, or None; records its last use at most once a minute."""
-    token = ApiToken.objects.select_related("tenant").filter(key_hash=token_hash(key), revoked_at__isnull=True).first()
+    token = (
+        ApiToken.objects.select_related("tenant")
+        .filter(key_hash=token_hash(key), revoked_at__isnull=True)
+        .first()
+    )
     if token is None:
         return None
     now = timezone.now()

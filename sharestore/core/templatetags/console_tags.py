@@ -3,7 +3,7 @@
 from django import template
 from django.utils.html import format_html
 
-from volumes.console import human_bytes, localized_error, localized_event_message, percent
+from sharestore.core.console import human_bytes, localized_error, localized_event_message, percent
 
 register = template.Library()
 
@@ -22,7 +22,11 @@ def bar(part, whole, label=""):
     return format_html(
         '<span class="ss-bar ss-bar-{}" title="{}"><span class="ss-bar-fill" style="width: {}%"></span>'
         '<span class="ss-bar-text">{} ({}%)</span></span>',
-        level, text, f"{share:.1f}", text, f"{share:.0f}",
+        level,
+        text,
+        f"{share:.1f}",
+        text,
+        f"{share:.0f}",
     )
 
 
@@ -33,16 +37,18 @@ def progress_bar(value):
     return format_html(
         '<span class="ss-bar ss-bar-low"><span class="ss-bar-fill" style="width: {}%"></span>'
         '<span class="ss-bar-text">{}%</span></span>',
-        f"{share:.1f}", f"{share:.0f}",
+        f"{share:.1f}",
+        f"{share:.0f}",
     )
 
 
 @register.simple_tag
-def error_text(scode, message):
-    """An error in the reader's language, from the scode catalogue."""
-    return localized_error(scode, message)
+def error_text(scode, message, params=None):
+    """A stored failure in the reader's language, from the scode catalogue and its parameters."""
+    return localized_error(scode, message, params)
 
 
 @register.filter
-def event_message(message):
-    return localized_event_message(message)
+def event_message(event):
+    """An audit event's message in the reader's language."""
+    return localized_event_message(event)

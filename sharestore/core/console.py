@@ -1,0 +1,210 @@
+"""The operator console's toolkit, shared by every app's admin: the view-only base admin, badges,
+translatable list filters, count/sum subqueries, the actor and language a console action runs
+with, bytes and bars, and errors in the reader's language from the one scode catalogue.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+from django.utils import translation
+from django.utils.html import format_html
+from django.utils.translation import get_language
+
+from sharestore import errors
+from sharestore.core.choices import OperationState
+
+# Declared on the volume model (repairs act on volumes, pools and backup points); named here as a
+# string so that the core app imports nothing from the apps built on it.
+REPAIR_PERMISSION = "volumes.run_repairs"
+
+
+def can_run_repairs(user) -> bool:
+    """Superusers, and holders of `volumes.run_repairs` (superusers pass every has_perm)."""
+    return bool(user and user.is_active and user.is_staff and user.has_perm(REPAIR_PERMISSION))
+
+
+# -- bytes and bars ----------------------------------------------------------------------------------
+
+
+def human_bytes(value) -> str:
+    """1536 -> '1.5 KiB' (binary units, as capacities are given)."""
+    if value is None or value == "":
+        return "-"
+    value = int(value)
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{sign}{value} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
+        value /= 1024
+    return f"{sign}{value:.1f} PiB"
+
+
+def percent(part, whole) -> float:
+    if not whole:
+        return 0.0
+    return max(0.0, min(100.0, 100.0 * float(part or 0) / float(whole)))
+
+
+# -- errors in the reader's language ------------------------------------------------------------------
+
+
+def _chinese(language: str | None) -> bool:
+    return (language or get_language() or "en").lower().startswith("zh")
+
+
+def localized_error(
+    scode: int | None, message: str, params: dict | None = None, language: str | None = None
+) -> str:
+    """A failure in the reader's language, rendered from the catalogue with its stored parameters
+    (the stored English `message` when there are none to render from)."""
+    if not scode:
+        return message
+    return errors.render(int(scode), params, fallback=message, chinese=_chinese(language))
+
+
+def localized_event_message(event, language: str | None = None) -> str:
+    """An audit event's message; a failure's is rendered from its scode and parameters."""
+    if not event.scode:
+        return event.message
+    text = errors.render(
+        event.scode, event.message_params, fallback=event.message, chinese=_chinese(language)
+    )
+    if text == event.message:
+        # Nothing to render from (an event written before parameters were kept): as stored.
+        return event.message
+    return f"scode {event.scode}: {text}"
+
+
+def service_error_message(exc: errors.ServiceError, language: str | None = None) -> str:
+    """A service error just raised, in the reader's language (it still has its parameters)."""
+    return exc.render_message_cn() if _chinese(language) else exc.render_message()
+
+
+def service_error_text(exc: errors.ServiceError) -> str:
+    """A service error for a console message: its scode and its message in the reader's language."""
+    return f"scode {exc.scode}: {service_error_message(exc)}"
+
+
+# -- the admin toolkit ---------------------------------------------------------------------------------
+
+
+def neutral_language():
+    """Run a service in the site language: `transition` writes state labels into the audit trail,
+    and those must not depend on the language of the operator who clicked."""
+    return translation.override(settings.LANGUAGE_CODE)
+
+
+def console_actor(request) -> str:
+    """Who a console action is recorded as in the audit trail."""
+    return f"console:{request.user.get_username()}"
+
+
+def titled(base: type[admin.FieldListFilter], title) -> type[admin.FieldListFilter]:
+    """A list filter with a translatable title (model fields without verbose names give English ones)."""
+
+    class Titled(base):
+        """`base` with the given title."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.title = title
+
+    Titled.__name__ = f"Titled{base.__name__}"
+    return Titled
+
+
+def related(title):
+    return titled(admin.RelatedFieldListFilter, title)
+
+
+def choices(title):
+    return titled(admin.ChoicesFieldListFilter, title)
+
+
+def count_of(model, field: str, **filters) -> Subquery:
+    """A correlated COUNT subquery: one query for the page whatever its row count, no join fan-out."""
+    return Coalesce(
+        Subquery(
+            model.objects.filter(**{field: OuterRef("pk")}, **filters)
+            .order_by()
+            .values(field)
+            .annotate(n=Count("pk"))
+            .values("n")[:1],
+            output_field=IntegerField(),
+        ),
+        Value(0),
+    )
+
+
+def sum_of(model, field: str, column: str, **filters) -> Subquery:
+    return Coalesce(
+        Subquery(
+            model.objects.filter(**{field: OuterRef("pk")}, **filters)
+            .order_by()
+            .values(field)
+            .annotate(total=Sum(column))
+            .values("total")[:1]
+        ),
+        Value(0),
+    )
+
+
+OPERATION_COLOURS = {
+    OperationState.SUCCEEDED: "ok",
+    OperationState.FAILED: "bad",
+    OperationState.CANCELLED: "off",
+}
+
+
+def badge(label, value, *, kind: str = "", colours: dict | None = None) -> str:
+    """A coloured state label: `kind` names the colour, else `colours` (default: operation states)
+    maps the value to one; anything else is shown as busy."""
+    colour = kind or (OPERATION_COLOURS if colours is None else colours).get(value, "busy")
+    return format_html('<span class="ss-badge ss-badge-{}">{}</span>', colour, label)
+
+
+class ConsoleAdmin(admin.ModelAdmin):
+    """Base of the console's admins: view-only (only the storage layer writes these rows)."""
+
+    list_per_page = 50
+    show_full_result_count = True
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_run_repairs_permission(self, request):
+        return can_run_repairs(request.user)
+
+    def get_readonly_fields(self, request, obj=None):
+        if self.has_change_permission(request, obj):
+            return super().get_readonly_fields(request, obj)
+        if self.fieldsets:
+            return flatten_fieldsets(self.fieldsets)
+        return [f.name for f in self.model._meta.concrete_fields if f.name != "id"] + list(
+            self.readonly_fields
+        )
+
+    def guard_repairs(self, request) -> None:
+        if not can_run_repairs(request.user):
+            raise PermissionDenied
+
+    def repair_context(self, request, title, **extra) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": title,
+            "app_label": self.model._meta.app_label,
+            **extra,
+        }

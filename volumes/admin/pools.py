@@ -1,0 +1,345 @@
+"""Console screens of pools: usage bars, add and edit through the pool service, reconcile."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from sharestore import errors
+from sharestore.core.console import (
+    ConsoleAdmin,
+    badge,
+    choices,
+    console_actor,
+    count_of,
+    neutral_language,
+    related,
+    service_error_message,
+    service_error_text,
+    sum_of,
+)
+from sharestore.core.templatetags.console_tags import bar
+from volumes.choices import LIVE_STATES
+from volumes.models import Pool, PoolMount, Volume
+from volumes.services import pools as pool_services
+from volumes.services import repair
+
+
+def _service_error_to_form(form: forms.Form, exc: errors.ServiceError) -> None:
+    field = exc.params.get("field")
+    message = service_error_message(exc)
+    if field in form.fields:
+        form.add_error(field, message)
+    else:
+        form.add_error(None, message)
+
+
+class PoolForm(forms.ModelForm):
+    """Add or edit a pool; the directory must exist and be writable (checked by the pool service)."""
+
+    class Meta:
+        model = Pool
+        fields = [
+            "name",
+            "cluster",
+            "zone",
+            "pool_type",
+            "driver",
+            "path",
+            "capacity",
+            "overcommit_ratio",
+            "status",
+            "tenants",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "zone" in self.fields:
+            self.fields["zone"].required = False
+            self.fields["zone"].help_text = gettext("Empty: the cluster's zone.")
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            if self.instance.pk is None:
+                pool_services.pool_create_check(
+                    name=data.get("name"),
+                    cluster=data.get("cluster"),
+                    path=data.get("path"),
+                    capacity=data.get("capacity"),
+                    pool_type=data.get("pool_type"),
+                    driver=data.get("driver"),
+                    overcommit_ratio=data.get("overcommit_ratio"),
+                )
+            else:
+                original = Pool.objects.get(pk=self.instance.pk)
+                pool_services.pool_update_check(pool=original, **self.changes())
+        except errors.ServiceError as exc:
+            _service_error_to_form(self, exc)
+        return data
+
+    def changes(self) -> dict:
+        return {k: v for k, v in self.cleaned_data.items() if k in pool_services.EDITABLE_POOL_FIELDS}
+
+
+class PoolMountInline(admin.TabularInline):
+    """Where each host mounts the pool (gives the API's AccessPath)."""
+
+    model = PoolMount
+    extra = 0
+    fields = ("host", "mount_path")
+    autocomplete_fields = ()
+
+    def has_add_permission(self, request, obj=None):
+        return request.user.has_perm("volumes.change_pool")
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("volumes.change_pool")
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("volumes.change_pool")
+
+
+@admin.register(Pool)
+class PoolAdmin(ConsoleAdmin):
+    """Pools: usage bars, add and edit through the pool service, reconcile."""
+
+    form = PoolForm
+    inlines = [PoolMountInline]
+    list_display = (
+        "name",
+        "uuid",
+        "cluster",
+        "zone",
+        "pool_type",
+        "status_badge",
+        "committed_bar",
+        "allocated_bar",
+        "volume_count",
+    )
+    list_filter = (
+        ("cluster", related(_("cluster"))),
+        ("zone", related(_("zone"))),
+        ("pool_type", choices(_("type"))),
+        ("status", choices(_("status"))),
+    )
+    list_select_related = ("cluster", "zone")
+    search_fields = ("name", "uuid", "path")
+    filter_horizontal = ("tenants",)
+    actions = ["reconcile_action", "refresh_usage_action"]
+
+    def has_add_permission(self, request):
+        return request.user.has_perm("volumes.add_pool")
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.has_perm("volumes.change_pool")
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = ["uuid", "usage", "created", "modified"]
+        if obj is not None:
+            # A pool's cluster and driver define where its images are and how they are written.
+            fields += ["cluster", "driver"]
+        if not self.has_change_permission(request, obj):
+            fields += [
+                "name",
+                "zone",
+                "pool_type",
+                "path",
+                "capacity",
+                "overcommit_ratio",
+                "status",
+                "tenants",
+            ]
+        return fields
+
+    def get_fieldsets(self, request, obj=None):
+        main = [
+            "name",
+            "cluster",
+            "zone",
+            "pool_type",
+            "driver",
+            "path",
+            "capacity",
+            "overcommit_ratio",
+            "status",
+            "tenants",
+        ]
+        if obj is None:
+            return [(None, {"fields": main})]
+        return [
+            (None, {"fields": ["uuid", *main]}),
+            (_("Usage"), {"fields": ["usage"]}),
+            (_("Times"), {"fields": ["created", "modified"]}),
+        ]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_volumes=count_of(Volume, "pool", state__in=LIVE_STATES),
+                committed=sum_of(Volume, "pool", "capacity", state__in=LIVE_STATES),
+                used_sum=sum_of(Volume, "pool", "used", state__in=LIVE_STATES),
+                snaps_sum=sum_of(Volume, "pool", "snap_length", state__in=LIVE_STATES),
+            )
+        )
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj):
+        return badge(obj.get_status_display(), obj.status, kind="ok" if obj.status == "healthy" else "bad")
+
+    @admin.display(description=_("committed / capacity x overcommit"), ordering="committed")
+    def committed_bar(self, obj):
+        return bar(obj.committed, obj.capacity_limit)
+
+    @admin.display(description=_("allocated / capacity"))
+    def allocated_bar(self, obj):
+        return bar((obj.used_sum or 0) + (obj.snaps_sum or 0), obj.capacity)
+
+    @admin.display(description=_("live volumes"), ordering="n_volumes")
+    def volume_count(self, obj):
+        url = reverse("admin:volumes_volume_changelist") + f"?pool__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.n_volumes)
+
+    @admin.display(description=_("usage"))
+    def usage(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        usage = pool_services.pool_usage(obj)
+        rows = [
+            (
+                gettext("committed (sum of live volumes' capacity) / capacity x overcommit"),
+                bar(usage.committed, usage.limit),
+            ),
+            (
+                gettext("allocated (heads and snapshot layers) / capacity"),
+                bar(usage.allocated, usage.capacity),
+            ),
+        ]
+        if usage.fs_total:
+            used = usage.fs_total - usage.fs_free
+            rows.append((gettext("filesystem used / size"), bar(used, usage.fs_total)))
+        return format_html(
+            '<table class="ss-usage">{}</table>',
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            with neutral_language():
+                pool_services.pool_update(actor=console_actor(request), pool=obj, **form.changes())
+            return
+        data = form.cleaned_data
+        with neutral_language():
+            pool = pool_services.pool_create(
+                actor=console_actor(request),
+                name=data["name"],
+                cluster=data["cluster"],
+                path=data["path"],
+                capacity=data["capacity"],
+                zone=data.get("zone"),
+                pool_type=data["pool_type"],
+                driver=data["driver"],
+                overcommit_ratio=data["overcommit_ratio"],
+                tenants=list(data.get("tenants") or []),
+            )
+        # The admin's redirect and change log need the row the service created.
+        obj.pk, obj.uuid, obj.path, obj.zone = pool.pk, pool.uuid, pool.path, pool.zone
+        obj._state.adding = False
+
+    def save_related(self, request, form, formsets, change):
+        # Tenants were written by the service; inline mounts go through it too.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change)
+
+    def save_formset(self, request, form, formset, change):
+        with neutral_language():
+            self._save_mounts(request, form, formset)
+
+    def _save_mounts(self, request, form, formset):
+        pool = Pool.objects.get(pk=form.instance.pk)
+        actor = console_actor(request)
+        # The admin's change message reads these lists (a formset's save() would fill them).
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for inline_form in formset.deleted_forms:
+            if inline_form.instance.pk:
+                pool_services.pool_mount_remove(actor=actor, mount=inline_form.instance)
+                formset.deleted_objects.append(inline_form.instance)
+        for inline_form in formset.forms:
+            if inline_form in formset.deleted_forms or not inline_form.has_changed():
+                continue
+            data = inline_form.cleaned_data
+            if data.get("host") and data.get("mount_path"):
+                existed = inline_form.instance.pk is not None
+                mount = pool_services.pool_mount_set(
+                    actor=actor, pool=pool, host=data["host"], mount_path=data["mount_path"]
+                )
+                if existed:
+                    formset.changed_objects.append((mount, inline_form.changed_data))
+                else:
+                    formset.new_objects.append(mount)
+
+    def get_urls(self):
+        return [
+            path(
+                "reconcile/", self.admin_site.admin_view(self.reconcile_view), name="volumes_pool_reconcile"
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.action(description=_("Reconcile database and files (preview first)"), permissions=["run_repairs"])
+    def reconcile_action(self, request, queryset):
+        query = urlencode([("pool", str(p.uuid)) for p in queryset])
+        return HttpResponseRedirect(f"{reverse('admin:volumes_pool_reconcile')}?{query}")
+
+    @admin.action(description=_("Refresh usage from the files (preview first)"), permissions=["run_repairs"])
+    def refresh_usage_action(self, request, queryset):
+        query = urlencode([("pool", str(p.uuid)) for p in queryset])
+        return HttpResponseRedirect(f"{reverse('admin:volumes_volume_refresh_usage')}?{query}")
+
+    def reconcile_view(self, request):
+        """GET: the dry run for the named pools / backup points (all if none). POST apply=1: fix."""
+        self.guard_repairs(request)
+        source = request.POST if request.method == "POST" else request.GET
+        targets = {}
+        if source.getlist("pool"):
+            targets["pool"] = source.getlist("pool")
+        if source.getlist("backup_point"):
+            targets["backup_point"] = source.getlist("backup_point")
+        applied = request.method == "POST" and source.get("apply") == "1"
+        try:
+            with neutral_language():
+                reports = repair.reconcile(actor=console_actor(request), fix=applied, targets=targets or None)
+        except errors.ServiceError as exc:
+            self.message_user(request, service_error_text(exc), messages.ERROR)
+            return HttpResponseRedirect(reverse("admin:volumes_pool_changelist"))
+        if applied:
+            fixed = sum(1 for r in reports for f in r.findings if f.fixed)
+            remaining = sum(len(r.remaining) for r in reports)
+            self.message_user(
+                request,
+                gettext("Reconcile fixed %(fixed)d finding(s); %(remaining)d remain.")
+                % {"fixed": fixed, "remaining": remaining},
+                messages.SUCCESS if not remaining else messages.WARNING,
+            )
+        context = self.repair_context(
+            request,
+            gettext("Reconcile: result") if applied else gettext("Reconcile: preview (nothing changed yet)"),
+            reports=reports,
+            applied=applied,
+            targets=[(k, v) for k, values in targets.items() for v in values],
+            grace_seconds=repair.DEFAULT_GRACE_SECONDS,
+            fixable=sum(r.fixable_count for r in reports),
+        )
+        return TemplateResponse(request, "admin/volumes/reconcile.html", context)
