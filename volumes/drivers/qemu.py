@@ -195,7 +195,7 @@ def walk_chain(path: str, *, accept: Callable[[str, str], None] | None = None) -
     """`path` and every file under it, top first, by one plain `info` per layer.
 
     `accept(layer, raw)` may refuse a backing name before it is followed. A missing layer, a loop or
-    a chain longer than `chain_limit()` raises StorageError before qemu-img opens the chain.
+    a chain of more than `chain_limit()` files raises StorageError before qemu-img opens the chain.
     """
     limit = chain_limit()
     chain = [os.path.normpath(path)]
