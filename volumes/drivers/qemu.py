@@ -22,8 +22,6 @@ from sharestore import errors
 from volumes.drivers import process
 
 TMP_PREFIX = ".tmp-"
-# What a layer names as its backing must be a file name: `json:`, `nbd://`, `file:` ... are never
-# written by this service and would let an image steer qemu-img to another file or host.
 DEFAULT_TIMEOUTS = {
     "inspect": 120,  # info, one layer's check, measure, map: metadata reads
     "metadata": 120,  # create, resize, rebase -u: metadata writes
@@ -176,6 +174,8 @@ def backing_raw(path: str, data: dict | None = None) -> str | None:
     raw = (data if data is not None else info(path)).get("backing-filename")
     if not raw:
         return None
+    # `json:`, `nbd://`, `file:` ... are never written by this service and would let an image steer
+    # qemu-img to another file or host.
     if ":" in raw.split("/", 1)[0]:
         raise errors.StorageError(reason=f"{path} names an unexpected backing {raw!r}")
     return raw
