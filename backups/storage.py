@@ -107,9 +107,6 @@ class BackupStore:
 
     # -- reading images -------------------------------------------------------------------------
 
-    def image_json(self, path: str) -> dict:
-        return qemu.info(path)
-
     def virtual_size(self, path: str) -> int:
         return int(qemu.info(path)["virtual-size"])
 
