@@ -77,7 +77,7 @@ class Qcow2DirectoryDriver(StorageDriver):
             name=name,
             format=data["format"],
             virtual_size=int(data["virtual-size"]),
-            allocated=qemu.layer_allocated(path),
+            allocated=self.allocated_bytes(name),
             backing=data.get("backing-filename"),
         )
 
