@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sharestore import errors
-from volumes.drivers import nbd
+from volumes.drivers import nbd, qemu
 
 CHUNK_SIZE = 4 << 20
 INDEX_SUFFIX = ".fidx"
@@ -333,11 +333,11 @@ def index_name(name: str) -> str:
 
 
 def save_index(store, name: str, index: ChunkIndex) -> None:
-    """Write the index of backup file `name` under a temporary name, fsync, rename (store's publish)."""
+    """Write the index of backup file `name` under a temporary name, fsync, rename (the qemu layer's publish)."""
     tmp = store.tmp_path(index_name(name))
     with open(tmp, "wb") as handle:
         handle.write(index.to_bytes())
-    store._publish(tmp, store.path(index_name(name)))
+    qemu.publish(tmp, store.path(index_name(name)))
 
 
 def load_index(store, name: str, expected_digest: str) -> ChunkIndex | None:

@@ -5,46 +5,30 @@ image; an incremental one is a qcow2 overlay whose backing reference is its base
 same directory (relative, so the backup point can be mounted anywhere). A file appears under its
 final name only once it is complete (written as `.tmp-<name>`, fsynced, renamed, directory fsynced).
 
-Every command goes through `volumes.drivers.process.run` (argv lists, explicit formats, timeouts).
+Every qemu-img command goes through the qemu layer `volumes.drivers.qemu` (argv lists, explicit
+formats, timeouts, the one chain walker, the publish helpers).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 
-from django.conf import settings
-
 from sharestore import errors
-from volumes.drivers import process
-from volumes.drivers.qcow2_dir import fsync_path
+from volumes.drivers import qemu
 
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = qemu.TMP_PREFIX
 DELTA_SUFFIX = ".delta"
-INSPECT_TIMEOUT = 120
-COPY_TIMEOUT = 24 * 3600
+# The target is written through the page cache without flushes ("unsafe") and fsynced once before it
+# is published: the file is not a backup until then. Measured in bench/backup.py with cold caches,
+# this beat O_DIRECT (`-t none -T none`) on both writing and restoring.
+WRITE_CACHE = "unsafe"
 
 Progress = Callable[[float], None]
 
 
-def qemu_img() -> str:
-    return settings.SHARESTORE_QEMU_IMG
-
-
 def _no_progress(_percent: float) -> None:
     return None
-
-
-def _cache_args() -> list[str]:
-    # The target is written through the page cache without flushes ("unsafe") and fsynced once
-    # before it is published: the file is not a backup until then. Measured in bench/backup.py
-    # with cold caches, this beat O_DIRECT (`-t none -T none`) on both writing and restoring.
-    return ["-t", "unsafe"]
-
-
-def _compress_args(compress: bool) -> list[str]:
-    return ["-c", "-o", "compression_type=zstd"] if compress else []
 
 
 class BackupStore:
@@ -71,8 +55,7 @@ class BackupStore:
         return os.path.join(self.root, name)
 
     def tmp_path(self, name: str, suffix: str = "") -> str:
-        directory, base = os.path.split(self.path(name))
-        return os.path.join(directory, f"{TMP_PREFIX}{base}{suffix}")
+        return qemu.tmp_sibling(self.path(name), suffix)
 
     def partial_paths(self, name: str) -> list[str]:
         return [self.tmp_path(name), self.tmp_path(name, DELTA_SUFFIX)]
@@ -97,28 +80,17 @@ class BackupStore:
         st = os.stat(self.path(name))
         return max(st.st_blocks * 512, 0) or st.st_size
 
-    def _fsync_dir(self, path: str) -> None:
-        fsync_path(os.path.dirname(path), directory=True)
-
-    def _unlink(self, path: str) -> bool:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        self._fsync_dir(path)
-        return True
-
     def remove_partials(self, name: str) -> bool:
         """Remove what an unfinished write of `name` left; the published file is kept."""
         removed = False
         for path in self.partial_paths(name):
-            removed |= self._unlink(path)
+            removed |= qemu.unlink(path)
         return removed
 
     def remove(self, name: str) -> bool:
         """Remove the file and any partial write of it; an emptied volume directory goes too."""
         removed = self.remove_partials(name)
-        removed |= self._unlink(self.path(name))
+        removed |= qemu.unlink(self.path(name))
         directory = os.path.dirname(self.path(name))
         try:
             if os.path.isdir(directory) and not os.listdir(directory):
@@ -127,86 +99,47 @@ class BackupStore:
             pass  # a concurrent backup of the same volume just created a file in it
         return removed
 
-    def _publish(self, tmp: str, final: str) -> None:
-        fsync_path(tmp)
-        os.replace(tmp, final)
-        self._fsync_dir(final)
-
-    def _convert_and_publish(self, source: str, tmp: str, final: str, *, compress: bool, progress: Progress) -> None:
-        """Copy `source` with its chain into an independent qcow2 at `tmp`, then publish it as `final`."""
-        process.run(
-            [
-                qemu_img(), "convert", "-p", "-f", "qcow2", "-O", "qcow2", *_cache_args(),
-                "-m", "16", "-W", *_compress_args(compress), source, tmp,
-            ],
-            timeout=COPY_TIMEOUT,
-            progress=progress,
-        )
-        self._publish(tmp, final)
-
     # -- reading images -------------------------------------------------------------------------
 
-    def image_json(self, path: str) -> dict:
-        # Plain `info` (never --backing-chain): it does not open backing files.
-        result = process.run(
-            [qemu_img(), "info", "-U", "-f", "qcow2", "--output=json", path], timeout=INSPECT_TIMEOUT
-        )
-        return json.loads(result.stdout)
-
     def virtual_size(self, path: str) -> int:
-        return int(self.image_json(path)["virtual-size"])
+        return int(qemu.info(path)["virtual-size"])
+
+    @staticmethod
+    def _accept_backing(path: str, raw: str) -> None:
+        # A backup names its base by file name in its own directory, never by path.
+        if os.path.isabs(raw) or "/" in raw or ":" in raw:
+            raise errors.StorageError(
+                reason=f"backup file {os.path.basename(path)} names an unexpected backing {raw!r}"
+            )
 
     def backing_of(self, name: str) -> str | None:
         """The file name (in this backup point) the backup file is an overlay on, or None for a full one."""
-        raw = self.image_json(self.path(name)).get("backing-filename")
-        if not raw:
+        path = self.path(name)
+        raw = qemu.backing_raw(path)
+        if raw is None:
             return None
-        if os.path.isabs(raw) or "/" in raw or ":" in raw:
-            raise errors.StorageError(reason=f"backup file {name} names an unexpected backing {raw!r}")
+        self._accept_backing(path, raw)
         return f"{os.path.dirname(name)}/{raw}"
 
-    def chain(self, name: str, limit: int = 4096) -> list[str]:
+    def chain(self, name: str) -> list[str]:
         """`name` and every backup file under it, top first, read one file at a time."""
-        chain = [name]
-        while len(chain) <= limit:
-            backing = self.backing_of(chain[-1])
-            if backing is None:
-                return chain
-            if not self.exists(backing):
-                raise errors.StorageError(
-                    reason=f"backup file {chain[-1]} is backed by a missing file {backing}"
-                )
-            chain.append(backing)
-        raise errors.StorageError(reason=f"backup chain of {name} is longer than {limit} files")
+        directory = os.path.dirname(name)
+        paths = qemu.walk_chain(self.path(name), accept=self._accept_backing)
+        return [name] + [f"{directory}/{os.path.basename(p)}" for p in paths[1:]]
 
     def check(self, path: str) -> dict:
         """`qemu-img check` of one image: JSON report plus `exit` (0 ok, 1 unchecked, 2 corrupt, 3 leaks)."""
-        result = process.run(
-            [qemu_img(), "check", "-U", "-f", "qcow2", "--output=json", path],
-            timeout=COPY_TIMEOUT,
-            ok_codes=(0, 1, 2, 3),
-        )
-        try:
-            report = json.loads(result.stdout) if result.stdout.strip() else {}
-        except ValueError:
-            report = {}
-        report["exit"] = result.returncode
-        if result.returncode and result.stderr.strip():
-            report["stderr"] = result.stderr.strip()[-2000:]
-        return report
-
-    # -- writing backups ------------------------------------------------------------------------
+        return qemu.check(path, ok_codes=(0, 1, 2, 3))
 
     def write_full(
         self, source: str, name: str, *, compress: bool, progress: Progress = _no_progress
     ) -> None:
         """Copy the guest-visible content of `source` (with its backing chain) into an independent file."""
         final = self.path(name)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        tmp = self.tmp_path(name)
         self.remove_partials(name)
         try:
-            self._convert_and_publish(source, tmp, final, compress=compress, progress=progress)
+            with qemu.publishing(final) as tmp:
+                qemu.convert(source, tmp, cache=WRITE_CACHE, compress=compress, progress=progress)
         except BaseException:
             self.remove_partials(name)
             raise
@@ -246,69 +179,20 @@ class BackupStore:
         self.remove_partials(name)
         size = self.virtual_size(source)
         try:
-            process.run(
-                [
-                    qemu_img(),
-                    "create",
-                    "-q",
-                    "-f",
-                    "qcow2",
-                    "-u",
-                    "-b",
-                    source,
-                    "-F",
-                    "qcow2",
-                    "-o",
-                    "preallocation=off",
-                    delta,
-                    str(size),
-                ],
-                timeout=INSPECT_TIMEOUT,
-            )
+            qemu.create(delta, size, backing=source)
             stage = (lambda p: progress(p * 0.5)) if compress else progress
             if source_base is not None:
-                process.run(
-                    [qemu_img(), "rebase", "-p", "-f", "qcow2", "-F", "qcow2", "-b", source_base, delta],
-                    timeout=COPY_TIMEOUT,
-                    progress=stage,
-                )
-                process.run(
-                    [qemu_img(), "rebase", "-u", "-f", "qcow2", "-F", "qcow2", "-b", base_ref, delta],
-                    timeout=INSPECT_TIMEOUT,
-                )
+                qemu.rebase(delta, source_base, progress=stage)
+                qemu.rebase(delta, base_ref, safe=False)
             else:
-                process.run(
-                    [qemu_img(), "rebase", "-p", "-f", "qcow2", "-F", "qcow2", "-b", base_ref, delta],
-                    timeout=COPY_TIMEOUT,
-                    progress=stage,
-                )
+                qemu.rebase(delta, base_ref, progress=stage)
             if compress:
                 # The delta's own clusters are exactly the change: `convert -B` copies those, compressed.
-                process.run(
-                    [
-                        qemu_img(),
-                        "convert",
-                        "-p",
-                        "-f",
-                        "qcow2",
-                        "-O",
-                        "qcow2",
-                        "-m",
-                        "16",
-                        "-W",
-                        *_compress_args(True),
-                        "-B",
-                        base_ref,
-                        "-F",
-                        "qcow2",
-                        delta,
-                        tmp,
-                    ],
-                    timeout=COPY_TIMEOUT,
-                    progress=lambda p: progress(50 + p * 0.5),
+                qemu.convert(
+                    delta, tmp, compress=True, backing=base_ref, progress=lambda p: progress(50 + p * 0.5)
                 )
-                self._unlink(delta)
-            self._publish(tmp, final)
+                qemu.unlink(delta)
+            qemu.publish(tmp, final)
         except BaseException:
             self.remove_partials(name)
             raise
@@ -330,13 +214,14 @@ class BackupStore:
             return  # done before a crash
         if current != layer:
             raise errors.StorageError(reason=f"{dependent} is not an overlay on {layer} (it names {current})")
-        argv = [qemu_img(), "rebase", "-p", "-t", "writeback", "-T", "writeback", "-f", "qcow2"]
-        if new_base is None:
-            argv += ["-b", ""]
-        else:
-            argv += ["-F", "qcow2", "-b", os.path.basename(self.path(new_base))]
-        process.run([*argv, dependent_path], timeout=COPY_TIMEOUT, progress=progress)
-        fsync_path(dependent_path)
+        qemu.rebase(
+            dependent_path,
+            None if new_base is None else os.path.basename(self.path(new_base)),
+            cache="writeback",
+            source_cache="writeback",
+            progress=progress,
+        )
+        qemu.fsync_path(dependent_path)
 
     # -- restoring ------------------------------------------------------------------------------
 
@@ -347,12 +232,5 @@ class BackupStore:
             raise errors.StorageError(reason=f"backup file {name} is missing")
         if os.path.isfile(target):
             return
-        directory = os.path.dirname(target)
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, TMP_PREFIX + os.path.basename(target))
-        self._unlink(tmp)
-        try:
-            self._convert_and_publish(source, tmp, target, compress=False, progress=progress)
-        except BaseException:
-            self._unlink(tmp)
-            raise
+        with qemu.publishing(target) as tmp:
+            qemu.convert(source, tmp, cache=WRITE_CACHE, progress=progress)

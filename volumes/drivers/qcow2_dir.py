@@ -1,17 +1,12 @@
-"""A pool that is a directory of qcow2 images, driven by qemu-img (Debian's qemu-utils)."""
+"""A pool that is a directory of qcow2 images, driven through the qemu layer (`volumes.drivers.qemu`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import uuid
-from functools import lru_cache
-
-from django.conf import settings
 
 from sharestore import errors
-from volumes.drivers import process
+from volumes.drivers import qemu
 from volumes.drivers.base import (
     MERGE_COMMIT,
     MERGE_REBASE,
@@ -20,48 +15,14 @@ from volumes.drivers.base import (
     ProgressCallback,
     StorageDriver,
 )
+from volumes.drivers.qemu import TMP_PREFIX, fsync_path, supports_direct_io  # noqa: F401  (re-exported)
 
 QCOW2_MAGIC = b"QFI\xfb"
-TMP_PREFIX = ".tmp-"
-# Metadata reads of an untrusted image run under this address-space limit, as Cinder does.
-INSPECT_ADDRESS_SPACE = 1 << 30
-INSPECT_TIMEOUT = 60
-CREATE_TIMEOUT = 120
-COPY_TIMEOUT = 24 * 3600
 # A full copy reads its source through the page cache and writes without flushes, then the partial is
 # fsynced once before it is published (it is never usable before). From a cold cache this beat
 # O_DIRECT on both ends (`-t none -T none`) by 20-35 % here: bench/clone.py prints both.
-COPY_CACHE_ARGS = ("-t", "unsafe", "-T", "writeback")
-
-
-def qemu_img() -> str:
-    return settings.SHARESTORE_QEMU_IMG
-
-
-@lru_cache(maxsize=64)
-def supports_direct_io(directory: str) -> bool:
-    """Whether files in `directory` can be opened with O_DIRECT (tmpfs cannot)."""
-    probe = os.path.join(directory, f"{TMP_PREFIX}odirect-{uuid.uuid4().hex}")
-    try:
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
-    except OSError:
-        return False
-    else:
-        os.close(fd)
-        return True
-    finally:
-        try:
-            os.unlink(probe)
-        except FileNotFoundError:
-            pass
-
-
-def fsync_path(path: str, *, directory: bool = False) -> None:
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+COPY_CACHE, COPY_SOURCE_CACHE = "unsafe", "writeback"
+COPY_CACHE_ARGS = ("-t", COPY_CACHE, "-T", COPY_SOURCE_CACHE)  # what bench/clone.py compares against
 
 
 def _within(path: str, roots: list[str]) -> bool:
@@ -73,19 +34,28 @@ class Qcow2DirectoryDriver(StorageDriver):
 
     def path(self, name: str) -> str:
         """Map an image name to its file, refusing anything that would leave the pool."""
-        if not name or name.startswith("/") or "\x00" in name or any(p in ("", ".", "..") for p in name.split("/")):
+        if (
+            not name
+            or name.startswith("/")
+            or "\x00" in name
+            or any(p in ("", ".", "..") for p in name.split("/"))
+        ):
             raise errors.StorageError(reason=f"invalid image name {name!r}")
         return os.path.join(self.root, name)
 
     def _tmp_path(self, name: str) -> str:
-        directory, base = os.path.split(self.path(name))
-        return os.path.join(directory, TMP_PREFIX + base)
+        return qemu.tmp_sibling(self.path(name))
+
+    # The file steps go through these three methods so fault-injection tests can count them.
 
     def _publish(self, tmp: str, final: str) -> None:
-        """fsync the finished file, rename it into place, fsync the directory."""
-        fsync_path(tmp)
-        os.replace(tmp, final)
-        fsync_path(os.path.dirname(final), directory=True)
+        qemu.publish(tmp, final)
+
+    def _rename(self, src: str, dst: str) -> None:
+        qemu.rename(src, dst)
+
+    def _unlink(self, path: str) -> None:
+        qemu.unlink(path)
 
     def _ensure_dir(self, name: str) -> None:
         os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
@@ -100,11 +70,9 @@ class Qcow2DirectoryDriver(StorageDriver):
         return os.path.isfile(self.path(name))
 
     def info(self, name: str) -> ImageInfo:
+        # Both reads open this one file: the cost does not grow with the chain under it.
         path = self.path(name)
-        result = process.run(
-            [qemu_img(), "info", "-U", "-f", "qcow2", "--output=json", path], timeout=INSPECT_TIMEOUT
-        )
-        data = json.loads(result.stdout)
+        data = qemu.info(path)
         return ImageInfo(
             name=name,
             format=data["format"],
@@ -114,26 +82,14 @@ class Qcow2DirectoryDriver(StorageDriver):
         )
 
     def allocated_bytes(self, name: str) -> int:
-        """Allocated clusters x cluster size of this one layer (qemu-img 7.2's info has no such field)."""
-        result = process.run(
-            [qemu_img(), "check", "-U", "-f", "qcow2", "--output=json", self.path(name)],
-            timeout=INSPECT_TIMEOUT,
-            ok_codes=(0, 3),  # 3: leaked clusters, harmless for accounting
-        )
-        data = json.loads(result.stdout)
-        return int(data.get("allocated-clusters", 0)) * int(data.get("cluster-size", 65536))
+        return qemu.layer_allocated(self.path(name))
 
     def create_volume(self, name: str, size: int) -> ImageInfo:
         final = self.path(name)
         if os.path.isfile(final):
             return self.info(name)
-        self._ensure_dir(name)
-        tmp = self._tmp_path(name)
-        process.run(
-            [qemu_img(), "create", "-q", "-f", "qcow2", "-o", "preallocation=off", tmp, str(size)],
-            timeout=CREATE_TIMEOUT,
-        )
-        self._publish(tmp, final)
+        with qemu.publishing(final, publish_with=self._publish) as tmp:
+            qemu.create(tmp, size)
         return self.info(name)
 
     def delete_image(self, name: str) -> bool:
@@ -145,7 +101,7 @@ class Qcow2DirectoryDriver(StorageDriver):
             except FileNotFoundError:
                 pass
         if removed:
-            fsync_path(os.path.dirname(self.path(name)), directory=True)
+            qemu.fsync_parent(self.path(name))
         return removed
 
     def access_path(self, mount_path: str, name: str) -> str:
@@ -196,15 +152,9 @@ class Qcow2DirectoryDriver(StorageDriver):
         fmt = "qcow2" if head == QCOW2_MAGIC else "raw"
         source = f"file:/proc/self/fd/{fd}"
         try:
-            result = process.run(
-                [qemu_img(), "info", "-U", "-f", fmt, "--output=json", source],
-                timeout=INSPECT_TIMEOUT,
-                pass_fds=(fd,),
-                address_space=INSPECT_ADDRESS_SPACE,
-            )
+            data = qemu.info(source, fmt=fmt, pass_fds=(fd,), untrusted=True)
         except errors.StorageError as exc:
             raise errors.ImportRejected(reason=f"not a readable {fmt} image", desc=exc.desc) from None
-        data = json.loads(result.stdout)
         virtual_size = int(data.get("virtual-size", 0))
         if virtual_size <= 0:
             raise errors.ImportRejected(reason="image is empty")
@@ -221,24 +171,10 @@ class Qcow2DirectoryDriver(StorageDriver):
             if specific.get("corrupt"):
                 raise errors.ImportRejected(reason="qcow2 is marked corrupt")
             try:
-                process.run(
-                    [qemu_img(), "check", "-U", "-f", "qcow2", "--output=json", source],
-                    timeout=INSPECT_TIMEOUT * 10,
-                    pass_fds=(fd,),
-                    address_space=INSPECT_ADDRESS_SPACE,
-                    ok_codes=(0,),
-                )
+                qemu.check(source, pass_fds=(fd,), untrusted=True)
             except errors.StorageError as exc:
                 raise errors.ImportRejected(reason="qcow2 fails 'qemu-img check'", desc=exc.desc) from None
         return ImportSource(path=resolved, format=fmt, virtual_size=virtual_size)
-
-    def _cache_args(self, source_dir: str, target_dir: str) -> list[str]:
-        # O_DIRECT on both ends was the fastest, steadiest convert here; writeback still flushes
-        # at the end, where the default ('unsafe') never does.
-        args = ["-t", "none" if supports_direct_io(target_dir) else "writeback"]
-        if supports_direct_io(source_dir):
-            args += ["-T", "none"]
-        return args
 
     def import_image(
         self, source: ImportSource, allowed_roots: list[str], name: str, size: int, progress: ProgressCallback
@@ -254,33 +190,27 @@ class Qcow2DirectoryDriver(StorageDriver):
                 raise errors.ImportRejected(reason="backing_file changed format since the request")
             if size < vetted.virtual_size:
                 raise errors.CapacityTooSmall(capacity=size, virtual_size=vetted.virtual_size)
-            self._ensure_dir(name)
-            tmp = self._tmp_path(name)
             total = vetted.virtual_size
 
             def on_progress(percent: float) -> None:
                 progress(percent, int(total * percent / 100), total)
 
-            try:
-                process.run(
-                    [
-                        qemu_img(), "convert", "-p", "-f", vetted.format, "-O", "qcow2",
-                        *self._cache_args(os.path.dirname(resolved), os.path.dirname(tmp)),
-                        "-m", "16", "-W",
-                        f"file:/proc/self/fd/{fd}", tmp,
-                    ],
-                    timeout=COPY_TIMEOUT,
+            with qemu.publishing(final, publish_with=self._publish) as tmp:
+                # O_DIRECT on both ends was the fastest, steadiest convert here; writeback still
+                # flushes at the end, where the default ('unsafe') never does.
+                qemu.convert(
+                    f"file:/proc/self/fd/{fd}",
+                    tmp,
+                    fmt=vetted.format,
+                    cache="none" if supports_direct_io(os.path.dirname(tmp)) else "writeback",
+                    source_cache="none" if supports_direct_io(os.path.dirname(resolved)) else None,
                     progress=on_progress,
                     pass_fds=(fd,),
                 )
                 if size > vetted.virtual_size:
-                    process.run([qemu_img(), "resize", "-q", "-f", "qcow2", tmp, str(size)], timeout=CREATE_TIMEOUT)
-            except BaseException:
-                self.delete_image(name)
-                raise
+                    qemu.resize(tmp, size)
         finally:
             os.close(fd)
-        self._publish(tmp, final)
         return self.info(name)
 
     # -- inventory ------------------------------------------------------------------------------
@@ -299,45 +229,7 @@ class Qcow2DirectoryDriver(StorageDriver):
     # between them is followed by `_repoint`, a metadata-only rewrite of the reference to the same
     # file. Each step below is either atomic (rename) or leaves every image's guest-visible content
     # unchanged, and each method starts by looking at what the files show, so calling it again after
-    # a crash finishes the work.
-
-    def _rename(self, src: str, dst: str) -> None:
-        """Atomic rename; the file is fsynced first and both directories after."""
-        fsync_path(src)
-        os.replace(src, dst)
-        fsync_path(os.path.dirname(dst), directory=True)
-        if os.path.dirname(src) != os.path.dirname(dst):
-            fsync_path(os.path.dirname(src), directory=True)
-
-    def _unlink(self, path: str) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return
-        fsync_path(os.path.dirname(path), directory=True)
-
-    def _image_json(self, path: str) -> dict:
-        # Plain `info` never opens the backing file: reading the chain costs one call per layer and
-        # cannot be steered to another host file or a network URL by what a layer names.
-        result = process.run(
-            [qemu_img(), "info", "-U", "-f", "qcow2", "--output=json", path], timeout=INSPECT_TIMEOUT
-        )
-        return json.loads(result.stdout)
-
-    def _backing_raw(self, path: str) -> str | None:
-        raw = self._image_json(path).get("backing-filename")
-        if not raw:
-            return None
-        if ":" in raw.split("/", 1)[0]:
-            # json:, nbd://, file: ... are never written by this service.
-            raise errors.StorageError(reason=f"{path} names an unexpected backing {raw!r}")
-        return raw
-
-    def _backing_abs(self, path: str) -> str | None:
-        raw = self._backing_raw(path)
-        if raw is None:
-            return None
-        return os.path.normpath(os.path.join(os.path.dirname(path), raw))
+    # a crash finishes the work. None of them opens a backing chain: each reads single layers only.
 
     def _name_of(self, path: str) -> str:
         root = os.path.normpath(self.root)
@@ -346,67 +238,39 @@ class Qcow2DirectoryDriver(StorageDriver):
         return path
 
     def backing_name(self, name: str) -> str | None:
-        backing = self._backing_abs(self.path(name))
+        backing = qemu.backing_path(self.path(name))
         return None if backing is None else self._name_of(backing)
 
-    def backing_chain(self, name: str, limit: int = 512) -> list[str]:
-        chain = [name]
-        path = self.path(name)
-        while len(chain) <= limit:
-            backing = self._backing_abs(path)
-            if backing is None:
-                return chain
-            if not os.path.isfile(backing):
-                raise errors.StorageError(reason=f"{self._name_of(path)} is backed by missing {backing}")
-            path = backing
-            chain.append(self._name_of(path))
-        raise errors.StorageError(reason=f"backing chain of {name} is longer than {limit} layers")
-
-    def _virtual_size(self, path: str) -> int:
-        return int(self._image_json(path)["virtual-size"])
+    def backing_chain(self, name: str) -> list[str]:
+        return [self._name_of(p) for p in qemu.walk_chain(self.path(name))]
 
     def _set_backing(self, path: str, backing: str) -> None:
         """Rewrite the backing reference of `path` to name `backing` (the same file: metadata only)."""
-        process.run(
-            [
-                qemu_img(), "rebase", "-u", "-f", "qcow2", "-F", "qcow2",
-                "-b", os.path.relpath(backing, os.path.dirname(path)), path,
-            ],
-            timeout=CREATE_TIMEOUT,
-        )
+        qemu.rebase(path, qemu.relative_backing(backing, path), safe=False)
         fsync_path(path)
 
-    def _repoint(self, path: str, former_dir: str) -> None:
+    def _repoint(self, path: str, former_dir: str, data: dict | None = None) -> None:
         """Make the backing reference of `path`, just moved here from `former_dir`, right from here.
 
         `rebase -u` only rewrites the name, which is safe because the name keeps designating the
         same file; it is never used to drop a layer (that loses the layer's data).
         """
-        raw = self._backing_raw(path)
+        raw = qemu.backing_raw(path, data)
         if raw is None or os.path.isabs(raw):
             return
-        if os.path.isfile(os.path.normpath(os.path.join(os.path.dirname(path), raw))):
+        if os.path.isfile(qemu.resolve(path, raw)):
             return
         target = os.path.normpath(os.path.join(former_dir, raw))
         if not os.path.isfile(target):
             raise errors.StorageError(reason=f"backing {raw!r} of {self._name_of(path)} is missing")
         self._set_backing(path, target)
 
-    def _create_overlay(self, final: str, backing: str) -> None:
+    def _create_overlay(self, final: str, backing: str, size: int | None = None) -> None:
         """Publish an empty overlay on `backing` at `final`, replacing whatever `final` was."""
-        tmp = os.path.join(os.path.dirname(final), TMP_PREFIX + os.path.basename(final))
-        size = self._virtual_size(backing)
-        # -u with an explicit size: qemu-img does not open the backing chain, so creating an overlay
-        # costs the same at any chain depth (without it, 9 ms at depth 1 and 191 ms at depth 200).
-        process.run(
-            [
-                qemu_img(), "create", "-q", "-f", "qcow2", "-u",
-                "-b", os.path.relpath(backing, os.path.dirname(final)), "-F", "qcow2",
-                "-o", "preallocation=off", tmp, str(size),
-            ],
-            timeout=CREATE_TIMEOUT,
-        )
-        self._publish(tmp, final)
+        if size is None:
+            size = int(qemu.info(backing)["virtual-size"])
+        with qemu.publishing(final, publish_with=self._publish) as tmp:
+            qemu.create(tmp, size, backing=qemu.relative_backing(backing, final))
 
     def snapshot_freeze(self, head: str, layer: str) -> None:
         head_path, layer_path = self.path(head), self.path(layer)
@@ -415,12 +279,14 @@ class Qcow2DirectoryDriver(StorageDriver):
             self._rename(head_path, layer_path)
         if not os.path.isfile(layer_path):
             raise errors.StorageError(reason=f"cannot freeze {head}: neither it nor {layer} exists")
-        self._repoint(layer_path, os.path.dirname(head_path))
+        # One read of the layer serves the repoint and the overlay's size (the repoint changes neither).
+        data = qemu.info(layer_path)
+        self._repoint(layer_path, os.path.dirname(head_path), data)
         if os.path.isfile(head_path):
-            if self._backing_abs(head_path) != layer_path:
+            if qemu.backing_path(head_path) != layer_path:
                 raise errors.StorageError(reason=f"{head} and {layer} exist, {head} not on {layer}")
             return
-        self._create_overlay(head_path, layer_path)
+        self._create_overlay(head_path, layer_path, int(data["virtual-size"]))
 
     def snapshot_unfreeze(self, head: str, layer: str) -> None:
         head_path, layer_path = self.path(head), self.path(layer)
@@ -428,7 +294,7 @@ class Qcow2DirectoryDriver(StorageDriver):
         if not os.path.isfile(layer_path):
             return
         if os.path.isfile(head_path):
-            if self._backing_abs(head_path) != layer_path:
+            if qemu.backing_path(head_path) != layer_path:
                 raise errors.StorageError(reason=f"{head} is not the freeze's overlay on {layer}: kept")
             self._unlink(head_path)
         self._rename(layer_path, head_path)
@@ -453,8 +319,8 @@ class Qcow2DirectoryDriver(StorageDriver):
             # Done earlier; a commit may have stopped between its rename and its repoint.
             self._repoint(dependent_path, os.path.dirname(layer_path))
             return
-        layer_backing = self._backing_abs(layer_path)
-        dependent_backing = self._backing_abs(dependent_path)
+        layer_backing = qemu.backing_path(layer_path)
+        dependent_backing = qemu.backing_path(dependent_path)
         if dependent_backing != layer_path:
             if dependent_backing == layer_backing:
                 # A rebase finished; only the removal of the layer was left.
@@ -469,23 +335,20 @@ class Qcow2DirectoryDriver(StorageDriver):
             # Copies into the dependent every cluster it reads from the layer, then points it at the
             # layer's backing. Until the header is rewritten at the end the dependent still reads
             # through the layer, and what it gained is what it read there: a crash changes nothing.
-            argv = [qemu_img(), "rebase", "-p", "-t", "writeback", "-T", "writeback", "-f", "qcow2"]
-            if layer_backing is None:
-                argv += ["-b", ""]
-            else:
-                argv += ["-F", "qcow2", "-b", os.path.relpath(layer_backing, os.path.dirname(dependent_path))]
-            process.run([*argv, dependent_path], timeout=COPY_TIMEOUT, progress=on_progress)
+            qemu.rebase(
+                dependent_path,
+                None if layer_backing is None else qemu.relative_backing(layer_backing, dependent_path),
+                cache="writeback",
+                source_cache="writeback",
+                progress=on_progress,
+            )
             fsync_path(dependent_path)
             self._unlink(layer_path)
             return
         # Commit: the dependent's clusters are written into the layer (-d: the dependent keeps
         # them, so the work can be redone). Legal only because nothing else reads the layer; the
         # layer then takes the dependent's name, and the dependent's readers find the same content.
-        process.run(
-            [qemu_img(), "commit", "-p", "-t", "writeback", "-f", "qcow2", "-d", dependent_path],
-            timeout=COPY_TIMEOUT,
-            progress=on_progress,
-        )
+        qemu.commit(dependent_path, progress=on_progress)
         self._rename(layer_path, dependent_path)
         self._repoint(dependent_path, os.path.dirname(layer_path))
 
@@ -505,25 +368,12 @@ class Qcow2DirectoryDriver(StorageDriver):
             raise errors.StorageError(reason=f"image {ref} is missing")
         return os.path.normpath(ref)
 
-    def _walk_chain(self, path: str, limit: int = 512) -> list[str]:
-        """Every file under `path`, read one layer at a time: a protocol name or a missing layer is refused
-        before qemu-img opens the whole chain."""
-        chain = [path]
-        while len(chain) <= limit:
-            backing = self._backing_abs(chain[-1])
-            if backing is None:
-                return chain
-            if not os.path.isfile(backing):
-                raise errors.StorageError(reason=f"{chain[-1]} is backed by missing {backing}")
-            chain.append(backing)
-        raise errors.StorageError(reason=f"backing chain of {path} is longer than {limit} layers")
-
     def linked_clone(self, name: str, base_ref: str) -> ImageInfo:
         base = self._check_ref(base_ref)
         final = self.path(name)
         directory = os.path.dirname(final)
         if os.path.isfile(final):
-            found = self._backing_abs(final)
+            found = qemu.backing_path(final)
             if found is None or os.path.realpath(found) != os.path.realpath(base):
                 raise errors.StorageError(reason=f"{name} exists and is not an overlay on {base}: kept")
             return self.info(name)
@@ -533,27 +383,16 @@ class Qcow2DirectoryDriver(StorageDriver):
         relative = os.path.relpath(os.path.realpath(base), os.path.realpath(directory))
         if os.path.realpath(os.path.join(directory, relative)) != os.path.realpath(base):
             raise errors.StorageError(reason=f"no relative path from {directory} reaches {base}")
-        tmp = self._tmp_path(name)
-        # -u with an explicit size: the base chain is not opened, so this costs the same whatever
-        # the base's size or depth.
-        process.run(
-            [
-                qemu_img(), "create", "-q", "-f", "qcow2", "-u", "-b", relative, "-F", "qcow2",
-                "-o", "preallocation=off", tmp, str(self._virtual_size(base)),
-            ],
-            timeout=CREATE_TIMEOUT,
-        )
-        self._publish(tmp, final)
+        size = int(qemu.info(base)["virtual-size"])
+        with qemu.publishing(final, publish_with=self._publish) as tmp:
+            qemu.create(tmp, size, backing=relative)
         return self.info(name)
 
     def copy_needs(self, source_ref: str) -> int:
         source = self._check_ref(source_ref)
-        self._walk_chain(source)
-        result = process.run(
-            [qemu_img(), "measure", "-f", "qcow2", "-O", "qcow2", "--output=json", source],
-            timeout=INSPECT_TIMEOUT,
-        )
-        return int(json.loads(result.stdout)["required"])
+        # A protocol name or a missing layer is refused before qemu-img opens the whole chain.
+        qemu.walk_chain(source)
+        return int(qemu.measure(source)["required"])
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -562,12 +401,11 @@ class Qcow2DirectoryDriver(StorageDriver):
     def _partial_path(self, name: str, tag: str) -> str:
         if not tag or not all(c.isalnum() or c == "-" for c in tag):
             raise errors.StorageError(reason=f"invalid partial tag {tag!r}")
-        directory, base = os.path.split(self.path(name))
-        return os.path.join(directory, f"{TMP_PREFIX}{base}.{tag}")
+        return qemu.tmp_sibling(self.path(name), f".{tag}")
 
     def flat_copy(self, source_ref: str, name: str, tag: str, progress: ProgressCallback) -> str:
         source = self._check_ref(source_ref)
-        self._walk_chain(source)
+        qemu.walk_chain(source)
         self._ensure_dir(name)
         partial = self._partial_path(name, tag)
 
@@ -575,13 +413,8 @@ class Qcow2DirectoryDriver(StorageDriver):
             progress(percent, 0, 0)
 
         try:
-            process.run(
-                [
-                    qemu_img(), "convert", "-p", "-f", "qcow2", "-O", "qcow2", *COPY_CACHE_ARGS,
-                    "-m", "16", "-W", source, partial,
-                ],
-                timeout=COPY_TIMEOUT,
-                progress=on_progress,
+            qemu.convert(
+                source, partial, cache=COPY_CACHE, source_cache=COPY_SOURCE_CACHE, progress=on_progress
             )
         except BaseException:
             self._unlink(partial)
@@ -597,8 +430,9 @@ class Qcow2DirectoryDriver(StorageDriver):
         self._publish(partial_path, final)
 
     def discard_partials(self, name: str) -> int:
-        directory, base = os.path.split(self.path(name))
-        plain = TMP_PREFIX + base
+        final = self.path(name)
+        directory = os.path.dirname(final)
+        plain = os.path.basename(qemu.tmp_sibling(final))
         try:
             entries = os.listdir(directory)
         except FileNotFoundError:
@@ -612,5 +446,5 @@ class Qcow2DirectoryDriver(StorageDriver):
                 except FileNotFoundError:
                     pass
         if removed:
-            fsync_path(directory, directory=True)
+            qemu.fsync_parent(final)
         return removed

@@ -8,9 +8,10 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from volumes.drivers import process
+from volumes.drivers import qemu
 from volumes.models import Cluster, Host, Namespace, Pool, PoolMount, Tenant, Zone
 
+MiB = 1 << 20
 ZONE_UUID = "3e2f589c-d5d7-4807-9c03-238fe967cdbd"
 CLUSTER_UUID = "a97eb422-f42b-4b85-8556-725f152661f0"
 HOST_UUID = "f04d95d6-c4f2-45c9-a1ef-164482af658a"
@@ -64,13 +65,13 @@ def demo_import_files_seed(*, import_root: Path | None = None) -> list[Path]:
     qcow2, raw = root / "my.qcow2", root / "my.raw"
     if not qcow2.exists():
         tmp = root / ".my.qcow2.tmp"
-        process.run([settings.SHARESTORE_QEMU_IMG, "create", "-q", "-f", "qcow2", tmp, str(DEMO_IMPORT_SIZE)], timeout=60)
-        process.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", "-c", "write -P 0xa5 32M 1M", tmp], timeout=60)
+        qemu.create(str(tmp), DEMO_IMPORT_SIZE)
+        qemu.io_write(str(tmp), [(0, MiB, 0x5A), (32 * MiB, MiB, 0xA5)])
         os.replace(tmp, qcow2)
     if not raw.exists():
         tmp = root / ".my.raw.tmp"
         with open(tmp, "wb") as handle:
             handle.truncate(DEMO_IMPORT_SIZE)
-        process.run(["qemu-io", "-f", "raw", "-c", "write -P 0x3c 4M 2M", tmp], timeout=60)
+        qemu.io_write(str(tmp), [(4 * MiB, 2 * MiB, 0x3C)], fmt="raw")
         os.replace(tmp, raw)
     return [qcow2, raw]
