@@ -157,6 +157,30 @@ class UnsupportedMediaType(ServiceError):
     message_cn = "不支持的内容类型 {media_type!r}，请使用 application/json"
 
 
+class RequestTooLarge(ServiceError):
+    """The body is larger than the API accepts (DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+
+    scode, http_status = 1013, 413
+    message = "request body is larger than {limit} bytes"
+    message_cn = "请求体超过 {limit} 字节的上限"
+
+
+class RequestTooDeep(ServiceError):
+    """The JSON body nests arrays and objects deeper than the API accepts."""
+
+    scode, http_status = 1014, 400
+    message = "request body nests deeper than {limit} levels"
+    message_cn = "请求体的嵌套超过 {limit} 层"
+
+
+class HostNotServed(ServiceError):
+    """The request's Host header names no host in SHARESTORE_ALLOWED_HOSTS."""
+
+    scode, http_status = 1015, 400
+    message = "this service does not answer for host {host}"
+    message_cn = "本服务不响应主机 {host} 的请求"
+
+
 # 2xxx: authentication and authorization -------------------------------------------------------
 
 

@@ -14,5 +14,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
 ]
 
+handler400 = "sharestore.api.exception_handler.api_bad_request"
 handler404 = "sharestore.api.exception_handler.api_not_found"
 handler500 = "sharestore.api.exception_handler.api_server_error"

@@ -6,6 +6,7 @@ import logging
 import traceback
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
@@ -91,6 +92,21 @@ def api_not_found(request, exception=None):
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception)
+
+
+def api_bad_request(request, exception=None):
+    """handler400 for /v1/ paths: a disallowed Host header (or another suspicious request) in the envelope."""
+    if request.path.startswith("/v1/"):
+        if isinstance(exception, DisallowedHost):
+            # Django's own message quotes the header; the envelope names it the same way.
+            host = request.META.get("HTTP_X_FORWARDED_HOST") or request.META.get("HTTP_HOST", "")
+            error = errors.HostNotServed(host=repr(host[:255]))
+        else:
+            error = errors.MalformedRequest(reason="the request was refused as suspicious")
+        return JsonResponse(error_body(error), status=error.http_status, json_dumps_params={"ensure_ascii": False})
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
 
 
 def api_server_error(request):

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 _cache: dict[str, serializers.Serializer] = {}
+
+
+class JsonBodyAutoSchema(AutoSchema):
+    """Documents request bodies as application/json: the parser reads JSON whatever the Content-Type
+    (sharestore.api.parsers), but JSON is what clients should declare."""
+
+    def map_parsers(self):
+        return ["application/json"]
 
 
 def envelope(name: str, data) -> serializers.Serializer:

@@ -243,9 +243,12 @@ def test_list_rejects_bad_input(api, label, overrides, status, scode):
         ("{not json", "application/json", 400, 1000),
         ("[1, 2]", "application/json", 400, 1000),
         ('"just a string"', "application/json", 400, 1000),
-        ("tenant=x", "application/x-www-form-urlencoded", 415, 1008),
+        ("tenant=x", "application/x-www-form-urlencoded", 400, 1000),
+        ("[" * 33 + "]" * 33, "application/json", 400, 1014),
+        ('{"capacity": NaN}', "application/json", 400, 1000),
+        ("\xff\xfe", "application/octet-stream", 400, 1000),
     ],
-    ids=["broken json", "json array", "json string", "form body"],
+    ids=["broken json", "json array", "json string", "form body", "deep nesting", "NaN", "not utf-8"],
 )
 def test_malformed_bodies(api, data_dir, raw, content_type, status, scode):
     before = snapshot_of_storage(data_dir)

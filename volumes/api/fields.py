@@ -3,17 +3,23 @@
 from rest_framework import serializers
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer; strings, booleans and fractions are refused."""
+    """A JSON integer within the database's signed 64 bits; strings, booleans and numbers written
+    with a fraction or exponent (`1.0`, `1e308`) are refused."""
 
     default_error_messages = {"invalid": "A JSON integer is required."}
 
+    def __init__(self, **kwargs):
+        kwargs.setdefault("min_value", INT64_MIN)
+        kwargs.setdefault("max_value", INT64_MAX)
+        super().__init__(**kwargs)
+
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
-            if isinstance(data, float) and data.is_integer():
-                data = int(data)
-            else:
-                self.fail("invalid")
+            self.fail("invalid")
         return super().to_internal_value(data)
 
 
