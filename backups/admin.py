@@ -27,6 +27,7 @@ from backups.services.points import (
 from sharestore import errors
 from sharestore.core.console import (
     ConsoleAdmin,
+    EditableConsoleAdmin,
     badge,
     choices,
     console_actor,
@@ -70,10 +71,12 @@ class BackupPointForm(forms.ModelForm):
 
 
 @admin.register(BackupPoint)
-class BackupPointAdmin(ConsoleAdmin):
+class BackupPointAdmin(EditableConsoleAdmin):
     """Backup points: usage bars, add and edit with the directory checked, reconcile."""
 
     form = BackupPointForm
+    editable_fields = tuple(BackupPointForm.Meta.fields)
+    fixed_fields = ("cluster",)
     list_display = ("name", "uuid", "cluster", "tenant", "btype", "status_badge", "usage_bar", "backup_count", "path")
     list_filter = (
         ("cluster", related(_("cluster"))),
@@ -84,26 +87,6 @@ class BackupPointAdmin(ConsoleAdmin):
     list_select_related = ("cluster", "tenant")
     search_fields = ("name", "uuid", "path")
     actions = ["reconcile_action"]
-
-    def has_add_permission(self, request):
-        return request.user.has_perm("backups.add_backuppoint")
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.has_perm("backups.change_backuppoint")
-
-    def get_readonly_fields(self, request, obj=None):
-        fields = ["uuid", "usage", "created", "modified"]
-        if obj is not None:
-            fields.append("cluster")
-        if not self.has_change_permission(request, obj):
-            fields += ["name", "tenant", "btype", "path", "capacity", "status"]
-        return fields
-
-    def get_fieldsets(self, request, obj=None):
-        main = ["name", "cluster", "tenant", "btype", "path", "capacity", "status"]
-        if obj is None:
-            return [(None, {"fields": main})]
-        return [(None, {"fields": ["uuid", *main]}), (_("Usage"), {"fields": ["usage"]}), (_("Times"), {"fields": ["created", "modified"]})]
 
     def get_queryset(self, request):
         live = {"status__in": [s for s in BackupStatus.values if s not in (BackupStatus.DELETED, BackupStatus.FAILED)]}

@@ -13,7 +13,7 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import translation
 from django.utils.html import format_html
-from django.utils.translation import get_language
+from django.utils.translation import get_language, gettext_lazy
 
 from sharestore import errors
 from sharestore.core.choices import OperationState
@@ -208,3 +208,36 @@ class ConsoleAdmin(admin.ModelAdmin):
             "app_label": self.model._meta.app_label,
             **extra,
         }
+
+
+class EditableConsoleAdmin(ConsoleAdmin):
+    """A console admin whose rows operators add and edit through a service-backed form (pools, backup
+    points): the model's own add/change permissions apply, `fixed_fields` are set once at creation,
+    and `editable_fields` make up the form after the UUID, with usage and times read-only beside them."""
+
+    editable_fields: tuple[str, ...] = ()
+    fixed_fields: tuple[str, ...] = ()
+
+    def has_add_permission(self, request):
+        return admin.ModelAdmin.has_add_permission(self, request)
+
+    def has_change_permission(self, request, obj=None):
+        return admin.ModelAdmin.has_change_permission(self, request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = ["uuid", "usage", "created", "modified"]
+        if obj is not None:
+            fields += self.fixed_fields
+        if not self.has_change_permission(request, obj):
+            fields += [f for f in self.editable_fields if f not in fields]
+        return fields
+
+    def get_fieldsets(self, request, obj=None):
+        main = list(self.editable_fields)
+        if obj is None:
+            return [(None, {"fields": main})]
+        return [
+            (None, {"fields": ["uuid", *main]}),
+            (gettext_lazy("Usage"), {"fields": ["usage"]}),
+            (gettext_lazy("Times"), {"fields": ["created", "modified"]}),
+        ]

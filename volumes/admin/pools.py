@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core.console import (
-    ConsoleAdmin,
+    EditableConsoleAdmin,
     badge,
     choices,
     console_actor,
@@ -111,10 +111,13 @@ class PoolMountInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(ConsoleAdmin):
+class PoolAdmin(EditableConsoleAdmin):
     """Pools: usage bars, add and edit through the pool service, reconcile."""
 
     form = PoolForm
+    editable_fields = tuple(PoolForm.Meta.fields)
+    # A pool's cluster and driver define where its images are and how they are written.
+    fixed_fields = ("cluster", "driver")
     inlines = [PoolMountInline]
     list_display = (
         "name",
@@ -137,51 +140,6 @@ class PoolAdmin(ConsoleAdmin):
     search_fields = ("name", "uuid", "path")
     filter_horizontal = ("tenants",)
     actions = ["reconcile_action", "refresh_usage_action"]
-
-    def has_add_permission(self, request):
-        return request.user.has_perm("volumes.add_pool")
-
-    def has_change_permission(self, request, obj=None):
-        return request.user.has_perm("volumes.change_pool")
-
-    def get_readonly_fields(self, request, obj=None):
-        fields = ["uuid", "usage", "created", "modified"]
-        if obj is not None:
-            # A pool's cluster and driver define where its images are and how they are written.
-            fields += ["cluster", "driver"]
-        if not self.has_change_permission(request, obj):
-            fields += [
-                "name",
-                "zone",
-                "pool_type",
-                "path",
-                "capacity",
-                "overcommit_ratio",
-                "status",
-                "tenants",
-            ]
-        return fields
-
-    def get_fieldsets(self, request, obj=None):
-        main = [
-            "name",
-            "cluster",
-            "zone",
-            "pool_type",
-            "driver",
-            "path",
-            "capacity",
-            "overcommit_ratio",
-            "status",
-            "tenants",
-        ]
-        if obj is None:
-            return [(None, {"fields": main})]
-        return [
-            (None, {"fields": ["uuid", *main]}),
-            (_("Usage"), {"fields": ["usage"]}),
-            (_("Times"), {"fields": ["created", "modified"]}),
-        ]
 
     def get_queryset(self, request):
         return (
