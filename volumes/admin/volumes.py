@@ -177,32 +177,45 @@ class VolumeAdmin(ConsoleAdmin):
     def _volume_url(self, volume) -> str:
         return reverse("admin:volumes_volume_change", args=[volume.pk])
 
+    def _apply_repair(self, request, apply, success, redirect_to):
+        """Run a previewed repair from its POSTed form (audited in the site language): `success(result)`
+        in the reader's language and a redirect, or the refusal as an error message and None, so the
+        preview is shown again."""
+        try:
+            with neutral_language():
+                result = apply()
+        except errors.ServiceError as exc:
+            self.message_user(request, service_error_text(exc), messages.ERROR)
+        except (KeyError, ValueError):
+            self.message_user(request, gettext("The form was incomplete."), messages.ERROR)
+        else:
+            self.message_user(request, success(result), messages.SUCCESS)
+            return HttpResponseRedirect(redirect_to)
+        return None
+
     def reset_state_view(self, request, object_id):
         """GET: what the files support; POST: apply that proposal (compare-and-set)."""
         self.guard_repairs(request)
         volume = get_object_or_404(Volume, pk=object_id)
         if request.method == "POST":
-            try:
-                with neutral_language():
-                    repair.reset_state(
-                        actor=console_actor(request),
-                        volume=volume,
-                        expected_from=int(request.POST["expected_from"]),
-                        to_state=int(request.POST["to_state"]),
-                    )
-            except errors.ServiceError as exc:
-                self.message_user(request, service_error_text(exc), messages.ERROR)
-            except (KeyError, ValueError):
-                self.message_user(request, gettext("The form was incomplete."), messages.ERROR)
-            else:
-                volume.refresh_from_db()
-                self.message_user(
-                    request,
-                    gettext("Volume %(name)s is now %(state)s.")
-                    % {"name": volume.name, "state": volume.get_state_display()},
-                    messages.SUCCESS,
+
+            def reset():
+                return repair.reset_state(
+                    actor=console_actor(request),
+                    volume=volume,
+                    expected_from=int(request.POST["expected_from"]),
+                    to_state=int(request.POST["to_state"]),
                 )
-                return HttpResponseRedirect(self._volume_url(volume))
+
+            def reset_done(_proposal):
+                volume.refresh_from_db()
+                return gettext("Volume %(name)s is now %(state)s.") % {
+                    "name": volume.name,
+                    "state": volume.get_state_display(),
+                }
+
+            if done := self._apply_repair(request, reset, reset_done, self._volume_url(volume)):
+                return done
         proposal = repair.reset_state_preview(volume=volume)
         context = self.repair_context(
             request,
@@ -217,25 +230,22 @@ class VolumeAdmin(ConsoleAdmin):
         self.guard_repairs(request)
         volume = get_object_or_404(Volume, pk=object_id)
         if request.method == "POST":
-            try:
-                with neutral_language():
-                    operation = repair.force_delete(
-                        actor=console_actor(request),
-                        volume=volume,
-                        expected_state=int(request.POST["expected_state"]),
-                    )
-            except errors.ServiceError as exc:
-                self.message_user(request, service_error_text(exc), messages.ERROR)
-            except (KeyError, ValueError):
-                self.message_user(request, gettext("The form was incomplete."), messages.ERROR)
-            else:
-                self.message_user(
-                    request,
-                    gettext("Deletion of %(name)s queued as operation %(uuid)s.")
-                    % {"name": volume.name, "uuid": operation.uuid},
-                    messages.SUCCESS,
+
+            def delete():
+                return repair.force_delete(
+                    actor=console_actor(request),
+                    volume=volume,
+                    expected_state=int(request.POST["expected_state"]),
                 )
-                return HttpResponseRedirect(self._volume_url(volume))
+
+            def delete_done(operation):
+                return gettext("Deletion of %(name)s queued as operation %(uuid)s.") % {
+                    "name": volume.name,
+                    "uuid": operation.uuid,
+                }
+
+            if done := self._apply_repair(request, delete, delete_done, self._volume_url(volume)):
+                return done
         plan = repair.force_delete_preview(volume=volume)
         context = self.repair_context(
             request,
