@@ -1,6 +1,13 @@
 """Settings of the API read benchmark (bench/api_read.py): production settings, plus the bare views'
 URLconf. Not used outside the benchmark."""
 
-from sharestore.settings import *  # noqa: F403
+import os
+
+from sharestore.settings import *
 
 ROOT_URLCONF = "_api_read_urls"
+
+# `bench/api_read.py --server-side-binding`: psycopg binds parameters on the server, which lets it
+# prepare a statement it has run 5 times on a connection (measured against the default, client-side).
+if os.environ.get("BENCH_SERVER_SIDE_BINDING") == "1":
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True

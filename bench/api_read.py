@@ -56,6 +56,9 @@ def parse() -> argparse.Namespace:
         "--db-url",
         default=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sharestore_bench"),
     )
+    parser.add_argument(
+        "--server-side-binding", action="store_true", help="psycopg server-side binding (prepared statements)"
+    )
     parser.add_argument("--keep-db", action="store_true", help="leave the seeded database in place")
     return parser.parse_args()
 
@@ -74,8 +77,12 @@ def admin_connect(db_url: str):
 
     parsed = urlparse(db_url)
     return psycopg.connect(
-        host=parsed.hostname, port=parsed.port or 5432, user=parsed.username, password=parsed.password,
-        dbname="postgres", autocommit=True,
+        host=parsed.hostname,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        dbname="postgres",
+        autocommit=True,
     )
 
 
@@ -95,7 +102,9 @@ def drop_database(db_url: str) -> None:
 
 def seed(env: dict) -> dict:
     """Migrate and seed; return the request bodies of the measured calls."""
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
+    )
     os.environ.update(env)
     import django
 
@@ -115,7 +124,13 @@ def seed(env: dict) -> dict:
         tenants.append(tenant)
     pools = []
     for i in range(POOLS):
-        pool = Pool.objects.create(name=f"pool-{i}", cluster=cluster, zone=zones[i % 2], path=f"/srv/bench/pool-{i}", capacity=1 << 50)
+        pool = Pool.objects.create(
+            name=f"pool-{i}",
+            cluster=cluster,
+            zone=zones[i % 2],
+            path=f"/srv/bench/pool-{i}",
+            capacity=1 << 50,
+        )
         for host in hosts:
             PoolMount.objects.create(pool=pool, host=host, mount_path=f"/mnt/pool-{i}")
         pools.append(pool)
@@ -142,8 +157,14 @@ def seed(env: dict) -> dict:
                   FROM generate_series(1, %(volumes)s) g) s
             """,
             {
-                "cluster": cluster.pk, "namespaces": namespace_ids, "pools": pool_ids, "tenants": tenant_ids,
-                "npools": POOLS, "ntenants": TENANTS, "big": BIG_TENANT_VOLUMES, "volumes": VOLUMES,
+                "cluster": cluster.pk,
+                "namespaces": namespace_ids,
+                "pools": pool_ids,
+                "tenants": tenant_ids,
+                "npools": POOLS,
+                "ntenants": TENANTS,
+                "big": BIG_TENANT_VOLUMES,
+                "volumes": VOLUMES,
             },
         )
         cursor.execute(
@@ -161,8 +182,14 @@ def seed(env: dict) -> dict:
     import psycopg
 
     parsed = urlparse(env["DATABASE_URL"])
-    with psycopg.connect(host=parsed.hostname, port=parsed.port or 5432, user=parsed.username,
-                         password=parsed.password, dbname=parsed.path.lstrip("/"), autocommit=True) as conn:
+    with psycopg.connect(
+        host=parsed.hostname,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        password=parsed.password,
+        dbname=parsed.path.lstrip("/"),
+        autocommit=True,
+    ) as conn:
         conn.execute("VACUUM ANALYZE")
     seeded = time.monotonic() - started
 
@@ -173,7 +200,9 @@ def seed(env: dict) -> dict:
     big_live = Volume.objects.filter(tenant=big, state__in=LIVE_STATES).count()
     target = (
         Volume.objects.filter(tenant=regular, state__in=LIVE_STATES, attachments__isnull=False)
-        .order_by("-created").values_list("uuid", flat=True).first()
+        .order_by("-created")
+        .values_list("uuid", flat=True)
+        .first()
     )
     scope = {"tenant": str(regular.uuid), "cluster_uuid": str(cluster.uuid)}
     bare = {"tenant_id": regular.pk, "cluster_id": cluster.pk}
@@ -190,7 +219,10 @@ def seed(env: dict) -> dict:
         "get": ("/v1/volume/share/get", {**scope, "volume_uuid": str(target)}),
         "bare_get": ("/bench/bare/get", {**bare, "volume_uuid": str(target)}),
         "first": ("/v1/volume/share/list", {**big_scope, "page_num": 1, "page_size": 10}),
-        "last": ("/v1/volume/share/list", {**big_scope, "page_num": math.ceil(big_live / 10), "page_size": 10}),
+        "last": (
+            "/v1/volume/share/list",
+            {**big_scope, "page_num": math.ceil(big_live / 10), "page_size": 10},
+        ),
     }
 
 
@@ -202,7 +234,9 @@ def free_port() -> int:
 
 def call(base: str, path: str, body: dict) -> tuple[int, bytes]:
     request = urllib.request.Request(
-        base + path, data=json.dumps(body).encode(), method="POST",
+        base + path,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Token {TOKEN_KEY}"},
     )
     try:
@@ -224,24 +258,41 @@ def wrk(binary: str, base: str, target: tuple[str, dict], args, workdir: Path, s
         f'wrk.headers["Authorization"] = "Token {TOKEN_KEY}"\n'
     )
     out = subprocess.run(
-        [binary, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s", "--latency", "-s", str(script), base + path],
-        capture_output=True, text=True, check=True,
+        [
+            binary,
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            base + path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk saw errors on {path}:\n{out}")
     units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
     def latency(pct: str) -> float:
-        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        value, unit = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE).groups()
         return float(value) * units[unit]
 
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": latency("50"), "p99": latency("99")}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50": latency("50"),
+        "p99": latency("99"),
+    }
 
 
 def main() -> int:
     args = parse()
     wrk_binary = ensure_wrk()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-api-read-", dir=ROOT / "var" if (ROOT / "var").is_dir() else None))
+    workdir = Path(
+        tempfile.mkdtemp(prefix="bench-api-read-", dir=ROOT / "var" if (ROOT / "var").is_dir() else None)
+    )
     env = {
         **os.environ,
         "DATABASE_URL": args.db_url,
@@ -250,6 +301,7 @@ def main() -> int:
         "SHARESTORE_DEBUG": "0",
         "SHARESTORE_LOG_LEVEL": "WARNING",
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(BENCH)]),
+        "BENCH_SERVER_SIDE_BINDING": "1" if args.server_side_binding else "0",
     }
     server = None
     recreate_database(args.db_url)
@@ -258,9 +310,22 @@ def main() -> int:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "sharestore.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(args.workers), "--log-level", "warning", "--chdir", str(ROOT)],
-            env={**env, "DJANGO_SETTINGS_MODULE": "_api_read_settings"}, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "sharestore.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+                "--chdir",
+                str(ROOT),
+            ],
+            env={**env, "DJANGO_SETTINGS_MODULE": "_api_read_settings"},
+            start_new_session=True,
         )
         for _ in range(100):
             if call(base, *targets["bare10"])[0] == 200:
@@ -282,12 +347,14 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(server.pid, signal.SIGKILL)
                 server.wait()
+        from django.core.exceptions import ImproperlyConfigured
+
         try:
             from django.db import connections
 
             connections.close_all()
-        except Exception:  # Django never set up
-            pass
+        except ImproperlyConfigured:  # Django never set up
+            connections = None
         if not args.keep_db:
             drop_database(args.db_url)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -306,7 +373,8 @@ def measure(args, wrk_binary, base, targets, workdir) -> int:
         f"{VOLUMES:,} volumes over {TENANTS} tenants and {POOLS} pools (one tenant with {BIG_TENANT_VOLUMES:,}; "
         f"{targets['big_live']:,} live), seeded in {targets['seconds']:.1f} s; the measured tenant has "
         f"{targets['regular_live']:,} live volumes; gunicorn {args.workers} sync workers; "
-        f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; {args.rounds} rounds, sides alternating",
+        f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s; {args.rounds} rounds, sides alternating"
+        + ("; psycopg server-side binding" if args.server_side_binding else ""),
         flush=True,
     )
     names = sorted({n for pair in PAIRS for n in pair[1:3]})

@@ -138,7 +138,7 @@ def cached_scope(*, tenant_uuid, cluster_uuid, allowed_tenant_id: int | None) ->
 class PoolInfo:
     """What a volume's representation reads of its pool: names, zone, and where each host opens it."""
 
-    __slots__ = ("uuid", "name", "zone_uuid", "zone_name", "mounts", "driver")
+    __slots__ = ("driver", "mounts", "name", "uuid", "zone_name", "zone_uuid")
 
     def __init__(self, pool: Pool, mounts: list[tuple[str, str]]):
         from volumes.services.volumes import pool_driver

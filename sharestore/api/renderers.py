@@ -22,7 +22,12 @@ class FastEnvelopeJSONRenderer(EnvelopeJSONRenderer):
         if renderer_context and self.get_indent(accepted_media_type, renderer_context):
             return super().render(data, accepted_media_type, renderer_context)
         try:
-            body = orjson.dumps(data, option=orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS)
+            body = orjson.dumps(
+                data,
+                option=orjson.OPT_PASSTHROUGH_DATACLASS
+                | orjson.OPT_PASSTHROUGH_DATETIME
+                | orjson.OPT_PASSTHROUGH_SUBCLASS,
+            )
         except TypeError:
             return super().render(data, accepted_media_type, renderer_context)
         # As DRF's renderer: U+2028/U+2029 escaped (valid JSON, but not valid JavaScript).

@@ -63,10 +63,16 @@ def seed() -> None:
         Namespace.objects.create(uuid=u(6, i), tenant=tenant)
         tenants.append(tenant)
     pools = [
-        Pool.objects.create(uuid=P1, name="pool-a", cluster=c1, zone=z1, path="/srv/pools/a", capacity=1 << 40),
+        Pool.objects.create(
+            uuid=P1, name="pool-a", cluster=c1, zone=z1, path="/srv/pools/a", capacity=1 << 40
+        ),
         Pool.objects.create(uuid=P2, name="池-b", cluster=c1, zone=z2, path="/srv/pools/b", capacity=1 << 40),
-        Pool.objects.create(uuid=P3, name="pool-c", cluster=c1, zone=z1, path="/srv/pools/c", capacity=1 << 40),
-        Pool.objects.create(uuid=P4, name="pool-d", cluster=c2, zone=z2, path="/srv/pools/d", capacity=1 << 40),
+        Pool.objects.create(
+            uuid=P3, name="pool-c", cluster=c1, zone=z1, path="/srv/pools/c", capacity=1 << 40
+        ),
+        Pool.objects.create(
+            uuid=P4, name="pool-d", cluster=c2, zone=z2, path="/srv/pools/d", capacity=1 << 40
+        ),
     ]
     PoolMount.objects.create(pool=pools[0], host=h1, mount_path="/mnt/a-on-b")
     PoolMount.objects.create(pool=pools[0], host=h2, mount_path="/mnt/a-on-a/")
@@ -74,7 +80,12 @@ def seed() -> None:
     PoolMount.objects.create(pool=pools[3], host=h3, mount_path="/mnt/d")
     # pools[2] has no mount: AccessPath {}.
 
-    states = [EventState.AVAILABLE] * 6 + [EventState.CREATING, EventState.ERROR, EventState.DELETED, EventState.DELETING]
+    states = [EventState.AVAILABLE] * 6 + [
+        EventState.CREATING,
+        EventState.ERROR,
+        EventState.DELETED,
+        EventState.DELETING,
+    ]
     volumes: list[Volume] = []
     n = 0
     for ti, tenant in enumerate(tenants):
@@ -105,21 +116,48 @@ def seed() -> None:
                 )
     Volume.objects.bulk_create(volumes)
     by_uuid = {str(v.uuid): v for v in Volume.objects.all()}
-    vol = lambda n: by_uuid[u(7, n)]  # noqa: E731
+    vol = lambda n: by_uuid[u(7, n)]
 
     # Attachments: one on volume 1, three on volume 2 (out of creation order on purpose), one on a C2 volume.
-    VolumeAttachment.objects.create(volume=vol(1), vm_uuid=u(8, 1), device="vda", host_uuid=u(5, 1), vm_name="vm-1", vm_type="kvm", created=EPOCH)
+    VolumeAttachment.objects.create(
+        volume=vol(1),
+        vm_uuid=u(8, 1),
+        device="vda",
+        host_uuid=u(5, 1),
+        vm_name="vm-1",
+        vm_type="kvm",
+        created=EPOCH,
+    )
     for k, minute in ((2, 5), (3, 1), (4, 3)):
         VolumeAttachment.objects.create(
-            volume=vol(2), vm_uuid=u(8, k), device=f"vd{k}", host_uuid="" if k == 3 else u(5, 2),
-            vm_name=f"虚拟机-{k}", vm_type="", created=EPOCH + dt.timedelta(minutes=minute),
+            volume=vol(2),
+            vm_uuid=u(8, k),
+            device=f"vd{k}",
+            host_uuid="" if k == 3 else u(5, 2),
+            vm_name=f"虚拟机-{k}",
+            vm_type="",
+            created=EPOCH + dt.timedelta(minutes=minute),
         )
     VolumeAttachment.objects.create(volume=vol(24), vm_uuid=u(8, 9), created=EPOCH)
 
     # Snapshots on volume 3 and 5; linked clones of them; a full clone (source only) of volume 1.
     s1 = Snapshot.objects.create(uuid=u(9, 1), volume=vol(3), name="s1", layer_name="snap/1", created=EPOCH)
-    s2 = Snapshot.objects.create(uuid=u(9, 2), volume=vol(3), name="s2", parent=s1, layer_name="snap/2", created=EPOCH + dt.timedelta(seconds=1))
-    s3 = Snapshot.objects.create(uuid=u(9, 3), volume=vol(5), name="s3", status=SnapshotStatus.HIDDEN, layer_name="snap/3", created=EPOCH)
+    s2 = Snapshot.objects.create(
+        uuid=u(9, 2),
+        volume=vol(3),
+        name="s2",
+        parent=s1,
+        layer_name="snap/2",
+        created=EPOCH + dt.timedelta(seconds=1),
+    )
+    s3 = Snapshot.objects.create(
+        uuid=u(9, 3),
+        volume=vol(5),
+        name="s3",
+        status=SnapshotStatus.HIDDEN,
+        layer_name="snap/3",
+        created=EPOCH,
+    )
     Volume.objects.filter(pk=vol(3).pk).update(current_snapshot=s2)
     Volume.objects.filter(pk__in=[vol(10).pk, vol(11).pk]).update(source_volume=vol(3), parent_snapshot=s1)
     Volume.objects.filter(pk=vol(12).pk).update(source_volume=vol(3), parent_snapshot=s2)
@@ -140,11 +178,24 @@ LIST_CASES = {
     "t1c1-s1-p5": {"tenant": T1, "cluster_uuid": C1, "page_num": 5, "page_size": 1},
     "t1c1-s100": {"tenant": T1, "cluster_uuid": C1, "page_size": 100},
     "t1c1-pool-a": {"tenant": T1, "cluster_uuid": C1, "filter_pool_uuid": P1},
-    "t1c1-pool-b-s2-p2": {"tenant": T1, "cluster_uuid": C1, "filter_pool_uuid": P2, "page_num": 2, "page_size": 2},
+    "t1c1-pool-b-s2-p2": {
+        "tenant": T1,
+        "cluster_uuid": C1,
+        "filter_pool_uuid": P2,
+        "page_num": 2,
+        "page_size": 2,
+    },
     "t1c1-pool-other-cluster": {"tenant": T1, "cluster_uuid": C1, "filter_pool_uuid": P4},
     "t1c1-pool-unknown": {"tenant": T1, "cluster_uuid": C1, "filter_pool_uuid": u(3, 99)},
     "t1c1-name-data": {"tenant": T1, "cluster_uuid": C1, "filter_name": "data"},
-    "t1c1-name-pool-s3-p2": {"tenant": T1, "cluster_uuid": C1, "filter_name": "VOL", "filter_pool_uuid": P3, "page_num": 2, "page_size": 3},
+    "t1c1-name-pool-s3-p2": {
+        "tenant": T1,
+        "cluster_uuid": C1,
+        "filter_name": "VOL",
+        "filter_pool_uuid": P3,
+        "page_num": 2,
+        "page_size": 3,
+    },
     "t1c1-name-none": {"tenant": T1, "cluster_uuid": C1, "filter_name": "nothing"},
     "t1c1-name-empty": {"tenant": T1, "cluster_uuid": C1, "filter_name": "", "filter_pool_uuid": ""},
     "t1c2": {"tenant": T1, "cluster_uuid": C2},
@@ -162,8 +213,18 @@ LIST_CASES = {
 GET_CASES = {
     f"get-{n}": {"tenant": t, "cluster_uuid": c, "volume_uuid": u(7, n)}
     for n, t, c in [
-        (1, T1, C1), (2, T1, C1), (3, T1, C1), (5, T1, C1), (10, T1, C1), (12, T1, C1), (13, T1, C1),
-        (17, T1, C1), (24, T1, C2), (27, T2, C1), (30, T2, C1), (36, T3, C1),
+        (1, T1, C1),
+        (2, T1, C1),
+        (3, T1, C1),
+        (5, T1, C1),
+        (10, T1, C1),
+        (12, T1, C1),
+        (13, T1, C1),
+        (17, T1, C1),
+        (24, T1, C2),
+        (27, T2, C1),
+        (30, T2, C1),
+        (36, T3, C1),
     ]
 }
 GET_CASES.update(
@@ -190,7 +251,9 @@ def answers(client) -> dict[str, dict]:
     out = {}
     for path, cases in (("list", LIST_CASES), ("get", GET_CASES)):
         for name, body in cases.items():
-            response = client.generic("POST", f"/v1/volume/share/{path}", json.dumps(body), content_type="application/json")
+            response = client.generic(
+                "POST", f"/v1/volume/share/{path}", json.dumps(body), content_type="application/json"
+            )
             out[f"{path}:{name}"] = {"status": response.status_code, "body": response.content.decode("utf-8")}
     # A tenant token: its own tenant, and another tenant (which answers like an unknown one).
     _, key = token_create(name="golden-tenant", tenant=Tenant.objects.get(uuid=T2))
@@ -202,7 +265,9 @@ def answers(client) -> dict[str, dict]:
         "tenant-token-other-list": ("list", {"tenant": T1, "cluster_uuid": C1}),
         "tenant-token-other-get": ("get", {"tenant": T1, "cluster_uuid": C1, "volume_uuid": u(7, 1)}),
     }.items():
-        response = client.generic("POST", f"/v1/volume/share/{path}", json.dumps(body), content_type="application/json")
+        response = client.generic(
+            "POST", f"/v1/volume/share/{path}", json.dumps(body), content_type="application/json"
+        )
         out[f"{path}:{name}"] = {"status": response.status_code, "body": response.content.decode("utf-8")}
     return out
 
@@ -211,7 +276,9 @@ def test_list_and_get_answers_are_unchanged(read_client):
     got = answers(read_client)
     if os.environ.get("SHARESTORE_GOLDEN_RECORD"):
         GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps(got, ensure_ascii=False, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        GOLDEN.write_text(
+            json.dumps(got, ensure_ascii=False, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+        )
     expected = json.loads(GOLDEN.read_text(encoding="utf-8"))
     assert sorted(got) == sorted(expected)
     for name in expected:

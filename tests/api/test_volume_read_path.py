@@ -19,7 +19,9 @@ from volumes.models import Cluster, Pool, Tenant, Volume, Zone
 
 
 def post(client, path, body):
-    response = client.generic("POST", f"/v1/volume/share/{path}", json.dumps(body), content_type="application/json")
+    response = client.generic(
+        "POST", f"/v1/volume/share/{path}", json.dumps(body), content_type="application/json"
+    )
     return response.status_code, json.loads(response.content)
 
 
@@ -127,24 +129,69 @@ def test_a_pool_and_volume_created_elsewhere_are_listed_at_once(client):
     post(client, "list", LIST)  # the pool map is cached now
     # Rows written without signals, as another process's would be seen here.
     pool = Pool.objects.bulk_create(
-        [Pool(uuid=u(3, 50), name="new", cluster=Cluster.objects.get(uuid=C1), zone=Zone.objects.get(uuid=u(4, 1)), path="/srv/new", capacity=1)]
+        [
+            Pool(
+                uuid=u(3, 50),
+                name="new",
+                cluster=Cluster.objects.get(uuid=C1),
+                zone=Zone.objects.get(uuid=u(4, 1)),
+                path="/srv/new",
+                capacity=1,
+            )
+        ]
     )[0]
     tenant = Tenant.objects.get(uuid=T1)
     Volume.objects.bulk_create(
-        [Volume(uuid=u(7, 500), name="newest", tenant=tenant, namespace=tenant.namespace, cluster=pool.cluster, pool=pool,
-                volume_type="block", capacity=1, snap_cap=0, state=EventState.AVAILABLE, created=EPOCH + dt.timedelta(days=1))]
+        [
+            Volume(
+                uuid=u(7, 500),
+                name="newest",
+                tenant=tenant,
+                namespace=tenant.namespace,
+                cluster=pool.cluster,
+                pool=pool,
+                volume_type="block",
+                capacity=1,
+                snap_cap=0,
+                state=EventState.AVAILABLE,
+                created=EPOCH + dt.timedelta(days=1),
+            )
+        ]
     )
-    status, body = post(client, "list", {**LIST, "filter_pool_uuid": u(3, 50)})
+    _, body = post(client, "list", {**LIST, "filter_pool_uuid": u(3, 50)})
     assert [i["volume"]["PoolName"] for i in body["data"]["list"]] == ["new"]
     readcache.clear_all()
     post(client, "list", LIST)
     Volume.objects.bulk_create(
-        [Volume(uuid=u(7, 501), name="newer", tenant=tenant, namespace=tenant.namespace, cluster=pool.cluster,
-                pool=Pool.objects.bulk_create([Pool(uuid=u(3, 51), name="newer-pool", cluster=pool.cluster, zone=pool.zone, path="/srv/n2", capacity=1)])[0],
-                volume_type="block", capacity=1, snap_cap=0, state=EventState.AVAILABLE, created=EPOCH + dt.timedelta(days=2))]
+        [
+            Volume(
+                uuid=u(7, 501),
+                name="newer",
+                tenant=tenant,
+                namespace=tenant.namespace,
+                cluster=pool.cluster,
+                pool=Pool.objects.bulk_create(
+                    [
+                        Pool(
+                            uuid=u(3, 51),
+                            name="newer-pool",
+                            cluster=pool.cluster,
+                            zone=pool.zone,
+                            path="/srv/n2",
+                            capacity=1,
+                        )
+                    ]
+                )[0],
+                volume_type="block",
+                capacity=1,
+                snap_cap=0,
+                state=EventState.AVAILABLE,
+                created=EPOCH + dt.timedelta(days=2),
+            )
+        ]
     )
     status, body = post(client, "get", {**GET, "volume_uuid": u(7, 501)})
-    assert body["data"]["volume"]["PoolName"] == "newer-pool"
+    assert status == 200 and body["data"]["volume"]["PoolName"] == "newer-pool"
 
 
 def test_a_tenant_token_is_still_bound_to_its_tenant_when_the_scope_is_cached(client):

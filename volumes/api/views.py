@@ -13,7 +13,13 @@ from sharestore.api.envelope import envelope_body, success, volume_wrapper
 from sharestore.api.renderers import FastEnvelopeJSONRenderer
 from sharestore.api.schema import error_responses
 from volumes import selectors
-from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
+from volumes.api.fields import (
+    NameField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictUUIDField,
+)
 from volumes.api.representations import row_representation, volume_representation
 from volumes.api.schemas import VOLUME_ENVELOPE, VOLUME_LIST_ENVELOPE
 from volumes.services import volumes as volume_services
@@ -72,7 +78,7 @@ class VolumeShareListApi(ScopedApi):
                 StrictUUIDField().run_validation(value)
             return value
 
-    renderer_classes = [FastEnvelopeJSONRenderer]
+    renderer_classes = (FastEnvelopeJSONRenderer,)
 
     @extend_schema(request=named(InputSerializer, "VolumeShareListRequest"), responses={200: VOLUME_LIST_ENVELOPE, **error_responses(400, 401, 404)})
     def post(self, request):
@@ -192,7 +198,7 @@ class VolumeShareDeleteApi(VolumeApi):
 class VolumeShareGetApi(VolumeApi):
     """POST /v1/volume/share/get: one volume."""
 
-    renderer_classes = [FastEnvelopeJSONRenderer]
+    renderer_classes = (FastEnvelopeJSONRenderer,)
 
     @extend_schema(request=named(VolumeApi.InputSerializer, "VolumeShareGetRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404)})
     def post(self, request):
