@@ -300,6 +300,8 @@ def main() -> int:
         "SHARESTORE_DATA_DIR": str(workdir / "data"),
         "SHARESTORE_DEBUG": "0",
         "SHARESTORE_LOG_LEVEL": "WARNING",
+        # WhiteNoise warns once per process when collectstatic has not run; the API does not care.
+        "PYTHONWARNINGS": "ignore:No directory at",
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(BENCH)]),
         "BENCH_SERVER_SIDE_BINDING": "1" if args.server_side_binding else "0",
     }
