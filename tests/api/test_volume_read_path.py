@@ -201,3 +201,39 @@ def test_a_tenant_token_is_still_bound_to_its_tenant_when_the_scope_is_cached(cl
     other.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert post(other, "list", LIST)[1]["scode"] == 3002
     assert post(other, "get", GET)[1]["scode"] == 3002
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"filter_name": "_"},
+        {"filter_name": "%"},
+        {"filter_name": "a\\"},
+        {"filter_name": "DATA-0"},
+        {"filter_pool_uuid": P1, "filter_name": "0-0"},
+    ],
+)
+@pytest.mark.parametrize("offset,limit", [(0, 10), (10, 10), (14, 7), (30, 5), (0, 1000)])
+def test_the_postgresql_statement_selects_what_the_orm_does(client, monkeypatch, filters, offset, limit):
+    """The single statement PostgreSQL runs and the ORM queries of other databases: same rows, same total."""
+    from django.db import connection
+
+    from volumes import selectors
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the single statement is PostgreSQL's")
+    tenant, cluster = selectors.cached_scope(tenant_uuid=T1, cluster_uuid=C1, allowed_tenant_id=None)
+    # Names with LIKE's special characters.
+    Volume.objects.filter(uuid=u(7, 4)).update(name="with_under%score\\")
+    fast = selectors.volume_list_rows(
+        tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit
+    )
+    monkeypatch.setattr(connection, "vendor", "other")
+    orm = selectors.volume_list_rows(
+        tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit
+    )
+    assert fast[1] == orm[1]
+    assert [{k: r[k] for k in selectors._ROW_KEYS} for r in fast[0]] == [
+        {k: r[k] for k in selectors._ROW_KEYS} for r in orm[0]
+    ]
