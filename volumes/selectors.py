@@ -11,7 +11,6 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from sharestore import errors
 from sharestore.core.services import readcache
 from volumes.choices import BACKUP_READING_STATUSES, LIVE_STATES, EventState, SnapshotStatus
-from volumes.filtersets import VolumeFilterSet
 from volumes.models import (
     Cluster,
     Host,
@@ -73,20 +72,11 @@ def volume_get(*, uuid, tenant: Tenant, cluster: Cluster, include_deleting: bool
     return volume
 
 
-def volume_list(*, tenant: Tenant, cluster: Cluster, filters: dict, offset: int, limit: int) -> tuple[list[Volume], int]:
-    """One page of the tenant's live volumes in the cluster, newest first, and the total count."""
-    base = Volume.objects.filter(tenant=tenant, cluster=cluster, state__in=LIVE_STATES)
-    queryset = VolumeFilterSet(filters, queryset=base).qs.order_by("-created", "-id")
-    total = queryset.count()
-    page = list(volume_output_queryset(queryset)[offset : offset + limit])
-    return page, total
-
-
 # -- the read path of list and get (issue 12) -----------------------------------------------------
 # Tenants, clusters and pools change rarely and are read by every request: they come from small
 # per-process maps kept at most SHARESTORE_READ_CACHE_SECONDS (sharestore.core.services.readcache).
-# The volume rows come from one single-table `.values()` query; attachments and live clones from one
-# `IN` query each; Parent/ParentSnapshot through two LEFT JOINs on primary keys.
+# The volume rows, their attachments, live clones and the count: one statement on PostgreSQL, one
+# ORM query per kind elsewhere (docs/api.md, "Read path").
 
 _scope_cache = readcache.TTLCache()
 _pool_cache = readcache.TTLCache(max_entries=4)

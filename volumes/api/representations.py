@@ -82,18 +82,6 @@ def volume_representation(volume: Volume) -> dict:
     }
 
 
-def volume_list_item(volume: Volume) -> dict:
-    """One entry of the list: the volume with its tenant and cluster around it."""
-    return {
-        "tenant": str(volume.tenant.uuid),
-        "tenant_name": volume.tenant.name,
-        "volume": volume_representation(volume),
-        "cluster_uuid": str(volume.cluster.uuid),
-        "cluster_name": volume.cluster.name,
-        "cluster_mode": volume.cluster.mode,
-    }
-
-
 # -- the same shapes from `.values()` rows (list and get: volumes.selectors.volume_list_rows) ------
 
 
