@@ -2,7 +2,8 @@
 
 A bare view does the least a Django view can for the same answer: it parses the JSON body, runs one
 indexed single-table `.values()` query of the same rows (tenant and cluster given by id) and answers
-them as JSON through orjson (the fastest encoder at hand, as the service's read endpoints use). It goes through the same middleware, without DRF, authentication or the envelope.
+them as JSON through orjson (the fastest encoder at hand, as the service's read endpoints use). It
+goes through the same middleware, without DRF, authentication or the envelope.
 """
 
 import json

@@ -401,13 +401,13 @@ def measure(args, wrk_binary, base, targets, workdir) -> int:
     for label, a, b, goal, op in PAIRS:
         if op == ">=":  # share of the bare view's throughput
             ratio = rps[a] / rps[b]
-            per_round = [x["rps"] / y["rps"] for x, y in zip(results[a], results[b])]
+            per_round = [x["rps"] / y["rps"] for x, y in zip(results[a], results[b], strict=True)]
             shown, rounds_shown = f"{ratio * 100:.0f} %", " ".join(f"{x * 100:.0f}%" for x in per_round)
             met = ratio >= goal
             goal_text = f">= {goal * 100:.0f} %"
         else:  # time per request, a over b
             ratio = rps[b] / rps[a]
-            per_round = [y["rps"] / x["rps"] for x, y in zip(results[a], results[b])]
+            per_round = [y["rps"] / x["rps"] for x, y in zip(results[a], results[b], strict=True)]
             shown, rounds_shown = f"{ratio:.2f} x", " ".join(f"{x:.2f}" for x in per_round)
             met = ratio <= goal
             goal_text = f"<= {goal:g} x"

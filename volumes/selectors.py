@@ -235,7 +235,9 @@ _ROW_KEYS = (
     "id", "uuid", "name", "volume_type", "pool_id", "capacity", "used", "snap_length", "snap_cap",
     "created", "modified", "state", "parent", "parent_snapshot", "attachments", "children",
 )
-_GET_SQL = _ROW_SQL.format(count="") + f" WHERE v.uuid = %s AND v.tenant_id = %s AND v.cluster_id = %s AND v.state IN ({_LIVE})"
+_GET_SQL = _ROW_SQL.format(count="") + (
+    f" WHERE v.uuid = %s AND v.tenant_id = %s AND v.cluster_id = %s AND v.state IN ({_LIVE})"
+)
 
 
 def _scope_where(tenant: Tenant, cluster: Cluster, pool_id: int | None, name: str) -> tuple[str, list]:
@@ -257,7 +259,7 @@ def _pg_rows(sql: str, params: list) -> list[tuple]:
 
 
 def _as_row(values: tuple) -> dict:
-    return dict(zip(_ROW_KEYS, values))
+    return dict(zip(_ROW_KEYS, values, strict=False))  # a page's rows end with the count
 
 
 def volume_get_row(*, uuid, tenant: Tenant, cluster: Cluster) -> dict:
@@ -277,7 +279,9 @@ def volume_get_row(*, uuid, tenant: Tenant, cluster: Cluster) -> dict:
     return _finish_orm_rows([row])[0]
 
 
-def volume_list_rows(*, tenant: Tenant, cluster: Cluster, filters: dict, offset: int, limit: int) -> tuple[list[dict], int]:
+def volume_list_rows(
+    *, tenant: Tenant, cluster: Cluster, filters: dict, offset: int, limit: int
+) -> tuple[list[dict], int]:
     """`volume_list` as rows: one page of the tenant's live volumes in the cluster, newest first, and
     the total count; one statement on PostgreSQL (two when the page is empty)."""
     pool_id = None

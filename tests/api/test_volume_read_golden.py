@@ -116,7 +116,9 @@ def seed() -> None:
                 )
     Volume.objects.bulk_create(volumes)
     by_uuid = {str(v.uuid): v for v in Volume.objects.all()}
-    vol = lambda n: by_uuid[u(7, n)]
+
+    def vol(n: int) -> Volume:
+        return by_uuid[u(7, n)]
 
     # Attachments: one on volume 1, three on volume 2 (out of creation order on purpose), one on a C2 volume.
     VolumeAttachment.objects.create(

@@ -53,7 +53,8 @@ def test_a_warm_list_is_one_statement_on_postgresql(client, django_assert_num_qu
         with django_assert_num_queries(expected(1, 4)):
             status, body = post(client, "list", {**LIST, "page_size": size})
         assert status == 200 and len(body["data"]["list"]) == size
-    # The last page (here: page_size 100, one page); elsewhere a page neither empty nor full tells the total itself (no count).
+    # The last page (here: page_size 100, one page); elsewhere a page neither empty nor full tells
+    # the total itself (no count).
     for page in ({"page_size": 7, "page_num": 3}, {"page_size": 100}):
         with django_assert_num_queries(expected(1, 3)):
             status, body = post(client, "list", {**LIST, **page})

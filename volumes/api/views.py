@@ -92,7 +92,9 @@ class VolumeShareListApi(ScopedApi):
         # Pages count from 1; the contract's default 0 means the first page too.
         offset = (max(data["page_num"], 1) - 1) * limit
         filters = {k: data[k] for k in ("filter_pool_uuid", "filter_name") if data[k]}
-        rows, total = selectors.volume_list_rows(tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit)
+        rows, total = selectors.volume_list_rows(
+            tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit
+        )
         pools = selectors.pools_for(rows)
         namespace_uuid = str(tenant.namespace.uuid)
         tenant_uuid, tenant_name = str(tenant.uuid), tenant.name

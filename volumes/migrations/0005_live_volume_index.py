@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('volumes', '0004_operations_to_core'),
+        ("volumes", "0004_operations_to_core"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='volume',
-            index=models.Index(condition=models.Q(('state__in', [0, 1, 2, 3, 4, 7, 8, 9, 10, 11])), fields=['tenant', 'cluster', '-created', '-id'], name='volumes_vol_live_tenant_cl'),
+            model_name="volume",
+            index=models.Index(
+                condition=models.Q(("state__in", [0, 1, 2, 3, 4, 7, 8, 9, 10, 11])),
+                fields=["tenant", "cluster", "-created", "-id"],
+                name="volumes_vol_live_tenant_cl",
+            ),
         ),
     ]
