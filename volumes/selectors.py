@@ -88,6 +88,7 @@ VOLUME_ROW_FIELDS = (
     "name",
     "volume_type",
     "pool_id",
+    "namespace_id",
     "capacity",
     "used",
     "snap_length",
@@ -118,7 +119,6 @@ def cached_scope(*, tenant_uuid, cluster_uuid, allowed_tenant_id: int | None) ->
         tenant = Tenant.objects.select_related("namespace").filter(uuid=tenant_uuid).first()
         if tenant is None:
             raise errors.TenantNotFound(uuid=tenant_uuid)
-        tenant.namespace  # noqa: B018 (loaded now, not on first use)
         _scope_cache.set(key, tenant)
     if allowed_tenant_id is not None and tenant.pk != allowed_tenant_id:
         raise errors.TenantNotFound(uuid=tenant_uuid)
@@ -167,6 +167,21 @@ def pools_for(rows: list[dict]) -> dict:
         if row["pool_id"] not in pools:
             return pool_map(need_id=row["pool_id"])["by_id"]
     return pools
+
+
+def namespace_uuids(*, tenant: Tenant, rows: list[dict]) -> dict[int, str]:
+    """{namespace id: UUID string} for the rows: the tenant's namespace (loaded with the tenant) and,
+    for a row in any other (the services never make one), one query."""
+    known = {}
+    try:
+        known[tenant.namespace.pk] = str(tenant.namespace.uuid)
+    except Namespace.DoesNotExist:
+        pass
+    missing = {row["namespace_id"] for row in rows} - known.keys()
+    if missing:
+        others = Namespace.objects.filter(pk__in=missing).values_list("pk", "uuid")
+        known.update((pk, str(uuid)) for pk, uuid in others)
+    return known
 
 
 # A row of the read path: VOLUME_ROW_FIELDS' values with uuid as a string, plus
@@ -218,8 +233,8 @@ def _finish_orm_rows(rows: list[dict]) -> list[dict]:
 # in one query per kind.
 _LIVE = ", ".join(str(int(s)) for s in LIVE_STATES)
 _ROW_SQL = f"""
-SELECT v.id, v.uuid::text, v.name, v.volume_type, v.pool_id, v.capacity, v.used, v.snap_length, v.snap_cap,
-       v.created, v.modified, v.state, sv.uuid::text, ps.uuid::text,
+SELECT v.id, v.uuid::text, v.name, v.volume_type, v.pool_id, v.namespace_id, v.capacity, v.used,
+       v.snap_length, v.snap_cap, v.created, v.modified, v.state, sv.uuid::text, ps.uuid::text,
        (SELECT json_agg(json_build_object(
                  'VirtualMachine', a.vm_uuid::text, 'VirtualMachineDevice', a.device,
                  'VirtualMachineHostUUID', a.host_uuid, 'VirtualMachineName', a.vm_name,
@@ -232,8 +247,8 @@ SELECT v.id, v.uuid::text, v.name, v.volume_type, v.pool_id, v.capacity, v.used,
   LEFT JOIN volumes_snapshot ps ON ps.id = v.parent_snapshot_id
 """
 _ROW_KEYS = (
-    "id", "uuid", "name", "volume_type", "pool_id", "capacity", "used", "snap_length", "snap_cap",
-    "created", "modified", "state", "parent", "parent_snapshot", "attachments", "children",
+    "id", "uuid", "name", "volume_type", "pool_id", "namespace_id", "capacity", "used", "snap_length",
+    "snap_cap", "created", "modified", "state", "parent", "parent_snapshot", "attachments", "children",
 )
 _GET_SQL = _ROW_SQL.format(count="") + (
     f" WHERE v.uuid = %s AND v.tenant_id = %s AND v.cluster_id = %s AND v.state IN ({_LIVE})"

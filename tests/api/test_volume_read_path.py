@@ -238,3 +238,24 @@ def test_the_postgresql_statement_selects_what_the_orm_does(client, monkeypatch,
     assert [{k: r[k] for k in selectors._ROW_KEYS} for r in fast[0]] == [
         {k: r[k] for k in selectors._ROW_KEYS} for r in orm[0]
     ]
+
+
+def test_a_volume_in_another_namespace_shows_that_namespace(client):
+    """NamespaceUUID is the volume's namespace, as before, even where it is not its tenant's."""
+    from volumes.models import Namespace
+
+    stray = Namespace.objects.create(uuid=u(6, 99), tenant=Tenant.objects.create(uuid=u(1, 98), name="stray"))
+    Volume.objects.filter(uuid=u(7, 2)).update(namespace=stray)
+    _, body = post(client, "get", GET)
+    assert body["data"]["volume"]["NamespaceUUID"] == u(6, 99)
+    _, body = post(client, "list", {**LIST, "page_size": 100})
+    namespaces = {i["volume"]["UUID"]: i["volume"]["NamespaceUUID"] for i in body["data"]["list"]}
+    assert namespaces[u(7, 2)] == u(6, 99) and namespaces[u(7, 1)] == u(6, 1)
+    assert body["data"]["each_range_list_state"][0]["namespace_uuid"] == u(6, 1)
+
+
+def test_get_for_a_tenant_without_a_namespace_is_not_found(client):
+    """As before: such a tenant has no volume, so `get` answers 3004, not an error of the cache."""
+    Tenant.objects.create(uuid=u(1, 97), name="bare")
+    status, body = post(client, "get", {**GET, "tenant": u(1, 97)})
+    assert (status, body["scode"]) == (404, 3004)

@@ -85,9 +85,9 @@ def volume_representation(volume: Volume) -> dict:
 # -- the same shapes from `.values()` rows (list and get: volumes.selectors.volume_list_rows) ------
 
 
-def row_representation(row: dict, namespace_uuid: str, pools: dict) -> dict:
-    """`volume_representation` of a read-path row (volumes.selectors.volume_list_rows), with its
-    tenant's namespace UUID and the pool map (`volumes.selectors.pools_for`)."""
+def row_representation(row: dict, namespaces: dict, pools: dict) -> dict:
+    """`volume_representation` of a read-path row (volumes.selectors.volume_list_rows), with the
+    namespaces' UUIDs (`volumes.selectors.namespace_uuids`) and the pool map (`pools_for`)."""
     pool = pools[row["pool_id"]]
     attached = row["attachments"]
     if attached:
@@ -102,7 +102,7 @@ def row_representation(row: dict, namespace_uuid: str, pools: dict) -> dict:
     return {
         "UUID": uuid,
         "Name": row["name"],
-        "NamespaceUUID": namespace_uuid,
+        "NamespaceUUID": namespaces[row["namespace_id"]],
         "Type": row["volume_type"],
         "PoolUUID": pool.uuid,
         "Capacity": row["capacity"],

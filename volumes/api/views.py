@@ -96,6 +96,7 @@ class VolumeShareListApi(ScopedApi):
             tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit
         )
         pools = selectors.pools_for(rows)
+        namespaces = selectors.namespace_uuids(tenant=tenant, rows=rows)
         namespace_uuid = str(tenant.namespace.uuid)
         tenant_uuid, tenant_name = str(tenant.uuid), tenant.name
         cluster_uuid, cluster_name, cluster_mode = str(cluster.uuid), cluster.name, cluster.mode
@@ -106,7 +107,7 @@ class VolumeShareListApi(ScopedApi):
                     {
                         "tenant": tenant_uuid,
                         "tenant_name": tenant_name,
-                        "volume": row_representation(row, namespace_uuid, pools),
+                        "volume": row_representation(row, namespaces, pools),
                         "cluster_uuid": cluster_uuid,
                         "cluster_name": cluster_name,
                         "cluster_mode": cluster_mode,
@@ -207,7 +208,8 @@ class VolumeShareGetApi(VolumeApi):
         data = self.validated(request)
         tenant, cluster = self.cached_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
         row = selectors.volume_get_row(uuid=data["volume_uuid"], tenant=tenant, cluster=cluster)
-        volume = row_representation(row, str(tenant.namespace.uuid), selectors.pools_for([row]))
+        namespaces = selectors.namespace_uuids(tenant=tenant, rows=[row])
+        volume = row_representation(row, namespaces, selectors.pools_for([row]))
         return success(volume_wrapper(volume))
 
 
