@@ -95,6 +95,9 @@ SHARESTORE_LEASE_SECONDS = int(os.environ.get("SHARESTORE_LEASE_SECONDS", "300")
 # Upper bounds that keep one request from asking for absurd resources.
 SHARESTORE_MAX_VOLUME_BYTES = int(os.environ.get("SHARESTORE_MAX_VOLUME_BYTES", str(64 * 2**40)))
 SHARESTORE_MAX_PAGE_SIZE = 1000
+# How long a process may keep a token, tenant, cluster or pool it read (a revoked token is refused
+# within this bound everywhere, at once in the process that revoked it): docs/api.md, "Read path".
+SHARESTORE_READ_CACHE_SECONDS = float(os.environ.get("SHARESTORE_READ_CACHE_SECONDS", "5"))
 # Most snapshot layers under a volume's active layer (deep chains slow every read: docs/snapshots.md).
 SHARESTORE_SNAPSHOT_MAX_DEPTH = int(os.environ.get("SHARESTORE_SNAPSHOT_MAX_DEPTH", "32"))
 SHARESTORE_BACKUP_COMPRESS = _env_bool("SHARESTORE_BACKUP_COMPRESS", True)

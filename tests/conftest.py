@@ -32,6 +32,16 @@ def data_dir(tmp_path, settings):
 
 
 @pytest.fixture(autouse=True)
+def read_caches():
+    """Every test starts with empty per-process read caches (tokens, scopes, pools: docs/api.md)."""
+    from sharestore.core.services import readcache
+
+    readcache.clear_all()
+    yield
+    readcache.clear_all()
+
+
+@pytest.fixture(autouse=True)
 def q_sync(monkeypatch):
     """django-q2 runs a task inline when it is enqueued (after commit)."""
     from django_q.conf import Conf

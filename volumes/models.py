@@ -238,6 +238,13 @@ class Volume(models.Model):
             models.Index(fields=["tenant", "cluster", "pool", "name"], name="volumes_vol_tenant_cl_pool_nm"),
             models.Index(fields=["tenant", "cluster", "name"], name="volumes_vol_tenant_cl_name"),
             models.Index(fields=["pool", "state"], name="volumes_vol_pool_state"),
+            # The live volumes of a tenant in a cluster, newest first: list's page ids and its count
+            # as index-only scans (deep pages walk this index, not the table).
+            models.Index(
+                fields=["tenant", "cluster", "-created", "-id"],
+                name="volumes_vol_live_tenant_cl",
+                condition=Q(state__in=choices.LIVE_STATES),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -3,12 +3,26 @@ and cluster, so another tenant's object answers exactly like a missing one."""
 
 from __future__ import annotations
 
+import uuid as uuid_lib
+
+from django.db import connection
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from sharestore import errors
+from sharestore.core.services import readcache
 from volumes.choices import BACKUP_READING_STATUSES, LIVE_STATES, EventState, SnapshotStatus
-from volumes.filtersets import VolumeFilterSet
-from volumes.models import Cluster, Pool, PoolMount, Snapshot, Tenant, Volume, VolumeAttachment
+from volumes.models import (
+    Cluster,
+    Host,
+    Namespace,
+    Pool,
+    PoolMount,
+    Snapshot,
+    Tenant,
+    Volume,
+    VolumeAttachment,
+    Zone,
+)
 
 
 def cluster_get(*, uuid) -> Cluster:
@@ -58,13 +72,261 @@ def volume_get(*, uuid, tenant: Tenant, cluster: Cluster, include_deleting: bool
     return volume
 
 
-def volume_list(*, tenant: Tenant, cluster: Cluster, filters: dict, offset: int, limit: int) -> tuple[list[Volume], int]:
-    """One page of the tenant's live volumes in the cluster, newest first, and the total count."""
-    base = Volume.objects.filter(tenant=tenant, cluster=cluster, state__in=LIVE_STATES)
-    queryset = VolumeFilterSet(filters, queryset=base).qs.order_by("-created", "-id")
-    total = queryset.count()
-    page = list(volume_output_queryset(queryset)[offset : offset + limit])
-    return page, total
+# -- the read path of list and get (issue 12) -----------------------------------------------------
+# Tenants, clusters and pools change rarely and are read by every request: they come from small
+# per-process maps kept at most SHARESTORE_READ_CACHE_SECONDS (sharestore.core.services.readcache).
+# The volume rows, their attachments, live clones and the count: one statement on PostgreSQL, one
+# ORM query per kind elsewhere (docs/api.md, "Read path").
+
+_scope_cache = readcache.TTLCache()
+_pool_cache = readcache.TTLCache(max_entries=4)
+readcache.clear_on_change(Tenant, Namespace, Cluster, Zone, Pool, PoolMount, Host)
+
+VOLUME_ROW_FIELDS = (
+    "id",
+    "uuid",
+    "name",
+    "volume_type",
+    "pool_id",
+    "namespace_id",
+    "capacity",
+    "used",
+    "snap_length",
+    "snap_cap",
+    "created",
+    "modified",
+    "state",
+    "source_volume_id",
+    "source_volume__uuid",
+    "parent_snapshot_id",
+    "parent_snapshot__uuid",
+)
+
+
+def cached_scope(*, tenant_uuid, cluster_uuid, allowed_tenant_id: int | None) -> tuple[Tenant, Cluster]:
+    """`cluster_get` then `tenant_get` (same errors, same order) through the per-process cache.
+
+    The instances returned are shared between requests: read them, never change them.
+    """
+    key = ("cluster", str(cluster_uuid))
+    cluster = _scope_cache.get(key)
+    if cluster is None:
+        cluster = cluster_get(uuid=cluster_uuid)
+        _scope_cache.set(key, cluster)
+    key = ("tenant", str(tenant_uuid))
+    tenant = _scope_cache.get(key)
+    if tenant is None:
+        tenant = Tenant.objects.select_related("namespace").filter(uuid=tenant_uuid).first()
+        if tenant is None:
+            raise errors.TenantNotFound(uuid=tenant_uuid)
+        _scope_cache.set(key, tenant)
+    if allowed_tenant_id is not None and tenant.pk != allowed_tenant_id:
+        raise errors.TenantNotFound(uuid=tenant_uuid)
+    return tenant, cluster
+
+
+class PoolInfo:
+    """What a volume's representation reads of its pool: names, zone, and where each host opens it."""
+
+    __slots__ = ("driver", "mounts", "name", "uuid", "zone_name", "zone_uuid")
+
+    def __init__(self, pool: Pool, mounts: list[tuple[str, str]]):
+        from volumes.services.volumes import pool_driver
+
+        self.uuid = str(pool.uuid)
+        self.name = pool.name
+        self.zone_uuid = str(pool.zone.uuid)
+        self.zone_name = pool.zone.name
+        self.mounts = mounts  # (host UUID, mount path), by host UUID
+        self.driver = pool_driver(pool)
+
+
+def pool_map(*, need_id: int | None = None, need_uuid: str | None = None) -> dict:
+    """{"by_id": {pk: PoolInfo}, "by_uuid": {uuid: pk}} of every pool, reloaded when a pool asked for
+    is not in it yet (two queries, at most once per SHARESTORE_READ_CACHE_SECONDS per process)."""
+    pools = _pool_cache.get("pools")
+    if pools is not None and (need_id is None or need_id in pools["by_id"]) and (
+        need_uuid is None or need_uuid in pools["by_uuid"]
+    ):
+        return pools
+    mounts: dict[int, list[tuple[str, str]]] = {}
+    for pool_id, host_uuid, mount_path in PoolMount.objects.order_by("host__uuid").values_list(
+        "pool_id", "host__uuid", "mount_path"
+    ):
+        mounts.setdefault(pool_id, []).append((str(host_uuid), mount_path))
+    by_id = {p.pk: PoolInfo(p, mounts.get(p.pk, [])) for p in Pool.objects.select_related("zone")}
+    pools = {"by_id": by_id, "by_uuid": {info.uuid: pk for pk, info in by_id.items()}}
+    _pool_cache.set("pools", pools)
+    return pools
+
+
+def pools_for(rows: list[dict]) -> dict:
+    """The pool map's {pk: PoolInfo}, reloaded if one of the rows' pools is not in it yet."""
+    pools = pool_map()["by_id"]
+    for row in rows:
+        if row["pool_id"] not in pools:
+            return pool_map(need_id=row["pool_id"])["by_id"]
+    return pools
+
+
+def namespace_uuids(*, tenant: Tenant, rows: list[dict]) -> dict[int, str]:
+    """{namespace id: UUID string} for the rows: the tenant's namespace (loaded with the tenant) and,
+    for a row in any other (the services never make one), one query."""
+    known = {}
+    try:
+        known[tenant.namespace.pk] = str(tenant.namespace.uuid)
+    except Namespace.DoesNotExist:
+        pass
+    missing = {row["namespace_id"] for row in rows} - known.keys()
+    if missing:
+        others = Namespace.objects.filter(pk__in=missing).values_list("pk", "uuid")
+        known.update((pk, str(uuid)) for pk, uuid in others)
+    return known
+
+
+# A row of the read path: VOLUME_ROW_FIELDS' values with uuid as a string, plus
+#   parent, parent_snapshot: UUID strings or None,
+#   attachments: [{contract keys of an attachment}] oldest first, or None,
+#   children: [live clone UUID strings] oldest first, or None.
+
+
+def _finish_orm_rows(rows: list[dict]) -> list[dict]:
+    """Attachments and live clones of `.values()` rows: one `IN` query each."""
+    if not rows:
+        return rows
+    ids = [r["id"] for r in rows]
+    attachments: dict[int, list[dict]] = {}
+    for a in (
+        VolumeAttachment.objects.filter(volume_id__in=ids)
+        .order_by("created", "id")
+        .values_list("volume_id", "vm_uuid", "device", "host_uuid", "vm_name", "vm_type")
+    ):
+        attachments.setdefault(a[0], []).append(
+            {
+                "VirtualMachine": str(a[1]),
+                "VirtualMachineDevice": a[2],
+                "VirtualMachineHostUUID": a[3],
+                "VirtualMachineName": a[4],
+                "VirtualMachineType": a[5],
+            }
+        )
+    clones: dict[int, list[str]] = {}
+    for source_id, uuid in (
+        Volume.objects.filter(source_volume_id__in=ids, state__in=LIVE_STATES)
+        .order_by("created", "id")
+        .values_list("source_volume_id", "uuid")
+    ):
+        clones.setdefault(source_id, []).append(str(uuid))
+    for row in rows:
+        row["uuid"] = str(row["uuid"])
+        row["parent"] = str(row["source_volume__uuid"]) if row["source_volume_id"] else None
+        row["parent_snapshot"] = str(row["parent_snapshot__uuid"]) if row["parent_snapshot_id"] else None
+        row["attachments"] = attachments.get(row["id"])
+        row["children"] = clones.get(row["id"])
+    return rows
+
+
+# PostgreSQL: the whole answer in one statement. The page's ids are picked over the partial index of
+# live volumes (index-only, so a deep page walks index entries, not rows); attachments and live clones
+# are aggregated per row by correlated sub-selects on their foreign-key indexes; the count is an
+# uncorrelated sub-select (one index-only scan). Elsewhere (SQLite) the same rows come from the ORM
+# in one query per kind.
+_LIVE = ", ".join(str(int(s)) for s in LIVE_STATES)
+_ROW_SQL = f"""
+SELECT v.id, v.uuid::text, v.name, v.volume_type, v.pool_id, v.namespace_id, v.capacity, v.used,
+       v.snap_length, v.snap_cap, v.created, v.modified, v.state, sv.uuid::text, ps.uuid::text,
+       (SELECT json_agg(json_build_object(
+                 'VirtualMachine', a.vm_uuid::text, 'VirtualMachineDevice', a.device,
+                 'VirtualMachineHostUUID', a.host_uuid, 'VirtualMachineName', a.vm_name,
+                 'VirtualMachineType', a.vm_type) ORDER BY a.created, a.id)
+          FROM volumes_volumeattachment a WHERE a.volume_id = v.id),
+       (SELECT array_agg(c.uuid::text ORDER BY c.created, c.id)
+          FROM volumes_volume c WHERE c.source_volume_id = v.id AND c.state IN ({_LIVE})){{count}}
+  FROM volumes_volume v
+  LEFT JOIN volumes_volume sv ON sv.id = v.source_volume_id
+  LEFT JOIN volumes_snapshot ps ON ps.id = v.parent_snapshot_id
+"""
+_ROW_KEYS = (
+    "id", "uuid", "name", "volume_type", "pool_id", "namespace_id", "capacity", "used", "snap_length",
+    "snap_cap", "created", "modified", "state", "parent", "parent_snapshot", "attachments", "children",
+)
+_GET_SQL = _ROW_SQL.format(count="") + (
+    f" WHERE v.uuid = %s AND v.tenant_id = %s AND v.cluster_id = %s AND v.state IN ({_LIVE})"
+)
+
+
+def _scope_where(tenant: Tenant, cluster: Cluster, pool_id: int | None, name: str) -> tuple[str, list]:
+    where, params = f"tenant_id = %s AND cluster_id = %s AND state IN ({_LIVE})", [tenant.pk, cluster.pk]
+    if pool_id is not None:
+        where += " AND pool_id = %s"
+        params.append(pool_id)
+    if name:
+        # As Django's `icontains` on PostgreSQL.
+        where += " AND UPPER(name::text) LIKE UPPER(%s)"
+        params.append(f"%{connection.ops.prep_for_like_query(name)}%")
+    return where, params
+
+
+def _pg_rows(sql: str, params: list) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _as_row(values: tuple) -> dict:
+    return dict(zip(_ROW_KEYS, values, strict=False))  # a page's rows end with the count
+
+
+def volume_get_row(*, uuid, tenant: Tenant, cluster: Cluster) -> dict:
+    """The live volume's row (see above), scoped like `volume_get`."""
+    if connection.vendor == "postgresql":
+        found = _pg_rows(_GET_SQL, [str(uuid), tenant.pk, cluster.pk])
+        if not found:
+            raise errors.VolumeNotFound(uuid=uuid)
+        return _as_row(found[0])
+    row = (
+        Volume.objects.filter(uuid=uuid, tenant_id=tenant.pk, cluster_id=cluster.pk, state__in=LIVE_STATES)
+        .values(*VOLUME_ROW_FIELDS)
+        .first()
+    )
+    if row is None:
+        raise errors.VolumeNotFound(uuid=uuid)
+    return _finish_orm_rows([row])[0]
+
+
+def volume_list_rows(
+    *, tenant: Tenant, cluster: Cluster, filters: dict, offset: int, limit: int
+) -> tuple[list[dict], int]:
+    """`volume_list` as rows: one page of the tenant's live volumes in the cluster, newest first, and
+    the total count; one statement on PostgreSQL (two when the page is empty)."""
+    pool_id = None
+    if filters.get("filter_pool_uuid"):
+        pool_uuid = str(uuid_lib.UUID(str(filters["filter_pool_uuid"])))
+        pool_id = pool_map(need_uuid=pool_uuid)["by_uuid"].get(pool_uuid)
+        if pool_id is None:
+            return [], 0
+    name = filters.get("filter_name") or ""
+    if connection.vendor == "postgresql":
+        where, params = _scope_where(tenant, cluster, pool_id, name)
+        sql = (
+            _ROW_SQL.format(count=f",\n       (SELECT COUNT(*) FROM volumes_volume WHERE {where})")
+            + f" WHERE v.id IN (SELECT id FROM volumes_volume WHERE {where}"
+            + " ORDER BY created DESC, id DESC LIMIT %s OFFSET %s)\n ORDER BY v.created DESC, v.id DESC"
+        )
+        found = _pg_rows(sql, params + params + [limit, offset])
+        if found:
+            return [_as_row(r) for r in found], found[0][-1]
+        return [], _pg_rows(f"SELECT COUNT(*) FROM volumes_volume WHERE {where}", params)[0][0]
+    base = Volume.objects.filter(tenant_id=tenant.pk, cluster_id=cluster.pk, state__in=LIVE_STATES)
+    if pool_id is not None:
+        base = base.filter(pool_id=pool_id)
+    if name:
+        base = base.filter(name__icontains=name)
+    page_ids = base.order_by("-created", "-id").values("id")[offset : offset + limit]
+    rows = list(Volume.objects.filter(id__in=page_ids).order_by("-created", "-id").values(*VOLUME_ROW_FIELDS))
+    # A page neither empty nor full tells the total itself.
+    total = offset + len(rows) if rows and len(rows) < limit else base.count()
+    return _finish_orm_rows(rows), total
 
 
 # -- snapshots -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def success(data: Any, *, status: int = 200) -> Response:
 
 
 # The wrapper the contract puts around a volume in create/delete/get/update/clone answers.
-def volume_wrapper(volume: dict | None, *, clone_progress: float | int = 0) -> dict:
+def volume_wrapper(volume: dict | None, *, clone_progress: float = 0) -> dict:
     return {
         "volume": volume,
         "clone_progress": clone_progress,

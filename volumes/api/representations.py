@@ -82,13 +82,43 @@ def volume_representation(volume: Volume) -> dict:
     }
 
 
-def volume_list_item(volume: Volume) -> dict:
-    """One entry of the list: the volume with its tenant and cluster around it."""
+# -- the same shapes from `.values()` rows (list and get: volumes.selectors.volume_list_rows) ------
+
+
+def row_representation(row: dict, namespaces: dict, pools: dict) -> dict:
+    """`volume_representation` of a read-path row (volumes.selectors.volume_list_rows), with the
+    namespaces' UUIDs (`volumes.selectors.namespace_uuids`) and the pool map (`pools_for`)."""
+    pool = pools[row["pool_id"]]
+    attached = row["attachments"]
+    if attached:
+        attr = dict(attached[0])
+        if len(attached) > 1:
+            attr["Attachments"] = attached
+    else:
+        attr = None
+    uuid = row["uuid"]
+    image_name = f"volume/{uuid}"
+    access_path = pool.driver.access_path
     return {
-        "tenant": str(volume.tenant.uuid),
-        "tenant_name": volume.tenant.name,
-        "volume": volume_representation(volume),
-        "cluster_uuid": str(volume.cluster.uuid),
-        "cluster_name": volume.cluster.name,
-        "cluster_mode": volume.cluster.mode,
+        "UUID": uuid,
+        "Name": row["name"],
+        "NamespaceUUID": namespaces[row["namespace_id"]],
+        "Type": row["volume_type"],
+        "PoolUUID": pool.uuid,
+        "Capacity": row["capacity"],
+        "Used": row["used"],
+        "Attr": attr,
+        "PoolName": pool.name,
+        "ZoneUUID": pool.zone_uuid,
+        "ZoneName": pool.zone_name,
+        "SnapLength": row["snap_length"],
+        "SnapCap": row["snap_cap"],
+        "Ctime": epoch(row["created"]),
+        "Mtime": epoch(row["modified"]),
+        "AccessPath": {host: access_path(mount, image_name) for host, mount in pool.mounts},
+        "EventState": row["state"],
+        "ShareNsUUIDs": None,
+        "Parent": row["parent"] or "",
+        "ParentSnapshot": row["parent_snapshot"] or "",
+        "Children": row["children"] or None,
     }

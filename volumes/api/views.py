@@ -10,10 +10,17 @@ from rest_framework.views import APIView
 
 from sharestore import errors
 from sharestore.api.envelope import envelope_body, success, volume_wrapper
+from sharestore.api.renderers import FastEnvelopeJSONRenderer
 from sharestore.api.schema import error_responses
 from volumes import selectors
-from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
-from volumes.api.representations import volume_list_item, volume_representation
+from volumes.api.fields import (
+    NameField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictUUIDField,
+)
+from volumes.api.representations import row_representation, volume_representation
 from volumes.api.schemas import VOLUME_ENVELOPE, VOLUME_LIST_ENVELOPE
 from volumes.services import volumes as volume_services
 from volumes.services.repair.usage import SNAP_LENGTH, USED, volume_usage_refresh
@@ -47,6 +54,12 @@ class ScopedApi(APIView):
         tenant = selectors.tenant_get(uuid=tenant_uuid, allowed_tenant_id=request.user.tenant_id)
         return tenant, cluster
 
+    def cached_scope(self, request, *, tenant_uuid, cluster_uuid):
+        """`scope` for the read endpoints: from the per-process cache (SHARESTORE_READ_CACHE_SECONDS)."""
+        return selectors.cached_scope(
+            tenant_uuid=tenant_uuid, cluster_uuid=cluster_uuid, allowed_tenant_id=request.user.tenant_id
+        )
+
     def actor(self, request) -> str:
         return request.user.actor
 
@@ -65,10 +78,12 @@ class VolumeShareListApi(ScopedApi):
                 StrictUUIDField().run_validation(value)
             return value
 
+    renderer_classes = (FastEnvelopeJSONRenderer,)
+
     @extend_schema(request=named(InputSerializer, "VolumeShareListRequest"), responses={200: VOLUME_LIST_ENVELOPE, **error_responses(400, 401, 404)})
     def post(self, request):
         data = self.validated(request)
-        tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        tenant, cluster = self.cached_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
         maximum = settings.SHARESTORE_MAX_PAGE_SIZE
         if data["page_size"] > maximum:
             raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
@@ -77,16 +92,34 @@ class VolumeShareListApi(ScopedApi):
         # Pages count from 1; the contract's default 0 means the first page too.
         offset = (max(data["page_num"], 1) - 1) * limit
         filters = {k: data[k] for k in ("filter_pool_uuid", "filter_name") if data[k]}
-        volumes, total = selectors.volume_list(tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit)
+        rows, total = selectors.volume_list_rows(
+            tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit
+        )
+        pools = selectors.pools_for(rows)
+        namespaces = selectors.namespace_uuids(tenant=tenant, rows=rows)
+        namespace_uuid = str(tenant.namespace.uuid)
+        tenant_uuid, tenant_name = str(tenant.uuid), tenant.name
+        cluster_uuid, cluster_name, cluster_mode = str(cluster.uuid), cluster.name, cluster.mode
         return success(
             {
-                "list": [volume_list_item(v) for v in volumes],
+                # Every listed volume is the scope's tenant's, in the scope's cluster.
+                "list": [
+                    {
+                        "tenant": tenant_uuid,
+                        "tenant_name": tenant_name,
+                        "volume": row_representation(row, namespaces, pools),
+                        "cluster_uuid": cluster_uuid,
+                        "cluster_name": cluster_name,
+                        "cluster_mode": cluster_mode,
+                    }
+                    for row in rows
+                ],
                 "each_range_list_state": [
                     {
-                        "cluster_uuid": str(cluster.uuid),
-                        "cluster_name": cluster.name,
-                        "cluster_mode": cluster.mode,
-                        "namespace_uuid": str(tenant.namespace.uuid),
+                        "cluster_uuid": cluster_uuid,
+                        "cluster_name": cluster_name,
+                        "cluster_mode": cluster_mode,
+                        "namespace_uuid": namespace_uuid,
                         "result": envelope_body(""),
                         "total_count": total,
                     }
@@ -168,10 +201,16 @@ class VolumeShareDeleteApi(VolumeApi):
 class VolumeShareGetApi(VolumeApi):
     """POST /v1/volume/share/get: one volume."""
 
+    renderer_classes = (FastEnvelopeJSONRenderer,)
+
     @extend_schema(request=named(VolumeApi.InputSerializer, "VolumeShareGetRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404)})
     def post(self, request):
-        volume = self.volume(request, self.validated(request))
-        return success(volume_wrapper(volume_representation(volume)))
+        data = self.validated(request)
+        tenant, cluster = self.cached_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        row = selectors.volume_get_row(uuid=data["volume_uuid"], tenant=tenant, cluster=cluster)
+        namespaces = selectors.namespace_uuids(tenant=tenant, rows=[row])
+        volume = row_representation(row, namespaces, selectors.pools_for([row]))
+        return success(volume_wrapper(volume))
 
 
 class VolumeShareUsedUpdateApi(VolumeApi):

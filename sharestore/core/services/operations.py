@@ -108,8 +108,7 @@ class Reporter:
     ) -> None:
         percent = max(0.0, min(100.0, float(percent)))
         # Progress never goes down, whatever a retried command reports.
-        if percent < self.operation.progress:
-            percent = self.operation.progress
+        percent = max(percent, self.operation.progress)
         self.operation.progress = percent
         self.operation.bytes_done = max(bytes_done, self.operation.bytes_done)
         if bytes_total:
@@ -190,7 +189,7 @@ def operation_run(operation_id: int, handler: OperationHandler) -> Operation | N
     except errors.ServiceError as error:
         _fail(operation, owner, handler, error)
         return operation
-    except Exception as exc:  # noqa: BLE001 - any crash of the storage work fails the operation
+    except Exception as exc:
         logger.exception("operation %s (%s) crashed", operation.uuid, operation.kind)
         _fail(operation, owner, handler, errors.InternalError(desc=f"{type(exc).__name__}: {exc}"))
         return operation

@@ -8,6 +8,7 @@ import secrets
 from django.utils import timezone
 
 from sharestore.core.models import ApiToken
+from sharestore.core.services import readcache
 
 
 def token_hash(key: str) -> str:
@@ -23,18 +24,30 @@ def token_create(*, name: str, tenant=None, expires_at=None, key: str | None = N
     return token, key
 
 
+# key hash -> the live token: a request with a known key costs no query. A token revoked (or
+# expiring, or deleted) in another process is refused within SHARESTORE_READ_CACHE_SECONDS (5 s);
+# in this process at once when revoked through the ORM (`save()`, the admin).
+_tokens = readcache.TTLCache()
+readcache.clear_on_change(ApiToken)
+
+
 def token_authenticate(key: str) -> ApiToken | None:
     """The live token with this key, or None; records its last use at most once a minute."""
-    token = (
-        ApiToken.objects.select_related("tenant")
-        .filter(key_hash=token_hash(key), revoked_at__isnull=True)
-        .first()
-    )
+    digest = token_hash(key)
+    token = _tokens.get(digest)
     if token is None:
-        return None
+        token = (
+            ApiToken.objects.select_related("tenant")
+            .filter(key_hash=digest, revoked_at__isnull=True)
+            .first()
+        )
+        if token is None:
+            return None
+        _tokens.set(digest, token)
     now = timezone.now()
     if token.expires_at and token.expires_at <= now:
         return None
     if token.last_used is None or (now - token.last_used).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used=now)
+        token.last_used = now
     return token
