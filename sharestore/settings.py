@@ -2,10 +2,15 @@
 
 | variable | default | meaning |
 |---|---|---|
-| DATABASE_URL | sqlite:///var/sharestore.sqlite3 (relative to the checkout) | sqlite:///rel/path, sqlite:////abs/path or postgres://user:pw@host:port/db |
-| SHARESTORE_DATA_DIR | <repo>/var/data | where demo pools, backup points and the demo import root live |
+| DATABASE_URL | sqlite:///<var dir>/sharestore.sqlite3 | sqlite:///rel/path (relative to the checkout or working dir), sqlite:////abs/path or postgres://user:pw@host:port/db |
+| SHARESTORE_VAR_DIR | <checkout>/var, or ./var of the working directory for an install | the instance's state (sharestore/instance.py) |
+| SHARESTORE_DATA_DIR | <var dir>/data | where demo pools, backup points and the demo import root live |
 | SHARESTORE_IMPORT_ROOTS | <data dir>/import | os.pathsep-separated directories `backing_file` may come from |
-| SHARESTORE_SECRET_KEY | a random key kept in var/secret_key | Django's SECRET_KEY (web server and workers must share it) |
+| SHARESTORE_SECRET_KEY | the key file's content | Django's SECRET_KEY (web server and workers must share it) |
+| SHARESTORE_SECRET_KEY_FILE | <var dir>/secret_key | created by manage.py / the WSGI entry, never at import |
+| SHARESTORE_CSRF_TRUSTED_ORIGINS | (empty) | comma-separated https origins of the console |
+| SHARESTORE_SECURE | 0 | 1 behind a TLS proxy: proxy SSL header, HTTPS redirect, HSTS, secure cookies |
+| SHARESTORE_LOG_FORMAT | json | json lines (time, level, logger, message, request_id) or text |
 | SHARESTORE_DEBUG | 0 | 1 turns on Django debug and the envelope's `stack` |
 | SHARESTORE_ALLOWED_HOSTS | 127.0.0.1,localhost | comma-separated |
 | SHARESTORE_QEMU_IMG | qemu-img | the qemu-img binary |
@@ -14,7 +19,7 @@
 | SHARESTORE_SNAPSHOT_MAX_DEPTH | 32 | most snapshot layers under a volume's head |
 | SHARESTORE_BACKUP_COMPRESS | 1 | zstd-compress backups unless a request says otherwise |
 | SHARESTORE_BACKUP_VERIFY_BATCH | 10 | backups the daily verification schedule checks per run |
-| SHARESTORE_STATIC_ROOT | <repo>/var/static | where `collectstatic` puts the console's CSS and JS (served by WhiteNoise) |
+| SHARESTORE_STATIC_ROOT | <var dir>/static | where `collectstatic` puts the console's CSS and JS (served by WhiteNoise) |
 """
 
 import os

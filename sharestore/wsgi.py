@@ -7,6 +7,6 @@ from sharestore.instance import ensure_instance
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sharestore.settings")
 ensure_instance()
 
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.core.wsgi import get_wsgi_application
 
 application = get_wsgi_application()

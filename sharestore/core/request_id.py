@@ -15,7 +15,7 @@ def get() -> str:
     return _current.get()
 
 
-def set(value: str) -> contextvars.Token:  # noqa: A001 - mirrors ContextVar.set
+def set(value: str) -> contextvars.Token:  # mirrors ContextVar.set
     return _current.set(value or "")
 
 
