@@ -155,3 +155,27 @@ def test_json_log_line():
     assert (line["level"], line["logger"], line["message"], line["request_id"]) == (
         "WARNING", "sharestore.test", "hello world", "-",
     )
+
+
+@pytest.mark.django_db
+def test_live_worker_hosts_reads_django_q2_cluster_stats():
+    """What a running qcluster's sentinel saves (django-q2's Stat, in the shared cache table)."""
+    import socket
+    import uuid
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+    from django_q.conf import Conf
+    from django_q.status import Stat
+
+    assert health.live_worker_hosts() == set()
+    sentinel = SimpleNamespace(
+        parent_pid=None, pid=4242, cluster_id=uuid.uuid4(), broker=None, tob=timezone.now(),
+        reincarnations=0, status=lambda: Conf.IDLE, monitor=None, pusher=None, pool=[],
+        result_queue=SimpleNamespace(qsize=lambda: 0), task_queue=SimpleNamespace(qsize=lambda: 0),
+    )
+    Stat(sentinel).save()
+    assert health.live_worker_hosts() == {socket.gethostname()}
+    stopped = SimpleNamespace(**{**vars(sentinel), "status": lambda: Conf.STOPPED})
+    Stat(stopped).save()
+    assert health.live_worker_hosts() == set()
