@@ -32,8 +32,11 @@ test-system-deps: system-deps
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium gettext fonts-wqy-microhei; \
 	fi
 
+# manage.py creates var/ and the secret key file on first use (importing settings writes nothing);
+# createcachetable makes the table django-q2 keeps its clusters' status in (qinfo, /readyz).
 migrate: deps
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py createcachetable
 
 demo: migrate
 	$(PY) manage.py seed_demo

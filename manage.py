@@ -1,15 +1,7 @@
 #!/usr/bin/env python
-"""Django's command-line utility for sharestore."""
-import os
-import sys
+"""Django's command-line utility for sharestore (the installed package offers it as `sharestore`)."""
 
-
-def main():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sharestore.settings")
-    from django.core.management import execute_from_command_line
-
-    execute_from_command_line(sys.argv)
-
+from sharestore.manage import main
 
 if __name__ == "__main__":
     main()

@@ -2,10 +2,15 @@
 
 | variable | default | meaning |
 |---|---|---|
-| DATABASE_URL | sqlite:///var/sharestore.sqlite3 (relative to the checkout) | sqlite:///rel/path, sqlite:////abs/path or postgres://user:pw@host:port/db |
-| SHARESTORE_DATA_DIR | <repo>/var/data | where demo pools, backup points and the demo import root live |
+| DATABASE_URL | sqlite:///<var dir>/sharestore.sqlite3 | sqlite:///rel/path (relative to the checkout or working dir), sqlite:////abs/path or postgres://user:pw@host:port/db |
+| SHARESTORE_VAR_DIR | <checkout>/var, or ./var of the working directory for an install | the instance's state (sharestore/instance.py) |
+| SHARESTORE_DATA_DIR | <var dir>/data | where demo pools, backup points and the demo import root live |
 | SHARESTORE_IMPORT_ROOTS | <data dir>/import | os.pathsep-separated directories `backing_file` may come from |
-| SHARESTORE_SECRET_KEY | a random key kept in var/secret_key | Django's SECRET_KEY (web server and workers must share it) |
+| SHARESTORE_SECRET_KEY | the key file's content | Django's SECRET_KEY (web server and workers must share it) |
+| SHARESTORE_SECRET_KEY_FILE | <var dir>/secret_key | created by manage.py / the WSGI entry, never at import |
+| SHARESTORE_CSRF_TRUSTED_ORIGINS | (empty) | comma-separated https origins of the console |
+| SHARESTORE_SECURE | 0 | 1 behind a TLS proxy: proxy SSL header, HTTPS redirect, HSTS, secure cookies |
+| SHARESTORE_LOG_FORMAT | json | json lines (time, level, logger, message, request_id) or text |
 | SHARESTORE_DEBUG | 0 | 1 turns on Django debug and the envelope's `stack` |
 | SHARESTORE_ALLOWED_HOSTS | 127.0.0.1,localhost | comma-separated |
 | SHARESTORE_QEMU_IMG | qemu-img | the qemu-img binary |
@@ -14,94 +19,94 @@
 | SHARESTORE_SNAPSHOT_MAX_DEPTH | 32 | most snapshot layers under a volume's head |
 | SHARESTORE_BACKUP_COMPRESS | 1 | zstd-compress backups unless a request says otherwise |
 | SHARESTORE_BACKUP_VERIFY_BATCH | 10 | backups the daily verification schedule checks per run |
-| SHARESTORE_STATIC_ROOT | <repo>/var/static | where `collectstatic` puts the console's CSS and JS (served by WhiteNoise) |
+| SHARESTORE_STATIC_ROOT | <var dir>/static | where `collectstatic` puts the console's CSS and JS (served by WhiteNoise) |
 """
 
 import os
-import secrets
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+import environ
+
+from sharestore import instance
+
+# The checkout (manage.py beside the package), or the working directory of an installed copy:
+# relative sqlite paths and the default var/ directory hang off it, never off site-packages.
+BASE_DIR = instance.ROOT_DIR
+# Templates, project static files and catalogues: the checkout's folders or the wheel's copies.
+RESOURCE_DIR = instance.RESOURCE_DIR
+VAR_DIR = instance.var_dir()
+
+env = environ.Env()
 
 
 def _env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    return env.bool(name, default=default)
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in env.str(name, default=default).split(",") if item.strip()]
 
 
 def _database_from_url(url: str) -> dict:
-    parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        # sqlite:////abs/path or sqlite:///relative/path
-        path = unquote(parsed.path)
-        if url.startswith("sqlite:////"):
-            name = path
-        else:
-            name = str(BASE_DIR / path.lstrip("/"))
-        Path(name).parent.mkdir(parents=True, exist_ok=True)
+    """django-environ parses the URL; the project adds its own defaults per engine."""
+    config = environ.Env.db_url_config(url)
+    engine = config["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        # sqlite:////abs/path or sqlite:///relative/path (relative to the checkout or working dir).
+        name = config["NAME"]
+        if not url.startswith("sqlite:////") and name != ":memory:":
+            name = str(BASE_DIR / name.lstrip("/"))
         return {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": engine,
             "NAME": name,
             # IMMEDIATE takes the write lock at BEGIN, so concurrent writers wait for the busy
             # timeout instead of failing at once with "database is locked".
             "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 20},
-            "TEST": {"NAME": os.environ.get("SHARESTORE_TEST_SQLITE")},
+            "TEST": {"NAME": env.str("SHARESTORE_TEST_SQLITE", default=None)},
         }
-    if parsed.scheme in {"postgres", "postgresql", "pgsql"}:
+    if engine in {"django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"}:
         return {
             "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parsed.path.lstrip("/")) or "sharestore",
-            "USER": unquote(parsed.username or ""),
-            "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
-            "PORT": str(parsed.port or ""),
+            "NAME": config.get("NAME") or "sharestore",
+            "USER": config.get("USER", ""),
+            "PASSWORD": config.get("PASSWORD", ""),
+            "HOST": config.get("HOST", ""),
+            "PORT": str(config.get("PORT") or ""),
             # Persistent connections: per-request connects made list endpoints 2-6x slower here.
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
         }
-    raise ValueError(f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use sqlite or postgres)")
+    raise ValueError(f"DATABASE_URL engine {engine!r} is not supported (use sqlite or postgres)")
 
 
 DEBUG = _env_bool("SHARESTORE_DEBUG", False)
 
+# Web servers and django-q2 workers must share the key (task payloads are signed with it). It
+# comes from SHARESTORE_SECRET_KEY or the key file; `manage.py` / `sharestore` and the WSGI entry
+# create the file on first start (sharestore/instance.py): importing settings writes nothing.
+SECRET_KEY = instance.read_secret_key()
+ALLOWED_HOSTS = _env_list("SHARESTORE_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+CSRF_TRUSTED_ORIGINS = _env_list("SHARESTORE_CSRF_TRUSTED_ORIGINS", "")
 
-def _persistent_secret_key() -> str:
-    """The embedded default keeps one random key under var/: the web server and the django-q2
-    workers must share it (task payloads are signed with it)."""
-    key_file = BASE_DIR / "var" / "secret_key"
-    if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
-    return key_file.read_text().strip()
-
-
-SECRET_KEY = os.environ.get("SHARESTORE_SECRET_KEY") or _persistent_secret_key()
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("SHARESTORE_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h.strip()]
-
-SHARESTORE_DATA_DIR = Path(os.environ.get("SHARESTORE_DATA_DIR", BASE_DIR / "var" / "data")).resolve()
+SHARESTORE_DATA_DIR = Path(env.str("SHARESTORE_DATA_DIR", default=str(VAR_DIR / "data"))).resolve()
 SHARESTORE_IMPORT_ROOTS = [
     str(Path(p).resolve())
-    for p in os.environ.get("SHARESTORE_IMPORT_ROOTS", str(SHARESTORE_DATA_DIR / "import")).split(os.pathsep)
+    for p in env.str("SHARESTORE_IMPORT_ROOTS", default=str(SHARESTORE_DATA_DIR / "import")).split(os.pathsep)
     if p.strip()
 ]
-SHARESTORE_QEMU_IMG = os.environ.get("SHARESTORE_QEMU_IMG", "qemu-img")
-SHARESTORE_QEMU_NBD = os.environ.get("SHARESTORE_QEMU_NBD", "qemu-nbd")
-SHARESTORE_LEASE_SECONDS = int(os.environ.get("SHARESTORE_LEASE_SECONDS", "300"))
+SHARESTORE_QEMU_IMG = env.str("SHARESTORE_QEMU_IMG", default="qemu-img")
+SHARESTORE_QEMU_NBD = env.str("SHARESTORE_QEMU_NBD", default="qemu-nbd")
+SHARESTORE_LEASE_SECONDS = env.int("SHARESTORE_LEASE_SECONDS", default=300)
 # Upper bounds that keep one request from asking for absurd resources.
-SHARESTORE_MAX_VOLUME_BYTES = int(os.environ.get("SHARESTORE_MAX_VOLUME_BYTES", str(64 * 2**40)))
+SHARESTORE_MAX_VOLUME_BYTES = env.int("SHARESTORE_MAX_VOLUME_BYTES", default=64 * 2**40)
 SHARESTORE_MAX_PAGE_SIZE = 1000
 # How long a process may keep a token, tenant, cluster or pool it read (a revoked token is refused
 # within this bound everywhere, at once in the process that revoked it): docs/api.md, "Read path".
 SHARESTORE_READ_CACHE_SECONDS = float(os.environ.get("SHARESTORE_READ_CACHE_SECONDS", "5"))
 # Most snapshot layers under a volume's active layer (deep chains slow every read: docs/snapshots.md).
-SHARESTORE_SNAPSHOT_MAX_DEPTH = int(os.environ.get("SHARESTORE_SNAPSHOT_MAX_DEPTH", "32"))
+SHARESTORE_SNAPSHOT_MAX_DEPTH = env.int("SHARESTORE_SNAPSHOT_MAX_DEPTH", default=32)
 SHARESTORE_BACKUP_COMPRESS = _env_bool("SHARESTORE_BACKUP_COMPRESS", True)
-SHARESTORE_BACKUP_VERIFY_BATCH = int(os.environ.get("SHARESTORE_BACKUP_VERIFY_BATCH", "10"))
+SHARESTORE_BACKUP_VERIFY_BATCH = env.int("SHARESTORE_BACKUP_VERIFY_BATCH", default=10)
 SHARESTORE_NAME_MAX_LENGTH = 128
 
 INSTALLED_APPS = [
@@ -114,6 +119,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "sharestore.core",
     "volumes",
@@ -121,6 +127,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every log line of the request, and the operations it creates, carry its id.
+    "sharestore.monitoring.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files are served by the application itself (gunicorn + WhiteNoise), in the demo as in
     # production, so the console is styled without a separate web server.
@@ -132,6 +140,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: times the view under its URL name for the latency histogram.
+    "sharestore.monitoring.middleware.MetricsMiddleware",
 ]
 
 ROOT_URLCONF = "sharestore.urls"
@@ -140,7 +150,7 @@ WSGI_APPLICATION = "sharestore.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [RESOURCE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -154,21 +164,22 @@ TEMPLATES = [
 
 DATABASES = {
     "default": _database_from_url(
-        os.environ.get("DATABASE_URL", "sqlite:///var/sharestore.sqlite3")
+        # The embedded default lives in the var directory (<checkout>/var/sharestore.sqlite3).
+        env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'sharestore.sqlite3'}")
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en"
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
-LOCALE_PATHS = [BASE_DIR / "locale"]
+LOCALE_PATHS = [RESOURCE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = Path(os.environ.get("SHARESTORE_STATIC_ROOT", BASE_DIR / "var" / "static"))
+STATICFILES_DIRS = [RESOURCE_DIR / "static"]
+STATIC_ROOT = Path(env.str("SHARESTORE_STATIC_ROOT", default=str(VAR_DIR / "static")))
 # `collectstatic` fills STATIC_ROOT (make run does it); until then WhiteNoise serves from the
 # finders, so a checkout served without that step is still styled.
 WHITENOISE_USE_FINDERS = True
@@ -192,6 +203,22 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    # Swagger UI and Redoc are served from drf-spectacular-sidecar: no request leaves the host.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "sharestore.api.schema.contract_operation_ids",
+    ],
+}
+
+# django-q2 keeps its clusters' status (what `qinfo`, `qmonitor` and `/readyz` read) in a cache;
+# it must be shared by every process and host, so it is a database table (`createcachetable`,
+# which `make run` and docs/deploy.md run after `migrate`; the test database gets it by itself).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "cluster": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "sharestore_cache"},
 }
 
 # The ORM broker delivers at least once: a task whose worker dies is delivered again after
@@ -200,9 +227,9 @@ SPECTACULAR_SETTINGS = {
 Q_CLUSTER = {
     "name": "sharestore",
     "orm": "default",
-    "workers": int(os.environ.get("SHARESTORE_Q_WORKERS", "2")),
-    "timeout": int(os.environ.get("SHARESTORE_TASK_TIMEOUT", str(6 * 3600))),
-    "retry": int(os.environ.get("SHARESTORE_TASK_TIMEOUT", str(6 * 3600))) + 600,
+    "workers": env.int("SHARESTORE_Q_WORKERS", default=2),
+    "timeout": env.int("SHARESTORE_TASK_TIMEOUT", default=6 * 3600),
+    "retry": env.int("SHARESTORE_TASK_TIMEOUT", default=6 * 3600) + 600,
     "max_attempts": 0,
     "ack_failures": True,
     "save_limit": 1000,
@@ -210,11 +237,39 @@ Q_CLUSTER = {
     "poll": 0.2,
     "sync": _env_bool("SHARESTORE_Q_SYNC", False),
     "label": "Task queue",
+    "cache": "cluster",
 }
 
+# Production behind a TLS-terminating proxy (docs/deploy.md): SHARESTORE_SECURE=1 turns on HSTS,
+# secure cookies and the HTTPS redirect, and trusts the proxy's X-Forwarded-Proto header.
+SHARESTORE_SECURE = _env_bool("SHARESTORE_SECURE", False)
+if SHARESTORE_SECURE:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = _env_bool("SHARESTORE_SSL_REDIRECT", True)
+    # The health and metrics endpoints are scraped over plain HTTP on the host itself.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env.int("SHARESTORE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SHARESTORE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = _env_bool("SHARESTORE_HSTS_PRELOAD", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# Structured logs: one JSON object per line (time, level, logger, message, request_id);
+# SHARESTORE_LOG_FORMAT=text keeps plain lines for a terminal.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("SHARESTORE_LOG_LEVEL", "INFO")},
+    "filters": {"request_id": {"()": "sharestore.monitoring.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "sharestore.monitoring.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id"],
+            "formatter": env.str("SHARESTORE_LOG_FORMAT", default="json"),
+        }
+    },
+    "root": {"handlers": ["console"], "level": env.str("SHARESTORE_LOG_LEVEL", default="INFO")},
 }

@@ -1,17 +1,25 @@
-"""URL configuration: the /v1/volume/share/ API, the admin console and the OpenAPI schema."""
+"""URL configuration: the /v1/volume/share/ API, the admin console, the OpenAPI schema and its
+offline docs (Swagger UI, Redoc), health and metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView
+from django.views.generic import TemplateView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from sharestore.monitoring import views as monitoring
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="home"),
+    path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("v1/volume/share/backup/", include("backups.api.urls")),
     path("v1/volume/share/", include("volumes.api.urls")),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("healthz", monitoring.healthz, name="healthz"),
+    path("readyz", monitoring.readyz, name="readyz"),
+    path("metrics", monitoring.metrics_view, name="metrics"),
 ]
 
 handler400 = "sharestore.api.exception_handler.api_bad_request"

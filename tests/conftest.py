@@ -12,6 +12,11 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from sharestore.core.services.tokens import token_create
+
+# Settings read the secret key from SHARESTORE_SECRET_KEY or var/secret_key and never create it
+# (manage.py does); a checkout that never ran manage.py still gets a key for its tests.
+if not getattr(settings._wrapped, "SECRET_KEY", None):
+    settings.SECRET_KEY = "sharestore-tests-only-" + "x" * 40
 from volumes.services import demo
 
 TENANT = demo.TENANT_UUID

@@ -27,3 +27,19 @@ def test_openapi_schema_builds(db, tmp_path):
     call_command("spectacular", "--file", str(out), "--validate", "--fail-on-warn")
     text = out.read_text()
     assert "/v1/volume/share/create" in text and "/v1/volume/share/list" in text
+
+
+def test_schema_operation_ids_follow_the_contract_paths_and_carry_its_examples(db, tmp_path):
+    import yaml
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--file", str(out))
+    schema = yaml.safe_load(out.read_text())
+    for path, methods in schema["paths"].items():
+        for operation in methods.values():
+            assert operation["operationId"] == path.strip("/").removeprefix("v1/").replace("/", "_"), path
+    create = schema["paths"]["/v1/volume/share/create"]["post"]
+    example = create["requestBody"]["content"]["application/json"]["examples"]["contract"]["value"]
+    assert example["tenant"] == "fab210d2-b9b8-4b0b-bd61-50812ce3d4d0"
+    answer = create["responses"]["200"]["content"]["application/json"]["examples"]["contract"]["value"]
+    assert answer["scode"] == 0

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -43,3 +47,36 @@ def error_responses(*statuses: int) -> dict:
         status: OpenApiResponse(ERROR_ENVELOPE, description="error envelope; scode from docs/errors.md")
         for status in statuses
     }
+
+
+CONTRACT_PREFIX = "/v1/volume/share/"
+CONTRACT_EXAMPLES_FILE = Path(__file__).parent / "contract_examples.json"
+
+
+def _contract_examples() -> dict:
+    return json.loads(CONTRACT_EXAMPLES_FILE.read_text())
+
+
+def contract_operation_ids(result, generator, request, public):
+    """drf-spectacular post-processing hook: operation ids named after the contract's paths
+    (`/v1/volume/share/snap_length/update` -> `volume_share_snap_length_update`, the method
+    appended when a path has several), and the contract's request and answer examples."""
+    examples = _contract_examples()
+    for path, operations in result.get("paths", {}).items():
+        methods = [m for m in operations if m in {"get", "post", "put", "patch", "delete"}]
+        base = re.sub(r"[^0-9a-zA-Z]+", "_", path.strip("/").removeprefix("v1/")).strip("_")
+        for method in methods:
+            operation = operations[method]
+            operation["operationId"] = base if len(methods) == 1 else f"{base}_{method}"
+            if not path.startswith(CONTRACT_PREFIX):
+                continue
+            example = examples.get(path.removeprefix(CONTRACT_PREFIX))
+            if not example or example.get("method", "POST").lower() != method:
+                continue
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None and example.get("request") is not None:
+                body["examples"] = {"contract": {"summary": "the contract's example", "value": example["request"]}}
+            answer = operation.get("responses", {}).get("200", {}).get("content", {}).get("application/json")
+            if answer is not None and example.get("response") is not None:
+                answer["examples"] = {"contract": {"summary": "the contract's example", "value": example["response"]}}
+    return result

@@ -58,7 +58,7 @@ class OperationAdmin(ConsoleAdmin):
         ("volume__tenant", related(_("tenant"))),
     )
     list_select_related = ("volume",)
-    search_fields = ("uuid", "target_uuid", "volume__name", "requested_by", "owner")
+    search_fields = ("uuid", "target_uuid", "volume__name", "requested_by", "owner", "request_id")
     actions = ["retry_action"]
     fieldsets = (
         (None, {"fields": ("uuid", "kind", "state", "volume", "target_type", "target_uuid", "params")}),
@@ -69,6 +69,7 @@ class OperationAdmin(ConsoleAdmin):
             {
                 "fields": (
                     "requested_by",
+                    "request_id",
                     "owner",
                     "lease_expires_at",
                     "attempts",

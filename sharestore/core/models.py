@@ -46,6 +46,12 @@ class Operation(models.Model):
     )
     error_detail = models.TextField(blank=True, default="", help_text=_("stderr of the failing command."))
     requested_by = models.CharField(max_length=128, blank=True, default="")
+    request_id = models.CharField(
+        max_length=128,
+        blank=True,
+        default="",
+        help_text=_("X-Request-ID of the request that created it; the worker logs it with every line."),
+    )
     owner = models.CharField(max_length=128, blank=True, default="", help_text=_("Worker holding the lease."))
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)

@@ -156,3 +156,13 @@ def test_bad_arguments_exit_2_from_the_command_line():
     )
     assert result.returncode == 2
     assert "argument --pool: invalid _uuid value: 'not-a-uuid'" in result.stderr
+
+
+def test_add_pool_does_not_offer_rbd(topology, data_dir):
+    """rbd is reserved for a driver that does not exist yet."""
+    with pytest.raises(CommandError):
+        call_command(
+            "add_pool", "--name", "r", "--cluster", str(topology["cluster"].uuid), "--path", str(data_dir),
+            "--capacity", "1T", "--type", "rbd",
+        )
+    assert not Pool.objects.filter(name="r").exists()

@@ -1,4 +1,5 @@
-"""The contract's examples (../shared/api/share-volume-api.md, copied into examples.json with the
+"""The contract's examples (../shared/api/share-volume-api.md, copied into
+sharestore/api/contract_examples.json, which also feeds the schema's examples, with the
 list example's unclosed array closed) and a check that a response has every documented key with
 the same JSON type."""
 
@@ -7,7 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-EXAMPLES: dict = json.loads((Path(__file__).parent / "examples.json").read_text())
+import sharestore.api
+
+EXAMPLES: dict = json.loads((Path(sharestore.api.__file__).parent / "contract_examples.json").read_text())
 
 
 def _nullable_keys(node, found: set) -> set:

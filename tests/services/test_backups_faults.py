@@ -9,7 +9,7 @@ import subprocess
 from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import TestCase
 from django.utils import timezone
 
@@ -258,7 +258,7 @@ def test_commands_prune_and_verify(scope, point, capsys):
     b1 = backup(volume, snap(volume, "s1"), point, name="b1", expired_time=1)
     write(volume, f"write -P 2 0 {1 * MiB}")
     b2 = backup(volume, snap(volume, "s2"), point, name="b2")
-    call_command("prune_backups", "--dry-run", "--json")
+    call_command("prune_backups", "--json")  # destructive commands only report without --fix
     preview = json.loads(capsys.readouterr().out)
     assert preview["backups"][0]["uuid"] == str(b1.uuid) and preview["backups"][0]["merge_into"] == [
         str(b2.uuid)
@@ -268,10 +268,33 @@ def test_commands_prune_and_verify(scope, point, capsys):
     report = json.loads(capsys.readouterr().out)
     assert (report["verified"], report["failed"]) == (2, 0)
     with TestCase.captureOnCommitCallbacks(execute=True):
-        call_command("prune_backups", "--json")
+        call_command("prune_backups", "--fix", "--json")
     result = json.loads(capsys.readouterr().out)
     assert result["backups"][0]["action"] == "deleting"
     assert Backup.objects.get(pk=b1.pk).status == choices.BackupStatus.DELETED
     assert Backup.objects.get(pk=b2.pk).base_id is None
     call_command("verify_backups", str(b2.uuid))
     assert capsys.readouterr().out.startswith("ok: b2")
+
+
+def test_verify_backups_selection(scope, point, capsys):
+    import json
+
+    from django.utils import timezone
+
+    first, second = make_volume(scope, name="v1"), make_volume(scope, name="v2")
+    b1 = backup(first, snap(first, "s1"), point, name="b1")
+    b2 = backup(second, snap(second, "s2"), point, name="b2")
+
+    def verified(*args) -> list[str]:
+        call_command("verify_backups", "--json", *args)
+        return [entry["name"] for entry in json.loads(capsys.readouterr().out)["backups"]]
+
+    assert verified("--volume", str(first.uuid)) == ["b1"]
+    assert verified("--backup", str(b2.uuid)) == ["b2"]
+    assert verified("--point", str(point.uuid), "--older-than", "1") == []  # both verified just now
+    Backup.objects.filter(pk=b1.pk).update(verified_at=timezone.now() - timezone.timedelta(days=3))
+    assert verified("--older-than", "2") == ["b1"]
+    assert verified("--point", str(point.uuid), "--limit", "1") == ["b2"]  # least recently verified
+    with pytest.raises(CommandError):
+        call_command("verify_backups", "--point", "00000000-0000-0000-0000-000000000000")

@@ -1,5 +1,8 @@
 """manage.py prune_backups: delete the backups whose ExpiredTime has passed (protected ones are kept;
-a backup that a later one sits on is merged into it). The same service the django-q2 schedule runs."""
+a backup that a later one sits on is merged into it). The same service the django-q2 schedule runs.
+
+Like every destructive command (docs/console.md "Commands"), it only reports unless `--fix`.
+Exit codes: 0 nothing (left) to delete, 1 expired backups remain (the report without --fix)."""
 
 import json
 
@@ -9,18 +12,23 @@ from backups.services.prune import backups_prune
 
 
 class Command(BaseCommand):
-    help = "Delete expired, unprotected backups (dependents are merged, so they stay restorable)."
+    help = (
+        "Delete expired, unprotected backups (dependents are merged, so they stay restorable). "
+        "Reports only unless --fix."
+    )
 
     def add_arguments(self, parser):
+        parser.add_argument("--fix", action="store_true", help="delete them (without it: report only)")
         parser.add_argument(
-            "--dry-run", action="store_true", help="list what would be deleted, change nothing"
+            "--dry-run", action="store_true", help="only report (the default; wins over --fix)"
         )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
     def handle(self, *args, **options):
-        results = backups_prune(actor="manage.py prune_backups", dry_run=options["dry_run"])
+        dry_run = options["dry_run"] or not options["fix"]
+        results = backups_prune(actor="manage.py prune_backups", dry_run=dry_run)
         if options["json"]:
-            self.stdout.write(json.dumps({"dry_run": options["dry_run"], "backups": results}, indent=2))
+            self.stdout.write(json.dumps({"dry_run": dry_run, "backups": results}, indent=2))
             return
         if not results:
             self.stdout.write("no expired backups")

@@ -1,17 +1,24 @@
 """manage.py verify_backups: `qemu-img check` each backup's files and recompute every chunk digest of its
 content against the chunk index recorded at backup time; results are stored on the backups.
-Exit codes: 0 every verified backup is ok, 1 one or more failed, 2 bad arguments."""
+
+Selection: UUIDs (or `--backup`), `--point`, `--volume` (each repeatable), `--older-than DAYS`
+(never verified, or last verified before that), `--limit N`; least recently verified first.
+A progress bar on a terminal (stderr). Exit codes: 0 every verified backup is ok, 1 one or more
+failed, 2 bad arguments."""
 
 import json
 import uuid
+from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import F, Q
+from django.utils import timezone
 
 from backups.choices import BackupStatus, VerifyResult
-from backups.models import Backup
-from backups.selectors import backups_to_verify
+from backups.models import Backup, BackupPoint
 from backups.services.verify import backup_verify
 from sharestore import errors
+from sharestore.core.commands import Progress
 
 
 def _uuid(value: str) -> str:
@@ -19,57 +26,97 @@ def _uuid(value: str) -> str:
 
 
 class Command(BaseCommand):
-    help = "Verify completed backups (qemu-img check, every chunk digest recomputed). Exit 1 on failures."
+    help = (
+        "Verify completed backups (qemu-img check, every chunk digest recomputed), selected by backup, "
+        "backup point, volume and age. Exit 1 on failures."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "backups", nargs="*", type=_uuid, metavar="UUID", help="backups to verify (default: all)"
-        )
-        parser.add_argument(
-            "--limit", type=int, default=0, help="verify at most N, least recently verified first"
-        )
+        parser.add_argument("backups", nargs="*", type=_uuid, metavar="UUID", help="backups to verify (as --backup)")
+        parser.add_argument("--backup", action="append", type=_uuid, default=[], metavar="UUID",
+                            help="this backup (repeatable)")
+        parser.add_argument("--point", action="append", type=_uuid, default=[], metavar="UUID",
+                            help="backups on this backup point (repeatable)")
+        parser.add_argument("--volume", action="append", type=_uuid, default=[], metavar="UUID",
+                            help="backups of this volume (repeatable)")
+        parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                            help="only backups never verified or last verified more than DAYS ago")
+        parser.add_argument("--limit", type=int, default=0, help="verify at most N, least recently verified first")
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
-    def handle(self, *args, **options):
-        if options["backups"]:
-            found = {
-                str(b.uuid): b
-                for b in Backup.objects.filter(uuid__in=options["backups"]).select_related("backup_point")
-            }
-            missing = [u for u in options["backups"] if u not in found]
+    def _targets(self, options) -> list[Backup]:
+        wanted = list(dict.fromkeys([*options["backups"], *options["backup"]]))
+        if wanted:
+            found = set(map(str, Backup.objects.filter(uuid__in=wanted).values_list("uuid", flat=True)))
+            missing = [u for u in wanted if u not in found]
             if missing:
                 raise CommandError(f"no backup with UUID {', '.join(missing)}", returncode=2)
-            targets = [found[u] for u in options["backups"]]
+        if options["point"]:
+            found = set(map(str, BackupPoint.objects.filter(uuid__in=options["point"]).values_list("uuid", flat=True)))
+            missing = [u for u in options["point"] if u not in found]
+            if missing:
+                raise CommandError(f"no backup point with UUID {', '.join(missing)}", returncode=2)
+        if options["older_than"] is not None and options["older_than"] < 0:
+            raise CommandError("--older-than must not be negative", returncode=2)
+        if options["limit"] < 0:
+            raise CommandError("--limit must not be negative", returncode=2)
+        queryset = Backup.objects.select_related("backup_point")
+        if wanted:
+            queryset = queryset.filter(uuid__in=wanted)
         else:
-            total = Backup.objects.filter(status=BackupStatus.COMPLETED).count()
-            targets = backups_to_verify(limit=options["limit"] or total)
+            # Without explicit UUIDs only completed backups are candidates (explicit ones are tried
+            # and reported "skipped" with the reason when they cannot be verified).
+            queryset = queryset.filter(status=BackupStatus.COMPLETED)
+        if options["point"]:
+            queryset = queryset.filter(backup_point__uuid__in=options["point"])
+        if options["volume"]:
+            queryset = queryset.filter(volume_uuid__in=options["volume"])
+        if options["older_than"] is not None:
+            cutoff = timezone.now() - timedelta(days=options["older_than"])
+            queryset = queryset.filter(Q(verified_at__isnull=True) | Q(verified_at__lt=cutoff))
+        queryset = queryset.order_by(F("verified_at").asc(nulls_first=True), "created", "id")
+        if options["limit"]:
+            queryset = queryset[: options["limit"]]
+        targets = list(queryset)
+        if wanted and not any(options[k] for k in ("point", "volume", "older_than", "limit")):
+            order = {u: i for i, u in enumerate(wanted)}
+            targets.sort(key=lambda b: order[str(b.uuid)])
+        return targets
+
+    def handle(self, *args, **options):
+        targets = self._targets(options)
         results = []
-        for backup in targets:
-            entry = {"uuid": str(backup.uuid), "name": backup.name}
-            try:
-                verification = backup_verify(actor="manage.py verify_backups", backup=backup)
-            except errors.ServiceError as exc:
-                entry.update(result="skipped", scode=exc.scode, message=exc.render_message())
-            else:
-                entry.update(
-                    result=verification.result,
-                    scode=verification.scode,
-                    message=verification.message,
-                    checksum_expected=verification.checksum_expected,
-                    checksum_found=verification.checksum_found,
-                    check_exit=verification.image_check.get("exit"),
-                )
-            results.append(entry)
-            if not options["json"]:
-                line = f"{entry['result']}: {entry['name']} {entry['uuid']}"
-                if entry.get("message"):
-                    line += f": {entry['message']}"
-                self.stdout.write(line)
+        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+        try:
+            for index, backup in enumerate(targets):
+                progress(index, len(targets), backup.name)
+                entry = {"uuid": str(backup.uuid), "name": backup.name}
+                try:
+                    verification = backup_verify(actor="manage.py verify_backups", backup=backup)
+                except errors.ServiceError as exc:
+                    entry.update(result="skipped", scode=exc.scode, message=exc.render_message())
+                else:
+                    entry.update(
+                        result=verification.result,
+                        scode=verification.scode,
+                        message=verification.message,
+                        checksum_expected=verification.checksum_expected,
+                        checksum_found=verification.checksum_found,
+                        check_exit=verification.image_check.get("exit"),
+                    )
+                results.append(entry)
+                if not options["json"]:
+                    progress.close()
+                    line = f"{entry['result']}: {entry['name']} {entry['uuid']}"
+                    if entry.get("message"):
+                        line += f": {entry['message']}"
+                    self.stdout.write(line)
+            progress(len(targets), len(targets))
+        finally:
+            progress.close()
         failed = sum(1 for r in results if r["result"] == VerifyResult.FAILED)
         if options["json"]:
-            self.stdout.write(
-                json.dumps({"verified": len(results), "failed": failed, "backups": results}, indent=2)
-            )
+            self.stdout.write(json.dumps({"verified": len(results), "failed": failed, "backups": results}, indent=2))
         elif not results:
             self.stdout.write("no completed backups to verify")
         if failed:

@@ -28,6 +28,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core import request_id
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import Operation
 from sharestore.core.services.state import OperationContext, audit
@@ -74,6 +75,7 @@ def operation_create(
         volume=volume,
         params=params or {},
         requested_by=actor[:128],
+        request_id=request_id.get(),
         bytes_total=bytes_total,
     )
     enqueue(operation)
@@ -174,6 +176,16 @@ def _finish(
 
 def operation_run(operation_id: int, handler: OperationHandler) -> Operation | None:
     """Claim and run one operation. Safe to call any number of times for the same operation."""
+    # The worker's log lines carry the id of the request that created the operation.
+    rid = Operation.objects.filter(pk=operation_id).values_list("request_id", flat=True).first()
+    token = request_id.set(rid or "")
+    try:
+        return _operation_run(operation_id, handler)
+    finally:
+        request_id.reset(token)
+
+
+def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | None:
     owner = worker_identity()
     operation = _claim(operation_id, owner)
     if operation is None:
@@ -183,6 +195,7 @@ def operation_run(operation_id: int, handler: OperationHandler) -> Operation | N
         error = errors.InternalError(desc=f"gave up after {operation.attempts - 1} interrupted attempts")
         _fail(operation, owner, handler, error)
         return operation
+    logger.info("operation %s (%s) started, attempt %s", operation.uuid, operation.kind, operation.attempts)
     reporter = Reporter(operation, owner)
     try:
         handler.run(operation, reporter)
@@ -206,6 +219,7 @@ def operation_run(operation_id: int, handler: OperationHandler) -> Operation | N
                 object_uuid=operation.target_uuid,
             )
     operation.refresh_from_db()
+    logger.info("operation %s (%s) ended %s", operation.uuid, operation.kind, operation.state)
     return operation
 
 

@@ -28,7 +28,8 @@ class Command(BaseCommand):
         parser.add_argument("--path", required=True, help="absolute directory where this service's workers reach the pool")
         parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
         parser.add_argument("--zone", type=_uuid, metavar="UUID", help="default: the cluster's zone")
-        parser.add_argument("--type", default=PoolType.DISK, choices=PoolType.values)
+        # rbd is reserved until an RBD driver exists: every offered type is driven as a directory.
+        parser.add_argument("--type", default=PoolType.DISK, choices=[t for t in PoolType.values if t != PoolType.RBD])
         parser.add_argument("--driver", default=PoolDriver.QCOW2_DIRECTORY, choices=PoolDriver.values)
         parser.add_argument("--overcommit", default="1", help="sum of capacities may reach capacity x this (default 1)")
         parser.add_argument("--tenant", action="append", type=_uuid, default=[], metavar="UUID",
