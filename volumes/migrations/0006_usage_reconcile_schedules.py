@@ -29,7 +29,7 @@ def remove_schedules(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("volumes", "0004_operations_to_core"),
+        ("volumes", "0005_live_volume_index"),
         ("django_q", "0018_task_success_index"),
     ]
 
