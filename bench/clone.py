@@ -98,7 +98,7 @@ def main() -> int:
 def run(args: argparse.Namespace, workdir: Path) -> int:
     setup_django(workdir)
     from volumes.choices import EventState
-    from volumes.drivers.qcow2_dir import COPY_CACHE_ARGS
+    from volumes.drivers.qcow2.clones import COPY_CACHE_ARGS
     from volumes.models import Pool, Volume
     from volumes.services import demo
     from volumes.services.clones import clone_create

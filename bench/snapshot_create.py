@@ -132,10 +132,10 @@ class Timed:
     """Time spent in the driver's steps, by wrapping its methods (the wrapped code runs unchanged)."""
 
     def __init__(self):
-        from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+        from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 
         self.spent = {"freeze": 0.0, "measure": 0.0}
-        for key, method in (("freeze", "snapshot_freeze"), ("measure", "allocated_bytes")):
+        for key, method in (("freeze", "_freeze"), ("measure", "allocated_bytes")):
             setattr(Qcow2DirectoryDriver, method, self.wrap(key, getattr(Qcow2DirectoryDriver, method)))
 
     def wrap(self, key, fn):

@@ -12,8 +12,8 @@ import pytest
 
 from sharestore import errors
 from tests.helpers import image_info, pattern_matches, qemu_img, qemu_io
-from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
-from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+from volumes.drivers.qcow2.plan import MERGE_COMMIT, MERGE_REBASE
+from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 
 MiB = 1 << 20
 V = "7fc3da44-118c-461b-9cf7-baba77f01502"
@@ -48,9 +48,9 @@ def backing_string(driver, name):
 def build_chain(driver) -> None:
     """s1 (1 at 0M) <- s2 (2 at 1M) <- head (3 at 2M)."""
     write(driver, HEAD, 1, 0)
-    driver.snapshot_freeze(HEAD, layer("s1"))
+    driver._freeze(HEAD, layer("s1"))
     write(driver, HEAD, 2, 1)
-    driver.snapshot_freeze(HEAD, layer("s2"))
+    driver._freeze(HEAD, layer("s2"))
     write(driver, HEAD, 3, 2)
 
 
@@ -76,64 +76,64 @@ def test_freeze_moves_the_head_into_a_layer_and_leaves_an_empty_overlay(driver):
 
 def test_freeze_resumes_after_the_rename(driver):
     write(driver, HEAD, 1, 0)
-    driver.snapshot_freeze(HEAD, layer("s1"))
+    driver._freeze(HEAD, layer("s1"))
     write(driver, HEAD, 2, 1)
     # A crash right after the rename: the layer still names its backing as seen from volume/.
     os.rename(driver.path(HEAD), driver.path(layer("s2")))
     assert backing_string(driver, layer("s2")) == f"../snapshots/{V}/s1.qcow2"
-    driver.snapshot_freeze(HEAD, layer("s2"))
+    driver._freeze(HEAD, layer("s2"))
     assert backing_string(driver, layer("s2")) == "s1.qcow2"
     assert driver.backing_chain(HEAD) == [HEAD, layer("s2"), layer("s1")]
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 2, 1)
     # Done: calling it again changes nothing.
-    driver.snapshot_freeze(HEAD, layer("s2"))
+    driver._freeze(HEAD, layer("s2"))
     assert driver.backing_chain(HEAD) == [HEAD, layer("s2"), layer("s1")]
 
 
 def test_freeze_refuses_files_it_did_not_make(driver):
     write(driver, HEAD, 1, 0)
-    driver.snapshot_freeze(HEAD, layer("s1"))
-    driver.snapshot_freeze(HEAD, layer("s2"))
+    driver._freeze(HEAD, layer("s1"))
+    driver._freeze(HEAD, layer("s2"))
     # Both files exist but the head is not an overlay on s1: not a freeze of s1 to finish.
     with pytest.raises(errors.StorageError):
-        driver.snapshot_freeze(HEAD, layer("s1"))
+        driver._freeze(HEAD, layer("s1"))
     with pytest.raises(errors.StorageError):
-        driver.snapshot_freeze(f"volume/{'0' * 8}", layer("s9"))
-    driver.snapshot_freeze(HEAD, layer("s2"))  # the freeze it did make is recognised as done
+        driver._freeze(f"volume/{'0' * 8}", layer("s9"))
+    driver._freeze(HEAD, layer("s2"))  # the freeze it did make is recognised as done
     assert driver.backing_chain(HEAD) == [HEAD, layer("s2"), layer("s1")]
 
 
 def test_unfreeze_puts_the_head_back_from_any_point(driver):
     write(driver, HEAD, 1, 0)
-    driver.snapshot_freeze(HEAD, layer("s1"))
+    driver._freeze(HEAD, layer("s1"))
     write(driver, HEAD, 2, 1)
-    driver.snapshot_freeze(HEAD, layer("s2"))
-    driver.snapshot_unfreeze(HEAD, layer("s2"))
+    driver._freeze(HEAD, layer("s2"))
+    driver._unfreeze(HEAD, layer("s2"))
     assert not driver.exists(layer("s2"))
     assert backing_string(driver, HEAD) == f"../snapshots/{V}/s1.qcow2"
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 2, 1)
     # Stopped after the rename only.
     os.rename(driver.path(HEAD), driver.path(layer("s3")))
-    driver.snapshot_unfreeze(HEAD, layer("s3"))
+    driver._unfreeze(HEAD, layer("s3"))
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 2, 1)
     assert backing_string(driver, HEAD) == f"../snapshots/{V}/s1.qcow2"
     # Nothing frozen: nothing to undo.
-    driver.snapshot_unfreeze(HEAD, layer("never"))
+    driver._unfreeze(HEAD, layer("never"))
     assert reads(driver, HEAD, 2, 1)
 
 
 def test_unfreeze_never_discards_a_head_that_is_not_the_freeze_overlay(driver):
     write(driver, HEAD, 1, 0)
-    driver.snapshot_freeze(HEAD, layer("s1"))
-    driver.snapshot_freeze(HEAD, layer("s2"))
+    driver._freeze(HEAD, layer("s1"))
+    driver._freeze(HEAD, layer("s2"))
     with pytest.raises(errors.StorageError):
-        driver.snapshot_unfreeze(HEAD, layer("s1"))
+        driver._unfreeze(HEAD, layer("s1"))
     assert driver.exists(HEAD) and driver.exists(layer("s1"))
 
 
 def test_head_reset_replaces_the_head_with_an_empty_overlay(driver):
     build_chain(driver)
-    driver.head_reset(HEAD, layer("s1"))
+    driver._head_reset(HEAD, layer("s1"))
     assert driver.backing_chain(HEAD) == [HEAD, layer("s1")]
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 0, 1, 2)
     assert driver.allocated_bytes(HEAD) == 0
@@ -145,7 +145,7 @@ def test_head_reset_replaces_the_head_with_an_empty_overlay(driver):
 @pytest.mark.parametrize("strategy", [MERGE_REBASE, MERGE_COMMIT])
 def test_merge_into_the_head(driver, strategy):
     build_chain(driver)
-    driver.layer_merge(layer("s2"), HEAD, strategy, lambda *_: None)
+    driver._layer_merge(layer("s2"), HEAD, strategy, lambda *_: None)
     assert not driver.exists(layer("s2"))
     assert driver.backing_chain(HEAD) == [HEAD, layer("s1")]
     assert backing_string(driver, HEAD) == f"../snapshots/{V}/s1.qcow2"
@@ -156,7 +156,7 @@ def test_merge_into_the_head(driver, strategy):
 @pytest.mark.parametrize("strategy", [MERGE_REBASE, MERGE_COMMIT])
 def test_merge_a_root_layer_into_a_child_layer(driver, strategy):
     build_chain(driver)
-    driver.layer_merge(layer("s1"), layer("s2"), strategy, lambda *_: None)
+    driver._layer_merge(layer("s1"), layer("s2"), strategy, lambda *_: None)
     assert not driver.exists(layer("s1"))
     assert driver.backing_chain(HEAD) == [HEAD, layer("s2")]
     assert backing_string(driver, layer("s2")) is None
@@ -171,7 +171,7 @@ def test_merge_a_root_layer_into_a_child_layer(driver, strategy):
 def test_merge_progress_is_reported(driver):
     build_chain(driver)
     seen = []
-    driver.layer_merge(layer("s2"), HEAD, MERGE_REBASE, lambda percent, *_: seen.append(percent))
+    driver._layer_merge(layer("s2"), HEAD, MERGE_REBASE, lambda percent, *_: seen.append(percent))
     assert seen and seen[-1] == 100.0 and seen == sorted(seen)
 
 
@@ -180,17 +180,17 @@ def test_commit_resumes_between_commit_and_rename_and_between_rename_and_repoint
     # Commit done (layer s2 now also holds the head's clusters), crash before the rename.
     qemu_img("commit", "-q", "-f", "qcow2", "-d", driver.path(HEAD))
     assert reads(driver, layer("s2"), 3, 2)
-    driver.layer_merge(layer("s2"), HEAD, MERGE_COMMIT, lambda *_: None)
+    driver._layer_merge(layer("s2"), HEAD, MERGE_COMMIT, lambda *_: None)
     assert driver.backing_chain(HEAD) == [HEAD, layer("s1")]
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 2, 1) and reads(driver, HEAD, 3, 2)
 
     # Rename done, crash before the repoint: the head names its backing as seen from snapshots/<v>/.
-    driver.snapshot_freeze(HEAD, layer("s3"))
+    driver._freeze(HEAD, layer("s3"))
     write(driver, HEAD, 4, 3)
     qemu_img("commit", "-q", "-f", "qcow2", "-d", driver.path(HEAD))
     os.replace(driver.path(layer("s3")), driver.path(HEAD))
     assert backing_string(driver, HEAD) == "s1.qcow2"  # right from snapshots/<v>/, wrong from volume/
-    driver.layer_merge(layer("s3"), HEAD, MERGE_COMMIT, lambda *_: None)
+    driver._layer_merge(layer("s3"), HEAD, MERGE_COMMIT, lambda *_: None)
     assert driver.backing_chain(HEAD) == [HEAD, layer("s1")]
     assert reads(driver, HEAD, 4, 3) and reads(driver, HEAD, 3, 2)
 
@@ -201,7 +201,7 @@ def test_commit_into_head_repoints_a_reference_that_only_held_from_the_layer_dir
     # The crash state after the rename: s2's file, whose reference "s1.qcow2" is wrong from volume/.
     os.replace(driver.path(layer("s2")), driver.path(HEAD))
     assert backing_string(driver, HEAD) == "s1.qcow2"
-    driver.layer_merge(layer("s2"), HEAD, MERGE_COMMIT, lambda *_: None)
+    driver._layer_merge(layer("s2"), HEAD, MERGE_COMMIT, lambda *_: None)
     assert backing_string(driver, HEAD) == f"../snapshots/{V}/s1.qcow2"
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 2, 1) and reads(driver, HEAD, 3, 2)
 
@@ -210,7 +210,7 @@ def test_rebase_resumes_when_only_the_removal_was_left(driver):
     build_chain(driver)
     qemu_img("rebase", "-f", "qcow2", "-F", "qcow2", "-b", f"../snapshots/{V}/s1.qcow2", driver.path(HEAD))
     assert driver.exists(layer("s2"))
-    driver.layer_merge(layer("s2"), HEAD, MERGE_REBASE, lambda *_: None)
+    driver._layer_merge(layer("s2"), HEAD, MERGE_REBASE, lambda *_: None)
     assert not driver.exists(layer("s2"))
     assert reads(driver, HEAD, 2, 1)
 
@@ -224,9 +224,9 @@ def test_rebase_killed_midway_then_resumed_loses_nothing(driver):
     big.delete_image(layer("s2"))
     big.create_volume(HEAD, 512 * MiB)
     qemu_io(big.path(HEAD), "qcow2", *[f"write -P {i % 250 + 1} {i * 2 * MiB} {MiB}" for i in range(200)])
-    big.snapshot_freeze(HEAD, layer("s1"))
+    big._freeze(HEAD, layer("s1"))
     qemu_io(big.path(HEAD), "qcow2", *[f"write -P 251 {(i * 2 + 1) * MiB} {MiB}" for i in range(0, 200, 3)])
-    big.snapshot_freeze(HEAD, layer("s2"))
+    big._freeze(HEAD, layer("s2"))
     argv = ["qemu-img", "rebase", "-f", "qcow2", "-b", "", big.path(HEAD)]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.05)
@@ -235,7 +235,7 @@ def test_rebase_killed_midway_then_resumed_loses_nothing(driver):
     # Wherever it stopped, the head still reads what it read, and the merge finishes from there.
     assert big.backing_name(HEAD) in (layer("s2"), None)
     if big.backing_name(HEAD) == layer("s2"):
-        big.layer_merge(layer("s2"), HEAD, MERGE_REBASE, lambda *_: None)
+        big._layer_merge(layer("s2"), HEAD, MERGE_REBASE, lambda *_: None)
     for i in range(0, 200, 7):
         assert pattern_matches(big.path(HEAD), "qcow2", i * 2 * MiB, MiB, i % 250 + 1)
     for i in range(0, 200, 3):
@@ -245,7 +245,7 @@ def test_rebase_killed_midway_then_resumed_loses_nothing(driver):
 def test_merge_refuses_a_dependent_that_is_not_on_the_layer(driver):
     build_chain(driver)
     with pytest.raises(errors.StorageError):
-        driver.layer_merge(layer("s1"), HEAD, MERGE_REBASE, lambda *_: None)
+        driver._layer_merge(layer("s1"), HEAD, MERGE_REBASE, lambda *_: None)
     assert driver.backing_chain(HEAD) == [HEAD, layer("s2"), layer("s1")]
 
 
@@ -261,8 +261,8 @@ def test_chain_reader_refuses_protocol_backings(driver, tmp_path):
 
 def test_layer_remove_is_idempotent(driver):
     build_chain(driver)
-    driver.head_reset(HEAD, layer("s1"))
-    driver.layer_remove(layer("s2"))
-    driver.layer_remove(layer("s2"))
+    driver._head_reset(HEAD, layer("s1"))
+    driver._layer_remove(layer("s2"))
+    driver._layer_remove(layer("s2"))
     assert not driver.exists(layer("s2"))
     assert driver.backing_chain(HEAD) == [HEAD, layer("s1")]

@@ -311,7 +311,8 @@ def test_rename_and_unlink(tmp_path):
 
 
 def test_snapshot_rollback_and_linked_clone_work_with_the_bottom_of_the_chain_gone(tmp_path):
-    from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+    from volumes.drivers import SnapshotSource, SnapshotTree, TreeSnapshot
+    from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 
     root = tmp_path / "pool"
     root.mkdir()
@@ -319,19 +320,29 @@ def test_snapshot_rollback_and_linked_clone_work_with_the_bottom_of_the_chain_go
     head, v = "volume/v", "snapshots/v"
     driver.create_volume(head, 8 * MiB)
     qemu_io(driver.path(head), "qcow2", f"write -P 1 0 {1 * MiB}")
-    driver.snapshot_freeze(head, f"{v}/s1.qcow2")
+    driver.snapshot_create(head, f"{v}/s1.qcow2")
     qemu_io(driver.path(head), "qcow2", f"write -P 2 {1 * MiB} {2 * MiB}")
-    driver.snapshot_freeze(head, f"{v}/s2.qcow2")
+    driver.snapshot_create(head, f"{v}/s2.qcow2")
     # Anything that opened the chain down to s1 now fails.
     os.unlink(driver.path(f"{v}/s1.qcow2"))
-    driver.snapshot_freeze(head, f"{v}/s3.qcow2")
-    assert driver.allocated_bytes(f"{v}/s2.qcow2") == 2 * MiB
-    assert driver.allocated_bytes(f"{v}/s3.qcow2") == 0
-    assert driver.allocated_bytes(head) == 0
-    assert driver.backing_name(head) == f"{v}/s3.qcow2"
-    driver.head_reset(head, f"{v}/s2.qcow2")
-    assert driver.backing_name(head) == f"{v}/s2.qcow2"
-    clone = driver.linked_clone("volume/clone", driver.image_ref(f"{v}/s3.qcow2"))
+    assert driver.snapshot_create(head, f"{v}/s3.qcow2") == (0, 0)
+    assert driver.snapshot_usage(f"{v}/s2.qcow2") == 2 * MiB
+    assert driver.head_snapshot(head) == f"{v}/s3.qcow2"
+    tree = SnapshotTree(
+        volume=head,
+        snapshots=(
+            TreeSnapshot("s1", f"{v}/s1.qcow2", None),
+            TreeSnapshot("s2", f"{v}/s2.qcow2", "s1"),
+            TreeSnapshot("s3", f"{v}/s3.qcow2", "s2"),
+        ),
+        head_on="s3",
+    )
+    change = driver.snapshot_rollback(
+        head, "s2", tree, journal={}, progress=lambda *_: None, checkpoint=lambda: None
+    )
+    assert (change.gone, change.used) == ([], 0)
+    assert driver.head_snapshot(head) == f"{v}/s2.qcow2"
+    clone = driver.linked_clone("volume/clone", SnapshotSource(driver, head, f"{v}/s3.qcow2"))
     assert (clone.virtual_size, clone.allocated, driver.backing_name("volume/clone")) == (
         8 * MiB,
         0,

@@ -25,7 +25,8 @@ from tests.services.snapshot_support import (
     write_regions,
 )
 from volumes.choices import EventState, SnapshotStatus
-from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
+from volumes.drivers import SnapshotSource
+from volumes.drivers.qcow2.plan import MERGE_COMMIT, MERGE_REBASE
 from volumes.models import Snapshot, Volume, VolumeAttachment
 from volumes.services import snapshots as snaps
 from volumes.services.volumes import pool_driver, volume_create
@@ -211,7 +212,7 @@ def test_delete_the_snapshot_under_the_head_merges_the_cheaper_way(topology, hea
     assert m.delete("s1") is not None
     m.check()
     operation = Operation.objects.get(kind="snapshot.delete")
-    assert operation.params["strategies"] == {str(operation.target_uuid): strategy}
+    assert operation.params["journal"] == {str(operation.target_uuid): strategy}
     assert m.volume.current_snapshot.name == "base"
     assert layer_count(m) == 1
 
@@ -225,7 +226,7 @@ def test_a_layer_that_a_backup_names_is_never_written_by_a_merge(topology):
     m.delete("s1")
     m.check()
     operation = Operation.objects.get(kind="snapshot.delete")
-    assert operation.params["strategies"] == {str(operation.target_uuid): MERGE_REBASE}
+    assert operation.params["journal"] == {str(operation.target_uuid): MERGE_REBASE}
 
 
 @pytest.mark.parametrize("child_regions", [{"r3": 2}, {"r1": 2, "r2": 2, "r3": 2}])
@@ -385,7 +386,9 @@ def test_snapshot_of_a_linked_clone_keeps_its_origin_chain(topology):
         parent_snapshot=src.snapshot("origin"),
     )
     driver = src.driver
-    driver.head_reset(clone.image_name, src.snapshot("origin").layer_name)
+    driver.linked_clone(
+        clone.image_name, SnapshotSource(driver, src.volume.image_name, src.snapshot("origin").layer_name)
+    )
     m = Model.__new__(Model)
     m.volume, m.head, m.snaps = clone, list(src.head), {}
     m.write(r2=2)

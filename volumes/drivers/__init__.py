@@ -1,11 +1,27 @@
 """Storage drivers, looked up by a pool's `driver` name."""
 
-from volumes.drivers.base import ImageInfo, ImportSource, StorageDriver
-from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+from volumes.drivers.base import (
+    ImageInfo,
+    ImportSource,
+    SnapshotSource,
+    SnapshotTree,
+    StorageDriver,
+    TreeSnapshot,
+)
+from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 
 DRIVERS: dict[str, type[StorageDriver]] = {"qcow2-dir": Qcow2DirectoryDriver}
 
-__all__ = ["DRIVERS", "ImageInfo", "ImportSource", "StorageDriver", "get_driver"]
+__all__ = [
+    "DRIVERS",
+    "ImageInfo",
+    "ImportSource",
+    "SnapshotSource",
+    "SnapshotTree",
+    "StorageDriver",
+    "TreeSnapshot",
+    "get_driver",
+]
 
 
 def get_driver(driver_name: str, root: str) -> StorageDriver:

@@ -8,15 +8,18 @@ Every method is idempotent where the service may call it again after a crash.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 
 ProgressCallback = Callable[[float, int, int], None]
 """progress(percent 0-100, bytes_done, bytes_total)."""
 
-# How a layer is folded into the one image that reads it (see docs/snapshots.md).
-MERGE_REBASE = "rebase"  # safe rebase of the dependent onto the layer's backing: copies the layer's data
-MERGE_COMMIT = "commit"  # commit the dependent into the layer, which then takes the dependent's name
+Checkpoint = Callable[[], None]
+"""Called by a driver between storage steps; raises to stop the work there (the work is resumable)."""
+
+Journal = MutableMapping[str, str]
+"""Where a driver records a choice before acting on it; each assignment is persisted at once, and a
+re-call of the same operation (after a crash) gets the same journal back."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,62 @@ class ImageInfo:
     virtual_size: int
     allocated: int
     backing: str | None = None
+
+
+@dataclass(frozen=True)
+class TreeSnapshot:
+    """One snapshot of a volume as the service describes it to a driver: ids and readers, no ORM."""
+
+    id: str  # the snapshot's UUID
+    name: str  # its storage name, from `snapshot_name` (Snapshot.layer_name)
+    parent: str | None  # the id of the snapshot it was taken on, None for a root
+    hidden: bool = False  # deleted by the caller, data kept for its readers
+    clones: int = 0  # live linked clones reading it
+    pinned: bool = False  # a backup names it: its data must never be rewritten
+    label: str = ""  # the caller's name for it, for messages
+
+
+@dataclass(frozen=True)
+class SnapshotTree:
+    """A volume's snapshots (hidden ones too) and the snapshot its head was last taken on."""
+
+    volume: str  # the volume's image name
+    snapshots: tuple[TreeSnapshot, ...]
+    head_on: str | None
+
+    def get(self, snapshot_id: str) -> TreeSnapshot | None:
+        return next((s for s in self.snapshots if s.id == snapshot_id), None)
+
+
+@dataclass
+class TreeChange:
+    """What a tree operation did, for the service to record: which snapshots' data is gone, in order."""
+
+    gone: list[str] = field(default_factory=list)  # ids, in the order their data went
+    kept: bool = False  # the target's data must stay (readers): the service records it hidden
+    damaged: list[str] = field(default_factory=list)  # ids whose data no longer holds their own content
+    sizes: dict[str, int] = field(default_factory=dict)  # id -> bytes its data occupies now
+    used: int = 0  # bytes the volume's head occupies now
+    how: dict[str, str] = field(default_factory=dict)  # id -> how its data went (for the audit trail)
+    stopped: str = ""  # why a best-effort part (collecting retained snapshots) stopped, if it did
+
+
+@dataclass(frozen=True)
+class SnapshotSource:
+    """A snapshot to clone from: the driver of its pool, its volume's image name and its storage name."""
+
+    driver: StorageDriver
+    volume: str
+    snapshot: str
+
+
+@dataclass
+class FlattenResult:
+    """What a flatten left: whether the volume is independent now, and the sizes that changed."""
+
+    independent: bool
+    sizes: dict[str, int] = field(default_factory=dict)  # snapshot storage name -> bytes
+    used: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,13 +139,8 @@ class StorageDriver(abc.ABC):
     def access_path(self, mount_path: str, name: str) -> str:
         """Where a host that mounts the pool at `mount_path` opens the image."""
 
-    # -- snapshot layers (external qcow2 snapshots) --------------------------------------------------
-    # Each method is resumable: after a crash at any point, calling it again with the same
-    # arguments finishes the work (or raises StorageError when the files are in no state it made).
-
-    @abc.abstractmethod
-    def backing_name(self, name: str) -> str | None:
-        """The image `name` is an overlay on: a name in this pool, an absolute path outside it, or None."""
+    # -- layer inspection: backups and usage refresh still read these; the export/usage side of the
+    # interface replaces them.
 
     @abc.abstractmethod
     def backing_chain(self, name: str) -> list[str]:
@@ -96,56 +150,133 @@ class StorageDriver(abc.ABC):
     def allocated_bytes(self, name: str) -> int:
         """Bytes of data allocated in this one layer (not counting its backing chain)."""
 
-    @abc.abstractmethod
-    def snapshot_freeze(self, head: str, layer: str) -> None:
-        """Turn the active image `head` into the read-only `layer`; publish an empty overlay on it as head."""
+    # -- content by pattern (tests and demos: the conformance suite reads every image through these)
 
     @abc.abstractmethod
-    def snapshot_unfreeze(self, head: str, layer: str) -> None:
-        """Undo an unfinished or unwanted freeze: `layer` becomes `head` again (the overlay holds no data)."""
+    def write_pattern(self, name: str, chunks: list[tuple[int, int, int]]) -> None:
+        """Write (offset, length, byte) chunks into the volume `name` as a guest would."""
 
     @abc.abstractmethod
-    def head_reset(self, head: str, layer: str) -> None:
-        """Replace `head` by an empty overlay on `layer`; what the old head held is discarded (rollback)."""
+    def read_matches(self, name: str, offset: int, length: int, byte: int) -> bool:
+        """Whether the guest-visible bytes of the volume or snapshot `name` at [offset, offset+length)
+        all equal `byte`."""
+
+    # -- snapshot trees (docs/snapshots.md) -----------------------------------------------------
+    # Domain terms that fit a file-chain store (qcow2 layers) and an object-snapshot store (RBD
+    # snapshots) alike. `volume` is a volume's image name, `snapshot` a storage name from
+    # `snapshot_name`; a tree names snapshots by id. Each method is resumable: called again with the
+    # same arguments (and journal) after a crash at any point, it finishes the work, or raises
+    # StorageError when storage is in no state it made. How data is kept, merged or hidden is the
+    # driver's own business; the service records what the returned TreeChange says.
 
     @abc.abstractmethod
-    def layer_merge(self, layer: str, dependent: str, strategy: str, progress: ProgressCallback) -> None:
-        """Fold `layer` into `dependent`, the only image that reads it, then remove `layer`.
-
-        `strategy` is MERGE_REBASE or MERGE_COMMIT; the dependent's guest-visible content never changes,
-        at any point of the work.
-        """
+    def snapshot_name(self, volume: str, snapshot_id: str) -> str:
+        """The storage name of a new snapshot of `volume` (pure: nothing is created)."""
 
     @abc.abstractmethod
-    def layer_remove(self, layer: str) -> None:
-        """Remove a layer that no image reads."""
-
-    # -- clones (docs/clones.md) ---------------------------------------------------------------------
-    # A clone's base or source may live in another pool: it is passed as a reference from
-    # `image_ref` of that pool's driver (a driver of the same kind), never as a bare name.
+    def snapshot_create(self, volume: str, snapshot: str) -> tuple[int, int]:
+        """Freeze the volume's content as `snapshot`; return (snapshot bytes, head bytes)."""
 
     @abc.abstractmethod
-    def image_ref(self, name: str) -> str:
-        """A reference to image `name` that a driver of the same kind in another pool can read or sit on."""
+    def snapshot_create_undo(self, volume: str, snapshot: str) -> None:
+        """Undo an unfinished or unwanted create: the volume's content is what it was before."""
 
     @abc.abstractmethod
-    def linked_clone(self, name: str, base_ref: str) -> ImageInfo:
-        """Publish `name` as an empty overlay on `base_ref` in constant time (kept if it is one already)."""
+    def head_snapshot(self, volume: str) -> str | None:
+        """The storage name of the snapshot the volume's head now reads from (None: none of its own)."""
 
     @abc.abstractmethod
-    def copy_needs(self, source_ref: str) -> int:
-        """Bytes an independent copy of `source_ref`'s guest-visible content needs in this pool."""
+    def snapshot_usage(self, snapshot: str) -> int:
+        """Bytes `snapshot` occupies on its own: what changed between it and the one it was taken on."""
+
+    @abc.abstractmethod
+    def volume_usage(self, volume: str) -> int:
+        """Bytes the volume's head occupies: what changed since its last snapshot."""
+
+    @abc.abstractmethod
+    def snapshot_delete_keeps(self, tree: SnapshotTree, snapshot_id: str) -> bool:
+        """Whether deleting the snapshot now must keep its data (pure: the service then hides it)."""
+
+    @abc.abstractmethod
+    def snapshot_delete(
+        self,
+        volume: str,
+        snapshot_id: str,
+        tree: SnapshotTree,
+        *,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> TreeChange:
+        """Delete the snapshot's data (then collect retained ones it freed); the volume's content and
+        every other snapshot's stay the same. `kept`: its data must stay (nothing was done; the service
+        records it hidden, as `snapshot_delete_keeps` predicts). Raises when its data could not go."""
+
+    @abc.abstractmethod
+    def snapshot_rollback(
+        self,
+        volume: str,
+        snapshot_id: str,
+        tree: SnapshotTree,
+        *,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> TreeChange:
+        """Make the volume's content the snapshot's (what the head held is discarded), then collect
+        retained snapshots it freed. `tree` is the tree before the rollback."""
+
+    @abc.abstractmethod
+    def collect_retained(
+        self,
+        volume: str,
+        tree: SnapshotTree,
+        *,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> TreeChange:
+        """Remove the data of hidden snapshots nothing needs any more (best effort: see `stopped`)."""
+
+    @abc.abstractmethod
+    def tree_recover(
+        self, volume: str, tree: SnapshotTree, *, journal: Journal, deleting: str | None = None
+    ) -> TreeChange:
+        """After a failed delete (of `deleting`) or rollback: finish the steps that copy nothing and say
+        which snapshots' data is gone or damaged. `tree` is the tree the operation started from, with
+        the head where it is now."""
+
+    # -- clones (docs/clones.md) ---------------------------------------------------------------
+    # A clone's source may live in another pool: it is passed as a SnapshotSource carrying that
+    # pool's driver (of the same kind: `can_link_from`).
+
+    @abc.abstractmethod
+    def can_link_from(self, source: StorageDriver) -> bool:
+        """Whether a linked clone in this pool can read snapshots of `source`'s pool at all."""
+
+    @abc.abstractmethod
+    def link_reachable(self, source: StorageDriver, source_mount: str, mount: str) -> bool:
+        """Whether a host mounting `source`'s pool at `source_mount` and this pool at `mount` reads a
+        linked clone here the way the workers do."""
+
+    @abc.abstractmethod
+    def linked_clone(self, name: str, source: SnapshotSource) -> ImageInfo:
+        """Publish the volume `name` reading `source` in constant time (kept if it is one already)."""
+
+    @abc.abstractmethod
+    def copy_needs(self, source: SnapshotSource) -> int:
+        """Bytes an independent copy of the snapshot's content needs in this pool."""
 
     @abc.abstractmethod
     def free_bytes(self) -> int:
         """Bytes free for new images in this pool now."""
 
     @abc.abstractmethod
-    def flat_copy(self, source_ref: str, name: str, tag: str, progress: ProgressCallback) -> str:
-        """Copy `source_ref`'s guest-visible content (its whole chain) into a new partial image for `name`.
+    def full_clone(self, source: SnapshotSource, name: str, tag: str, progress: ProgressCallback) -> str:
+        """Copy the snapshot's content into a new partial image for `name`; return the partial's name.
 
-        Returns the partial's name. Nothing looks usable until `publish_partial`; `tag` keeps the
-        partials of two attempts apart, so an attempt can never publish another one's file.
+        Nothing looks usable until `publish_partial`; `tag` keeps the partials of two attempts apart,
+        so an attempt can never publish another one's.
         """
 
     @abc.abstractmethod
@@ -155,3 +286,24 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     def discard_partials(self, name: str) -> int:
         """Remove every partial image of `name` (of any attempt); return how many were removed."""
+
+    @abc.abstractmethod
+    def flatten_needs(self, volume: str, tree: SnapshotTree) -> int:
+        """Bytes a flatten of the linked clone `volume` needs in this pool."""
+
+    @abc.abstractmethod
+    def flatten(
+        self,
+        volume: str,
+        tree: SnapshotTree,
+        *,
+        tag: str,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> FlattenResult:
+        """Make the linked clone `volume` (and its snapshots) read nothing outside it; its content and
+        its snapshots' stay the same. `checkpoint` runs before each publish."""
+
+    @abc.abstractmethod
+    def flatten_recover(self, volume: str, tree: SnapshotTree) -> FlattenResult:
+        """After a failed flatten: discard partial copies and say what the volume reads now."""

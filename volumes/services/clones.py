@@ -1,13 +1,12 @@
 """Clones of a snapshot into a new volume, the flatten that makes a linked clone independent, and the
 reads behind `clone` and `clone/progress` (docs/clones.md).
 
-- A linked clone is an empty overlay whose backing is the snapshot's layer: constant time at any size.
-  It names the layer relative to its own directory, also in another pool when every host that mounts
-  the destination pool mounts the source pool at the same relative position (`PoolMount` rows).
-- A full clone is an independent copy of the snapshot's guest-visible content (`qemu-img convert`
-  of the chain up to it) into any pool, for any tenant, with progress parsed from qemu-img.
-- A flatten copies a linked clone's oldest layer together with everything under it into a new file
-  that replaces the layer, so the clone no longer reads the source's snapshot.
+- A linked clone reads the snapshot in constant time at any size (the directory driver: an empty
+  overlay on the snapshot's layer). Into another pool only when the driver says every host that
+  mounts the destination pool reaches the source pool the way the workers do (`PoolMount` rows).
+- A full clone is an independent copy of the snapshot's content into any pool, for any tenant, with
+  progress.
+- A flatten makes a linked clone independent of the source's snapshot.
 
 Services validate everything, reserve the volume (`volume_reserve`, state cloning) or move it to
 flattening, and queue the operation; the handlers below run from tasks and start by looking at the
@@ -19,7 +18,6 @@ makes the volume available.
 
 from __future__ import annotations
 
-import posixpath
 import uuid as uuid_lib
 
 from django.db import transaction
@@ -31,7 +29,7 @@ from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
 from sharestore.core.services.state import audit, transition
 from volumes.choices import LIVE_STATES, EventState
-from volumes.drivers import StorageDriver
+from volumes.drivers import SnapshotSource, StorageDriver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from volumes.services.snapshot_rules import (
     chain_depth,
@@ -40,6 +38,7 @@ from volumes.services.snapshot_rules import (
     require_snapshot_readable,
     snapshot_readable,
 )
+from volumes.services.snapshot_tree import checkpoint_for, load_tree
 from volumes.services.volumes import (
     pool_driver,
     start_operation,
@@ -113,12 +112,11 @@ def clone_progress(operation: Operation) -> float:
 
 
 def check_linked_placement(*, source: Volume, source_pool: Pool, pool: Pool) -> None:
-    """Refuse a linked clone in `pool` on a layer in `source_pool` unless every host can follow the link.
+    """Refuse a linked clone in `pool` of a snapshot in `source_pool` unless every host can follow the link.
 
-    The overlay names its base by a path relative to its own directory, computed from the pools'
-    paths on the workers. A host opens it through its own mounts, so every host that mounts `pool`
-    must also mount `source_pool`, and the relative path from one mount to the other must be the
-    workers' (both pools under one parent, for instance).
+    Every host that mounts `pool` must also mount `source_pool`, and reach it from there the way the
+    workers do: the driver of `pool` decides (the directory driver: the same relative path from one
+    mount to the other).
     """
     if source_pool.pk == pool.pk:
         return
@@ -128,7 +126,8 @@ def check_linked_placement(*, source: Volume, source_pool: Pool, pool: Pool) -> 
             source=source.uuid, pool=pool.name, reason=reason, reason_cn=reason_cn
         )
 
-    if source_pool.driver != pool.driver:
+    driver, source_driver = pool_driver(pool), pool_driver(source_pool)
+    if source_pool.driver != pool.driver or not driver.can_link_from(source_driver):
         refuse(
             f"pool {source_pool.name} uses the {source_pool.driver} driver, pool {pool.name} {pool.driver}",
             f"存储池 {source_pool.name} 与 {pool.name} 的驱动不同",
@@ -142,16 +141,14 @@ def check_linked_placement(*, source: Volume, source_pool: Pool, pool: Pool) -> 
             f"host(s) {hosts} mount pool {pool.name} but not pool {source_pool.name} (the snapshot's layer)",
             f"主机 {hosts} 挂载了存储池 {pool.name}，但未挂载快照层所在的存储池 {source_pool.name}",
         )
-    expected = posixpath.relpath(posixpath.normpath(source_pool.path), posixpath.normpath(pool.path))
     for mount in mounts:
         source_mount = source_mounts[mount.host_id].mount_path
-        found = posixpath.relpath(posixpath.normpath(source_mount), posixpath.normpath(mount.mount_path))
-        if found != expected:
+        if not driver.link_reachable(source_driver, source_mount, mount.mount_path):
             refuse(
                 f"host {mount.host.uuid} mounts pool {source_pool.name} at {source_mount} and pool "
-                f"{pool.name} at {mount.mount_path}: {found!r} from one to the other, where the workers "
-                f"have {expected!r}",
-                f"主机 {mount.host.uuid} 上两个存储池的相对位置（{found!r}）与工作节点上（{expected!r}）不同",
+                f"{pool.name} at {mount.mount_path}: a linked clone there would not reach the snapshot "
+                f"the way the workers do",
+                f"主机 {mount.host.uuid} 上两个存储池的相对位置与工作节点上不同",
             )
 
 
@@ -220,7 +217,7 @@ def clone_create(
             )
         driver = pool_driver(pool)
         driver.check_available()
-        needed = driver.copy_needs(pool_driver(source.pool).image_ref(snapshot.layer_name))
+        needed = driver.copy_needs(_source(snapshot))
         _check_space(driver, pool, needed)
     return _clone_reserve(
         actor=actor,
@@ -298,6 +295,14 @@ def _clone_reserve(
     return volume
 
 
+def _source(snapshot: Snapshot) -> SnapshotSource:
+    """What a driver needs to read `snapshot`: its pool's driver, its volume's image and its own name."""
+    volume = snapshot.volume
+    return SnapshotSource(
+        driver=pool_driver(volume.pool), volume=volume.image_name, snapshot=snapshot.layer_name
+    )
+
+
 def _target(operation: Operation, state: EventState, action: str) -> tuple[Volume, StorageDriver]:
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
     if volume.state != state:
@@ -325,14 +330,14 @@ def _copy_into(
     reporter: Reporter,
     driver: StorageDriver,
     pool: Pool,
-    source_ref: str,
+    source: SnapshotSource,
     name: str,
     *,
     first: int = 0,
     total: int = 1,
     measured: int = 0,
 ) -> None:
-    """Copy `source_ref`'s content into a partial of `name`, then publish it while this worker still holds
+    """Copy the snapshot's content into a partial of `name`, then publish it while this worker still holds
     the operation's lease. Progress: this copy's share of `total` copies, within COPY_SHARE.
 
     `measured`: what the request measured for this copy. The source's layers are frozen, so only the
@@ -341,7 +346,7 @@ def _copy_into(
     reporter.phase("measuring")
     # A dead attempt's partial: ours now (the lease is), and it must not count against free space.
     driver.discard_partials(name)
-    needed = measured or driver.copy_needs(source_ref)
+    needed = measured or driver.copy_needs(source)
     _check_space(driver, pool, needed)
     reporter.phase("copying" if total == 1 else f"copying {first + 1} of {total}")
 
@@ -350,7 +355,7 @@ def _copy_into(
         reporter.progress(share * COPY_SHARE, int(needed * percent / 100.0), needed)
 
     tag = f"a{operation.attempts}-{uuid_lib.uuid4().hex[:8]}"
-    partial = driver.flat_copy(source_ref, name, tag, progress)
+    partial = driver.full_clone(source, name, tag, progress)
     reporter.heartbeat()
     if reporter.lost:
         # The sweeper gave the operation to another worker, whose own copy goes on: leave it alone.
@@ -364,8 +369,8 @@ def _copy_into(
 def _clone_linked_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _target(operation, EventState.CLONING, "clone")
     snapshot = Snapshot.objects.select_related("volume__pool").get(pk=volume.parent_snapshot_id)
-    reporter.phase("creating the overlay")
-    driver.linked_clone(volume.image_name, pool_driver(snapshot.volume.pool).image_ref(snapshot.layer_name))
+    reporter.phase("linking")
+    driver.linked_clone(volume.image_name, _source(snapshot))
     operation.params["used"] = _check_image(volume, driver, independent=False)
 
 
@@ -382,13 +387,12 @@ def _clone_full_run(operation: Operation, reporter: Reporter) -> None:
                 state="gone" if snapshot is None else f"{snapshot.status} ({snapshot.get_status_display()})",
                 action="clone",
             )
-        source_ref = pool_driver(snapshot.volume.pool).image_ref(snapshot.layer_name)
         _copy_into(
             operation,
             reporter,
             driver,
             volume.pool,
-            source_ref,
+            _source(snapshot),
             volume.image_name,
             measured=operation.bytes_total,
         )
@@ -424,19 +428,6 @@ CLONE_FULL_HANDLER = OperationHandler(run=_clone_full_run, succeed=_clone_succee
 # -- flatten -------------------------------------------------------------------------------------
 
 
-def root_layers(volume: Volume) -> list[str]:
-    """The volume's own images that sit directly on another volume's layer: its oldest snapshot layer, or
-    the head when no snapshot of its own is under it."""
-    names = list(
-        Snapshot.objects.filter(volume=volume, parent__isnull=True)
-        .order_by("created", "id")
-        .values_list("layer_name", flat=True)
-    )
-    if volume.current_snapshot_id is None:
-        names.append(volume.image_name)
-    return names
-
-
 def _refuse_if_attached(volume: Volume) -> None:
     vms = [str(vm) for vm in volume.attachments.values_list("vm_uuid", flat=True)]
     if vms:
@@ -464,7 +455,7 @@ def volume_flatten(*, actor: str, volume: Volume) -> Operation:
     _refuse_if_attached(volume)
     driver = pool_driver(volume.pool)
     driver.check_available()
-    needed = sum(driver.copy_needs(driver.image_ref(name)) for name in root_layers(volume))
+    needed = driver.flatten_needs(volume.image_name, load_tree(volume))
     _check_space(driver, volume.pool, needed)
     return _flatten_begin(actor=actor, volume=volume, needed=needed)
 
@@ -492,45 +483,38 @@ def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
 
 def _flatten_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _target(operation, EventState.FLATTENING, "flatten")
-    names = root_layers(volume)
-    for index, name in enumerate(names):
-        if driver.backing_name(name) is None:
-            continue  # replaced by an earlier attempt
-        _copy_into(
-            operation,
-            reporter,
-            driver,
-            volume.pool,
-            driver.image_ref(name),
-            name,
-            first=index,
-            total=len(names),
-        )
+    tree = load_tree(volume)
     reporter.phase("measuring")
-    _measure_flattened(operation, driver, volume, names)
+    _check_space(driver, volume.pool, driver.flatten_needs(volume.image_name, tree))
+    reporter.phase("copying")
+    lost = checkpoint_for(reporter)
+
+    def checkpoint() -> None:
+        reporter.heartbeat()
+        lost()
+
+    def progress(percent: float, _done: int = 0, _total: int = 0) -> None:
+        reporter.progress(percent / 100.0 * COPY_SHARE)
+
+    tag = f"a{operation.attempts}-{uuid_lib.uuid4().hex[:8]}"
+    result = driver.flatten(volume.image_name, tree, tag=tag, progress=progress, checkpoint=checkpoint)
+    _keep_flattened(operation, volume, result)
 
 
-def _measure_flattened(operation: Operation, driver: StorageDriver, volume: Volume, names: list[str]) -> None:
-    sizes = {}
-    for snapshot_uuid, layer in Snapshot.objects.filter(volume=volume, layer_name__in=names).values_list(
-        "uuid", "layer_name"
-    ):
-        sizes[str(snapshot_uuid)] = driver.allocated_bytes(layer)
-    operation.params["sizes"] = sizes
-    operation.params["used"] = driver.allocated_bytes(volume.image_name)
-    operation.params["independent"] = all(
-        driver.backing_name(name) is None for name in names if driver.exists(name)
-    )
+def _keep_flattened(operation: Operation, volume: Volume, result) -> None:
+    names = dict(Snapshot.objects.filter(volume=volume).values_list("layer_name", "uuid"))
+    operation.params["sizes"] = {
+        str(names[name]): size for name, size in result.sizes.items() if name in names
+    }
+    operation.params["used"] = result.used
+    operation.params["independent"] = result.independent
 
 
 def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> None:
     volume, driver = _target(operation, EventState.FLATTENING, "flatten")
-    names = root_layers(volume)
     if error is not None:
-        for name in names:
-            driver.discard_partials(name)
-        # What the files show decides: a copy already published made the clone independent.
-        _measure_flattened(operation, driver, volume, names)
+        # What storage shows decides: a copy already published made the clone independent.
+        _keep_flattened(operation, volume, driver.flatten_recover(volume.image_name, load_tree(volume)))
     for snapshot_uuid, size in operation.params.get("sizes", {}).items():
         Snapshot.objects.filter(uuid=snapshot_uuid).update(size=size)
     extra = {"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)}

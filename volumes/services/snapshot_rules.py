@@ -11,10 +11,10 @@ from sharestore import errors
 from volumes import selectors
 from volumes.choices import SnapshotStatus
 from volumes.models import Snapshot, Volume
-from volumes.services.snapshot_plan import HEAD
-from volumes.services.volumes import validate_name
+from volumes.services.volumes import pool_driver, validate_name
 
 DEFAULT_MAX_CHAIN_DEPTH = 32
+HEAD = "head"  # the tree's pseudo-node for the active layer in the API; no snapshot may take this name
 
 
 def max_chain_depth() -> int:
@@ -23,7 +23,8 @@ def max_chain_depth() -> int:
 
 
 def snapshot_layer_name(volume: Volume, snapshot_uuid) -> str:
-    return f"snapshots/{volume.uuid}/{snapshot_uuid}.qcow2"
+    """The storage name the volume's driver gives a new snapshot (kept in Snapshot.layer_name)."""
+    return pool_driver(volume.pool).snapshot_name(volume.image_name, str(snapshot_uuid))
 
 
 # -- validation ----------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Writes on the snapshot tree: create, delete (merge or hide) and rollback, and the tasks' handlers.
 
-A snapshot is an external qcow2 layer (docs/snapshots.md). Services lock the volume, validate
-everything, then move the volume into a transitional state (snapshotting, merging, rolling back)
-and queue an operation; the handlers below do the storage work from a task and resume from
-whatever the files show when a task is delivered again.
+Services lock the volume, validate everything, then move the volume into a transitional state
+(snapshotting, merging, rolling back) and queue an operation; the handlers below call the pool's
+driver from a task (its tree methods resume from whatever storage shows when a task is delivered
+again) and record what it answers (docs/snapshots.md).
 
-Which layer is merged, removed or hidden is decided by the pure planner
-(`volumes.services.snapshot_plan`); `volumes.services.snapshot_merge` runs a plan on disk and settles
-it in the database; the rules requests and tasks share live in `volumes.services.snapshot_rules`.
+How a snapshot's data is kept, merged or hidden is the driver's business (for the directory driver:
+`volumes/drivers/qcow2/tree.py` and its planner `plan.py`); `volumes.services.snapshot_tree` describes
+the tree to it and records its answer; the rules requests and tasks share live in
+`volumes.services.snapshot_rules`.
 """
 
 from __future__ import annotations
@@ -28,17 +29,7 @@ from sharestore.core.services.state import OperationContext, audit, transition
 from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
-from volumes.drivers.base import MERGE_COMMIT
 from volumes.models import Snapshot, Volume
-from volumes.services.snapshot_merge import (
-    collect_hidden_best_effort,
-    execute_steps,
-    load_tree,
-    measure_layers,
-    settle_steps,
-    write_sizes,
-)
-from volumes.services.snapshot_plan import HEAD, NotMergeable, Plan, must_hide, plan_delete, plan_rollback
 from volumes.services.snapshot_rules import (
     check_can_snapshot,
     refuse_if_attached,
@@ -53,6 +44,15 @@ from volumes.services.volumes import (
     validate_desc,
     volume_lock,
     volume_snap_length,
+)
+from volumes.services.snapshot_tree import (
+    OperationJournal,
+    checkpoint_for,
+    keep_change,
+    load_tree,
+    progress_for,
+    settle_change,
+    write_sizes,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,11 +128,10 @@ def _snapshot_create_run(operation: Operation, reporter: Reporter) -> None:
     snapshot = Snapshot.objects.get(uuid=operation.params["snapshot"])
     _require(volume, "state", EventState.SNAPSHOTTING, kind="volume", action="snapshot.create")
     _require(snapshot, "status", SnapshotStatus.CREATING, kind="snapshot", action="snapshot.create")
-    reporter.phase("freezing the active layer")
-    driver.snapshot_freeze(volume.image_name, snapshot.layer_name)
-    reporter.phase("measuring")
-    operation.params["sizes"] = {str(snapshot.uuid): driver.allocated_bytes(snapshot.layer_name)}
-    operation.params["used"] = driver.allocated_bytes(volume.image_name)
+    reporter.phase("taking the snapshot")
+    size, used = driver.snapshot_create(volume.image_name, snapshot.layer_name)
+    operation.params["sizes"] = {str(snapshot.uuid): size}
+    operation.params["used"] = used
 
 
 def _snapshot_frozen(snapshot: Snapshot, operation: Operation) -> None:
@@ -195,8 +194,8 @@ def _snapshot_create_fail(operation: Operation, error: errors.ServiceError) -> N
         uuid=operation.params["snapshot"], status=SnapshotStatus.CREATING
     ).first()
     if snapshot is not None:
-        # Back to the state before the request: the frozen layer becomes the head again.
-        driver.snapshot_unfreeze(volume.image_name, snapshot.layer_name)
+        # Back to the state before the request.
+        driver.snapshot_create_undo(volume.image_name, snapshot.layer_name)
         _discard_snapshot_row(snapshot, operation, error, "snapshot.create.fail")
     transition(
         volume,
@@ -222,11 +221,11 @@ DELETABLE_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR]
 def snapshot_delete(
     *, actor: str, volume: Volume, snapshot: Snapshot, name: str | None = None
 ) -> Operation | None:
-    """Delete a snapshot: merge its layer away, or hide it while two or more layers still read it.
+    """Delete a snapshot: its data goes, or it is hidden while the driver must keep its data.
 
-    Returns the merge operation, or None when the snapshot was hidden (no storage work: the layer
-    is kept, still counted in SnapLength, and merged by a later delete or rollback once one
-    dependent or none is left).
+    Returns the delete operation, or None when the snapshot was hidden (no storage work: the data is
+    kept, still counted in SnapLength, and collected by a later delete or rollback once nothing needs
+    it; for the directory driver: while two or more layers read its layer).
     """
     if name is not None and name != snapshot.name:
         raise errors.SnapshotNameMismatch(given=name, uuid=snapshot.uuid)
@@ -251,9 +250,7 @@ def snapshot_delete(
         raise errors.SnapshotHasDependents(
             uuid=snapshot.uuid, name=snapshot.name, dependents="; ".join(parts)
         )
-    tree = load_tree(volume)
-    if must_hide(tree, snapshot.pk):
-        names = [HEAD if d == HEAD else tree.nodes[d].name for d in tree.dependents(snapshot.pk)]
+    if pool_driver(volume.pool).snapshot_delete_keeps(load_tree(volume), str(snapshot.uuid)):
         transition(
             snapshot,
             field="status",
@@ -263,7 +260,7 @@ def snapshot_delete(
             actor=actor,
             object_type="snapshot",
             volume_id=volume.pk,
-            message=f"{snapshot.name!r} hidden: its layer is kept for its dependents {', '.join(names)}",
+            message=f"{snapshot.name!r} hidden: its data is kept for what still reads it",
         )
         return None
     refuse_if_read(volume, action="deleting this snapshot")
@@ -290,48 +287,61 @@ def snapshot_delete(
     )
 
 
-def _delete_plan(volume: Volume, snapshot_uuid: str) -> Plan:
-    try:
-        return plan_delete(load_tree(volume), snapshot_uuid)
-    except NotMergeable:
-        raise errors.StateConflict(
-            kind="snapshot", uuid=snapshot_uuid, state="read by several layers", action="merge"
-        ) from None
-
-
 def _snapshot_delete_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _handler_context(operation)
     _require(volume, "state", EventState.MERGING, kind="volume", action="snapshot.delete")
-    plan = _delete_plan(volume, operation.params["snapshot"])
-    tree, steps, planned = plan.before, plan.steps, plan.after
-    if steps:
-        execute_steps(operation, reporter, driver, volume, tree, steps[:1], first=0, total=len(steps))
-        collect_hidden_best_effort(operation, reporter, driver, volume, tree, steps[1:], first=1, total=len(steps))
-    reporter.phase("measuring")
-    measure_layers(operation, driver, volume, planned, [])
+    reporter.phase("deleting the snapshot's data")
+    change = driver.snapshot_delete(
+        volume.image_name,
+        operation.params["snapshot"],
+        load_tree(volume),
+        journal=OperationJournal(operation),
+        progress=progress_for(reporter),
+        checkpoint=checkpoint_for(reporter),
+    )
+    keep_change(operation, volume, change)
 
 
 def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | None) -> None:
     volume, driver = _handler_context(operation)
-    plan = _delete_plan(volume, operation.params["snapshot"])
-    tree, steps, planned = plan.before, plan.steps, plan.after
     if error is not None:
-        measure_layers(operation, driver, volume, planned, [])
+        # What storage shows decides; steps that copy nothing are finished first.
+        change = driver.tree_recover(
+            volume.image_name,
+            load_tree(volume),
+            journal=OperationJournal(operation),
+            deleting=operation.params["snapshot"],
+        )
+        keep_change(operation, volume, change)
     write_sizes(operation)
-    settle_steps(operation, driver, volume, tree, steps, finish=error is not None)
+    settle_change(operation, volume, operation.params.get("change", {}))
     snapshot = Snapshot.objects.filter(
         uuid=operation.params["snapshot"], status=SnapshotStatus.DELETING
     ).first()
-    if snapshot is not None:
-        # Its own step did not happen. A rebase never writes the layer: it is intact. A commit may
-        # have written the dependent's clusters into it: it still backs the dependent correctly but
-        # no longer holds its own content alone, so it is marked error (delete it again).
-        committed = operation.params.get("strategies", {}).get(str(snapshot.uuid)) == MERGE_COMMIT
+    if snapshot is not None and error is None and operation.params.get("change", {}).get("kept"):
+        # The driver must keep its data after all: what the request would have done.
         transition(
             snapshot,
             field="status",
             allowed=[SnapshotStatus.DELETING],
-            to=SnapshotStatus.ERROR if committed else SnapshotStatus.AVAILABLE,
+            to=SnapshotStatus.HIDDEN,
+            action="snapshot.delete.hide",
+            actor=operation.requested_by,
+            object_type="snapshot",
+            volume_id=volume.pk,
+            operation_id=operation.pk,
+            message=f"{snapshot.name!r} hidden: its data is kept for what still reads it",
+        )
+    elif snapshot is not None:
+        # Its data did not go. The driver says whether it still holds the snapshot's own content
+        # (the directory driver's commit may have written into it: then it is marked error, still a
+        # correct base for what reads it; delete it again).
+        damaged = str(snapshot.uuid) in operation.params.get("change", {}).get("damaged", [])
+        transition(
+            snapshot,
+            field="status",
+            allowed=[SnapshotStatus.DELETING],
+            to=SnapshotStatus.ERROR if damaged else SnapshotStatus.AVAILABLE,
             action="snapshot.delete.fail",
             actor=operation.requested_by,
             object_type="snapshot",
@@ -428,10 +438,6 @@ def snapshot_rollback(
     return operation, first
 
 
-def _rollback_plan(volume: Volume, target_id: int) -> Plan:
-    return plan_rollback(load_tree(volume), target_id)
-
-
 def _rollback_rows(operation: Operation) -> tuple[Snapshot, Snapshot | None]:
     target = Snapshot.objects.get(uuid=operation.params["snapshot"])
     first_uuid = operation.params.get("first")
@@ -447,17 +453,22 @@ def _snapshot_rollback_run(operation: Operation, reporter: Reporter) -> None:
     head = volume.image_name
     if first is not None:
         _require(first, "status", SnapshotStatus.CREATING, kind="snapshot", action="snapshot.create")
-        # Both files present means the freeze finished (and maybe the reset too): do not redo it.
+        # Both present means the create finished (and maybe the rollback too): do not redo it.
         if not (driver.exists(first.layer_name) and driver.exists(head)):
             reporter.phase("snapshotting the current state")
-            driver.snapshot_freeze(head, first.layer_name)
-    reporter.phase("replacing the active layer")
-    driver.head_reset(head, target.layer_name)
-    plan = _rollback_plan(volume, target.pk)
-    tree, steps, planned = plan.before, plan.steps, plan.after
-    collect_hidden_best_effort(operation, reporter, driver, volume, tree, steps, first=0, total=max(len(steps), 1))
-    reporter.phase("measuring")
-    measure_layers(operation, driver, volume, planned, [first.pk] if first else [])
+            driver.snapshot_create(head, first.layer_name)
+    reporter.phase("rolling back")
+    change = driver.snapshot_rollback(
+        head,
+        str(target.uuid),
+        load_tree(volume),
+        journal=OperationJournal(operation),
+        progress=progress_for(reporter),
+        checkpoint=checkpoint_for(reporter),
+    )
+    if first is not None:
+        change.sizes[str(first.uuid)] = driver.snapshot_usage(first.layer_name)
+    keep_change(operation, volume, change)
 
 
 def _snapshot_rollback_finish(operation: Operation, error: errors.ServiceError | None) -> None:
@@ -465,21 +476,17 @@ def _snapshot_rollback_finish(operation: Operation, error: errors.ServiceError |
     target, first = _rollback_rows(operation)
     head = volume.image_name
     if error is None:
-        # The run finished: the freeze (if asked) and the reset are done; no need to look at disk.
+        # The run finished: the create (if asked) and the rollback are done; no need to look at storage.
         first_frozen, reset_done = first is not None, True
     else:
-        on_disk = driver.backing_name(head) if driver.exists(head) else None
         first_frozen = first is not None and driver.exists(first.layer_name) and driver.exists(head)
         if first is not None and not first_frozen:
-            driver.snapshot_unfreeze(head, first.layer_name)
-            on_disk = driver.backing_name(head)
-        reset_done = on_disk == target.layer_name
-        used = driver.allocated_bytes(head)
-        operation.params["used"] = used
+            driver.snapshot_create_undo(head, first.layer_name)
+        reset_done = driver.head_snapshot(head) == target.layer_name
+        operation.params["used"] = driver.volume_usage(head)
         if first_frozen:
-            operation.params.setdefault("sizes", {})[str(first.uuid)] = driver.allocated_bytes(
-                first.layer_name
-            )
+            sizes = operation.params.setdefault("sizes", {})
+            sizes[str(first.uuid)] = driver.snapshot_usage(first.layer_name)
     write_sizes(operation)
     if first is not None:
         if first_frozen:
@@ -488,11 +495,14 @@ def _snapshot_rollback_finish(operation: Operation, error: errors.ServiceError |
             _discard_snapshot_row(first, operation, error or errors.InternalError(), "snapshot.create.fail")
     if reset_done:
         Volume.objects.filter(pk=volume.pk).update(current_snapshot=target)
-        plan = _rollback_plan(volume, target.pk)
-        tree, steps = plan.before, plan.steps
-        settle_steps(operation, driver, volume, tree, steps, finish=error is not None)
+        if error is not None:
+            volume.refresh_from_db()
+            change = driver.tree_recover(head, load_tree(volume), journal=OperationJournal(operation))
+            keep_change(operation, volume, change)
+            write_sizes(operation)
+        settle_change(operation, volume, operation.params.get("change", {}))
     elif first_frozen:
-        # The freeze happened, the reset did not: the head is the empty overlay on the new snapshot.
+        # The create happened, the rollback did not: the head sits on the new snapshot.
         Volume.objects.filter(pk=volume.pk).update(current_snapshot=first)
     volume.refresh_from_db()
     transition(

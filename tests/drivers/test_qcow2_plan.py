@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
-from volumes.services.snapshot_plan import (
+from volumes.drivers.qcow2.plan import (
     HEAD,
+    MERGE_COMMIT,
+    MERGE_REBASE,
     Node,
     NotMergeable,
     Tree,

@@ -1,7 +1,8 @@
-"""The snapshot tree planner: which layer is merged, removed or hidden (docs/snapshots.md, qemu-img notes).
+"""The qcow2 driver's snapshot tree planner: which layer is merged, removed or hidden (docs/snapshots.md).
 
-Pure: plain dataclasses in, steps out. No database, no qemu-img; `volumes.services.snapshots` loads
-the tree from the rows, runs the steps on disk and writes the outcome back. The rules:
+Pure: plain dataclasses in, steps out. No database, no qemu-img; the driver (`tree.py`) converts the
+service's `SnapshotTree` into this form, runs the steps on disk and reports which snapshots' data is
+gone. The rules (measured, see the qemu-img notes):
 
 - a layer nothing reads is removed;
 - a layer with exactly one dependent (a child layer or the head) is folded into it;
@@ -17,12 +18,16 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from volumes.drivers.base import MERGE_COMMIT, MERGE_REBASE
+# How a layer is folded into the one image that reads it.
+MERGE_REBASE = "rebase"  # safe rebase of the dependent onto the layer's backing: copies the layer's data
+MERGE_COMMIT = "commit"  # commit the dependent into the layer, which then takes the dependent's name
 
 HEAD = "head"  # the tree's pseudo-node for the active layer; no snapshot may take this name
 
 __all__ = [
     "HEAD",
+    "MERGE_COMMIT",
+    "MERGE_REBASE",
     "Node",
     "NotMergeable",
     "Plan",
@@ -49,6 +54,7 @@ class Node:
     layer: str
     clones: int = 0
     status: int | None = None
+    pinned: bool = False  # a backup names the layer: never written by a merge
 
 
 @dataclass

@@ -1,0 +1,395 @@
+"""The qcow2 driver's snapshot tree: external qcow2 layers, merged, removed or hidden (docs/snapshots.md).
+
+The head `volume/<v>` and the layers `snapshots/<v>/<s>.qcow2` live at different depths, so a relative
+backing reference that is right in one directory is wrong in the other: every move between them is
+followed by `_repoint`, a metadata-only rewrite of the reference to the same file. Each step is either
+atomic (rename) or leaves every image's guest-visible content unchanged, and each method starts by
+looking at what the files show, so calling it again after a crash finishes the work. None of them
+opens a backing chain: each reads single layers only.
+
+Which layer goes how is decided by the pure planner (`plan.py`) on the service's `SnapshotTree`; the
+one choice that cannot be read back from the files (commit or rebase) is written to the journal before
+any byte moves, so a re-call finishes with the same one.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sharestore import errors
+from volumes.drivers import qemu
+from volumes.drivers.base import Checkpoint, Journal, ProgressCallback, SnapshotTree, TreeChange
+from volumes.drivers.qcow2.plan import (
+    HEAD,
+    MERGE_COMMIT,
+    MERGE_REBASE,
+    Node,
+    NotMergeable,
+    Plan,
+    Step,
+    Tree,
+    layer_in_plan,
+    merge_strategy,
+    must_hide,
+    plan_delete,
+    plan_rollback,
+)
+from volumes.drivers.qemu import fsync_path
+
+
+def _no_progress(*_args) -> None:
+    pass
+
+
+def plan_tree(tree: SnapshotTree) -> Tree:
+    """The planner's form of a tree. Node ids follow the service's order (oldest first), which keeps
+    the planner's choices (it walks nodes by id) the same from one call to the next."""
+    index = {s.id: position for position, s in enumerate(tree.snapshots, start=1)}
+    nodes = {
+        index[s.id]: Node(
+            id=index[s.id],
+            uuid=s.id,
+            name=s.label or s.id,
+            parent=index.get(s.parent) if s.parent is not None else None,
+            hidden=s.hidden,
+            layer=s.name,
+            clones=s.clones,
+            pinned=s.pinned,
+        )
+        for s in tree.snapshots
+    }
+    return Tree(nodes=nodes, head_on=index.get(tree.head_on) if tree.head_on is not None else None)
+
+
+class LayerTree:
+    """Snapshot-tree methods of the directory driver (mixed into Qcow2DirectoryDriver)."""
+
+    # -- the domain interface -----------------------------------------------------------------------
+
+    def snapshot_name(self, volume: str, snapshot_id: str) -> str:
+        return f"snapshots/{os.path.basename(volume)}/{snapshot_id}.qcow2"
+
+    def snapshot_create(self, volume: str, snapshot: str) -> tuple[int, int]:
+        self._freeze(volume, snapshot)
+        return self.allocated_bytes(snapshot), self.allocated_bytes(volume)
+
+    def snapshot_create_undo(self, volume: str, snapshot: str) -> None:
+        self._unfreeze(volume, snapshot)
+
+    def head_snapshot(self, volume: str) -> str | None:
+        if not self.exists(volume):
+            return None
+        backing = self.backing_name(volume)
+        own = f"snapshots/{os.path.basename(volume)}/"
+        return backing if backing is not None and backing.startswith(own) else None
+
+    def snapshot_usage(self, snapshot: str) -> int:
+        return self.allocated_bytes(snapshot)
+
+    def volume_usage(self, volume: str) -> int:
+        return self.allocated_bytes(volume)
+
+    def snapshot_delete_keeps(self, tree: SnapshotTree, snapshot_id: str) -> bool:
+        # A layer read by two layers or more cannot be folded into all of them without copying it into
+        # each: it is kept (hidden) until one dependent or none is left.
+        planned = plan_tree(tree)
+        node = planned.find(snapshot_id)
+        return node is not None and must_hide(planned, node.id)
+
+    def _delete_plan(self, tree: SnapshotTree, snapshot_id: str) -> Plan | None:
+        """The delete's plan; None when the layer must be kept (read by several layers or clones)."""
+        try:
+            return plan_delete(plan_tree(tree), snapshot_id)
+        except NotMergeable:
+            return None
+
+    def snapshot_delete(
+        self,
+        volume: str,
+        snapshot_id: str,
+        tree: SnapshotTree,
+        *,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> TreeChange:
+        plan = self._delete_plan(tree, snapshot_id)
+        if plan is None:
+            return TreeChange(kept=True, used=self.allocated_bytes(volume))
+        change = TreeChange()
+        steps = plan.steps
+        if steps:
+            self._run_steps(
+                volume, plan.before, steps[:1], change, journal, progress, checkpoint, 0, len(steps)
+            )
+            self._run_best_effort(volume, plan.before, steps[1:], change, journal, progress, checkpoint, 1)
+        self._measure(volume, plan.after, change)
+        return change
+
+    def snapshot_rollback(
+        self,
+        volume: str,
+        snapshot_id: str,
+        tree: SnapshotTree,
+        *,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> TreeChange:
+        target = tree.get(snapshot_id)
+        if target is None:
+            raise errors.StorageError(reason=f"snapshot {snapshot_id} is not in the tree of {volume}")
+        self._head_reset(volume, target.name)
+        checkpoint()
+        planned = plan_tree(tree)
+        plan = plan_rollback(planned, planned.find(snapshot_id).id)
+        change = TreeChange()
+        self._run_best_effort(volume, plan.before, plan.steps, change, journal, progress, checkpoint, 0)
+        self._measure(volume, plan.after, change)
+        return change
+
+    def collect_retained(
+        self,
+        volume: str,
+        tree: SnapshotTree,
+        *,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+    ) -> TreeChange:
+        before = plan_tree(tree)
+        after = before.copy()
+        steps = after.collect_hidden()
+        change = TreeChange()
+        self._run_best_effort(volume, before, steps, change, journal, progress, checkpoint, 0)
+        self._measure(volume, after, change)
+        return change
+
+    def tree_recover(
+        self, volume: str, tree: SnapshotTree, *, journal: Journal, deleting: str | None = None
+    ) -> TreeChange:
+        if deleting is not None:
+            plan = self._delete_plan(tree, deleting)
+            if plan is None:
+                return TreeChange(kept=True, used=self.allocated_bytes(volume))
+        else:
+            before = plan_tree(tree)
+            after = before.copy()
+            plan = Plan(before, after.collect_hidden(), after)
+        change = TreeChange()
+        # The steps whose layer is gone are done, in order; stop at the first still on disk. A rebase
+        # that finished leaves only the layer's removal, a commit may have stopped between its rename
+        # and its repoint: both copy nothing and are finished here.
+        for step in plan.steps:
+            dependent = self._dependent(volume, plan.before, plan.steps, step)
+            layer = step.node.layer
+            if self.exists(layer):
+                if dependent is None or self.backing_name(dependent) == layer:
+                    break
+            if dependent is not None:
+                self._layer_merge(layer, dependent, MERGE_REBASE, _no_progress)
+            self._record_gone(step, journal, change)
+        if deleting is not None and deleting not in change.gone and journal.get(deleting) == MERGE_COMMIT:
+            # A commit into this layer may have stopped half-way: it still backs its dependent
+            # correctly but no longer holds its own content alone.
+            change.damaged.append(deleting)
+        self._measure(volume, plan.after, change)
+        return change
+
+    # -- running a plan -----------------------------------------------------------------------------
+
+    def _dependent(self, volume: str, tree: Tree, steps: list[Step], step: Step) -> str | None:
+        if step.into is None:
+            return None
+        return volume if step.into == HEAD else layer_in_plan(step.into, tree, steps)
+
+    def _strategy(self, step: Step, layer: str, dependent: str, journal: Journal) -> str:
+        """Commit or rebase, whichever copies less; chosen once per layer and kept in the journal.
+
+        Both are correct because nothing but `dependent` reads the layer. A commit that stops half-way
+        leaves the layer holding a mix of its own and the dependent's data, so a layer a backup names
+        (an incremental base, whose content is trusted) is always rebased, never written.
+        """
+        uuid = step.node.uuid
+        if uuid not in journal:
+            journal[uuid] = merge_strategy(
+                named_by_backup=step.node.pinned,
+                layer_bytes=lambda: self.allocated_bytes(layer),
+                dependent_bytes=lambda: self.allocated_bytes(dependent),
+            )
+        return journal[uuid]
+
+    @staticmethod
+    def _record_gone(step: Step, journal: Journal, change: TreeChange) -> None:
+        change.gone.append(step.node.uuid)
+        change.how[step.node.uuid] = (
+            "removed" if step.into is None else f"merged ({journal.get(step.node.uuid, MERGE_REBASE)})"
+        )
+
+    def _run_steps(
+        self,
+        volume: str,
+        tree: Tree,
+        steps: list[Step],
+        change: TreeChange,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+        first: int,
+        total: int,
+    ) -> None:
+        for index, step in enumerate(steps, start=first):
+            base = 100.0 * index / total
+
+            def on_progress(percent: float, _done: int = 0, _total: int = 0, base: float = base) -> None:
+                progress(base + percent / total, 0, 0)
+
+            layer = step.node.layer
+            dependent = self._dependent(volume, tree, steps, step)
+            if dependent is None:
+                self._layer_remove(layer)
+            else:
+                strategy = (
+                    self._strategy(step, layer, dependent, journal)
+                    if self.exists(layer)
+                    else journal.get(step.node.uuid, MERGE_REBASE)
+                )
+                self._layer_merge(layer, dependent, strategy, on_progress)
+            self._record_gone(step, journal, change)
+            progress(100.0 * (index + 1) / total, 0, 0)
+            checkpoint()
+
+    def _run_best_effort(
+        self,
+        volume: str,
+        tree: Tree,
+        steps: list[Step],
+        change: TreeChange,
+        journal: Journal,
+        progress: ProgressCallback,
+        checkpoint: Checkpoint,
+        first: int,
+    ) -> None:
+        """Fold away hidden layers; a failure only leaves them hidden for a later operation to retry."""
+        total = max(first + len(steps), 1)
+        try:
+            self._run_steps(volume, tree, steps, change, journal, progress, checkpoint, first, total)
+        except errors.ServiceError as error:
+            change.stopped = f"scode {error.scode}: {error.render_message()} {error.desc[-2000:]}".strip()
+
+    def _measure(self, volume: str, after: Tree, change: TreeChange) -> None:
+        # The layers that received data changed size; the others did not.
+        for node_id in after.touched:
+            if node_id != HEAD and node_id in after.nodes and self.exists(after.nodes[node_id].layer):
+                change.sizes[after.nodes[node_id].uuid] = self.allocated_bytes(after.nodes[node_id].layer)
+        change.used = self.allocated_bytes(volume)
+
+    # -- layer steps --------------------------------------------------------------------------------
+
+    def _set_backing(self, path: str, backing: str) -> None:
+        """Rewrite the backing reference of `path` to name `backing` (the same file: metadata only)."""
+        qemu.rebase(path, qemu.relative_backing(backing, path), safe=False)
+        fsync_path(path)
+
+    def _repoint(self, path: str, former_dir: str, data: dict | None = None) -> None:
+        """Make the backing reference of `path`, just moved here from `former_dir`, right from here.
+
+        `rebase -u` only rewrites the name, which is safe because the name keeps designating the
+        same file; it is never used to drop a layer (that loses the layer's data).
+        """
+        raw = qemu.backing_raw(path, data)
+        if raw is None or os.path.isabs(raw):
+            return
+        if os.path.isfile(qemu.resolve(path, raw)):
+            return
+        target = os.path.normpath(os.path.join(former_dir, raw))
+        if not os.path.isfile(target):
+            raise errors.StorageError(reason=f"backing {raw!r} of {self._name_of(path)} is missing")
+        self._set_backing(path, target)
+
+    def _create_overlay(self, final: str, backing: str, size: int | None = None) -> None:
+        """Publish an empty overlay on `backing` at `final`, replacing whatever `final` was."""
+        if size is None:
+            size = int(qemu.info(backing)["virtual-size"])
+        with qemu.publishing(final, publish_with=self._publish) as tmp:
+            qemu.create(tmp, size, backing=qemu.relative_backing(backing, final))
+
+    def _freeze(self, head: str, layer: str) -> None:
+        head_path, layer_path = self.path(head), self.path(layer)
+        if os.path.isfile(head_path) and not os.path.isfile(layer_path):
+            os.makedirs(os.path.dirname(layer_path), exist_ok=True)
+            self._rename(head_path, layer_path)
+        if not os.path.isfile(layer_path):
+            raise errors.StorageError(reason=f"cannot freeze {head}: neither it nor {layer} exists")
+        # One read of the layer serves the repoint and the overlay's size (the repoint changes neither).
+        data = qemu.info(layer_path)
+        self._repoint(layer_path, os.path.dirname(head_path), data)
+        if os.path.isfile(head_path):
+            if qemu.backing_path(head_path) != layer_path:
+                raise errors.StorageError(reason=f"{head} and {layer} exist, {head} not on {layer}")
+            return
+        self._create_overlay(head_path, layer_path, int(data["virtual-size"]))
+
+    def _unfreeze(self, head: str, layer: str) -> None:
+        head_path, layer_path = self.path(head), self.path(layer)
+        self._unlink(self._tmp_path(head))
+        if not os.path.isfile(layer_path):
+            return
+        if os.path.isfile(head_path):
+            if qemu.backing_path(head_path) != layer_path:
+                raise errors.StorageError(reason=f"{head} is not the freeze's overlay on {layer}: kept")
+            self._unlink(head_path)
+        self._rename(layer_path, head_path)
+        self._repoint(head_path, os.path.dirname(layer_path))
+
+    def _head_reset(self, head: str, layer: str) -> None:
+        layer_path = self.path(layer)
+        if not os.path.isfile(layer_path):
+            raise errors.StorageError(reason=f"cannot roll back onto {layer}: the layer is missing")
+        self._create_overlay(self.path(head), layer_path)
+
+    def _layer_remove(self, layer: str) -> None:
+        self._unlink(self.path(layer))
+
+    def _layer_merge(self, layer: str, dependent: str, strategy: str, progress: ProgressCallback) -> None:
+        if strategy not in (MERGE_REBASE, MERGE_COMMIT):
+            raise ValueError(strategy)
+        layer_path, dependent_path = self.path(layer), self.path(dependent)
+        if not os.path.isfile(dependent_path):
+            raise errors.StorageError(reason=f"cannot merge {layer} into {dependent}: {dependent} is missing")
+        if not os.path.isfile(layer_path):
+            # Done earlier; a commit may have stopped between its rename and its repoint.
+            self._repoint(dependent_path, os.path.dirname(layer_path))
+            return
+        layer_backing = qemu.backing_path(layer_path)
+        dependent_backing = qemu.backing_path(dependent_path)
+        if dependent_backing != layer_path:
+            if dependent_backing == layer_backing:
+                # A rebase finished; only the removal of the layer was left.
+                self._unlink(layer_path)
+                return
+            raise errors.StorageError(reason=f"{dependent} is not an overlay on {layer}: not merging")
+
+        def on_progress(percent: float) -> None:
+            progress(percent, 0, 0)
+
+        if strategy == MERGE_REBASE:
+            # Copies into the dependent every cluster it reads from the layer, then points it at the
+            # layer's backing. Until the header is rewritten at the end the dependent still reads
+            # through the layer, and what it gained is what it read there: a crash changes nothing.
+            qemu.rebase(
+                dependent_path,
+                None if layer_backing is None else qemu.relative_backing(layer_backing, dependent_path),
+                cache="writeback",
+                source_cache="writeback",
+                progress=on_progress,
+            )
+            fsync_path(dependent_path)
+            self._unlink(layer_path)
+            return
+        # Commit: the dependent's clusters are written into the layer (-d: the dependent keeps
+        # them, so the work can be redone). Legal only because nothing else reads the layer; the
+        # layer then takes the dependent's name, and the dependent's readers find the same content.
+        qemu.commit(dependent_path, progress=on_progress)
+        self._rename(layer_path, dependent_path)
+        self._repoint(dependent_path, os.path.dirname(layer_path))
