@@ -15,6 +15,7 @@ from volumes.drivers.base import (
     ProgressCallback,
     StorageDriver,
 )
+from volumes.drivers.qcow2_export import Qcow2ExportMixin
 from volumes.drivers.qemu import TMP_PREFIX, fsync_path, supports_direct_io  # noqa: F401  (re-exported)
 
 QCOW2_MAGIC = b"QFI\xfb"
@@ -29,7 +30,7 @@ def _within(path: str, roots: list[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-class Qcow2DirectoryDriver(StorageDriver):
+class Qcow2DirectoryDriver(Qcow2ExportMixin, StorageDriver):
     """Images are qcow2 files below the pool directory; backing references are relative."""
 
     def path(self, name: str) -> str:
