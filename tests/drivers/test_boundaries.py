@@ -4,6 +4,7 @@ module starts a process or names qemu-img, qemu-io, qemu-nbd or nbdcopy as a pro
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,15 +204,18 @@ def pool_path_uses(relative: str, source: str) -> list[tuple[int, str]]:
             arguments = [*node.args, *(k.value for k in node.keywords)]
             if name in PATH_BUILDERS | POOL_READERS and any(_pool_location(a, tainted) for a in arguments):
                 found.append((node.lineno, f"{name}() on a pool location"))
-            if isinstance(node.func, ast.Attribute) and node.func.attr == "path":
-                if "driver" in _dotted(node.func.value).rsplit(".", 1)[-1].lower():
-                    found.append((node.lineno, "calls driver.path()"))
+            if (
+                isinstance(node.func, ast.Attribute)
+                and node.func.attr == "path"
+                and "driver" in _dotted(node.func.value).rsplit(".", 1)[-1].lower()
+            ):
+                found.append((node.lineno, "calls driver.path()"))
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             if _pool_location(node.left, tainted):
                 found.append((node.lineno, "path / on a pool location"))
         elif isinstance(node, ast.JoinedStr):
             parts = node.values
-            for part, following in zip(parts, parts[1:], strict=False):
+            for part, following in itertools.pairwise(parts):
                 if (
                     isinstance(part, ast.FormattedValue)
                     and _pool_location(part.value, tainted)

@@ -2,7 +2,7 @@
 interface's last section (`StorageDriver.export` ...), mixed into `Qcow2DirectoryDriver`.
 
 Kept apart from the snapshot-tree code of the driver so the two evolve without touching each other;
-it relies only on the driver's `path`, `_name_of`, `_partial_path`, `_ensure_dir` and `_publish`.
+it relies only on the driver's `path`, `_name_of`, `_partial_path` and `_ensure_dir`.
 """
 
 from __future__ import annotations

@@ -224,20 +224,19 @@ def reconcile_pool(
         if head_exists and volume.state in HEAD_EXPECTED_STATES:
             info = inventory[volume.image_name]
             _check_image(report, info, "volume", volume, expected_head_backing(volume))
-            if info.error is None:
-                if info.allocated != volume.used:
-                    report.findings.append(
-                        Finding(
-                            kind=FindingKind.SIZE_DRIFT,
-                            name=volume.image_name,
-                            object_type="volume",
-                            object_uuid=str(volume.uuid),
-                            detail="Used",
-                            expected=str(volume.used),
-                            found=str(info.allocated),
-                            fix=FixAction.REFRESH,
-                        )
+            if info.error is None and info.allocated != volume.used:
+                report.findings.append(
+                    Finding(
+                        kind=FindingKind.SIZE_DRIFT,
+                        name=volume.image_name,
+                        object_type="volume",
+                        object_uuid=str(volume.uuid),
+                        detail="Used",
+                        expected=str(volume.used),
+                        found=str(info.allocated),
+                        fix=FixAction.REFRESH,
                     )
+                )
         for snapshot in layers:
             if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
                 continue
