@@ -58,9 +58,13 @@ def _stored(root: str, names: list[str]) -> list[StoredObject]:
             st = os.lstat(os.path.join(root, name))
         except FileNotFoundError:
             continue
-        partial = BackupStore.is_partial(name)
         found.append(
-            StoredObject(name=name, partial_of=name if partial else None, size=st.st_size, age=max(now - st.st_mtime, 0.0))
+            StoredObject(
+                name=name,
+                partial_of=name if BackupStore.is_partial(name) else None,
+                size=st.st_size,
+                age=max(now - st.st_mtime, 0.0),
+            )
         )
     return found
 

@@ -94,8 +94,6 @@ def pool_create_check(
     uuid=None,
 ) -> dict:
     """Validate a new pool's settings without writing; return them cleaned (the form calls this too)."""
-    if driver not in PoolDriver.values:
-        raise errors.InvalidParameter(field="driver", reason=f"must be one of {', '.join(PoolDriver.values)}")
     values = {
         "name": validate_name(name, field="name"),
         "path": validate_pool_location(driver, path),
@@ -104,6 +102,8 @@ def pool_create_check(
     }
     if pool_type not in PoolType.values:
         raise errors.InvalidParameter(field="pool_type", reason=f"must be one of {', '.join(PoolType.values)}")
+    if driver not in PoolDriver.values:
+        raise errors.InvalidParameter(field="driver", reason=f"must be one of {', '.join(PoolDriver.values)}")
     if uuid is not None and Pool.objects.filter(uuid=uuid).exists():
         raise errors.InvalidParameter(field="uuid", reason=f"a pool with UUID {uuid} already exists")
     _check_name_free(cluster=cluster, name=values["name"])
