@@ -9,12 +9,14 @@ The cost follows the data, not the capacity: a full backup reads only the chunks
 map shows holding data (the others get the all-zero chunk's digest without a read); an incremental
 one starts from its base's index and re-reads only the chunks that its own file's layer allocates,
 because everywhere else it reads through to its base, whose digests are known. Verification reads
-the backup's whole chain again and compares every chunk. Programs (qemu-img map, qemu-nbd) are
-started by the engine module `volumes.drivers.nbd`.
+the backup's whole chain again and compares every chunk. A snapshot in a pool is read through its
+driver (`changed_extents`, `open_reader`); backup files, which this app owns, through the engine
+module `volumes.drivers.nbd` (qemu-img map, qemu-nbd).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -22,7 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sharestore import errors
-from volumes.drivers import nbd, qemu
+from volumes.drivers import StorageDriver, nbd, qemu
+from volumes.drivers.base import Extent
 
 CHUNK_SIZE = 4 << 20
 INDEX_SUFFIX = ".fidx"
@@ -104,7 +107,7 @@ def chunk_count(virtual_size: int, chunk_size: int = CHUNK_SIZE) -> int:
     return -(-virtual_size // chunk_size)
 
 
-def _chunks_of(extents: Iterable[nbd.Extent], chunk_size: int) -> set[int]:
+def _chunks_of(extents: Iterable[nbd.Extent | Extent], chunk_size: int) -> set[int]:
     """Indexes of the chunks that overlap any of the extents."""
     chunks: set[int] = set()
     for extent in extents:
@@ -118,17 +121,18 @@ def _size_of(extents: list[nbd.Extent]) -> int:
 
 
 def _hash_chunks(
-    path: str, index: ChunkIndex, wanted: list[int], stats: IndexStats, progress: Progress
+    open_reader: Callable[[], contextlib.AbstractContextManager], label: str, index: ChunkIndex,
+    wanted: list[int], stats: IndexStats, progress: Progress,
 ) -> dict[int, bytes]:
-    """Read the wanted chunks of the image's guest-visible content (through its chain) and hash each."""
+    """Read the wanted chunks of an image's guest-visible content (through its chain) and hash each."""
     found: dict[int, bytes] = {}
     if not wanted:
         return found
     size = index.chunk_size
-    with nbd.serve(path) as client:
+    with open_reader() as client:
         if client.size != index.virtual_size:
             raise errors.StorageError(
-                reason=f"{path} serves {client.size} bytes, its map shows {index.virtual_size}"
+                reason=f"{label} serves {client.size} bytes, its map shows {index.virtual_size}"
             )
         ranges = ((i * size, index.chunk_length(i)) for i in wanted)
         for done, (offset, data) in enumerate(client.read_many(ranges), 1):
@@ -141,15 +145,27 @@ def _hash_chunks(
     return found
 
 
-def index_full(source: str, *, progress: Progress = _no_progress) -> tuple[ChunkIndex, IndexStats]:
-    """The index of an image's content, reading only chunks that hold data (a full backup's index)."""
-    extents = nbd.image_map(source)
-    size = _size_of(extents)
+def _file_reader(path: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A backup file of the backup point, read through `qemu-nbd` (the engine)."""
+    return lambda: nbd.serve(path)
+
+
+def _image_reader(driver: StorageDriver, image: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """A snapshot image of a pool, read through its driver (never by path)."""
+    return lambda: driver.open_reader(image)
+
+
+def index_full(
+    driver: StorageDriver, image: str, *, progress: Progress = _no_progress
+) -> tuple[ChunkIndex, IndexStats]:
+    """The index of pool image `image`'s content, reading only chunks that may hold data (a full
+    backup's index): the driver's `changed_extents` with no base lists them."""
+    size = driver.info(image).virtual_size
+    extents = driver.changed_extents(image) or []
     index = ChunkIndex(virtual_size=size, digests=[b""] * chunk_count(size))
-    # Anything not reported as reading zeros is read: data, and anything qemu cannot vouch for.
-    wanted = sorted(_chunks_of((e for e in extents if not e.zero), index.chunk_size))
+    wanted = sorted(i for i in _chunks_of(extents, index.chunk_size) if i < index.count)
     stats = IndexStats(chunks=index.count)
-    found = _hash_chunks(source, index, wanted, stats, progress)
+    found = _hash_chunks(_image_reader(driver, image), image, index, wanted, stats, progress)
     for i in range(index.count):
         if i in found:
             index.digests[i] = found[i]
@@ -159,18 +175,13 @@ def index_full(source: str, *, progress: Progress = _no_progress) -> tuple[Chunk
     return index, stats
 
 
-def source_changes(source: str, depth: int) -> list[nbd.Extent]:
-    """The ranges that the top `depth` layers of `source`'s chain allocate: what changed on the
-    source side since the layer at that depth (the base backup's snapshot)."""
-    return [e for e in nbd.image_map(source) if e.present and e.depth < depth]
-
-
 def index_incremental(
-    source: str,
+    driver: StorageDriver,
+    image: str,
     layer: str,
     base: ChunkIndex,
     *,
-    also: list[nbd.Extent] = (),
+    also: Iterable[Extent] = (),
     progress: Progress = _no_progress,
 ) -> tuple[ChunkIndex, IndexStats]:
     """The index of an incremental backup's content, from its base's index.
@@ -178,8 +189,8 @@ def index_incremental(
     `layer` is the incremental backup file (an overlay on the base backup): outside what its own
     layer allocates it reads exactly its base, so those chunks keep the base's digests. The chunks
     it does allocate (data or zero clusters), and those overlapping `also` (the source-side
-    changes, when known), are read from `source`, the snapshot the backup was made from: a backup
-    written wrong there, or missing a change, then fails its verification.
+    changes, when the driver knows them), are read from pool image `image`, the snapshot the backup
+    was made from: a backup written wrong there, or missing a change, then fails its verification.
     """
     extents = nbd.image_map(layer, layer_only=True)
     size = _size_of(extents)
@@ -200,7 +211,7 @@ def index_incremental(
             stats.zero += 1
         else:
             wanted.append(i)  # the base's last chunk, cut at another length after a resize
-    found = _hash_chunks(source, index, wanted, stats, progress)
+    found = _hash_chunks(_image_reader(driver, image), image, index, wanted, stats, progress)
     for i in wanted:
         index.digests[i] = found[i]
     return index, stats
@@ -224,7 +235,7 @@ def check_content(
         stats.mismatched = list(range(expected.count))
         return found, stats
     wanted = sorted(_chunks_of((e for e in extents if not e.zero), expected.chunk_size))
-    read = _hash_chunks(path, expected, wanted, stats, progress)
+    read = _hash_chunks(_file_reader(path), path, expected, wanted, stats, progress)
     for i in range(expected.count):
         digest = read.get(i)
         if digest is None:

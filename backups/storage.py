@@ -5,8 +5,11 @@ image; an incremental one is a qcow2 overlay whose backing reference is its base
 same directory (relative, so the backup point can be mounted anywhere). A file appears under its
 final name only once it is complete (written as `.tmp-<name>`, fsynced, renamed, directory fsynced).
 
-Every qemu-img command goes through the qemu layer `volumes.drivers.qemu` (argv lists, explicit
-formats, timeouts, the one chain walker, the publish helpers).
+The content comes from the pool's driver (`StorageDriver.export`, written at the temporary name
+this store chooses) and goes back into a pool through it (`StorageDriver.restore_export`); this store
+only names, publishes, merges, checks and removes the files. Every qemu-img command goes through the
+qemu layer `volumes.drivers.qemu` (argv lists, explicit formats, timeouts, the one chain walker, the
+publish helpers).
 """
 
 from __future__ import annotations
@@ -18,11 +21,8 @@ from sharestore import errors
 from volumes.drivers import qemu
 
 TMP_PREFIX = qemu.TMP_PREFIX
+# The suffix the pool driver's export gives its scratch file (an uncompressed delta) beside the target.
 DELTA_SUFFIX = ".delta"
-# The target is written through the page cache without flushes ("unsafe") and fsynced once before it
-# is published: the file is not a backup until then. Measured in bench/backup.py with cold caches,
-# this beat O_DIRECT (`-t none -T none`) on both writing and restoring.
-WRITE_CACHE = "unsafe"
 
 Progress = Callable[[float], None]
 
@@ -32,7 +32,7 @@ def _no_progress(_percent: float) -> None:
 
 
 class BackupStore:
-    """One backup point's directory: names, temporary names, writing, merging, restoring, checking."""
+    """One backup point's directory: names, temporary names, publishing, merging, checking."""
 
     def __init__(self, root: str):
         self.root = os.path.normpath(root)
@@ -56,6 +56,11 @@ class BackupStore:
 
     def tmp_path(self, name: str, suffix: str = "") -> str:
         return qemu.tmp_sibling(self.path(name), suffix)
+
+    @staticmethod
+    def is_partial(name: str) -> bool:
+        """Whether a file name of the backup point is a write in progress (never a usable backup)."""
+        return os.path.basename(name).startswith(TMP_PREFIX)
 
     def partial_paths(self, name: str) -> list[str]:
         return [self.tmp_path(name), self.tmp_path(name, DELTA_SUFFIX)]
@@ -131,67 +136,20 @@ class BackupStore:
         """`qemu-img check` of one image: JSON report plus `exit` (0 ok, 1 unchecked, 2 corrupt, 3 leaks)."""
         return qemu.check(path, ok_codes=(0, 1, 2, 3))
 
-    def write_full(
-        self, source: str, name: str, *, compress: bool, progress: Progress = _no_progress
-    ) -> None:
-        """Copy the guest-visible content of `source` (with its backing chain) into an independent file."""
-        final = self.path(name)
-        self.remove_partials(name)
-        try:
-            with qemu.publishing(final) as tmp:
-                qemu.convert(source, tmp, cache=WRITE_CACHE, compress=compress, progress=progress)
-        except BaseException:
-            self.remove_partials(name)
-            raise
+    def write(self, name: str, export: Callable[[str], None]) -> None:
+        """Have `export(path)` write backup file `name` at its temporary name, then publish it.
 
-    def write_incremental(
-        self,
-        source: str,
-        name: str,
-        *,
-        base_name: str,
-        source_base: str | None,
-        compress: bool,
-        progress: Progress = _no_progress,
-    ) -> None:
-        """Write what differs between `source` and the backup `base_name` as an overlay on it.
-
-        An empty overlay on `source` is rebased (safe mode: content compared) onto what the base
-        backup holds, so it gains exactly the clusters whose content differs. When `source_base` (the
-        base backup's snapshot layer) is still in `source`'s backing chain, the rebase targets it and
-        qemu-img only reads the layers above it; the overlay is then repointed, metadata only, to the
-        base backup's file, whose content is the same. Otherwise the rebase compares with the base
-        backup's file directly (reads the whole disk). `convert -B` alone is not used: it copies the
-        clusters allocated in the source's top layer only, which loses data when the change since the
-        base spans several layers.
+        The writing is the pool driver's (`StorageDriver.export`): a full export, or an incremental one
+        on the base backup's file (`self.path(base)`, in the same directory as required). Its scratch
+        files carry the temporary name as prefix (`.tmp-<name>.delta`), so `remove_partials` finds
+        what a crash left. Any failure removes every partial; the published file never looks partial.
         """
         final = self.path(name)
-        directory = os.path.dirname(final)
-        base_path = self.path(base_name)
-        if os.path.dirname(base_path) != directory:
-            raise errors.StorageError(reason=f"base {base_name} is not in the directory of {name}")
-        if not os.path.isfile(base_path):
-            raise errors.StorageError(reason=f"base backup file {base_name} is missing")
-        base_ref = os.path.basename(base_path)
-        os.makedirs(directory, exist_ok=True)
-        tmp = self.tmp_path(name)
-        delta = self.tmp_path(name, DELTA_SUFFIX) if compress else tmp
         self.remove_partials(name)
-        size = self.virtual_size(source)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        tmp = self.tmp_path(name)
         try:
-            qemu.create(delta, size, backing=source)
-            stage = (lambda p: progress(p * 0.5)) if compress else progress
-            if source_base is not None:
-                qemu.rebase(delta, source_base, progress=stage)
-                qemu.rebase(delta, base_ref, safe=False)
-            else:
-                qemu.rebase(delta, base_ref, progress=stage)
-            if compress:
-                # The delta's own clusters are exactly the change: `convert -B` copies those, compressed.
-                qemu.convert(
-                    delta, tmp, compress=True, backing=base_ref, progress=lambda p: progress(50 + p * 0.5)
-                )
-                qemu.unlink(delta)
+            export(tmp)
             qemu.publish(tmp, final)
         except BaseException:
             self.remove_partials(name)
@@ -222,15 +180,3 @@ class BackupStore:
             progress=progress,
         )
         qemu.fsync_path(dependent_path)
-
-    # -- restoring ------------------------------------------------------------------------------
-
-    def restore(self, name: str, target: str, *, progress: Progress = _no_progress) -> None:
-        """Write the backup's content (whole chain) as an independent qcow2 image at `target`; publish it."""
-        source = self.path(name)
-        if not os.path.isfile(source):
-            raise errors.StorageError(reason=f"backup file {name} is missing")
-        if os.path.isfile(target):
-            return
-        with qemu.publishing(target) as tmp:
-            qemu.convert(source, tmp, cache=WRITE_CACHE, progress=progress)

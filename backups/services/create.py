@@ -171,8 +171,8 @@ def backup_add(
     return backup
 
 
-def _snapshot_source(backup: Backup) -> tuple[str, StorageDriver, Volume]:
-    """The snapshot layer's path in its pool (read with its backing chain), its driver and volume."""
+def _snapshot_source(backup: Backup) -> tuple[str, StorageDriver]:
+    """The snapshot's image name in its pool (exported with what it sits on) and the pool's driver."""
     snapshot = backup.snapshot
     if snapshot is None or backup.volume is None:
         raise errors.StorageError(reason=f"snapshot {backup.snapshot_uuid} of backup {backup.uuid} is gone")
@@ -182,19 +182,15 @@ def _snapshot_source(backup: Backup) -> tuple[str, StorageDriver, Volume]:
         raise errors.StorageError(
             reason=f"layer {snapshot.layer_name} of snapshot {snapshot.uuid} is missing"
         )
-    return driver.path(snapshot.layer_name), driver, volume
+    return snapshot.layer_name, driver
 
 
-def _source_base(backup: Backup, driver: StorageDriver) -> str | None:
-    """The base backup's snapshot layer, if it is still in the new snapshot's backing chain (same content:
-    a layer keeps its snapshot's guest-visible content for as long as it exists)."""
+def _since(backup: Backup) -> str | None:
+    """The base backup's snapshot image, while it exists: the driver then exports (and hashes) only the
+    change since it, when it is still an ancestor (a snapshot keeps its content for as long as it
+    exists, and the base backup was made from it)."""
     base_snapshot = backup.base.snapshot if backup.base is not None else None
-    if base_snapshot is None or not driver.exists(base_snapshot.layer_name):
-        return None
-    chain = driver.backing_chain(backup.snapshot.layer_name)
-    if base_snapshot.layer_name not in chain[1:]:
-        return None
-    return driver.path(base_snapshot.layer_name)
+    return base_snapshot.layer_name if base_snapshot is not None else None
 
 
 def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
@@ -212,40 +208,39 @@ def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
     )
     store = backup_store(backup.backup_point)
     store.check_available(backup.backup_point.name)
-    source, driver, _volume = _snapshot_source(backup)
+    image, driver = _snapshot_source(backup)
 
-    def writing(percent: float) -> None:
+    def writing(percent: float, _done: int = 0, _total: int = 0) -> None:
         reporter.progress(percent * 0.7, int(backup.volume_capacity * percent / 100), backup.volume_capacity)
 
     if store.exists(backup.file_name):
         reporter.phase("written before an interruption")
     elif backup.base is None:
         reporter.phase("writing a full backup")
-        store.write_full(source, backup.file_name, compress=backup.compressed, progress=writing)
+        store.write(
+            backup.file_name,
+            lambda target: driver.export(image, target, compress=backup.compressed, progress=writing),
+        )
     else:
         if backup.base.status != choices.BackupStatus.COMPLETED or not store.exists(backup.base.file_name):
             raise errors.StorageError(
                 reason=f"base backup {backup.base.uuid} is {backup.base.status} or its file is missing"
             )
-        source_base = _source_base(backup, driver)
-        reporter.phase(
-            "writing an incremental backup"
-            + (" (layers since the base)" if source_base else " (content diff)")
-        )
-        store.write_incremental(
-            source,
+        reporter.phase("writing an incremental backup")
+        base_export = store.path(backup.base.file_name)
+        store.write(
             backup.file_name,
-            base_name=backup.base.file_name,
-            source_base=source_base,
-            compress=backup.compressed,
-            progress=writing,
+            lambda target: driver.export(
+                image, target, base_export=base_export, since=_since(backup),
+                compress=backup.compressed, progress=writing,
+            ),
         )
     reporter.progress(70, force=True)
     if reporter.lost:
         raise errors.InternalError(desc="lost the operation's lease; the new owner finishes the work")
     reporter.phase("hashing the changed chunks")
     index, stats = _backup_index(
-        backup, store, source, driver, progress=lambda p: reporter.progress(70 + p * 0.3)
+        backup, store, image, driver, progress=lambda p: reporter.progress(70 + p * 0.3)
     )
     if index.virtual_size != backup.volume_capacity:
         raise errors.StorageError(
@@ -261,7 +256,7 @@ def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
 
 
 def _backup_index(
-    backup: Backup, store: BackupStore, source: str, driver: StorageDriver, *, progress
+    backup: Backup, store: BackupStore, image: str, driver: StorageDriver, *, progress
 ) -> tuple[chunks.ChunkIndex, chunks.IndexStats]:
     """The chunk index of the new backup: from its base's index when that is intact, else from scratch."""
     base = backup.base
@@ -273,15 +268,13 @@ def _backup_index(
             "backup %s: no usable chunk index for base %s; hashing all data", backup.uuid, base.uuid
         )
     if base_index is None:
-        return chunks.index_full(source, progress=progress)
-    # The snapshot layers above the base's snapshot, when it is still in the chain, are the change on
-    # the source side: re-hash those chunks too, so a change the backup file missed is caught.
-    also = []
-    if _source_base(backup, driver) is not None:
-        depth = driver.backing_chain(backup.snapshot.layer_name).index(base.snapshot.layer_name)
-        also = chunks.source_changes(source, depth)
+        return chunks.index_full(driver, image, progress=progress)
+    # What changed on the source side since the base's snapshot, when the driver can tell: re-hash
+    # those chunks too, so a change the backup file missed is caught.
+    since = _since(backup)
+    also = (driver.changed_extents(image, since=since) if since is not None else None) or []
     return chunks.index_incremental(
-        source, store.path(backup.file_name), base_index, also=also, progress=progress
+        driver, image, store.path(backup.file_name), base_index, also=also, progress=progress
     )
 
 

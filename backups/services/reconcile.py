@@ -7,15 +7,17 @@ backup point's path and on partial writes carrying the backup's UUID or a `.tmp-
 from __future__ import annotations
 
 import os
+import time
 
 from django.db import transaction
 
 from backups.choices import IN_PROGRESS_STATUSES, BackupStatus
 from backups.models import Backup, BackupPoint
+from backups.storage import BackupStore
 from sharestore import errors
 from sharestore.core.services.state import audit, transition
-from volumes.drivers import get_driver
-from volumes.services.repair.common import ImageReader, busy_uuids, classify_orphans, remove_orphans
+from volumes.drivers.base import StoredObject
+from volumes.services.repair.common import busy_uuids, classify_orphans, remove_orphans
 from volumes.services.repair.findings import (
     DEFAULT_GRACE_SECONDS,
     Finding,
@@ -47,6 +49,26 @@ def _list_files(root: str) -> list[str]:
     return sorted(names)
 
 
+def _stored(root: str, names: list[str]) -> list[StoredObject]:
+    """The backup point's files as reconcile's orphan check takes them (size, age, partial or not)."""
+    now = time.time()
+    found = []
+    for name in names:
+        try:
+            st = os.lstat(os.path.join(root, name))
+        except FileNotFoundError:
+            continue
+        found.append(
+            StoredObject(
+                name=name,
+                partial_of=name if BackupStore.is_partial(name) else None,
+                size=st.st_size,
+                age=max(now - st.st_mtime, 0.0),
+            )
+        )
+    return found
+
+
 def _remove_file(root: str):
     def remove(name: str) -> None:
         path = os.path.join(root, name)
@@ -55,6 +77,19 @@ def _remove_file(root: str):
         os.unlink(path)
 
     return remove
+
+
+def _reads_through(store: BackupStore, name: str) -> list[str]:
+    """The backup files `name` reads through, by the store's one chain walk; when that chain is broken
+    (a missing or foreign base), at least the base it names, which a fix must not remove."""
+    try:
+        return store.chain(name)[1:]
+    except errors.ServiceError:
+        try:
+            base = store.backing_of(name)
+        except errors.ServiceError:
+            return []
+        return [base] if base is not None else []
 
 
 def reconcile_backup_point(
@@ -113,20 +148,21 @@ def reconcile_backup_point(
     # Incremental backup files may be qcow2 overlays on older files: an orphan that a referenced
     # file reads through must stay. Read only when there are orphans to judge.
     def protected_backings() -> set[str]:
-        reader = ImageReader(get_driver("qcow2-dir", point.path))
+        store = BackupStore(point.path)
         chained: set[str] = set()
         for name in referenced:
             if name in file_set:
-                chained.update(reader.chain(name))
+                chained.update(_reads_through(store, name))
         return chained
 
     classify_orphans(
-        report=report, orphans=orphans, root=point.path, busy=busy,
+        report=report, orphans=_stored(point.path, orphans), busy=busy,
         protected_backings=protected_backings, grace_seconds=grace_seconds,
     )
     if fix:
         remove_orphans(
-            report=report, driver_delete=_remove_file(point.path), root=point.path, actor=actor,
+            report=report, remove=_remove_file(point.path),
+            still_there=lambda name: os.path.lexists(os.path.join(point.path, name)), actor=actor,
             object_type="backup_point", object_uuid=point.uuid,
         )
         by_uuid = {str(b.uuid): b for b in backups}

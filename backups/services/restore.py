@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid as uuid_lib
+
 from django.db import transaction
 
 from backups import choices
@@ -92,12 +94,25 @@ def _backup_restore_run(operation: Operation, reporter: Reporter) -> None:
     store = backup_store(backup.backup_point)
     driver = pool_driver(volume.pool)
     total = backup.volume_capacity
-    reporter.phase("copying the backup into the volume")
-    store.restore(
-        backup.file_name,
-        driver.path(volume.image_name),
-        progress=lambda p: reporter.progress(p, int(total * p / 100), total),
-    )
+    if not driver.exists(volume.image_name):
+        # A dead attempt's partial is ours now (the lease is); ours is tagged so a lost lease never
+        # publishes another attempt's copy.
+        driver.discard_partials(volume.image_name)
+        reporter.phase("copying the backup into the volume")
+        tag = f"a{operation.attempts}-{uuid_lib.uuid4().hex[:8]}"
+        partial = driver.restore_export(
+            store.path(backup.file_name),
+            volume.image_name,
+            volume.capacity,
+            tag,
+            lambda p, _done=0, _total=0: reporter.progress(p, int(total * p / 100), total),
+        )
+        reporter.heartbeat()
+        if reporter.lost:
+            driver.remove_object(partial)
+            raise errors.InternalError(desc="lost the operation's lease; the new owner finishes the work")
+        reporter.phase("publishing")
+        driver.publish_partial(partial, volume.image_name)
     image = driver.info(volume.image_name)
     if image.virtual_size != volume.capacity:
         raise errors.StorageError(

@@ -34,6 +34,7 @@ from tests.services.test_backups import (  # noqa: F401 - fixtures used by name
     snap,
     write,
 )
+from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
 
 CHUNK = chunks.CHUNK_SIZE
 
@@ -226,14 +227,16 @@ def test_an_incremental_that_missed_a_change_fails_verification(scope, point, mo
     write(volume, f"write -P 3 {5 * CHUNK} 64k")
     s2 = snap(volume, "s2")
 
-    def lossy(self, source, name, *, base_name, source_base, compress, progress=None):
-        # The known-wrong way (docs/backups.md): `convert -B` copies the source's top layer only.
-        tmp = self.tmp_path(name)
-        base = os.path.basename(self.path(base_name))
-        qemu_img("convert", "-f", "qcow2", "-O", "qcow2", "-B", base, "-F", "qcow2", source, tmp)
-        os.replace(tmp, self.path(name))
+    real_export = Qcow2DirectoryDriver.export
 
-    monkeypatch.setattr(BackupStore, "write_incremental", lossy)
+    def lossy(self, image, target_path, *, base_export=None, since=None, compress=False, progress):
+        # The known-wrong way (docs/backups.md): `convert -B` copies the source's top layer only.
+        if base_export is None:
+            return real_export(self, image, target_path, compress=compress, progress=progress)
+        base = os.path.basename(base_export)
+        qemu_img("convert", "-f", "qcow2", "-O", "qcow2", "-B", base, "-F", "qcow2", self.path(image), target_path)
+
+    monkeypatch.setattr(Qcow2DirectoryDriver, "export", lossy)
     b2 = backup(volume, s2, point, name="b2")
     assert b2.status == choices.BackupStatus.COMPLETED and b2.base_id == b1.pk
     # Its file holds chunk 5 only, but the snapshot's layers since b1 also changed chunk 1: both

@@ -298,3 +298,29 @@ def test_verify_backups_selection(scope, point, capsys):
     assert verified("--point", str(point.uuid), "--limit", "1") == ["b2"]  # least recently verified
     with pytest.raises(CommandError):
         call_command("verify_backups", "--point", "00000000-0000-0000-0000-000000000000")
+
+
+def test_a_crashed_restore_is_finished_by_the_sweeper_and_no_partial_is_left(scope, point):
+    volume = make_volume(scope)
+    write(volume, f"write -P 1 0 {2 * MiB}")
+    s1 = snap(volume, "s1")
+    b = backup(volume, s1, point)
+    with TestCase.captureOnCommitCallbacks(execute=False):
+        restored = backup_restore(actor="test", backup=b, name="r", **scope)
+    operation = Operation.objects.get(target_uuid=restored.uuid)
+    Operation.objects.filter(pk=operation.pk).update(
+        state=OperationState.RUNNING,
+        owner="dead",
+        attempts=1,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    # What the dead attempt left in the pool: a partial under its own tag, nothing published.
+    directory = os.path.dirname(head_path(restored))
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f".tmp-{restored.uuid}.a1-deadbeef"), "wb") as handle:
+        handle.write(b"QFI\xfb half a qcow2")
+    assert [o.pk for o in operations.operations_sweep()] == [operation.pk]
+    restored.refresh_from_db()
+    assert restored.state == EventState.AVAILABLE
+    assert [n for n in os.listdir(directory) if n.startswith(".tmp-")] == []
+    assert identical(head_path(restored), layer_path(s1))

@@ -8,8 +8,10 @@ Every method is idempotent where the service may call it again after a crash.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, MutableMapping
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 ProgressCallback = Callable[[float, int, int], None]
 """progress(percent 0-100, bytes_done, bytes_total)."""
@@ -97,6 +99,54 @@ class ImportSource:
     format: str
     virtual_size: int
     details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A byte range of an image's guest-visible content."""
+
+    start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+class ContentReader(Protocol):
+    """Reads byte ranges of one image's guest-visible content (see `StorageDriver.open_reader`)."""
+
+    size: int
+
+    def read_many(self, ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, bytes | bytearray]]:
+        """(offset, data) for each (offset, length) range, in any order."""
+
+
+@dataclass(frozen=True)
+class PoolSpace:
+    """Total and free bytes of the storage under a pool."""
+
+    total: int
+    free: int
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object a pool holds, as reconcile and the repair previews see it."""
+
+    name: str
+    partial_of: str | None = None  # the image a partial write is for; None: a published image
+    size: int = 0  # bytes it occupies
+    age: float = 0.0  # seconds since it last changed
+    virtual_size: int | None = None
+    allocated: int | None = None  # as `usage`
+    backing: str | None = None  # as `backing_name`: an image of this pool, or a reference outside it
+    reads: tuple[str, ...] = ()  # what it reads through (as `backing`), nearest first; full inventory only
+    error: Exception | None = None  # a ServiceError: reading its metadata failed
+
+    @property
+    def partial(self) -> bool:
+        return self.partial_of is not None
 
 
 class StorageDriver(abc.ABC):
@@ -307,3 +357,74 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     def flatten_recover(self, volume: str, tree: SnapshotTree) -> FlattenResult:
         """After a failed flatten: discard partial copies and say what the volume reads now."""
+
+    # -- exports, restore, usage and inventory (docs/storage.md "Exports, usage and inventory") -----
+    # Backups, repair, reconcile, pool validation and usage refresh reach pool storage only through
+    # these (and the methods above). An export is a qcow2 file outside the pool, named by its caller:
+    # a full export is a standalone image, an incremental one an overlay whose backing reference is
+    # its base export's bare file name (same directory), so a directory of exports restores with
+    # plain qemu-img whatever driver wrote it. A Ceph RBD driver would write them through qemu's
+    # rbd: protocol, and answer `changed_extents` with `rbd diff --from-snap`.
+
+    @abc.abstractmethod
+    def export(
+        self,
+        image: str,
+        target_path: str,
+        *,
+        base_export: str | None = None,
+        since: str | None = None,
+        compress: bool = False,
+        progress: ProgressCallback,
+    ) -> None:
+        """Write image `image`'s guest-visible content into the new qcow2 file `target_path`.
+
+        Without `base_export`: a standalone image. With it (an earlier export of this volume, in the
+        target's directory): an overlay on it holding only the clusters whose content differs from it.
+        `since` names the snapshot image that export was made from; while it exists the driver reads
+        only the change since it, otherwise it compares content. Whatever `target_path` held is
+        replaced; scratch files are named `target_path` + ".<suffix>" and removed before returning.
+        The caller publishes the file (the driver never renames it).
+        """
+
+    @abc.abstractmethod
+    def changed_extents(self, image: str, *, since: str | None = None) -> list[Extent] | None:
+        """Ranges of `image`'s content that may hold data (`since` None), or that may differ from the
+        snapshot image `since`; None when the driver cannot tell the change since `since` (gone, or
+        not an ancestor of `image` any more)."""
+
+    @abc.abstractmethod
+    def open_reader(self, image: str) -> contextlib.AbstractContextManager[ContentReader]:
+        """A read-only reader of `image`'s guest-visible content, for as long as the context lasts."""
+
+    @abc.abstractmethod
+    def restore_export(
+        self, export_path: str, name: str, size: int, tag: str, progress: ProgressCallback
+    ) -> str:
+        """Copy the content of the export `export_path` (with the exports it sits on) into a new
+        partial image for `name` of `size` bytes; return the partial's name (see `full_clone`: nothing
+        looks usable until `publish_partial`, and `tag` keeps two attempts apart)."""
+
+    @abc.abstractmethod
+    def usage(self, name: str) -> int:
+        """Bytes the image `name` (a volume's head or a snapshot) occupies on its own: what Used and a
+        snapshot's Size count. Never opens what the image sits on."""
+
+    @abc.abstractmethod
+    def space(self) -> PoolSpace:
+        """Total and free bytes of the storage under the pool now."""
+
+    @abc.abstractmethod
+    def inventory(self, names: Iterable[str] | None = None) -> list[StoredObject]:
+        """Every object the pool holds (published images and partial writes), or only those of the
+        images `names` (the images that exist and their partials). Metadata reads only."""
+
+    @abc.abstractmethod
+    def remove_object(self, name: str) -> bool:
+        """Remove one object `inventory` listed (an image or a partial write), nothing else; return
+        whether it was there. What it alone kept (an emptied directory) goes with it."""
+
+    @abc.abstractmethod
+    def validate_location(self) -> str:
+        """Check that the pool's location can hold images (for pool add and edit); return its
+        canonical form. Raises InvalidParameter(field="path") with the reason."""

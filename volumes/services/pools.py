@@ -4,7 +4,6 @@ checked first; plus the usage figures the console draws as bars."""
 from __future__ import annotations
 
 import os
-import shutil
 import uuid as uuid_lib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -16,13 +15,14 @@ from django.utils import timezone
 from sharestore import errors
 from sharestore.core.services.state import audit, transition
 from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
-from volumes.drivers import get_driver
+from volumes.drivers import DRIVERS, get_driver
 from volumes.models import Cluster, Host, Pool, PoolMount, Tenant, Volume, Zone
 from volumes.services.volumes import validate_name
 
 
 def validate_directory(path: str) -> str:
-    """An absolute directory that exists and that this service can write (a pool or a backup point): returned resolved."""
+    """An absolute directory that exists and that this service can write (a backup point): returned
+    resolved. A pool's location is the driver's to check (`validate_pool_location`)."""
     if not isinstance(path, str) or not path or not os.path.isabs(path) or "\x00" in path:
         raise errors.InvalidParameter(field="path", reason="must be an absolute directory path")
     if not os.path.isdir(path):
@@ -30,6 +30,16 @@ def validate_directory(path: str) -> str:
     if not os.access(path, os.W_OK | os.X_OK):
         raise errors.InvalidParameter(field="path", reason=f"directory {path} is not writable")
     return os.path.realpath(path)
+
+
+def validate_pool_location(driver_name: str, path) -> str:
+    """The pool's location as its driver checks it (for a directory driver: an existing writable
+    directory), in the canonical form the driver returns."""
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise errors.InvalidParameter(field="path", reason="must be an absolute directory path")
+    if driver_name not in DRIVERS:
+        raise errors.InvalidParameter(field="driver", reason=f"must be one of {', '.join(PoolDriver.values)}")
+    return get_driver(driver_name, path).validate_location()
 
 
 def validate_byte_capacity(capacity) -> int:
@@ -86,7 +96,7 @@ def pool_create_check(
     """Validate a new pool's settings without writing; return them cleaned (the form calls this too)."""
     values = {
         "name": validate_name(name, field="name"),
-        "path": validate_directory(path),
+        "path": validate_pool_location(driver, path),
         "capacity": validate_byte_capacity(capacity),
         "overcommit_ratio": validate_overcommit(overcommit_ratio),
     }
@@ -162,7 +172,7 @@ def pool_update_check(*, pool: Pool, **changes) -> dict:
         values["name"] = validate_name(changes["name"], field="name")
         _check_name_free(cluster=pool.cluster, name=values["name"], exclude_pk=pool.pk)
     if "path" in changes and changes["path"] != pool.path:
-        path = validate_directory(changes["path"])
+        path = validate_pool_location(pool.driver, changes["path"])
         if path != pool.path:
             if Pool.objects.filter(path=path).exclude(pk=pool.pk).exists():
                 raise errors.InvalidParameter(field="path", reason=f"another pool already uses {path}")
@@ -242,16 +252,16 @@ class PoolUsage:
 
 
 def pool_usage(pool: Pool, *, filesystem: bool = True) -> PoolUsage:
-    """Sums from the database; with `filesystem`, one statvfs of the pool directory (quick metadata)."""
+    """Sums from the database; with `filesystem`, the driver's `space()` (one statvfs for a directory)."""
     sums = Volume.objects.filter(pool=pool, state__in=LIVE_STATES).aggregate(
         committed=Sum("capacity"), used=Sum("used"), snaps=Sum("snap_length")
     )
     fs_total = fs_free = None
     if filesystem:
         try:
-            disk = shutil.disk_usage(pool.path)
-            fs_total, fs_free = disk.total, disk.free
-        except OSError:
+            space = get_driver(pool.driver, pool.path).space()
+            fs_total, fs_free = space.total, space.free
+        except (OSError, KeyError, errors.ServiceError):
             pass
     return PoolUsage(
         capacity=pool.capacity,

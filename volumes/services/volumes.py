@@ -7,7 +7,6 @@ nothing. Storage work runs in the task entry (`sharestore.core.tasks.operation_t
 
 from __future__ import annotations
 
-import os
 import unicodedata
 import uuid as uuid_lib
 from collections.abc import Iterable
@@ -443,11 +442,11 @@ def _volume_delete_run(operation: Operation, reporter: Reporter) -> None:
     driver = pool_driver(volume.pool)
     names = _volume_image_names(volume)
     for index, name in enumerate(names, start=1):
-        driver.delete_image(name)
+        # Partials of any attempt first, then the image: removing the last object of a volume's own
+        # place (its snapshot directory) takes that place away too, and a repeat finishes the work.
+        driver.discard_partials(name)
+        driver.remove_object(name)
         reporter.progress(100.0 * index / len(names))
-    snapshot_dir = os.path.join(volume.pool.path, "snapshots", str(volume.uuid))
-    if os.path.isdir(snapshot_dir) and not os.listdir(snapshot_dir):
-        os.rmdir(snapshot_dir)
 
 
 def _volume_delete_succeed(operation: Operation) -> None:

@@ -13,6 +13,7 @@ from sharestore import errors
 from volumes.drivers import qemu
 from volumes.drivers.base import ImageInfo, ImportSource, ProgressCallback, StorageDriver
 from volumes.drivers.qcow2.clones import COPY_CACHE, COPY_CACHE_ARGS, COPY_SOURCE_CACHE, LayerClones  # noqa: F401
+from volumes.drivers.qcow2.export import LayerExports
 from volumes.drivers.qcow2.tree import LayerTree
 from volumes.drivers.qemu import TMP_PREFIX, fsync_path, supports_direct_io  # noqa: F401  (re-exported)
 
@@ -23,7 +24,7 @@ def _within(path: str, roots: list[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-class Qcow2DirectoryDriver(LayerTree, LayerClones, StorageDriver):
+class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
     """Images are qcow2 files below the pool directory; backing references are relative."""
 
     def path(self, name: str) -> str:

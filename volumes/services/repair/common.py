@@ -1,10 +1,8 @@
-"""Helpers several repairs share: what operations may be writing, partial files, image chains read
-once, orphan classification, and the backing files the snapshot tree expects."""
+"""Helpers several repairs share: what operations may be writing, orphan classification over what a
+driver's inventory lists, and the backing images the snapshot tree expects."""
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable
 
 from django.db.models import Q
@@ -14,10 +12,10 @@ from sharestore.core.choices import ACTIVE_OPERATION_STATES
 from sharestore.core.models import Operation
 from sharestore.core.services.state import audit
 from volumes.choices import SnapshotStatus
-from volumes.drivers import StorageDriver
-from volumes.drivers.qcow2_dir import TMP_PREFIX
+from volumes.drivers.base import StoredObject
 from volumes.models import Snapshot, Volume
 from volumes.services.repair.findings import Finding, FindingKind, FixAction, KeptReason, ReconcileReport
+from volumes.services.volumes import pool_driver
 
 # -- shared helpers ----------------------------------------------------------------------------------
 
@@ -42,64 +40,11 @@ def name_mentions(name: str, uuids: set[str]) -> bool:
     return any(u in name for u in uuids)
 
 
-def is_partial(name: str) -> bool:
-    return os.path.basename(name).startswith(TMP_PREFIX)
-
-
-def file_age_seconds(path: str, now: float | None = None) -> float | None:
-    try:
-        return (now or time.time()) - os.lstat(path).st_mtime
-    except FileNotFoundError:
-        return None
-
-
-def resolve_backing(name: str, backing: str | None, root: str) -> str | None:
-    """The backing file of image `name`, as a name relative to `root` (or the absolute path if outside)."""
-    if not backing:
-        return None
-    if backing.startswith("/"):
-        absolute = os.path.normpath(backing)
-        root = os.path.normpath(root)
-        return os.path.relpath(absolute, root) if absolute.startswith(root + "/") else absolute
-    return os.path.normpath(os.path.join(os.path.dirname(name), backing))
-
-
-class ImageReader:
-    """Caches `info` per image name so each file is read once per reconcile."""
-
-    def __init__(self, driver: StorageDriver):
-        self.driver = driver
-        self.cache: dict[str, object] = {}
-
-    def info(self, name: str):
-        """ImageInfo, or the ServiceError that reading it raised."""
-        if name not in self.cache:
-            try:
-                self.cache[name] = self.driver.info(name)
-            except errors.ServiceError as exc:
-                self.cache[name] = exc
-        return self.cache[name]
-
-    def chain(self, name: str) -> list[str]:
-        """Backing files of `name`, nearest first, as far as they can be read."""
-        names, seen, current = [], {name}, name
-        while True:
-            info = self.info(current) if self.driver.exists(current) else None
-            if info is None or isinstance(info, errors.ServiceError):
-                return names
-            backing = resolve_backing(current, info.backing, self.driver.root)
-            if not backing or backing in seen or backing.startswith("/"):
-                return names
-            names.append(backing)
-            seen.add(backing)
-            current = backing
-
-
 def remove_orphans(
     *,
     report: ReconcileReport,
-    driver_delete: Callable[[str], object],
-    root: str,
+    remove: Callable[[str], object],
+    still_there: Callable[[str], bool],
     actor: str,
     object_type: str,
     object_uuid,
@@ -109,11 +54,11 @@ def remove_orphans(
         if finding.kind != FindingKind.ORPHAN_FILE or not finding.fixable:
             continue
         try:
-            driver_delete(finding.name)
+            remove(finding.name)
         except (OSError, errors.ServiceError) as exc:
             finding.error = str(exc)
             continue
-        finding.fixed = not os.path.lexists(os.path.join(root, finding.name))
+        finding.fixed = not still_there(finding.name)
         audit(
             actor=actor,
             action="reconcile.remove_orphan",
@@ -127,52 +72,37 @@ def remove_orphans(
 def classify_orphans(
     *,
     report: ReconcileReport,
-    orphans: list[str],
-    root: str,
+    orphans: list[StoredObject],
     busy: set[str],
     protected_backings: Callable[[], set[str]],
     grace_seconds: int,
 ) -> None:
-    """Add an orphan finding per file, with the reason a fix would keep it, if any."""
+    """Add an orphan finding per object no row accounts for, with the reason a fix would keep it, if any.
+
+    Each object is removed on its own (`remove_object`), so a kept partial write no longer holds back
+    the removal of its image, nor the other way round.
+    """
     if not orphans:
         return
     backings = protected_backings()
-    now = time.time()
-    kept_names = set()
-    for name in orphans:
-        path = os.path.join(root, name)
-        age = file_age_seconds(path, now)
-        try:
-            size = os.lstat(path).st_size
-        except FileNotFoundError:
-            continue
+    for orphan in orphans:
         kept = ""
-        if name_mentions(name, busy):
+        if name_mentions(orphan.name, busy):
             kept = KeptReason.BUSY
-        elif name in backings:
+        elif orphan.name in backings:
             kept = KeptReason.BACKS_IMAGE
-        elif age is not None and age < grace_seconds:
+        elif orphan.age < grace_seconds:
             kept = KeptReason.GRACE
-        if kept:
-            kept_names.add(name)
         report.findings.append(
             Finding(
                 kind=FindingKind.ORPHAN_FILE,
-                name=name,
-                detail=("partial write" if is_partial(name) else "no database row refers to this file"),
-                found=f"{size} bytes, modified {int(age or 0)} s ago",
+                name=orphan.name,
+                detail=("partial write" if orphan.partial else "no database row refers to this file"),
+                found=f"{orphan.size} bytes, modified {int(orphan.age)} s ago",
                 fix=FixAction.REMOVE,
                 kept=kept,
             )
         )
-    # Removing a file also removes its partial write (the driver's delete does both): keep the
-    # file when its `.tmp-` sibling must stay.
-    for finding in report.findings:
-        if finding.kind == FindingKind.ORPHAN_FILE and not finding.kept and not is_partial(finding.name):
-            directory, base = os.path.split(finding.name)
-            sibling = os.path.join(directory, TMP_PREFIX + base) if directory else TMP_PREFIX + base
-            if sibling in kept_names:
-                finding.kept = KeptReason.TMP_SIBLING
 
 
 # -- what the tree expects on disk ---------------------------------------------------------------
@@ -181,11 +111,10 @@ def classify_orphans(
 LAYER_EXPECTED_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.HIDDEN]
 
 def linked_base_name(volume: Volume) -> str | None:
-    """A linked clone's base layer as a name relative to the clone's pool root.
+    """A linked clone's base layer as the clone's pool driver names its backing (`backing_name`).
 
-    In the same pool that is the layer's own name; a clone in another pool reaches the layer
-    through a relative path that leaves its pool (`../pool-b/snapshots/...`), as resolve_backing
-    reports it.
+    In the same pool that is the layer's own name; in another pool, the reference that pool's driver
+    gives for the layer (`image_ref`), which is how an image names what lies outside its pool.
     """
     if not volume.parent_snapshot_id or volume.parent_snapshot is None:
         return None
@@ -193,7 +122,7 @@ def linked_base_name(volume: Volume) -> str | None:
     source_pool = volume.parent_snapshot.volume.pool
     if source_pool.pk == volume.pool_id:
         return layer
-    return os.path.normpath(os.path.relpath(os.path.join(source_pool.path, layer), volume.pool.path))
+    return pool_driver(source_pool).image_ref(layer)
 
 
 def expected_head_backing(volume: Volume) -> str | None:

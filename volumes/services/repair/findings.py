@@ -60,13 +60,11 @@ class KeptReason:
     GRACE = "grace"
     BUSY = "busy"
     BACKS_IMAGE = "backs_image"
-    TMP_SIBLING = "tmp_sibling"
 
     LABELS = {
         GRACE: _("younger than the grace period"),
         BUSY: _("an operation on this object is queued or running"),
         BACKS_IMAGE: _("a referenced image uses it as backing file"),
-        TMP_SIBLING: _("its partial write is still protected"),
     }
 
 

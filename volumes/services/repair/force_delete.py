@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 
 from django.db import transaction
@@ -14,7 +13,6 @@ from sharestore.core.models import Operation
 from sharestore.core.services.operations import operation_create
 from sharestore.core.services.state import transition
 from volumes.choices import LIVE_STATES, EventState
-from volumes.drivers.qcow2_dir import TMP_PREFIX
 from volumes.models import Volume, VolumeAttachment
 from volumes.services.repair.inspection import cancel_stale_operations, live_operations
 from volumes.services.volumes import pool_driver
@@ -51,12 +49,8 @@ def force_delete_preview(*, volume: Volume) -> ForceDeletePlan:
     names = [volume.image_name] + list(
         volume.snapshots.exclude(layer_name="").order_by("pk").values_list("layer_name", flat=True)
     )
-    files = []
-    for name in names:
-        directory, base = os.path.split(name)
-        for candidate in (name, os.path.join(directory, TMP_PREFIX + base)):
-            if os.path.lexists(os.path.join(driver.root, candidate)):
-                files.append(candidate)
+    # What exists of them, and their partial writes (the inventory lists each image before its partials).
+    files = [obj.name for obj in driver.inventory(names)]
     live, stale = live_operations(volume)
     plan = ForceDeletePlan(
         volume_uuid=str(volume.uuid),

@@ -3,7 +3,6 @@ the reset-state and force-delete previews."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -16,15 +15,12 @@ from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationState
 from sharestore.core.models import Operation
 from sharestore.core.services.state import transition
 from volumes.choices import SnapshotStatus
-from volumes.drivers.qcow2_dir import TMP_PREFIX
 from volumes.models import Volume
 from volumes.services.repair.common import (
     LAYER_EXPECTED_STATUSES,
-    ImageReader,
     active_operations_filter,
     expected_head_backing,
     expected_layer_backing,
-    resolve_backing,
 )
 from volumes.services.volumes import pool_driver
 
@@ -73,43 +69,43 @@ def volume_inspect(volume: Volume) -> VolumeInspection:
     """Read the volume's head and snapshot layers (metadata only) and compare them with the tree."""
     volume = Volume.objects.select_related("pool", "current_snapshot", "parent_snapshot").get(pk=volume.pk)
     driver = pool_driver(volume.pool)
-    reader = ImageReader(driver)
     inspection = VolumeInspection(head=volume.image_name, expected_backing=expected_head_backing(volume))
-    inspection.head_exists = driver.exists(volume.image_name)
-    if inspection.head_exists:
-        info = reader.info(volume.image_name)
-        if isinstance(info, errors.ServiceError):
-            inspection.head_error = f"scode {info.scode}: {info.render_message()}"
-        else:
-            inspection.virtual_size = info.virtual_size
-            inspection.backing = resolve_backing(volume.image_name, info.backing, driver.root)
-            if info.virtual_size != volume.capacity:
-                inspection.head_error = f"virtual size {info.virtual_size} differs from capacity {volume.capacity}"
     snapshots = list(volume.snapshots.select_related("parent").order_by("pk"))
+    names = [volume.image_name] + [s.layer_name for s in snapshots if s.layer_name]
+    stored = {}
+    for obj in driver.inventory(names):
+        if obj.partial:
+            inspection.partial_files.append(obj.name)
+        else:
+            stored[obj.name] = obj
+    head = stored.get(volume.image_name)
+    inspection.head_exists = head is not None
+    if head is not None:
+        if head.error is not None:
+            inspection.head_error = f"scode {head.error.scode}: {head.error.render_message()}"
+        else:
+            inspection.virtual_size = head.virtual_size
+            inspection.backing = head.backing
+            if head.virtual_size != volume.capacity:
+                inspection.head_error = f"virtual size {head.virtual_size} differs from capacity {volume.capacity}"
     by_id = {s.pk: s for s in snapshots}
     for snapshot in snapshots:
         if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
             continue
+        info = stored.get(snapshot.layer_name)
         layer = {"uuid": str(snapshot.uuid), "name": snapshot.name, "layer": snapshot.layer_name,
-                 "status": snapshot.get_status_display(), "exists": driver.exists(snapshot.layer_name), "ok": True,
+                 "status": snapshot.get_status_display(), "exists": info is not None, "ok": True,
                  "problem": ""}
-        if not layer["exists"]:
+        if info is None:
             layer["ok"] = snapshot.status not in LAYER_EXPECTED_STATUSES
             layer["problem"] = "missing"
         else:
-            info = reader.info(snapshot.layer_name)
             expected = expected_layer_backing(snapshot, by_id, volume)
-            if isinstance(info, errors.ServiceError):
-                layer.update(ok=False, problem=f"unreadable: {info.render_message()}")
-            elif resolve_backing(snapshot.layer_name, info.backing, driver.root) != expected:
+            if info.error is not None:
+                layer.update(ok=False, problem=f"unreadable: {info.error.render_message()}")
+            elif info.backing != expected:
                 layer.update(ok=False, problem=f"backing should be {expected or '(none)'}")
         inspection.layers.append(layer)
-    root = volume.pool.path
-    for name in [volume.image_name] + [s.layer_name for s in snapshots if s.layer_name]:
-        directory, base = os.path.split(name)
-        partial = os.path.join(directory, TMP_PREFIX + base)
-        if os.path.lexists(os.path.join(root, partial)):
-            inspection.partial_files.append(partial)
     return inspection
 
 

@@ -3,7 +3,6 @@ every backup point); with fix, repair what is safe to repair and report the rest
 
 from __future__ import annotations
 
-import os
 import uuid as uuid_lib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -15,16 +14,15 @@ from sharestore import errors
 from sharestore.core.services.state import audit, transition
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
+from volumes.drivers.base import StoredObject
 from volumes.models import Pool, Snapshot, Volume
 from volumes.services.repair.common import (
     LAYER_EXPECTED_STATUSES,
-    ImageReader,
     busy_uuids,
     classify_orphans,
     expected_head_backing,
     expected_layer_backing,
     remove_orphans,
-    resolve_backing,
 )
 from volumes.services.repair.findings import (
     DEFAULT_GRACE_SECONDS,
@@ -152,17 +150,16 @@ def reconcile_pool(
     pool = target
     report = ReconcileReport(scope="pool", uuid=str(pool.uuid), name=pool.name, path=pool.path, fix=fix)
     driver = pool_driver(pool)
-    if not os.path.isdir(pool.path):
-        report.error = f"pool directory {pool.path} does not exist"
-        return report
     try:
-        files = driver.list_images()
+        inventory = {o.name: o for o in driver.inventory()}
+    except errors.PoolUnavailable as exc:
+        report.error = f"pool directory {pool.path} {exc.params.get('reason', 'is unavailable')}"
+        return report
     except OSError as exc:
         report.error = f"cannot list {pool.path}: {exc}"
         return report
-    report.files_checked = len(files)
-    file_set = set(files)
-    reader = ImageReader(driver)
+    report.files_checked = len(inventory)
+    file_set = {name for name, o in inventory.items() if not o.partial}
     busy = busy_uuids()
 
     volumes = _pool_volumes(pool)
@@ -182,7 +179,7 @@ def reconcile_pool(
         if snapshot.layer_name and snapshot.status != SnapshotStatus.DELETING:
             referenced[snapshot.layer_name] = ("snapshot", snapshot)
 
-    total = len(files) + len(volumes)
+    total = len(inventory) + len(volumes)
     done = 0
 
     def tick(label: str) -> None:
@@ -225,22 +222,21 @@ def reconcile_pool(
             )
         # An errored volume promises no usable image: its file (if any) is accounted for, not checked.
         if head_exists and volume.state in HEAD_EXPECTED_STATES:
-            _check_image(report, reader, volume.image_name, "volume", volume, expected_head_backing(volume))
-            info = reader.info(volume.image_name)
-            if not isinstance(info, errors.ServiceError):
-                if info.allocated != volume.used:
-                    report.findings.append(
-                        Finding(
-                            kind=FindingKind.SIZE_DRIFT,
-                            name=volume.image_name,
-                            object_type="volume",
-                            object_uuid=str(volume.uuid),
-                            detail="Used",
-                            expected=str(volume.used),
-                            found=str(info.allocated),
-                            fix=FixAction.REFRESH,
-                        )
+            info = inventory[volume.image_name]
+            _check_image(report, info, "volume", volume, expected_head_backing(volume))
+            if info.error is None and info.allocated != volume.used:
+                report.findings.append(
+                    Finding(
+                        kind=FindingKind.SIZE_DRIFT,
+                        name=volume.image_name,
+                        object_type="volume",
+                        object_uuid=str(volume.uuid),
+                        detail="Used",
+                        expected=str(volume.used),
+                        found=str(info.allocated),
+                        fix=FixAction.REFRESH,
                     )
+                )
         for snapshot in layers:
             if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
                 continue
@@ -260,12 +256,9 @@ def reconcile_pool(
                         )
                     )
                 continue
-            _check_image(
-                report, reader, snapshot.layer_name, "snapshot", snapshot,
-                expected_layer_backing(snapshot, snapshot_by_id, volume),
-            )
-            info = reader.info(snapshot.layer_name)
-            if not isinstance(info, errors.ServiceError):
+            info = inventory[snapshot.layer_name]
+            _check_image(report, info, "snapshot", snapshot, expected_layer_backing(snapshot, snapshot_by_id, volume))
+            if info.error is None:
                 measured_size[snapshot.pk] = info.allocated
                 if info.allocated != snapshot.size:
                     report.findings.append(
@@ -297,23 +290,22 @@ def reconcile_pool(
                 )
 
     orphans = []
-    for name in files:
+    for name, stored in inventory.items():
         tick(name)
         if name in referenced:
             continue
-        orphans.append(name)
+        orphans.append(stored)
 
     def protected_backings() -> set[str]:
         chained: set[str] = set()
         for name in referenced:
             if name in file_set:
-                chained.update(reader.chain(name))
+                chained.update(inventory[name].reads)
         return chained
 
     classify_orphans(
         report=report,
         orphans=orphans,
-        root=pool.path,
         busy=busy,
         protected_backings=protected_backings,
         grace_seconds=grace_seconds,
@@ -324,31 +316,30 @@ def reconcile_pool(
     return report
 
 
-def _check_image(report: ReconcileReport, reader: ImageReader, name: str, object_type: str, obj, expected: str | None):
-    info = reader.info(name)
-    if isinstance(info, errors.ServiceError):
+def _check_image(report: ReconcileReport, info: StoredObject, object_type: str, obj, expected: str | None):
+    if info.error is not None:
+        error = info.error
         report.findings.append(
             Finding(
                 kind=FindingKind.UNREADABLE,
-                name=name,
+                name=info.name,
                 object_type=object_type,
                 object_uuid=str(obj.uuid),
-                detail=f"scode {info.scode}: {info.render_message()}",
-                found=(info.desc or "")[:500],
+                detail=f"scode {error.scode}: {error.render_message()}",
+                found=(error.desc or "")[:500],
             )
         )
         return
-    found = resolve_backing(name, info.backing, reader.driver.root)
-    if found != expected:
+    if info.backing != expected:
         report.findings.append(
             Finding(
                 kind=FindingKind.CHAIN_MISMATCH,
-                name=name,
+                name=info.name,
                 object_type=object_type,
                 object_uuid=str(obj.uuid),
                 detail="backing file differs from the snapshot tree",
                 expected=expected or "(none)",
-                found=found or "(none)",
+                found=info.backing or "(none)",
             )
         )
 
@@ -357,7 +348,7 @@ def _fix_pool(report: ReconcileReport, pool: Pool, driver: StorageDriver, actor:
     volumes_by_uuid = {str(v.uuid): v for v in volumes}
     snapshots_by_uuid = {str(s.uuid): s for s in snapshots}
     remove_orphans(
-        report=report, driver_delete=driver.delete_image, root=pool.path, actor=actor,
+        report=report, remove=driver.remove_object, still_there=driver.exists, actor=actor,
         object_type="pool", object_uuid=pool.uuid,
     )
     for finding in report.findings:

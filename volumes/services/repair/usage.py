@@ -125,14 +125,14 @@ def measure_volume(
     if SNAP_LENGTH not in fields:
         snapshots = []
     if USED in fields and (require_head or driver.exists(volume.image_name)):
-        used = driver.allocated_bytes(volume.image_name)
+        used = driver.usage(volume.image_name)
         if used != volume.used:
             changes.append(UsageChange(str(volume.uuid), volume.name, "used", volume.used, used, str(volume.uuid)))
     sizes = {}
     for snapshot in snapshots:
         if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
             continue
-        size = driver.allocated_bytes(snapshot.layer_name) if driver.exists(snapshot.layer_name) else 0
+        size = driver.usage(snapshot.layer_name) if driver.exists(snapshot.layer_name) else 0
         sizes[snapshot.pk] = size
         if size != snapshot.size:
             changes.append(UsageChange(str(volume.uuid), volume.name, "snapshot.size", snapshot.size, size, str(snapshot.uuid)))
