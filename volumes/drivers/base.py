@@ -301,6 +301,11 @@ class StorageDriver(abc.ABC):
     # pool's driver (of the same kind: `can_link_from`).
 
     @abc.abstractmethod
+    def image_ref(self, name: str) -> str:
+        """How an image in another pool of this kind names image `name` as what it reads (a linked
+        clone's base): reconcile compares a clone's recorded base with it."""
+
+    @abc.abstractmethod
     def can_link_from(self, source: StorageDriver) -> bool:
         """Whether a linked clone in this pool can read snapshots of `source`'s pool at all."""
 
