@@ -447,7 +447,7 @@ class OperationLeaseLost(ServiceError):
     """This attempt no longer holds its operation's lease: another attempt took it over, so this one
     must not publish anything."""
 
-    scode, http_status = 5006, 409
+    scode, http_status = 5006, 500
     message = "operation {uuid} attempt {attempt} lost its lease; it publishes nothing"
     message_cn = "操作 {uuid} 的第 {attempt} 次尝试已失去租约，不发布任何结果"
 
