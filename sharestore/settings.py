@@ -13,7 +13,7 @@
 | SHARESTORE_LEASE_SECONDS | 30 | how long an operation's worker may miss heartbeats before another takes it over |
 | SHARESTORE_HEARTBEAT_SECONDS | lease/3 | lease renewal and sweep interval of every worker |
 | SHARESTORE_MAX_COPY_SECONDS | 86400 | longest single copy; task timeout, broker retry, qemu-img copy timeout and the volume cap derive from it |
-| SHARESTORE_COPY_RATE_FLOOR | 805306368 | slowest supported copy rate (bytes/s): volume cap = it x SHARESTORE_MAX_COPY_SECONDS |
+| SHARESTORE_COPY_RATE_FLOOR | 838860800 (800 MiB/s) | slowest supported copy rate (bytes/s): volume cap = it x SHARESTORE_MAX_COPY_SECONDS |
 | SHARESTORE_HOST | (unset) | name or UUID of the Host row this worker runs on; unset: one machine, every pool, default queue |
 | SHARESTORE_SNAPSHOT_MAX_DEPTH | 32 | most snapshot layers under a volume's head |
 | SHARESTORE_BACKUP_COMPRESS | 1 | zstd-compress backups unless a request says otherwise |
@@ -116,7 +116,7 @@ SHARESTORE_HOST_WAIT_SECONDS = int(os.environ.get("SHARESTORE_HOST_WAIT_SECONDS"
 # is the lease) covers them all, the broker's redelivery (`retry`) comes after the timeout, and the
 # largest volume is what a copy at the slowest supported rate finishes in that time.
 SHARESTORE_MAX_COPY_SECONDS = int(os.environ.get("SHARESTORE_MAX_COPY_SECONDS", str(24 * 3600)))
-SHARESTORE_COPY_RATE_FLOOR = int(os.environ.get("SHARESTORE_COPY_RATE_FLOOR", str(768 << 20)))  # bytes/s
+SHARESTORE_COPY_RATE_FLOOR = int(os.environ.get("SHARESTORE_COPY_RATE_FLOOR", str(800 << 20)))  # bytes/s
 COPY_STEPS_PER_TASK = 3
 SHARESTORE_TASK_TIMEOUT = COPY_STEPS_PER_TASK * SHARESTORE_MAX_COPY_SECONDS + 600
 SHARESTORE_TASK_RETRY = SHARESTORE_TASK_TIMEOUT + 600
@@ -127,7 +127,7 @@ SHARESTORE_QEMU_TIMEOUTS = {
     "copy": SHARESTORE_MAX_COPY_SECONDS,
 }
 # Upper bounds that keep one request from asking for absurd resources. The volume cap never exceeds
-# what one copy moves within SHARESTORE_MAX_COPY_SECONDS at SHARESTORE_COPY_RATE_FLOOR (63.3 TiB at
+# what one copy moves within SHARESTORE_MAX_COPY_SECONDS at SHARESTORE_COPY_RATE_FLOOR (65.9 TiB at
 # the defaults), so no size the API accepts is cut short by a timeout.
 SHARESTORE_MAX_VOLUME_BYTES = min(
     int(os.environ.get("SHARESTORE_MAX_VOLUME_BYTES", str(64 * 2**40))),
