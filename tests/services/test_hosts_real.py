@@ -302,7 +302,9 @@ def test_an_operation_whose_pool_no_live_host_mounts_waits_then_fails(workers, t
 @pytest.mark.parametrize("trials", [SAMPLE_KILLS, pytest.param(LONG_KILLS, marks=pytest.mark.hosts)])
 def test_killed_clones_backups_and_restores_end_once_and_cleanly(workers, topology, tmp_path, point, trials):
     hosts, disks, bbb, empty = prepare_hosts(topology, tmp_path)
-    env = {"SHARESTORE_LEASE_SECONDS": "4", "SHARESTORE_HEARTBEAT_SECONDS": "1"}
+    # Each file publish is preceded by a 2 s silent pause, so a random kill lands inside the operation
+    # (during the copy or just before its rename) even when the copy itself is quick.
+    env = {"SHARESTORE_LEASE_SECONDS": "4", "SHARESTORE_HEARTBEAT_SECONDS": "1", "SHARESTORE_FAULT_PAUSE": "publish:2"}
     workers.start("h1", host="h1", **env)
     workers.start("h2", host="h2", **env)
     assert wait_for(lambda: Host.objects.exclude(queue="").count() == 2, 60)
@@ -335,7 +337,7 @@ def test_killed_clones_backups_and_restores_end_once_and_cleanly(workers, topolo
         operation_id = Operation.objects.filter(target_uuid=created.uuid).latest("pk").pk
         wait_for(lambda: Operation.objects.filter(pk=operation_id, state=OperationState.RUNNING).first()
                            or finished(operation_id), 60, step=0.02)
-        time.sleep(rng.uniform(0, 0.8))
+        time.sleep(rng.uniform(0, 1.8))
         row = Operation.objects.get(pk=operation_id)
         killed = None
         if row.state == OperationState.RUNNING:
