@@ -458,6 +458,32 @@ class NoSpace(ServiceError):
     message_cn = "{where} 空间不足"
 
 
+class PoolIdentityMismatch(ServiceError):
+    """The directory at the pool's path is not that pool: its identity marker is missing or names
+    another pool (an empty mount point, or another pool's share mounted there)."""
+
+    scode, http_status = 5005, 503
+    message = "pool {pool} refused at {path}: {reason}"
+    message_cn = "存储池 {pool} 在 {path} 的身份校验失败：{reason}"
+
+
+class OperationLeaseLost(ServiceError):
+    """This attempt no longer holds its operation's lease: another attempt took it over, so this one
+    must not publish anything."""
+
+    scode, http_status = 5006, 500
+    message = "operation {uuid} attempt {attempt} lost its lease; it publishes nothing"
+    message_cn = "操作 {uuid} 的第 {attempt} 次尝试已失去租约，不发布任何结果"
+
+
+class NoLiveHost(ServiceError):
+    """No live storage host mounts every pool the operation touches, and the wait deadline passed."""
+
+    scode, http_status = 5007, 503
+    message = "no live host mounts pool {pool} (waited {seconds} s)"
+    message_cn = "没有在线的主机挂载存储池 {pool}（已等待 {seconds} 秒）"
+
+
 # 45xx: operator repairs (console and manage.py) -----------------------------------------------
 
 

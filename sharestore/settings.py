@@ -15,7 +15,11 @@
 | SHARESTORE_ALLOWED_HOSTS | 127.0.0.1,localhost | comma-separated |
 | SHARESTORE_QEMU_IMG | qemu-img | the qemu-img binary |
 | SHARESTORE_QEMU_NBD | qemu-nbd | the qemu-nbd binary |
-| SHARESTORE_LEASE_SECONDS | 300 | how long an operation's owner may stay silent before the sweeper takes over |
+| SHARESTORE_LEASE_SECONDS | 30 | how long an operation's worker may miss heartbeats before another takes it over |
+| SHARESTORE_HEARTBEAT_SECONDS | lease/3 | lease renewal and sweep interval of every worker |
+| SHARESTORE_MAX_COPY_SECONDS | 86400 | longest single copy; task timeout, broker retry, qemu-img copy timeout and the volume cap derive from it |
+| SHARESTORE_COPY_RATE_FLOOR | 838860800 (800 MiB/s) | slowest supported copy rate (bytes/s): volume cap = it x SHARESTORE_MAX_COPY_SECONDS |
+| SHARESTORE_HOST | (unset) | name or UUID of the Host row this worker runs on; unset: one machine, every pool, default queue |
 | SHARESTORE_SNAPSHOT_MAX_DEPTH | 32 | most snapshot layers under a volume's head |
 | SHARESTORE_BACKUP_COMPRESS | 1 | zstd-compress backups unless a request says otherwise |
 | SHARESTORE_BACKUP_VERIFY_BATCH | 10 | backups the daily verification schedule checks per run |
@@ -96,13 +100,48 @@ SHARESTORE_IMPORT_ROOTS = [
 ]
 SHARESTORE_QEMU_IMG = env.str("SHARESTORE_QEMU_IMG", default="qemu-img")
 SHARESTORE_QEMU_NBD = env.str("SHARESTORE_QEMU_NBD", default="qemu-nbd")
-SHARESTORE_LEASE_SECONDS = env.int("SHARESTORE_LEASE_SECONDS", default=300)
-# Upper bounds that keep one request from asking for absurd resources.
-SHARESTORE_MAX_VOLUME_BYTES = env.int("SHARESTORE_MAX_VOLUME_BYTES", default=64 * 2**40)
+# Leases: a running attempt's heartbeat thread renews its lease every SHARESTORE_HEARTBEAT_SECONDS
+# (default lease/3) however silent the step; every qcluster's agent sweeps expired leases at the same
+# interval, so a dead worker's operation is taken over within lease + lease/3 (+ 0.2 s poll).
+SHARESTORE_LEASE_SECONDS = env.int("SHARESTORE_LEASE_SECONDS", default=30)
+SHARESTORE_HEARTBEAT_SECONDS = env.float("SHARESTORE_HEARTBEAT_SECONDS", default=0) or SHARESTORE_LEASE_SECONDS / 3
+
+# Storage hosts (docs/deploy.md "Storage hosts"): a worker started with SHARESTORE_HOST (a Host's name
+# or UUID) listens on the queue host-<SHARESTORE_HOST> and receives only operations whose pools that
+# host mounts (PoolMount rows). Unset: one machine, the default queue, every pool.
+SHARESTORE_HOST = env.str("SHARESTORE_HOST", default="").strip()
+# A host is live while its worker's heartbeat is younger than this (default: the lease).
+SHARESTORE_HOST_LIVE_SECONDS = env.int("SHARESTORE_HOST_LIVE_SECONDS", default=0) or SHARESTORE_LEASE_SECONDS
+# An operation whose pools no live host mounts waits this long, then fails with scode 5007.
+SHARESTORE_HOST_WAIT_SECONDS = env.int("SHARESTORE_HOST_WAIT_SECONDS", default=600)
+
+# One set of limits, derived from one setting (docs/deploy.md "Limits"): the longest single copy
+# (qemu-img convert, safe rebase, commit, compare, a backup's hash pass). An operation runs at most
+# COPY_STEPS_PER_TASK copy-class commands in a row; the django-q2 task timeout (a backstop: liveness
+# is the lease) covers them all, the broker's redelivery (`retry`) comes after the timeout, and the
+# largest volume is what a copy at the slowest supported rate finishes in that time.
+SHARESTORE_MAX_COPY_SECONDS = env.int("SHARESTORE_MAX_COPY_SECONDS", default=24 * 3600)
+SHARESTORE_COPY_RATE_FLOOR = env.int("SHARESTORE_COPY_RATE_FLOOR", default=800 << 20)  # bytes/s
+COPY_STEPS_PER_TASK = 3
+SHARESTORE_TASK_TIMEOUT = COPY_STEPS_PER_TASK * SHARESTORE_MAX_COPY_SECONDS + 600
+SHARESTORE_TASK_RETRY = SHARESTORE_TASK_TIMEOUT + 600
+SHARESTORE_QEMU_TIMEOUTS = {
+    "inspect": 120,
+    "metadata": 120,
+    "check": min(3600, SHARESTORE_MAX_COPY_SECONDS),
+    "copy": SHARESTORE_MAX_COPY_SECONDS,
+}
+# Upper bounds that keep one request from asking for absurd resources. The volume cap never exceeds
+# what one copy moves within SHARESTORE_MAX_COPY_SECONDS at SHARESTORE_COPY_RATE_FLOOR (65.9 TiB at
+# the defaults), so no size the API accepts is cut short by a timeout.
+SHARESTORE_MAX_VOLUME_BYTES = min(
+    env.int("SHARESTORE_MAX_VOLUME_BYTES", default=64 * 2**40),
+    SHARESTORE_MAX_COPY_SECONDS * SHARESTORE_COPY_RATE_FLOOR,
+)
 SHARESTORE_MAX_PAGE_SIZE = 1000
 # How long a process may keep a token, tenant, cluster or pool it read (a revoked token is refused
 # within this bound everywhere, at once in the process that revoked it): docs/api.md, "Read path".
-SHARESTORE_READ_CACHE_SECONDS = float(os.environ.get("SHARESTORE_READ_CACHE_SECONDS", "5"))
+SHARESTORE_READ_CACHE_SECONDS = env.float("SHARESTORE_READ_CACHE_SECONDS", default=5)
 # Most snapshot layers under a volume's active layer (deep chains slow every read: docs/snapshots.md).
 SHARESTORE_SNAPSHOT_MAX_DEPTH = env.int("SHARESTORE_SNAPSHOT_MAX_DEPTH", default=32)
 SHARESTORE_BACKUP_COMPRESS = _env_bool("SHARESTORE_BACKUP_COMPRESS", True)
@@ -228,17 +267,20 @@ Q_CLUSTER = {
     "name": "sharestore",
     "orm": "default",
     "workers": env.int("SHARESTORE_Q_WORKERS", default=2),
-    "timeout": env.int("SHARESTORE_TASK_TIMEOUT", default=6 * 3600),
-    "retry": env.int("SHARESTORE_TASK_TIMEOUT", default=6 * 3600) + 600,
+    "timeout": SHARESTORE_TASK_TIMEOUT,
+    "retry": SHARESTORE_TASK_RETRY,
     "max_attempts": 0,
     "ack_failures": True,
     "save_limit": 1000,
     "catch_up": False,
-    "poll": 0.2,
+    "poll": env.float("SHARESTORE_Q_POLL", default=0.2),
     "sync": _env_bool("SHARESTORE_Q_SYNC", False),
     "label": "Task queue",
     "cache": "cluster",
 }
+if SHARESTORE_HOST:
+    # `name` (the signing prefix) stays shared by every host; the queue is the host's own.
+    Q_CLUSTER["cluster_name"] = f"host-{SHARESTORE_HOST}"
 
 # Production behind a TLS-terminating proxy (docs/deploy.md): SHARESTORE_SECURE=1 turns on HSTS,
 # secure cookies and the HTTPS redirect, and trusts the proxy's X-Forwarded-Proto header.

@@ -138,3 +138,13 @@ def pattern_matches(image: str | Path, fmt: str, offset: int, length: int, byte:
 
 def image_info(path: str | Path) -> dict:
     return json.loads(qemu_img("info", "-U", "--output=json", str(path)).stdout)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long storage-host trials (marker `hosts`) run only when `-m` names them."""
+    if "hosts" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="long storage-host trial: run with -m hosts (docs/deploy.md)")
+    for item in items:
+        if "hosts" in item.keywords and item.get_closest_marker("hosts"):
+            item.add_marker(skip)

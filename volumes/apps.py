@@ -25,3 +25,14 @@ class VolumesConfig(AppConfig):
         register(OperationKind.CLONE_FULL, clones.CLONE_FULL_HANDLER)
         register(OperationKind.FLATTEN, clones.FLATTEN_HANDLER)
         register_retry(check=repair.operation_retry_check, run=repair.operation_retry)
+
+        # Placement on storage hosts, and the beats the worker agent runs in every qcluster.
+        from sharestore.core import agent
+        from sharestore.core.services.operations import set_placement
+        from volumes.services import hosts
+
+        set_placement(
+            route=hosts.operation_route, runs_here=hosts.this_host_mounts, preflight=hosts.operation_preflight
+        )
+        agent.register_beat(hosts.host_beat)
+        agent.register_beat(hosts.pools_beat)

@@ -63,6 +63,13 @@ class Host(models.Model):
     uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
     name = models.CharField(max_length=128, blank=True, default="")
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="hosts")
+    queue = models.CharField(
+        max_length=160, blank=True, default="",
+        help_text=_("django-q2 queue its storage worker listens on (host-<SHARESTORE_HOST>); empty: no worker."),
+    )
+    last_seen = models.DateTimeField(
+        null=True, blank=True, help_text=_("Last heartbeat of a storage worker running on this host.")
+    )
 
     class Meta:
         verbose_name = _("host")

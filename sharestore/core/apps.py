@@ -1,3 +1,5 @@
+import sys
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
@@ -9,3 +11,10 @@ class CoreConfig(AppConfig):
     label = "core"
     verbose_name = _("operations and audit")
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        # The worker agent (lease sweep, host liveness) runs in each `manage.py qcluster` process.
+        if len(sys.argv) > 1 and sys.argv[1] == "qcluster":
+            from sharestore.core import agent
+
+            agent.start()

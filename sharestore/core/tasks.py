@@ -10,18 +10,23 @@ import logging
 
 from sharestore.core.dispatch import handler_for
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import operation_run, operations_sweep
+from sharestore.core.services.operations import enqueue, operation_run, operations_sweep, runs_here
 
 logger = logging.getLogger(__name__)
 
 
 def operation_task(operation_id: int) -> None:
     """Run the operation with the handler registered for its kind."""
-    kind = Operation.objects.filter(pk=operation_id).values_list("kind", flat=True).first()
-    if kind is None:
+    operation = Operation.objects.filter(pk=operation_id).first()
+    if operation is None:
         logger.info("operation %s is gone; nothing to do", operation_id)
         return
-    operation_run(operation_id, handler_for(kind))
+    if not runs_here(operation):
+        # Routed here before a mount changed (or by hand): send it where its pools are mounted.
+        logger.warning("operation %s: this host does not mount its pools; re-routing", operation.uuid)
+        enqueue(operation, now=True, suffix=":reroute")
+        return
+    operation_run(operation_id, handler_for(operation.kind))
 
 
 def sweep_task() -> int:

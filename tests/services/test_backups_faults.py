@@ -39,7 +39,7 @@ from tests.services.test_backups import (  # noqa: F401 - fixtures
     write,
 )
 from volumes.choices import EventState
-from volumes.drivers import process
+from volumes.drivers import marker, process
 from volumes.models import Pool, Volume
 
 needs_root = pytest.mark.skipif(
@@ -61,7 +61,9 @@ def tmpfs(tmp_path):
 
 
 def files_under(path) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
+    return sorted(
+        os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs if f != marker.MARKER_NAME
+    )
 
 
 def queued_backup(volume, snapshot, point, **kwargs):
@@ -97,6 +99,7 @@ def test_a_full_pool_fails_the_restore_and_leaves_no_file(scope, point, tmpfs):
     b = backup(volume, snap(volume, "s1"), point, compress=False)
     Pool.objects.filter(pk=scope["pool"].pk).update(path=str(tmpfs))
     scope["pool"].refresh_from_db()
+    marker.write_marker(str(tmpfs), str(scope["pool"].uuid))
     with run_tasks():
         restored = backup_restore(actor="test", backup=b, name="r", **scope)
     restored.refresh_from_db()

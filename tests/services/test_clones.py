@@ -32,6 +32,7 @@ from tests.services.snapshot_support import (
 from volumes import selectors
 from volumes.api.snapshot_representations import SnapshotForest
 from volumes.choices import EventState, SnapshotStatus
+from volumes.drivers import marker
 from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
 from volumes.models import Host, Namespace, Pool, PoolMount, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.services import clones
@@ -589,6 +590,7 @@ def small_pool(topology, tmp_path):
         capacity=1 << 40,
     )
     PoolMount.objects.create(pool=pool, host=topology["host"], mount_path=str(directory))
+    marker.write_marker(str(directory), str(pool.uuid))
     yield pool
     subprocess.run(["umount", "-l", str(directory)], check=False)
 

@@ -18,6 +18,7 @@ from sharestore.core.services.state import transition
 from sharestore.core.tasks import operation_task
 from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img
 from volumes.choices import EventState
+from volumes.drivers import marker
 from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import VOLUME_CREATE_HANDLER, volume_create, volume_delete
 
@@ -149,11 +150,12 @@ def test_full_pool_fails_the_import_and_leaves_no_partial_file(scope, django_cap
     try:
         Pool.objects.filter(pk=scope["pool"].pk).update(path=str(small))
         scope["pool"].refresh_from_db()
+        marker.write_marker(str(small), str(scope["pool"].uuid))
         volume, operation = create(scope, django_capture_on_commit_callbacks, name="too-big", capacity=None, backing_file=str(source))
         operation.refresh_from_db()
         volume.refresh_from_db()
         assert (operation.state, operation.error_scode, volume.state) == (OperationState.FAILED, 5004, EventState.ERROR)
-        leftovers = [f for _, _, files in os.walk(small) for f in files]
+        leftovers = [f for _, _, files in os.walk(small) for f in files if f != marker.MARKER_NAME]
         assert leftovers == []
     finally:
         subprocess.run(["umount", str(small)], check=False)

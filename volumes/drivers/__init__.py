@@ -24,6 +24,9 @@ __all__ = [
 ]
 
 
-def get_driver(driver_name: str, root: str) -> StorageDriver:
-    """The driver for a pool, given its driver name and root (never a model instance)."""
-    return DRIVERS[driver_name](root)
+def get_driver(driver_name: str, root: str, pool_uuid: str | None = None) -> StorageDriver:
+    """The driver for a pool, given its driver name, root and UUID (never a model instance).
+
+    With `pool_uuid`, `check_available()` also verifies the pool identity marker (`drivers/marker.py`).
+    """
+    return DRIVERS[driver_name](root, pool_uuid)

@@ -152,12 +152,15 @@ class StoredObject:
 class StorageDriver(abc.ABC):
     """The control path of one pool's storage: create, import, inspect and delete images."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, pool_uuid: str | None = None):
         self.root = root
+        # The pool this driver serves: check_available() verifies the pool identity marker against it.
+        self.pool_uuid = str(pool_uuid) if pool_uuid else None
 
     @abc.abstractmethod
-    def check_available(self) -> None:
-        """Raise PoolUnavailable unless the pool can be written now."""
+    def check_available(self, expected_uuid: str | None = None) -> None:
+        """Raise PoolUnavailable unless the pool can be written now, PoolIdentityMismatch unless the
+        directory holds the marker of `expected_uuid` (default: the driver's pool)."""
 
     @abc.abstractmethod
     def exists(self, name: str) -> bool:

@@ -19,6 +19,7 @@ from functools import lru_cache
 from django.conf import settings
 
 from sharestore import errors
+from sharestore.core import faults, fencing
 from volumes.drivers import process
 
 TMP_PREFIX = ".tmp-"
@@ -383,15 +384,19 @@ def publish(tmp: str, final: str) -> None:
     if os.path.dirname(tmp) != os.path.dirname(final):
         raise errors.StorageError(reason=f"{tmp} is not in the directory of {final}: no atomic publish")
     fsync_path(tmp)
-    os.replace(tmp, final)
-    fsync_parent(final)
+    faults.pause("publish")
+    # Fenced: only the attempt that still holds its operation's lease renames into place.
+    with fencing.publish_guard():
+        os.replace(tmp, final)
+        fsync_parent(final)
 
 
 def rename(src: str, dst: str) -> None:
     """Atomic rename, also across directories of one filesystem; the file first, both directories after."""
     fsync_path(src)
-    os.replace(src, dst)
-    fsync_parent(dst)
+    with fencing.publish_guard():
+        os.replace(src, dst)
+        fsync_parent(dst)
     if os.path.dirname(src) != os.path.dirname(dst):
         fsync_parent(src)
 

@@ -17,7 +17,7 @@ from sharestore.core.services.state import audit, transition
 from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
 from volumes.drivers import DRIVERS, get_driver
 from volumes.models import Cluster, Host, Pool, PoolMount, Tenant, Volume, Zone
-from volumes.services.volumes import validate_name
+from volumes.services.volumes import pool_driver, validate_name
 
 
 def validate_directory(path: str) -> str:
@@ -151,6 +151,8 @@ def pool_create(
         mounts = {host: values["path"] for host in Host.objects.filter(cluster=cluster)}
     for host, mount_path in mounts.items():
         PoolMount.objects.create(pool=pool, host=host, mount_path=mount_path)
+    # The identity marker: every storage step checks it, so an empty mount point is never written.
+    pool_driver(pool).write_marker(str(pool.uuid), name=pool.name)
     audit(actor=actor, action="pool.create", object_type="pool", object_uuid=pool.uuid,
           message=f"name={pool.name} path={pool.path} capacity={pool.capacity} overcommit={pool.overcommit_ratio}")
     return pool
@@ -200,6 +202,8 @@ def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
     pool = Pool.objects.select_for_update().get(pk=pool.pk)
     values = pool_update_check(pool=pool, **changes)
     if values:
+        if "path" in values:
+            get_driver(pool.driver, values["path"]).write_marker(str(pool.uuid), name=pool.name)
         Pool.objects.filter(pk=pool.pk).update(**values, modified=timezone.now())
         audit(actor=actor, action="pool.update", object_type="pool", object_uuid=pool.uuid,
               message=", ".join(f"{k}: {getattr(pool, k)} -> {v}" for k, v in values.items()))
@@ -271,3 +275,56 @@ def pool_usage(pool: Pool, *, filesystem: bool = True) -> PoolUsage:
         fs_total=fs_total,
         fs_free=fs_free,
     )
+
+
+def pool_marker_problem(pool: Pool) -> str:
+    """"" when this host sees the pool's directory with its identity marker, else why not.
+
+    A plain function for health endpoints (`/readyz`) and the console: one stat and one small read.
+    """
+    try:
+        pool_driver(pool).check_available()
+    except errors.ServiceError as error:
+        return error.render_message()
+    return ""
+
+
+def pool_mark(*, actor: str, pool: Pool, force: bool = False) -> bool:
+    """Write the identity marker of a pool registered before markers existed; whether one was written.
+
+    Refused when the directory holds another pool's marker, and when it is empty unless `force`:
+    an empty directory is what a share that is not mounted looks like, so the operator confirms.
+    """
+    from volumes.drivers import marker
+
+    driver = pool_driver(pool)
+    if marker.read_marker(pool.path) is not None:
+        marker.check_marker(pool.path, str(pool.uuid))
+        return False
+    has_images = any(name != marker.MARKER_NAME for name in os.listdir(pool.path))
+    if not has_images and not force:
+        raise errors.PoolIdentityMismatch(
+            pool=pool.uuid, path=pool.path,
+            reason="the directory is empty (is the share mounted?); pass force to mark it anyway",
+        )
+    driver.write_marker(str(pool.uuid), name=pool.name)
+    audit(actor=actor, action="pool.mark", object_type="pool", object_uuid=pool.uuid, message=f"marker written in {pool.path}")
+    return True
+
+
+def pools_health_refresh(*, actor: str, pools=None) -> dict[str, str]:
+    """Check the marker of each pool (default: all not in maintenance) and show the result in its
+    status: healthy <-> unavailable, with an audit event on each change. Returns {uuid: problem}."""
+    problems: dict[str, str] = {}
+    queryset = pools if pools is not None else Pool.objects.exclude(status=PoolStatus.MAINTENANCE)
+    for pool in queryset:
+        problem = pool_marker_problem(pool)
+        problems[str(pool.uuid)] = problem
+        wanted = PoolStatus.UNAVAILABLE if problem else PoolStatus.HEALTHY
+        if pool.status == PoolStatus.MAINTENANCE or pool.status == wanted:
+            continue
+        rows = Pool.objects.filter(pk=pool.pk, status=pool.status).update(status=wanted, modified=timezone.now())
+        if rows == 1:
+            audit(actor=actor, action="pool.status", object_type="pool", object_uuid=pool.uuid,
+                  from_state=pool.status, to_state=wanted, message=problem or "marker ok")
+    return problems

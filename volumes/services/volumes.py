@@ -31,7 +31,7 @@ SECTOR = 512
 
 
 def pool_driver(pool: Pool) -> StorageDriver:
-    return get_driver(pool.driver, pool.path)
+    return get_driver(pool.driver, pool.path, str(pool.uuid))
 
 
 def volume_lock(volume: Volume, *, action: str) -> Volume:

@@ -3,19 +3,31 @@
 Life of an operation: a service creates it `queued` in the same transaction as the state change it
 belongs to, and enqueues the one task entry (`sharestore.core.tasks.operation_task`) on commit. The
 task finds the handler registered for the operation's kind and calls `operation_run`, which claims it by
-compare-and-set (queued -> running, or running with an expired lease -> running under a new owner),
-runs the handler while renewing the lease with every progress report, and ends it succeeded or
-failed together with the handler's own state change, in one transaction.
+compare-and-set (queued -> running, or running with an expired lease -> running under a new owner,
+an `operation.takeover` audit event), runs the handler while a heartbeat thread renews the lease
+every lease/3 seconds whatever the handler is doing (progress is written separately, at most once a
+second), and ends it succeeded or failed together with the handler's own state change, in one
+transaction.
+
+Fencing: each claim is a new attempt (`Operation.attempts`, the attempt number). The heartbeat, the
+progress writes, every publish of a file (`operation_fence`, installed through
+`sharestore.core.fencing`) and the end compare-and-set on owner + attempt + running, so an attempt
+that lost its lease (a worker judged dead that was only slow) publishes nothing.
 
 django-q2's ORM broker delivers at least once, and the sweeper re-enqueues operations whose lease
-expired: handlers are idempotent and resume from whatever the files show.
+expired: handlers are idempotent and resume from whatever the files show. The sweep of expired leases
+runs in every `qcluster` (the worker agent thread, `sharestore.core.agent`) every lease/3 seconds, so
+a dead worker's operation is taken over at most lease + lease/3 (+ the broker's poll) after its last
+heartbeat: 40 s at the default 30 s lease.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid as uuid_lib
 from collections.abc import Callable
@@ -23,13 +35,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from sharestore import errors
-from sharestore.core import request_id
-from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core import faults, fencing, request_id
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
 from sharestore.core.models import Operation
 from sharestore.core.services.state import OperationContext, audit
 
@@ -42,19 +54,128 @@ PROGRESS_WRITE_INTERVAL = 1.0
 
 
 def worker_identity() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid_lib.uuid4().hex[:8]}"
+    """`<host>:<pid>:<nonce>`; the host is SHARESTORE_HOST when set (the Host row), else the hostname."""
+    host = getattr(settings, "SHARESTORE_HOST", "") or socket.gethostname()
+    return f"{host}:{os.getpid()}:{uuid_lib.uuid4().hex[:8]}"
+
+
+def lease_seconds() -> float:
+    return float(settings.SHARESTORE_LEASE_SECONDS)
+
+
+def heartbeat_seconds() -> float:
+    """How often a live attempt renews its lease and each worker sweeps: a third of the lease."""
+    return float(getattr(settings, "SHARESTORE_HEARTBEAT_SECONDS", 0) or lease_seconds() / 3)
 
 
 def _lease_deadline():
-    return timezone.now() + timedelta(seconds=settings.SHARESTORE_LEASE_SECONDS)
+    return timezone.now() + timedelta(seconds=lease_seconds())
 
 
-def enqueue(operation: Operation) -> None:
-    """Hand the operation to the task entry once the surrounding transaction commits."""
+def _held(operation: Operation, owner: str):
+    """The rows this attempt still holds: its owner, its attempt number, running."""
+    return Operation.objects.filter(
+        pk=operation.pk, owner=owner, attempts=operation.attempts, state=OperationState.RUNNING
+    )
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where an operation's task goes: a django-q2 queue (None: the default one), or nowhere yet
+    (`waiting` says why, shown as the operation's phase)."""
+
+    queue: str | None
+    waiting: str = ""
+    pool: str = ""
+
+
+Router = Callable[[Operation], Route]
+_placement: dict[str, Callable] = {}
+
+
+def set_placement(
+    *, route: Router, runs_here: Callable[[Operation], bool], preflight: Callable[[Operation], None] | None = None
+) -> None:
+    """Install the placement of operations on storage hosts (the volumes app does, at ready time):
+    `route` picks the queue, `runs_here` says whether this worker's host mounts the operation's pools,
+    `preflight` raises a ServiceError unless every pool the operation touches is the right one here
+    (its identity marker), before each attempt's handler runs."""
+    _placement.update(route=route, runs_here=runs_here, preflight=preflight)
+
+
+def host_wait_seconds() -> float:
+    return float(getattr(settings, "SHARESTORE_HOST_WAIT_SECONDS", 600))
+
+
+def _send(operation_id: int, name: str) -> None:
     from django_q.tasks import async_task
 
-    operation_id, name = operation.pk, f"{operation.kind}:{operation.uuid}"
-    transaction.on_commit(lambda: async_task(TASK_ENTRY, operation_id, task_name=name))
+    route = _placement.get("route")
+    queue = None
+    if route is not None:
+        operation = Operation.objects.filter(pk=operation_id, state__in=ACTIVE_OPERATION_STATES).first()
+        if operation is None:
+            return
+        decided = route(operation)
+        if decided.waiting:
+            Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED).update(
+                phase=decided.waiting[:64]
+            )
+            logger.info("operation %s: %s", operation.uuid, decided.waiting)
+            return
+        queue = decided.queue
+        if operation.phase.startswith(WAITING_PHASE):
+            Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED, phase=operation.phase).update(
+                phase=""
+            )
+    if queue:
+        async_task(TASK_ENTRY, operation_id, task_name=name, cluster=queue)
+    else:
+        async_task(TASK_ENTRY, operation_id, task_name=name)
+
+
+WAITING_PHASE = "waiting for a host"
+
+
+def enqueue(operation: Operation, *, now: bool = False, suffix: str = "") -> None:
+    """Hand the operation to the task entry once the surrounding transaction commits (or `now`),
+    on the queue of a live host that mounts its pools (see `set_placement`)."""
+    operation_id, name = operation.pk, f"{operation.kind}:{operation.uuid}{suffix}"
+
+    if now:
+        _send(operation_id, name)
+    else:
+        transaction.on_commit(lambda: _send(operation_id, name))
+
+
+def runs_here(operation: Operation) -> bool:
+    check = _placement.get("runs_here")
+    return True if check is None else check(operation)
+
+
+def operations_waiting_dispatch() -> tuple[int, int]:
+    """Agent beat: send waiting operations whose pools got a live host; fail those that waited past
+    SHARESTORE_HOST_WAIT_SECONDS with NoLiveHost (through their kind's fail handler). (sent, failed)"""
+    from sharestore.core.dispatch import handler_for
+
+    sent = failed = 0
+    deadline = timezone.now() - timedelta(seconds=host_wait_seconds())
+    waiting = Operation.objects.filter(state=OperationState.QUEUED, phase__startswith=WAITING_PHASE)
+    for operation in waiting.order_by("created"):
+        if operation.created >= deadline:
+            before = operation.phase
+            enqueue(operation, now=True, suffix=":placed")
+            sent += Operation.objects.filter(pk=operation.pk).exclude(phase=before).exists()
+            continue
+        owner = f"{worker_identity()}:no-host"
+        claimed = _claim(operation.pk, owner)
+        if claimed is None:
+            continue
+        pool = operation.phase[len("waiting for a host that mounts pool "):] if operation.phase else "?"
+        error = errors.NoLiveHost(pool=pool, seconds=int(host_wait_seconds()))
+        _fail(claimed, owner, handler_for(claimed.kind), error)
+        failed += 1
+    return sent, failed
 
 
 def operation_create(
@@ -93,9 +214,7 @@ class Reporter:
 
     def _write(self, **values) -> None:
         values["lease_expires_at"] = _lease_deadline()
-        rows = Operation.objects.filter(
-            pk=self.operation.pk, owner=self.owner, state=OperationState.RUNNING
-        ).update(**values)
+        rows = _held(self.operation, self.owner).update(**values)
         if rows != 1:
             # Someone else took the lease over (the sweeper judged us dead): stop at the next check.
             self.lost = True
@@ -128,6 +247,69 @@ class Reporter:
         self.progress(percent, bytes_done, bytes_total)
 
 
+class Heartbeat:
+    """Renews one attempt's lease every `interval` seconds from its own thread, however long the
+    handler stays silent; stops when the handler ends. A failed compare-and-set marks the reporter
+    lost (the attempt was taken over), and the publish fence then refuses its outputs."""
+
+    def __init__(self, reporter: Reporter, interval: float):
+        self.reporter = reporter
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"lease-{reporter.operation.pk}", daemon=True
+        )
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 30)
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    rows = _held(self.reporter.operation, self.reporter.owner).update(
+                        lease_expires_at=_lease_deadline()
+                    )
+                except Exception:  # noqa: BLE001 - a database hiccup: try again next beat
+                    logger.exception("heartbeat of operation %s failed", self.reporter.operation.pk)
+                    connection.close()
+                    continue
+                if rows != 1:
+                    self.reporter.lost = True
+                    logger.warning("operation %s: lease lost", self.reporter.operation.uuid)
+                    return
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def _heartbeat_possible() -> bool:
+    """A heartbeat thread uses its own connection: it must be able to see the operation's row."""
+    if connection.in_atomic_block:
+        return False  # sync mode inside a caller's transaction: the row is not committed yet
+    name = str(connection.settings_dict.get("NAME", ""))
+    return not (connection.vendor == "sqlite" and (not name or "memory" in name))
+
+
+def operation_fence(operation: Operation, owner: str):
+    """A guard for one publish: in one transaction, check that this attempt still holds the lease
+    (owner + attempt + running, rowcount checked), renew it, and keep the row locked while the file is
+    renamed into place, so a takeover cannot slip in between the check and the rename."""
+
+    @contextlib.contextmanager
+    def guard():
+        with transaction.atomic():
+            if _held(operation, owner).update(lease_expires_at=_lease_deadline()) != 1:
+                raise errors.OperationLeaseLost(uuid=operation.uuid, attempt=operation.attempts)
+            yield
+
+    return guard
+
+
 @dataclass(frozen=True)
 class OperationHandler:
     """What a task does: run the storage work, then make the outcome visible, or undo it."""
@@ -138,18 +320,46 @@ class OperationHandler:
 
 
 def _claim(operation_id: int, owner: str) -> Operation | None:
+    """queued -> running, or take over a running attempt whose lease expired (audited)."""
     now = timezone.now()
-    claimable = Q(state=OperationState.QUEUED) | Q(state=OperationState.RUNNING, lease_expires_at__lt=now)
-    rows = Operation.objects.filter(claimable, pk=operation_id).update(
-        state=OperationState.RUNNING,
-        owner=owner,
-        lease_expires_at=_lease_deadline(),
-        attempts=F("attempts") + 1,
-        started=now,
+    values = {
+        "state": OperationState.RUNNING,
+        "owner": owner,
+        "lease_expires_at": _lease_deadline(),
+        "attempts": F("attempts") + 1,
+        "started": now,
+    }
+    if Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED).update(**values) == 1:
+        return Operation.objects.get(pk=operation_id)
+    stale = (
+        Operation.objects.filter(pk=operation_id, state=OperationState.RUNNING, lease_expires_at__lt=now)
+        .values("owner", "attempts", "lease_expires_at")
+        .first()
     )
-    if rows != 1:
+    if stale is None:
         return None
-    return Operation.objects.get(pk=operation_id)
+    with transaction.atomic():
+        rows = Operation.objects.filter(
+            pk=operation_id,
+            state=OperationState.RUNNING,
+            owner=stale["owner"],
+            attempts=stale["attempts"],
+            lease_expires_at__lt=now,
+        ).update(**values)
+        if rows != 1:
+            return None  # another worker took it over first, or the owner renewed just in time
+        operation = Operation.objects.get(pk=operation_id)
+        audit(
+            OperationContext(actor=f"worker {owner}"[:128], operation=operation),
+            action="operation.takeover",
+            object_type=operation.target_type,
+            object_uuid=operation.target_uuid,
+            message=(
+                f"attempt {operation.attempts} took over from {stale['owner']} (attempt {stale['attempts']}), "
+                f"whose lease expired at {stale['lease_expires_at'].isoformat()}"
+            ),
+        )
+    return operation
 
 
 def _finish(
@@ -168,10 +378,7 @@ def _finish(
             error_params=errors.json_params(error.params),
             error_detail=(error.desc or "")[:20000],
         )
-    rows = Operation.objects.filter(pk=operation.pk, owner=owner, state=OperationState.RUNNING).update(
-        **values
-    )
-    return rows == 1
+    return _held(operation, owner).update(**values) == 1
 
 
 def operation_run(operation_id: int, handler: OperationHandler) -> Operation | None:
@@ -197,8 +404,18 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
         return operation
     logger.info("operation %s (%s) started, attempt %s", operation.uuid, operation.kind, operation.attempts)
     reporter = Reporter(operation, owner)
+    heartbeat = Heartbeat(reporter, heartbeat_seconds()) if _heartbeat_possible() else contextlib.nullcontext()
     try:
-        handler.run(operation, reporter)
+        with heartbeat, fencing.installed(operation_fence(operation, owner)):
+            preflight = _placement.get("preflight")
+            if preflight is not None:
+                preflight(operation)
+            faults.pause("run")
+            handler.run(operation, reporter)
+    except errors.OperationLeaseLost:
+        logger.warning("operation %s attempt %s was fenced off; the new owner finishes it", operation.uuid,
+                       operation.attempts)
+        return operation
     except errors.ServiceError as error:
         _fail(operation, owner, handler, error)
         return operation
@@ -238,24 +455,25 @@ def _fail(operation: Operation, owner: str, handler: OperationHandler, error: er
     operation.refresh_from_db()
 
 
-def operations_expired() -> list[Operation]:
-    """Running operations whose owner stopped renewing the lease, and queued ones nobody picked up."""
+def operations_expired(*, queued: bool = True) -> list[Operation]:
+    """Running operations whose owner stopped renewing the lease, and (with `queued`) queued ones
+    nobody picked up within a lease."""
     now = timezone.now()
-    stale_queue = now - timedelta(seconds=settings.SHARESTORE_LEASE_SECONDS)
-    return list(
-        Operation.objects.filter(
-            Q(state=OperationState.RUNNING, lease_expires_at__lt=now)
-            | Q(state=OperationState.QUEUED, created__lt=stale_queue)
-        ).order_by("created")
-    )
+    stale_queue = now - timedelta(seconds=lease_seconds())
+    condition = Q(state=OperationState.RUNNING, lease_expires_at__lt=now)
+    if queued:
+        condition |= Q(state=OperationState.QUEUED, created__lt=stale_queue)
+    return list(Operation.objects.filter(condition).order_by("created"))
 
 
-def operations_sweep(*, dry_run: bool = False) -> list[Operation]:
-    """Re-enqueue every expired operation; its kind's handler finishes or rolls back the work."""
-    expired = operations_expired()
+def operations_sweep(*, dry_run: bool = False, queued: bool = True) -> list[Operation]:
+    """Re-enqueue every expired operation; its kind's handler finishes or rolls back the work.
+
+    Several workers may sweep at once: each re-enqueues, and the claim's compare-and-set lets exactly
+    one attempt take the operation over; the others find it held and return.
+    """
+    expired = operations_expired(queued=queued)
     if not dry_run:
-        from django_q.tasks import async_task
-
         for operation in expired:
-            async_task(TASK_ENTRY, operation.pk, task_name=f"{operation.kind}:{operation.uuid}:sweep")
+            enqueue(operation, now=True, suffix=":sweep")
     return expired

@@ -10,7 +10,7 @@ import os
 import stat
 
 from sharestore import errors
-from volumes.drivers import qemu
+from volumes.drivers import marker, qemu
 from volumes.drivers.base import ImageInfo, ImportSource, ProgressCallback, StorageDriver
 from volumes.drivers.qcow2.clones import COPY_CACHE, COPY_CACHE_ARGS, COPY_SOURCE_CACHE, LayerClones  # noqa: F401
 from volumes.drivers.qcow2.export import LayerExports
@@ -55,11 +55,18 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
     def _ensure_dir(self, name: str) -> None:
         os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
 
-    def check_available(self) -> None:
+    def check_available(self, expected_uuid: str | None = None) -> None:
         if not os.path.isdir(self.root):
             raise errors.PoolUnavailable(pool=self.root, reason="directory does not exist")
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise errors.PoolUnavailable(pool=self.root, reason="directory is not writable")
+        expected_uuid = expected_uuid or self.pool_uuid
+        if expected_uuid:
+            # An empty mount point or another pool's share at this path: refuse before any write.
+            marker.check_marker(self.root, expected_uuid)
+
+    def write_marker(self, pool_uuid: str, *, name: str = "") -> None:
+        marker.write_marker(self.root, pool_uuid, name=name)
 
     def exists(self, name: str) -> bool:
         return os.path.isfile(self.path(name))
@@ -215,6 +222,8 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
         names = []
         for directory, _dirs, files in os.walk(self.root):
             for file_name in files:
+                if directory == self.root and file_name == marker.MARKER_NAME:
+                    continue  # the pool identity marker is no image
                 names.append(os.path.relpath(os.path.join(directory, file_name), self.root))
         return sorted(names)
 

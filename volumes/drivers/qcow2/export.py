@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from sharestore import errors
-from volumes.drivers import nbd, qemu
+from volumes.drivers import marker, nbd, qemu
 from volumes.drivers.base import ContentReader, Extent, PoolSpace, ProgressCallback, StoredObject
 
 # An export is written through the page cache without flushes and fsynced once by whoever publishes
@@ -197,6 +197,8 @@ class LayerExports:
         names = []
         for directory, _dirs, files in os.walk(self.root):
             for file_name in files:
+                if directory == self.root and file_name == marker.MARKER_NAME:
+                    continue  # the pool identity marker is no image
                 names.append(os.path.relpath(os.path.join(directory, file_name), self.root))
         return sorted(names)
 
