@@ -36,3 +36,9 @@ class VolumesConfig(AppConfig):
         )
         agent.register_beat(hosts.host_beat)
         agent.register_beat(hosts.pools_beat)
+
+        # /readyz judges each pool with the same check every storage step makes.
+        from sharestore.monitoring import health
+        from volumes.services.pools import pool_marker_problem
+
+        health.set_pool_problem(pool_marker_problem)

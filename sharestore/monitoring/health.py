@@ -4,14 +4,13 @@
 checks below; each returns `Check` results with a name, `ok` and a detail, and the view answers
 200 when all are ok, 503 otherwise, with every result in the body.
 
-Each check is a plain function so that others can be swapped in: the pool identity marker check
-(`check_pool_identity`) and the per-host worker check are meant to be replaced by the placement
-service's "live worker per pool" and "pool marker ok" when it lands.
+Each check is a plain function. The pool check is the volumes app's own (`pool_marker_problem`:
+the directory, its writability and its identity marker), installed at ready time.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from django.apps import apps
@@ -78,27 +77,29 @@ def check_pool_workers() -> list[Check]:
     return results or [Check("workers", True, f"live on {', '.join(sorted(hosts))}")]
 
 
-def check_pool_directories() -> list[Check]:
-    """Each pool's directory exists here and is writable."""
+# How a pool is judged here (its directory present and writable, carrying its own identity marker):
+# the volumes app installs its pool service's check at ready time, so core never imports it.
+_pool_problem: Callable[[object], str] | None = None
+
+
+def set_pool_problem(problem: Callable[[object], str]) -> None:
+    """Install `problem(pool) -> ""` (fine) or the reason the pool cannot be used on this host."""
+    global _pool_problem
+    _pool_problem = problem
+
+
+def check_pool_storage() -> list[Check]:
+    """Each pool's storage is usable from this host: present, writable and carrying its own identity."""
+    if _pool_problem is None:
+        return [Check("pools", False, "no pool check is installed (the volumes app is not loaded)")]
     results = []
     for pool in _active_pools():
-        path = pool.path
-        if not os.path.isdir(path):
-            results.append(Check(f"pool:{pool.name}", False, f"{path} is missing"))
-        elif not os.access(path, os.W_OK | os.X_OK):
-            results.append(Check(f"pool:{pool.name}", False, f"{path} is not writable"))
-        else:
-            results.append(Check(f"pool:{pool.name}", True, f"{path} present and writable"))
+        problem = _pool_problem(pool)
+        results.append(Check(f"pool:{pool.name}", not problem, problem or f"{pool.path} present, writable, its own"))
     return results
 
 
-def check_pool_identity() -> list[Check]:
-    """Each pool directory carries its own identity marker. Placeholder: the multi-host work
-    plugs its marker check in here (a pool mounted where another pool's marker is)."""
-    return []
-
-
-CHECKS = [check_database, check_pool_workers, check_pool_directories, check_pool_identity]
+CHECKS = [check_database, check_pool_workers, check_pool_storage]
 
 
 def readiness() -> tuple[bool, list[dict]]:

@@ -62,7 +62,32 @@ def test_readyz_pool_directory_missing(topology, worker_alive):
     status, body = _readyz()
     assert status == 503
     failed = [check for check in body["checks"] if not check["ok"]]
-    assert failed == [{"name": f"pool:{pool.name}", "ok": False, "detail": f"{pool.path} is missing"}]
+    assert [check["name"] for check in failed] == [f"pool:{pool.name}"]
+    assert pool.path in failed[0]["detail"] and "does not exist" in failed[0]["detail"]
+
+
+def test_readyz_pool_directory_of_another_pool(topology, worker_alive):
+    """A directory carrying another pool's identity (a wrong mount) makes the service not ready."""
+    import os
+
+    first, second = topology["pools"][0], topology["pools"][1]
+    marker = ".sharestore-pool"
+    os.replace(os.path.join(second.path, marker), os.path.join(first.path, marker))
+    status, body = _readyz()
+    assert status == 503
+    failed = sorted(check["name"] for check in body["checks"] if not check["ok"])
+    assert failed == sorted([f"pool:{first.name}", f"pool:{second.name}"])
+
+
+def test_readyz_empty_mount_point(topology, worker_alive):
+    """An empty directory where the pool should be mounted (no marker) is not ready either."""
+    import os
+
+    pool = topology["pools"][0]
+    os.unlink(os.path.join(pool.path, ".sharestore-pool"))
+    status, body = _readyz()
+    assert status == 503
+    assert [c["name"] for c in body["checks"] if not c["ok"]] == [f"pool:{pool.name}"]
 
 
 def test_readyz_worker_on_the_wrong_host(topology, monkeypatch):
