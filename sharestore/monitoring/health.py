@@ -11,11 +11,12 @@ service's "live worker per pool" and "pool marker ok" when it lands.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 
 from django.apps import apps
 from django.db import connections
+
+from sharestore import errors
 
 
 @dataclass(frozen=True)
@@ -79,16 +80,17 @@ def check_pool_workers() -> list[Check]:
 
 
 def check_pool_directories() -> list[Check]:
-    """Each pool's directory exists here and is writable."""
+    """Each pool's storage is reachable here and writable (its driver's `check_available`)."""
+    from volumes.drivers import get_driver
+
     results = []
     for pool in _active_pools():
-        path = pool.path
-        if not os.path.isdir(path):
-            results.append(Check(f"pool:{pool.name}", False, f"{path} is missing"))
-        elif not os.access(path, os.W_OK | os.X_OK):
-            results.append(Check(f"pool:{pool.name}", False, f"{path} is not writable"))
+        try:
+            get_driver(pool.driver, pool.path).check_available()
+        except errors.PoolUnavailable as exc:
+            results.append(Check(f"pool:{pool.name}", False, f"{pool.path}: {exc.params.get('reason', '')}"))
         else:
-            results.append(Check(f"pool:{pool.name}", True, f"{path} present and writable"))
+            results.append(Check(f"pool:{pool.name}", True, f"{pool.path} present and writable"))
     return results
 
 

@@ -62,7 +62,7 @@ def test_readyz_pool_directory_missing(topology, worker_alive):
     status, body = _readyz()
     assert status == 503
     failed = [check for check in body["checks"] if not check["ok"]]
-    assert failed == [{"name": f"pool:{pool.name}", "ok": False, "detail": f"{pool.path} is missing"}]
+    assert failed == [{"name": f"pool:{pool.name}", "ok": False, "detail": f"{pool.path}: directory does not exist"}]
 
 
 def test_readyz_worker_on_the_wrong_host(topology, monkeypatch):

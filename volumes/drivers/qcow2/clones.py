@@ -35,13 +35,13 @@ class LayerClones:
     # A reference to an image is its absolute path: pools of this driver are directories that every
     # worker reaches.
 
-    def _ref(self, name: str) -> str:
+    def image_ref(self, name: str) -> str:
         return os.path.abspath(self.path(name))
 
     def _source_path(self, source: SnapshotSource) -> str:
         if not self.can_link_from(source.driver):
             raise errors.StorageError(reason=f"{type(source.driver).__name__} snapshots cannot be read here")
-        return self._check_ref(source.driver._ref(source.snapshot))
+        return self._check_ref(source.driver.image_ref(source.snapshot))
 
     def _check_ref(self, ref: str) -> str:
         if not isinstance(ref, str) or not ref.startswith("/") or "\x00" in ref:
@@ -154,7 +154,7 @@ class LayerClones:
         return names
 
     def flatten_needs(self, volume: str, tree: SnapshotTree) -> int:
-        return sum(self._needs(self._ref(name)) for name in self._root_layers(volume, tree))
+        return sum(self._needs(self.image_ref(name)) for name in self._root_layers(volume, tree))
 
     def flatten(
         self, volume: str, tree: SnapshotTree, *, tag: str, progress: ProgressCallback, checkpoint: Checkpoint
@@ -169,7 +169,7 @@ class LayerClones:
             def on_progress(percent: float, _done: int = 0, _total: int = 0, index: int = index) -> None:
                 progress((index + percent / 100.0) / len(names) * 100.0, 0, 0)
 
-            partial = self._flat_copy(self._ref(name), name, tag, on_progress)
+            partial = self._flat_copy(self.image_ref(name), name, tag, on_progress)
             try:
                 checkpoint()
             except BaseException:
@@ -190,6 +190,6 @@ class LayerClones:
         return FlattenResult(
             # What the files show decides: a copy already published made that layer independent.
             independent=all(self.backing_name(name) is None for name in names if self.exists(name)),
-            sizes={s.name: self.allocated_bytes(s.name) for s in tree.snapshots if s.name in names},
-            used=self.allocated_bytes(volume),
+            sizes={s.name: self.usage(s.name) for s in tree.snapshots if s.name in names},
+            used=self.usage(volume),
         )
