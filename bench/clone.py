@@ -181,7 +181,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         )
         full_snap = snap(source, f"l{index}")
     chain_top = driver.path(full_snap.layer_name)
-    allocated = sum(driver.allocated_bytes(n) for n in driver.backing_chain(full_snap.layer_name))
+    allocated = sum(driver.usage(n) for n in driver.backing_chain(full_snap.layer_name))
     can_drop = cold()
     bare_variants = {
         "bare convert, the service's options + sync": [*COPY_CACHE_ARGS, "-m", "16", "-W"],

@@ -135,7 +135,7 @@ class Timed:
         from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 
         self.spent = {"freeze": 0.0, "measure": 0.0}
-        for key, method in (("freeze", "_freeze"), ("measure", "allocated_bytes")):
+        for key, method in (("freeze", "_freeze"), ("measure", "usage")):
             setattr(Qcow2DirectoryDriver, method, self.wrap(key, getattr(Qcow2DirectoryDriver, method)))
 
     def wrap(self, key, fn):

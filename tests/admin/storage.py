@@ -57,7 +57,7 @@ def new_volume(topology, *, pool: Pool, name: str, capacity: int = 64 * MiB, dat
     assert volume.state == EventState.AVAILABLE, volume.get_state_display()
     if data:
         write_pattern(head_path(volume), 0, MiB, 0x11)
-        used = get_driver(pool.driver, pool.path).allocated_bytes(volume.image_name)
+        used = get_driver(pool.driver, pool.path).usage(volume.image_name)
         Volume.objects.filter(pk=volume.pk).update(used=used)
         volume.refresh_from_db()
     return volume
@@ -94,14 +94,14 @@ def build_tree(volume: Volume, spec: list[tuple[str, str | None]], head_on: str)
         write_pattern(layer, (index + 1) * MiB, MiB, 0x20 + index)
         snapshots[name] = Snapshot.objects.create(
             uuid=snap_uuid, volume=volume, name=name, parent=snapshots.get(parent) if parent else None,
-            status=SnapshotStatus.AVAILABLE, layer_name=layer_name, size=driver.allocated_bytes(layer_name),
+            status=SnapshotStatus.AVAILABLE, layer_name=layer_name, size=driver.usage(layer_name),
         )
     head.unlink(missing_ok=True)
     base = snapshots[head_on].layer_name
     qemu_img("create", "-q", "-f", "qcow2", "-b", f"../{base}", "-F", "qcow2", str(head))
     Volume.objects.filter(pk=volume.pk).update(
         current_snapshot=snapshots[head_on],
-        used=driver.allocated_bytes(volume.image_name),
+        used=driver.usage(volume.image_name),
         snap_length=sum(s.size for s in snapshots.values()),
         modified=timezone.now(),
     )

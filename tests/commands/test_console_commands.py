@@ -46,8 +46,8 @@ def test_refresh_usage_dry_run_reports_then_writes_what_the_files_measure(topolo
     code, out = run("refresh_usage", "--dry-run", "--json", "--pool", str(disks.uuid))
     document = json.loads(out)
     assert code == 1 and document["dry_run"] is True
-    real_used = driver.allocated_bytes(volume.image_name)
-    real_length = sum(driver.allocated_bytes(s.layer_name) for s in snapshots.values())
+    real_used = driver.usage(volume.image_name)
+    real_length = sum(driver.usage(s.layer_name) for s in snapshots.values())
     assert sorted((c["field"], c["old"], c["new"]) for c in document["changes"]) == [
         ("snap_length", 6, real_length), ("used", 5, real_used),
     ]

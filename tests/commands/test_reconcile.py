@@ -49,13 +49,13 @@ def kinds(document: dict) -> list[tuple[str, str]]:
 def disk_agrees_with_db(pool) -> None:
     """Every live volume that promises an image has one, and every file is accounted for."""
     driver = get_driver(pool.driver, pool.path)
-    files = set(driver.list_images())
+    files = set(driver._all_files())
     referenced = set()
     for volume in Volume.objects.filter(pool=pool).exclude(state=EventState.DELETED):
         referenced.add(volume.image_name)
         if volume.state == EventState.AVAILABLE:
             assert volume.image_name in files, volume
-            assert volume.used == driver.allocated_bytes(volume.image_name)
+            assert volume.used == driver.usage(volume.image_name)
         for snapshot in volume.snapshots.exclude(status=SnapshotStatus.DELETING):
             referenced.add(snapshot.layer_name)
             if snapshot.status == SnapshotStatus.AVAILABLE:

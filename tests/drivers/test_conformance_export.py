@@ -93,11 +93,11 @@ def history(make) -> tuple[StorageDriver, GuestKit, int]:
     driver, kit = make(), make.kit
     driver.create_volume(HEAD, SIZE)
     kit.write(driver, HEAD, [(0, 16 * MiB, 1)])
-    driver.snapshot_freeze(HEAD, layer("s1"))
+    driver.snapshot_create(HEAD, layer("s1"))
     kit.write(driver, HEAD, [(4 * MiB, 2 * MiB, 2)])
-    driver.snapshot_freeze(HEAD, layer("s2"))
+    driver.snapshot_create(HEAD, layer("s2"))
     kit.write(driver, HEAD, [(40 * MiB, 2 * MiB, 3)])
-    driver.snapshot_freeze(HEAD, layer("s3"))
+    driver.snapshot_create(HEAD, layer("s3"))
     return driver, kit, 4 * MiB
 
 
@@ -154,7 +154,7 @@ def test_restoring_a_full_and_an_incremental_export_gives_the_snapshot_back(
     name = restored(target, incremental, "volume/restored")
     assert kit.same_content(target, name, driver, layer("s3"))
     assert digest(target, name) == digest(driver, layer("s3"))
-    assert target.info(name).virtual_size == SIZE and target.backing_name(name) is None
+    assert target.info(name).virtual_size == SIZE and target.info(name).backing is None
     assert kit.same_content(target, restored(target, full, "volume/from-full"), driver, layer("s1"))
 
 
@@ -177,7 +177,7 @@ def test_usage_figures_match_the_bytes_written(driver_factory):
     assert driver.usage(HEAD) == 0
     kit.write(driver, HEAD, [(0, 3 * MiB, 7), (32 * MiB, 1 * MiB, 8)])
     assert driver.usage(HEAD) == 4 * MiB
-    driver.snapshot_freeze(HEAD, layer("s1"))
+    driver.snapshot_create(HEAD, layer("s1"))
     assert (driver.usage(layer("s1")), driver.usage(HEAD)) == (4 * MiB, 0)
     kit.write(driver, HEAD, [(8 * MiB, 2 * MiB, 9)])
     assert driver.usage(HEAD) == 2 * MiB

@@ -69,7 +69,7 @@ def test_freeze_moves_the_head_into_a_layer_and_leaves_an_empty_overlay(driver):
         and reads(driver, layer("s2"), 0, 2)
     )
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 2, 1) and reads(driver, HEAD, 3, 2)
-    assert driver.allocated_bytes(layer("s2")) == MiB
+    assert driver.usage(layer("s2")) == MiB
     assert image_info(driver.path(HEAD))["virtual-size"] == 8 * MiB
     assert qemu_img("check", "-f", "qcow2", driver.path(HEAD)).returncode == 0
 
@@ -136,10 +136,10 @@ def test_head_reset_replaces_the_head_with_an_empty_overlay(driver):
     driver._head_reset(HEAD, layer("s1"))
     assert driver.backing_chain(HEAD) == [HEAD, layer("s1")]
     assert reads(driver, HEAD, 1, 0) and reads(driver, HEAD, 0, 1, 2)
-    assert driver.allocated_bytes(HEAD) == 0
+    assert driver.usage(HEAD) == 0
     # The other branch is untouched.
     assert reads(driver, layer("s2"), 2, 1)
-    assert not [n for n in driver.list_images() if ".tmp-" in n]
+    assert not [n for n in driver._all_files() if ".tmp-" in n]
 
 
 @pytest.mark.parametrize("strategy", [MERGE_REBASE, MERGE_COMMIT])

@@ -326,7 +326,7 @@ def test_snapshot_rollback_and_linked_clone_work_with_the_bottom_of_the_chain_go
     # Anything that opened the chain down to s1 now fails.
     os.unlink(driver.path(f"{v}/s1.qcow2"))
     assert driver.snapshot_create(head, f"{v}/s3.qcow2") == (0, 0)
-    assert driver.snapshot_usage(f"{v}/s2.qcow2") == 2 * MiB
+    assert driver.usage(f"{v}/s2.qcow2") == 2 * MiB
     assert driver.head_snapshot(head) == f"{v}/s3.qcow2"
     tree = SnapshotTree(
         volume=head,

@@ -18,7 +18,7 @@ from sharestore.core.models import Operation
 from tests.helpers import run_tasks
 from volumes.choices import SnapshotStatus
 from volumes.drivers import process
-from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 from volumes.models import Snapshot, Volume
 from volumes.services.volumes import pool_driver
 
@@ -109,7 +109,7 @@ def assert_tree_matches_disk(volume: Volume) -> None:
         if row.pk not in parents:
             assert backing_chain_on_disk(driver, row.layer_name) == chain_of(row.pk), row.name
     on_disk = {
-        n for n in driver.list_images() if n == volume.image_name or n.startswith(f"snapshots/{volume.uuid}/")
+        n for n in driver._all_files() if n == volume.image_name or n.startswith(f"snapshots/{volume.uuid}/")
     }
     assert on_disk == {volume.image_name, *(r.layer_name for r in rows.values())}, "orphaned or missing files"
 

@@ -34,7 +34,7 @@ from tests.services.test_backups import (  # noqa: F401 - fixtures used by name
     snap,
     write,
 )
-from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 
 CHUNK = chunks.CHUNK_SIZE
 

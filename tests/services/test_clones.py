@@ -33,7 +33,8 @@ from volumes import selectors
 from volumes.api.snapshot_representations import SnapshotForest
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import marker
-from volumes.drivers.qcow2_dir import Qcow2DirectoryDriver
+from volumes.drivers.base import PoolSpace
+from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 from volumes.models import Host, Namespace, Pool, PoolMount, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.services import clones
 from volumes.services.snapshots import snapshot_create, snapshot_delete, snapshot_rollback
@@ -612,7 +613,7 @@ def test_enospc_mid_copy_fails_the_clone_and_leaves_no_file(source, small_pool, 
     write(src, **{f"r{i}": 40 + i for i in range(REGIONS)})
     big = snap(src, "big")
     # The filesystem claims room it does not have (another writer took it between measure and copy).
-    monkeypatch.setattr(Qcow2DirectoryDriver, "free_bytes", lambda self: 1 << 40)
+    monkeypatch.setattr(Qcow2DirectoryDriver, "space", lambda self: PoolSpace(total=1 << 40, free=1 << 40))
     full = clone(src, big, linked=False, pool=small_pool)
     operation = Operation.objects.get(target_uuid=full.uuid)
     assert (full.state, operation.state, operation.error_scode) == (EventState.ERROR, "failed", 5004)

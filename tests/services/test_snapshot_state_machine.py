@@ -82,7 +82,7 @@ def test_snapshot_tree_state_machine(topology, settings):
 
         def teardown(self):
             driver = pool_driver(self.m.volume.pool)
-            for name in driver.list_images():
+            for name in driver._all_files():
                 if str(self.m.volume.uuid) in name:
                     os.unlink(driver.path(name))
 

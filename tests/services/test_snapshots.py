@@ -342,14 +342,14 @@ def test_force_delete_of_the_volume_removes_hidden_layers_too(topology):
     m.create("b")
     m.rollback("a")
     m.delete("a")  # hidden
-    assert len([n for n in m.driver.list_images() if str(m.volume.uuid) in n]) == 3
+    assert len([n for n in m.driver._all_files() if str(m.volume.uuid) in n]) == 3
     with pytest.raises(errors.VolumeHasSnapshots):
         volume_delete(actor=ACTOR, volume=m.volume)
     with run_tasks():
         volume_delete(actor=ACTOR, volume=m.volume, force=True)
     m.volume.refresh_from_db()
     assert m.volume.state == EventState.DELETED
-    assert [n for n in m.driver.list_images() if str(m.volume.uuid) in n] == []
+    assert [n for n in m.driver._all_files() if str(m.volume.uuid) in n] == []
 
 
 def test_snap_length_update_counts_hidden_layers(topology):
@@ -407,7 +407,7 @@ def test_snapshot_of_a_linked_clone_keeps_its_origin_chain(topology):
 
 
 def snapshot_files(m: Model) -> list[str]:
-    return [n for n in m.driver.list_images() if n.startswith("snapshots/")]
+    return [n for n in m.driver._all_files() if n.startswith("snapshots/")]
 
 
 def test_refusals_change_nothing(topology, settings):

@@ -140,7 +140,7 @@ class StoredObject:
     age: float = 0.0  # seconds since it last changed
     virtual_size: int | None = None
     allocated: int | None = None  # as `usage`
-    backing: str | None = None  # as `backing_name`: an image of this pool, or a reference outside it
+    backing: str | None = None  # the image of this pool it sits on (by name), or a reference outside it
     reads: tuple[str, ...] = ()  # what it reads through (as `backing`), nearest first; full inventory only
     error: Exception | None = None  # a ServiceError: reading its metadata failed
 
@@ -150,12 +150,15 @@ class StoredObject:
 
 
 class StorageDriver(abc.ABC):
-    """The control path of one pool's storage: create, import, inspect and delete images."""
+    """The control path of one pool's storage, in domain terms: images, snapshot trees, clones, exports."""
 
     def __init__(self, root: str, pool_uuid: str | None = None):
         self.root = root
         # The pool this driver serves: check_available() verifies the pool identity marker against it.
         self.pool_uuid = str(pool_uuid) if pool_uuid else None
+
+    # -- pool (docs/storage.md "Exports, usage and inventory") ------------------------------------
+    # Pool validation, reconcile and the repair previews reach pool storage only through these.
 
     @abc.abstractmethod
     def check_available(self, expected_uuid: str | None = None) -> None:
@@ -163,8 +166,27 @@ class StorageDriver(abc.ABC):
         directory holds the marker of `expected_uuid` (default: the driver's pool)."""
 
     @abc.abstractmethod
-    def exists(self, name: str) -> bool:
-        """Whether the image is published (a partial write never counts)."""
+    def validate_location(self) -> str:
+        """Check that the pool's location can hold images (for pool add and edit); return its
+        canonical form. Raises InvalidParameter(field="path") with the reason."""
+
+    @abc.abstractmethod
+    def space(self) -> PoolSpace:
+        """Total and free bytes of the storage under the pool now (`free`: what new images may use)."""
+
+    @abc.abstractmethod
+    def inventory(self, names: Iterable[str] | None = None) -> list[StoredObject]:
+        """Every object the pool holds (published images and partial writes), or only those of the
+        images `names` (the images that exist and their partials). Metadata reads only."""
+
+    @abc.abstractmethod
+    def remove_object(self, name: str) -> bool:
+        """Remove exactly one object `inventory` lists or a copy returned (an image, or one partial
+        write), nothing else; return whether it was there. What it alone kept (an emptied directory)
+        goes with it. For reconcile and for dropping one attempt's partial; services removing an
+        image use `delete_image`."""
+
+    # -- images ---------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def create_volume(self, name: str, size: int) -> ImageInfo:
@@ -182,37 +204,26 @@ class StorageDriver(abc.ABC):
 
     @abc.abstractmethod
     def delete_image(self, name: str) -> bool:
-        """Remove the image and any partial write of it; return whether anything was removed."""
+        """Remove the image `name` and every partial write of it (of any attempt; see
+        `discard_partials`), then what they alone kept (as `remove_object`); return whether anything
+        was removed. Idempotent: the way services remove a volume's or a snapshot's image."""
 
     @abc.abstractmethod
     def info(self, name: str) -> ImageInfo:
-        """Format, virtual size, allocated bytes and backing of a published image."""
+        """Format, virtual size, allocated bytes (as `usage`) and backing of a published image."""
+
+    @abc.abstractmethod
+    def usage(self, name: str) -> int:
+        """Bytes the image `name` (a volume's head or a snapshot) holds on its own: what changed since
+        the one it was taken on; what Used and a snapshot's Size count. Never opens what it sits on."""
 
     @abc.abstractmethod
     def access_path(self, mount_path: str, name: str) -> str:
         """Where a host that mounts the pool at `mount_path` opens the image."""
 
-    # -- layer inspection: backups and usage refresh still read these; the export/usage side of the
-    # interface replaces them.
-
     @abc.abstractmethod
-    def backing_chain(self, name: str) -> list[str]:
-        """`name` and every image under it, top first, read one layer at a time (never --backing-chain)."""
-
-    @abc.abstractmethod
-    def allocated_bytes(self, name: str) -> int:
-        """Bytes of data allocated in this one layer (not counting its backing chain)."""
-
-    # -- content by pattern (tests and demos: the conformance suite reads every image through these)
-
-    @abc.abstractmethod
-    def write_pattern(self, name: str, chunks: list[tuple[int, int, int]]) -> None:
-        """Write (offset, length, byte) chunks into the volume `name` as a guest would."""
-
-    @abc.abstractmethod
-    def read_matches(self, name: str, offset: int, length: int, byte: int) -> bool:
-        """Whether the guest-visible bytes of the volume or snapshot `name` at [offset, offset+length)
-        all equal `byte`."""
+    def exists(self, name: str) -> bool:
+        """Whether the image is published (a partial write never counts)."""
 
     # -- snapshot trees (docs/snapshots.md) -----------------------------------------------------
     # Domain terms that fit a file-chain store (qcow2 layers) and an object-snapshot store (RBD
@@ -220,7 +231,8 @@ class StorageDriver(abc.ABC):
     # `snapshot_name`; a tree names snapshots by id. Each method is resumable: called again with the
     # same arguments (and journal) after a crash at any point, it finishes the work, or raises
     # StorageError when storage is in no state it made. How data is kept, merged or hidden is the
-    # driver's own business; the service records what the returned TreeChange says.
+    # driver's own business; the service records what the returned TreeChange says. A snapshot's
+    # and the head's sizes are `usage`.
 
     @abc.abstractmethod
     def snapshot_name(self, volume: str, snapshot_id: str) -> str:
@@ -239,14 +251,6 @@ class StorageDriver(abc.ABC):
         """The storage name of the snapshot the volume's head now reads from (None: none of its own)."""
 
     @abc.abstractmethod
-    def snapshot_usage(self, snapshot: str) -> int:
-        """Bytes `snapshot` occupies on its own: what changed between it and the one it was taken on."""
-
-    @abc.abstractmethod
-    def volume_usage(self, volume: str) -> int:
-        """Bytes the volume's head occupies: what changed since its last snapshot."""
-
-    @abc.abstractmethod
     def snapshot_delete_keeps(self, tree: SnapshotTree, snapshot_id: str) -> bool:
         """Whether deleting the snapshot now must keep its data (pure: the service then hides it)."""
 
@@ -261,9 +265,10 @@ class StorageDriver(abc.ABC):
         progress: ProgressCallback,
         checkpoint: Checkpoint,
     ) -> TreeChange:
-        """Delete the snapshot's data (then collect retained ones it freed); the volume's content and
-        every other snapshot's stay the same. `kept`: its data must stay (nothing was done; the service
-        records it hidden, as `snapshot_delete_keeps` predicts). Raises when its data could not go."""
+        """Delete the snapshot's data, then collect hidden snapshots nothing needs any more (best
+        effort: see `stopped`); the volume's content and every other snapshot's stay the same. `kept`:
+        its data must stay (nothing was done; the service records it hidden, as
+        `snapshot_delete_keeps` predicts). Raises when its data could not go."""
 
     @abc.abstractmethod
     def snapshot_rollback(
@@ -277,19 +282,7 @@ class StorageDriver(abc.ABC):
         checkpoint: Checkpoint,
     ) -> TreeChange:
         """Make the volume's content the snapshot's (what the head held is discarded), then collect
-        retained snapshots it freed. `tree` is the tree before the rollback."""
-
-    @abc.abstractmethod
-    def collect_retained(
-        self,
-        volume: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
-    ) -> TreeChange:
-        """Remove the data of hidden snapshots nothing needs any more (best effort: see `stopped`)."""
+        hidden snapshots it freed. `tree` is the tree before the rollback."""
 
     @abc.abstractmethod
     def tree_recover(
@@ -301,12 +294,7 @@ class StorageDriver(abc.ABC):
 
     # -- clones (docs/clones.md) ---------------------------------------------------------------
     # A clone's source may live in another pool: it is passed as a SnapshotSource carrying that
-    # pool's driver (of the same kind: `can_link_from`).
-
-    @abc.abstractmethod
-    def image_ref(self, name: str) -> str:
-        """How an image in another pool of this kind names image `name` as what it reads (a linked
-        clone's base): reconcile compares a clone's recorded base with it."""
+    # pool's driver (of the same kind: `can_link_from`). Free space is `space().free`.
 
     @abc.abstractmethod
     def can_link_from(self, source: StorageDriver) -> bool:
@@ -318,16 +306,17 @@ class StorageDriver(abc.ABC):
         linked clone here the way the workers do."""
 
     @abc.abstractmethod
+    def image_ref(self, name: str) -> str:
+        """How an image of another pool (of a driver of the same kind) names the image `name` it sits
+        on: what `inventory` reports as the `backing` of a linked clone there (pure)."""
+
+    @abc.abstractmethod
     def linked_clone(self, name: str, source: SnapshotSource) -> ImageInfo:
         """Publish the volume `name` reading `source` in constant time (kept if it is one already)."""
 
     @abc.abstractmethod
     def copy_needs(self, source: SnapshotSource) -> int:
         """Bytes an independent copy of the snapshot's content needs in this pool."""
-
-    @abc.abstractmethod
-    def free_bytes(self) -> int:
-        """Bytes free for new images in this pool now."""
 
     @abc.abstractmethod
     def full_clone(self, source: SnapshotSource, name: str, tag: str, progress: ProgressCallback) -> str:
@@ -343,7 +332,9 @@ class StorageDriver(abc.ABC):
 
     @abc.abstractmethod
     def discard_partials(self, name: str) -> int:
-        """Remove every partial image of `name` (of any attempt); return how many were removed."""
+        """Remove every partial write of `name` (of any attempt) and leave the image itself alone;
+        return how many were removed. Before a copy that will replace a published image (a retry's
+        clean-up); to remove the image too, `delete_image`."""
 
     @abc.abstractmethod
     def flatten_needs(self, volume: str, tree: SnapshotTree) -> int:
@@ -366,13 +357,13 @@ class StorageDriver(abc.ABC):
     def flatten_recover(self, volume: str, tree: SnapshotTree) -> FlattenResult:
         """After a failed flatten: discard partial copies and say what the volume reads now."""
 
-    # -- exports, restore, usage and inventory (docs/storage.md "Exports, usage and inventory") -----
-    # Backups, repair, reconcile, pool validation and usage refresh reach pool storage only through
-    # these (and the methods above). An export is a qcow2 file outside the pool, named by its caller:
-    # a full export is a standalone image, an incremental one an overlay whose backing reference is
-    # its base export's bare file name (same directory), so a directory of exports restores with
-    # plain qemu-img whatever driver wrote it. A Ceph RBD driver would write them through qemu's
-    # rbd: protocol, and answer `changed_extents` with `rbd diff --from-snap`.
+    # -- exports and restore (docs/storage.md "Exports, usage and inventory") -------------------
+    # Backups reach pool storage only through these (and the methods above). An export is a qcow2
+    # file outside the pool, named by its caller: a full export is a standalone image, an incremental
+    # one an overlay whose backing reference is its base export's bare file name (same directory),
+    # so a directory of exports restores with plain qemu-img whatever driver wrote it. A Ceph RBD
+    # driver would write them through qemu's rbd: protocol, and answer `changed_extents` with
+    # `rbd diff --from-snap`.
 
     @abc.abstractmethod
     def export(
@@ -413,26 +404,13 @@ class StorageDriver(abc.ABC):
         partial image for `name` of `size` bytes; return the partial's name (see `full_clone`: nothing
         looks usable until `publish_partial`, and `tag` keeps two attempts apart)."""
 
-    @abc.abstractmethod
-    def usage(self, name: str) -> int:
-        """Bytes the image `name` (a volume's head or a snapshot) occupies on its own: what Used and a
-        snapshot's Size count. Never opens what the image sits on."""
+    # -- content by pattern (tests and demos: the conformance suites read every image through these)
 
     @abc.abstractmethod
-    def space(self) -> PoolSpace:
-        """Total and free bytes of the storage under the pool now."""
+    def write_pattern(self, name: str, chunks: list[tuple[int, int, int]]) -> None:
+        """Write (offset, length, byte) chunks into the volume `name` as a guest would."""
 
     @abc.abstractmethod
-    def inventory(self, names: Iterable[str] | None = None) -> list[StoredObject]:
-        """Every object the pool holds (published images and partial writes), or only those of the
-        images `names` (the images that exist and their partials). Metadata reads only."""
-
-    @abc.abstractmethod
-    def remove_object(self, name: str) -> bool:
-        """Remove one object `inventory` listed (an image or a partial write), nothing else; return
-        whether it was there. What it alone kept (an emptied directory) goes with it."""
-
-    @abc.abstractmethod
-    def validate_location(self) -> str:
-        """Check that the pool's location can hold images (for pool add and edit); return its
-        canonical form. Raises InvalidParameter(field="path") with the reason."""
+    def read_matches(self, name: str, offset: int, length: int, byte: int) -> bool:
+        """Whether the guest-visible bytes of the volume or snapshot `name` at [offset, offset+length)
+        all equal `byte`."""

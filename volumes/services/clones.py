@@ -184,7 +184,7 @@ def _refuse_if_layers_rewritten(volume: Volume, *, action: str, action_cn: str) 
 
 
 def _check_space(driver: StorageDriver, pool: Pool, needed: int) -> None:
-    free = driver.free_bytes()
+    free = driver.space().free
     if needed > free:
         raise errors.PoolSpaceShort(pool=pool.name, free=free, needed=needed)
 
@@ -359,7 +359,7 @@ def _copy_into(
     reporter.heartbeat()
     if reporter.lost:
         # The sweeper gave the operation to another worker, whose own copy goes on: leave it alone.
-        driver.delete_image(partial)
+        driver.remove_object(partial)
         raise errors.InternalError(desc="lost the operation's lease; the new owner finishes the work")
     reporter.phase("publishing")
     driver.publish_partial(partial, name)

@@ -467,7 +467,7 @@ def _snapshot_rollback_run(operation: Operation, reporter: Reporter) -> None:
         checkpoint=checkpoint_for(reporter),
     )
     if first is not None:
-        change.sizes[str(first.uuid)] = driver.snapshot_usage(first.layer_name)
+        change.sizes[str(first.uuid)] = driver.usage(first.layer_name)
     keep_change(operation, volume, change)
 
 
@@ -483,10 +483,10 @@ def _snapshot_rollback_finish(operation: Operation, error: errors.ServiceError |
         if first is not None and not first_frozen:
             driver.snapshot_create_undo(head, first.layer_name)
         reset_done = driver.head_snapshot(head) == target.layer_name
-        operation.params["used"] = driver.volume_usage(head)
+        operation.params["used"] = driver.usage(head)
         if first_frozen:
             sizes = operation.params.setdefault("sizes", {})
-            sizes[str(first.uuid)] = driver.snapshot_usage(first.layer_name)
+            sizes[str(first.uuid)] = driver.usage(first.layer_name)
     write_sizes(operation)
     if first is not None:
         if first_frozen:

@@ -347,7 +347,6 @@ def volume_population_failed(
     behind, and the volume shows `error` (the operation keeps the scode and message)."""
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
     driver = pool_driver(volume.pool)
-    driver.discard_partials(volume.image_name)
     driver.delete_image(volume.image_name)
     transition(
         volume,
@@ -442,10 +441,9 @@ def _volume_delete_run(operation: Operation, reporter: Reporter) -> None:
     driver = pool_driver(volume.pool)
     names = _volume_image_names(volume)
     for index, name in enumerate(names, start=1):
-        # Partials of any attempt first, then the image: removing the last object of a volume's own
-        # place (its snapshot directory) takes that place away too, and a repeat finishes the work.
-        driver.discard_partials(name)
-        driver.remove_object(name)
+        # The image and its partials of any attempt; the last one of a volume's own place (its snapshot
+        # directory) takes that place away too, and a repeat finishes the work.
+        driver.delete_image(name)
         reporter.progress(100.0 * index / len(names))
 
 

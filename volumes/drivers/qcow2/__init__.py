@@ -1,6 +1,7 @@
 """The directory driver: a pool is a directory of qcow2 files.
 
-`driver.py` (images), `tree.py` with the pure planner `plan.py` (snapshot trees), `clones.py`.
+`driver.py` (images, usage), `tree.py` with the pure planner `plan.py` (snapshot trees), `clones.py`,
+`export.py` (pool space, inventory, exports and restore).
 """
 
 from volumes.drivers.qcow2.driver import Qcow2DirectoryDriver

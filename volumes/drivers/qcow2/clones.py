@@ -190,6 +190,6 @@ class LayerClones:
         return FlattenResult(
             # What the files show decides: a copy already published made that layer independent.
             independent=all(self.backing_name(name) is None for name in names if self.exists(name)),
-            sizes={s.name: self.allocated_bytes(s.name) for s in tree.snapshots if s.name in names},
-            used=self.allocated_bytes(volume),
+            sizes={s.name: self.usage(s.name) for s in tree.snapshots if s.name in names},
+            used=self.usage(volume),
         )

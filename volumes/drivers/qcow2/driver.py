@@ -12,10 +12,10 @@ import stat
 from sharestore import errors
 from volumes.drivers import marker, qemu
 from volumes.drivers.base import ImageInfo, ImportSource, ProgressCallback, StorageDriver
-from volumes.drivers.qcow2.clones import COPY_CACHE, COPY_CACHE_ARGS, COPY_SOURCE_CACHE, LayerClones  # noqa: F401
+from volumes.drivers.qcow2.clones import LayerClones
 from volumes.drivers.qcow2.export import LayerExports
 from volumes.drivers.qcow2.tree import LayerTree
-from volumes.drivers.qemu import TMP_PREFIX, fsync_path, supports_direct_io  # noqa: F401  (re-exported)
+from volumes.drivers.qemu import supports_direct_io
 
 QCOW2_MAGIC = b"QFI\xfb"
 
@@ -79,11 +79,12 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
             name=name,
             format=data["format"],
             virtual_size=int(data["virtual-size"]),
-            allocated=self.allocated_bytes(name),
+            allocated=self.usage(name),
             backing=data.get("backing-filename"),
         )
 
-    def allocated_bytes(self, name: str) -> int:
+    def usage(self, name: str) -> int:
+        # One layer's allocated clusters through a single-layer `json:` check: never opens its backing.
         return qemu.layer_allocated(self.path(name))
 
     def create_volume(self, name: str, size: int) -> ImageInfo:
@@ -95,16 +96,10 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
         return self.info(name)
 
     def delete_image(self, name: str) -> bool:
-        removed = False
-        for path in (self.path(name), self._tmp_path(name)):
-            try:
-                os.unlink(path)
-                removed = True
-            except FileNotFoundError:
-                pass
-        if removed:
-            qemu.fsync_parent(self.path(name))
-        return removed
+        # Partials first, then the image: removing the last file of `snapshots/<volume>/` removes
+        # that directory too, and a repeat after a crash finishes the work.
+        removed = self.discard_partials(name) > 0
+        return self.remove_object(name) or removed
 
     def access_path(self, mount_path: str, name: str) -> str:
         return os.path.join(mount_path, name)
@@ -215,18 +210,6 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
             os.close(fd)
         return self.info(name)
 
-    # -- inventory ------------------------------------------------------------------------------
-
-    def list_images(self) -> list[str]:
-        """Every file below the pool root, as image names (partial writes included)."""
-        names = []
-        for directory, _dirs, files in os.walk(self.root):
-            for file_name in files:
-                if directory == self.root and file_name == marker.MARKER_NAME:
-                    continue  # the pool identity marker is no image
-                names.append(os.path.relpath(os.path.join(directory, file_name), self.root))
-        return sorted(names)
-
     # -- layer inspection ------------------------------------------------------------------------
 
     def _name_of(self, path: str) -> str:
@@ -240,6 +223,9 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
         return None if backing is None else self._name_of(backing)
 
     def backing_chain(self, name: str) -> list[str]:
+        """`name` and every image under it, top first, read one layer at a time (never --backing-chain).
+
+        Not part of `StorageDriver`: qcow2 tests and benchmarks check layer chains with it."""
         return [self._name_of(p) for p in qemu.walk_chain(self.path(name))]
 
     def write_pattern(self, name: str, chunks: list[tuple[int, int, int]]) -> None:
@@ -247,7 +233,3 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
 
     def read_matches(self, name: str, offset: int, length: int, byte: int) -> bool:
         return qemu.io_read_matches(self.path(name), offset, length, byte)
-
-    def free_bytes(self) -> int:
-        st = os.statvfs(self.root)
-        return st.f_bavail * st.f_frsize

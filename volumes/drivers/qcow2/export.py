@@ -1,5 +1,5 @@
-"""Exports, restores, usage and inventory of a qcow2 directory pool: the qcow2 side of the driver
-interface's last section (`StorageDriver.export` ...), mixed into `Qcow2DirectoryDriver`.
+"""Exports, restores, pool space and inventory of a qcow2 directory pool: the qcow2 side of the
+driver interface's pool and exports sections, mixed into `Qcow2DirectoryDriver`.
 
 Kept apart from the snapshot-tree code of the driver so the two evolve without touching each other;
 it relies only on the driver's `path`, `_name_of`, `_partial_path` and `_ensure_dir`.
@@ -40,7 +40,7 @@ def _accept_export_backing(path: str, raw: str) -> None:
 
 
 class LayerExports:
-    """Exports, restores, usage and inventory of a pool that is a directory of qcow2 files."""
+    """Exports, restores, space and inventory of a pool that is a directory of qcow2 files."""
 
     root: str
 
@@ -168,10 +168,7 @@ class LayerExports:
             raise
         return self._name_of(partial)
 
-    # -- usage -----------------------------------------------------------------------------------
-
-    def usage(self, name: str) -> int:
-        return qemu.layer_allocated(self.path(name))
+    # -- pool ------------------------------------------------------------------------------------
 
     def space(self) -> PoolSpace:
         st = os.statvfs(self.root)

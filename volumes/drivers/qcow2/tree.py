@@ -71,7 +71,7 @@ class LayerTree:
 
     def snapshot_create(self, volume: str, snapshot: str) -> tuple[int, int]:
         self._freeze(volume, snapshot)
-        return self.allocated_bytes(snapshot), self.allocated_bytes(volume)
+        return self.usage(snapshot), self.usage(volume)
 
     def snapshot_create_undo(self, volume: str, snapshot: str) -> None:
         self._unfreeze(volume, snapshot)
@@ -82,12 +82,6 @@ class LayerTree:
         backing = self.backing_name(volume)
         own = f"snapshots/{os.path.basename(volume)}/"
         return backing if backing is not None and backing.startswith(own) else None
-
-    def snapshot_usage(self, snapshot: str) -> int:
-        return self.allocated_bytes(snapshot)
-
-    def volume_usage(self, volume: str) -> int:
-        return self.allocated_bytes(volume)
 
     def snapshot_delete_keeps(self, tree: SnapshotTree, snapshot_id: str) -> bool:
         # A layer read by two layers or more cannot be folded into all of them without copying it into
@@ -115,7 +109,7 @@ class LayerTree:
     ) -> TreeChange:
         plan = self._delete_plan(tree, snapshot_id)
         if plan is None:
-            return TreeChange(kept=True, used=self.allocated_bytes(volume))
+            return TreeChange(kept=True, used=self.usage(volume))
         change = TreeChange()
         steps = plan.steps
         if steps:
@@ -148,30 +142,13 @@ class LayerTree:
         self._measure(volume, plan.after, change)
         return change
 
-    def collect_retained(
-        self,
-        volume: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
-    ) -> TreeChange:
-        before = plan_tree(tree)
-        after = before.copy()
-        steps = after.collect_hidden()
-        change = TreeChange()
-        self._run_best_effort(volume, before, steps, change, journal, progress, checkpoint, 0)
-        self._measure(volume, after, change)
-        return change
-
     def tree_recover(
         self, volume: str, tree: SnapshotTree, *, journal: Journal, deleting: str | None = None
     ) -> TreeChange:
         if deleting is not None:
             plan = self._delete_plan(tree, deleting)
             if plan is None:
-                return TreeChange(kept=True, used=self.allocated_bytes(volume))
+                return TreeChange(kept=True, used=self.usage(volume))
         else:
             before = plan_tree(tree)
             after = before.copy()
@@ -214,8 +191,8 @@ class LayerTree:
         if uuid not in journal:
             journal[uuid] = merge_strategy(
                 named_by_backup=step.node.pinned,
-                layer_bytes=lambda: self.allocated_bytes(layer),
-                dependent_bytes=lambda: self.allocated_bytes(dependent),
+                layer_bytes=lambda: self.usage(layer),
+                dependent_bytes=lambda: self.usage(dependent),
             )
         return journal[uuid]
 
@@ -281,8 +258,8 @@ class LayerTree:
         # The layers that received data changed size; the others did not.
         for node_id in after.touched:
             if node_id != HEAD and node_id in after.nodes and self.exists(after.nodes[node_id].layer):
-                change.sizes[after.nodes[node_id].uuid] = self.allocated_bytes(after.nodes[node_id].layer)
-        change.used = self.allocated_bytes(volume)
+                change.sizes[after.nodes[node_id].uuid] = self.usage(after.nodes[node_id].layer)
+        change.used = self.usage(volume)
 
     # -- layer steps --------------------------------------------------------------------------------
 
