@@ -166,6 +166,14 @@ class StorageDriver(abc.ABC):
         directory holds the marker of `expected_uuid` (default: the driver's pool)."""
 
     @abc.abstractmethod
+    def mark_identity(self, pool_uuid: str, *, name: str = "", adopt: bool = False, force: bool = False) -> bool:
+        """Write the pool's identity marker at its location; whether one was written.
+
+        `adopt` (a pool registered before markers existed) keeps a marker that is already this pool's
+        and refuses another pool's, and refuses a location holding nothing unless `force`: an empty
+        location is what an unmounted share looks like. Without `adopt` the marker is (re)written."""
+
+    @abc.abstractmethod
     def validate_location(self) -> str:
         """Check that the pool's location can hold images (for pool add and edit); return its
         canonical form. Raises InvalidParameter(field="path") with the reason."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from volumes.drivers import marker, qemu
+from volumes.drivers import get_driver, qemu
 from volumes.models import Cluster, Host, Namespace, Pool, PoolMount, Tenant, Zone
 
 MiB = 1 << 20
@@ -54,8 +54,7 @@ def demo_topology_seed(*, data_dir: Path | None = None) -> dict:
             },
         )
         PoolMount.objects.get_or_create(pool=pool, host=host, defaults={"mount_path": str(directory)})
-        if marker.read_marker(pool.path) is None:
-            marker.write_marker(pool.path, str(pool.uuid), name=pool.name)
+        get_driver(pool.driver, pool.path).mark_identity(str(pool.uuid), name=pool.name, adopt=True, force=True)
         pools.append(pool)
     return {"zone": zone, "cluster": cluster, "host": host, "tenant": tenant, "pools": pools}
 

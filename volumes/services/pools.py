@@ -152,7 +152,7 @@ def pool_create(
     for host, mount_path in mounts.items():
         PoolMount.objects.create(pool=pool, host=host, mount_path=mount_path)
     # The identity marker: every storage step checks it, so an empty mount point is never written.
-    pool_driver(pool).write_marker(str(pool.uuid), name=pool.name)
+    pool_driver(pool).mark_identity(str(pool.uuid), name=pool.name)
     audit(actor=actor, action="pool.create", object_type="pool", object_uuid=pool.uuid,
           message=f"name={pool.name} path={pool.path} capacity={pool.capacity} overcommit={pool.overcommit_ratio}")
     return pool
@@ -203,7 +203,7 @@ def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
     values = pool_update_check(pool=pool, **changes)
     if values:
         if "path" in values:
-            get_driver(pool.driver, values["path"]).write_marker(str(pool.uuid), name=pool.name)
+            get_driver(pool.driver, values["path"]).mark_identity(str(pool.uuid), name=pool.name)
         Pool.objects.filter(pk=pool.pk).update(**values, modified=timezone.now())
         audit(actor=actor, action="pool.update", object_type="pool", object_uuid=pool.uuid,
               message=", ".join(f"{k}: {getattr(pool, k)} -> {v}" for k, v in values.items()))
@@ -295,19 +295,8 @@ def pool_mark(*, actor: str, pool: Pool, force: bool = False) -> bool:
     Refused when the directory holds another pool's marker, and when it is empty unless `force`:
     an empty directory is what a share that is not mounted looks like, so the operator confirms.
     """
-    from volumes.drivers import marker
-
-    driver = pool_driver(pool)
-    if marker.read_marker(pool.path) is not None:
-        marker.check_marker(pool.path, str(pool.uuid))
+    if not pool_driver(pool).mark_identity(str(pool.uuid), name=pool.name, adopt=True, force=force):
         return False
-    has_images = any(name != marker.MARKER_NAME for name in os.listdir(pool.path))
-    if not has_images and not force:
-        raise errors.PoolIdentityMismatch(
-            pool=pool.uuid, path=pool.path,
-            reason="the directory is empty (is the share mounted?); pass force to mark it anyway",
-        )
-    driver.write_marker(str(pool.uuid), name=pool.name)
     audit(actor=actor, action="pool.mark", object_type="pool", object_uuid=pool.uuid, message=f"marker written in {pool.path}")
     return True
 

@@ -65,8 +65,19 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
             # An empty mount point or another pool's share at this path: refuse before any write.
             marker.check_marker(self.root, expected_uuid)
 
-    def write_marker(self, pool_uuid: str, *, name: str = "") -> None:
+    def mark_identity(self, pool_uuid: str, *, name: str = "", adopt: bool = False, force: bool = False) -> bool:
+        if adopt:
+            if marker.read_marker(self.root) is not None:
+                marker.check_marker(self.root, pool_uuid)
+                return False
+            if not force and not any(entry != marker.MARKER_NAME for entry in os.listdir(self.root)):
+                raise errors.PoolIdentityMismatch(
+                    pool=pool_uuid,
+                    path=self.root,
+                    reason="the directory is empty (is the share mounted?); pass force to mark it anyway",
+                )
         marker.write_marker(self.root, pool_uuid, name=name)
+        return True
 
     def exists(self, name: str) -> bool:
         return os.path.isfile(self.path(name))
