@@ -14,6 +14,7 @@ from backups.selectors import backup_point_used
 from backups.services.common import (
     backup_of,
     backup_store,
+    backup_transition,
     chain_busy,
     default_compress,
     lock_point,
@@ -24,7 +25,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
 from volumes.services.snapshot_rules import require_snapshot_readable
@@ -195,16 +196,12 @@ def _since(backup: Backup) -> str | None:
 
 def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
     backup = backup_of(operation)
-    transition(
+    backup_transition(
         backup,
-        field="status",
+        OperationContext.of(operation),
         allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
         to=choices.BackupStatus.RUNNING,
         action="backup.run",
-        actor=operation.requested_by,
-        object_type="backup",
-        volume_id=backup.volume_id,
-        operation_id=operation.pk,
     )
     store = backup_store(backup.backup_point)
     store.check_available(backup.backup_point.name)
@@ -282,16 +279,12 @@ def _backup_create_succeed(operation: Operation) -> None:
     backup = backup_of(operation)
     # Keep what the hashing cost (chunks read, reused, known zero) on the operation for operators.
     Operation.objects.filter(pk=operation.pk).update(params=operation.params)
-    transition(
+    backup_transition(
         backup,
-        field="status",
+        OperationContext.of(operation),
         allowed=[choices.BackupStatus.RUNNING],
         to=choices.BackupStatus.COMPLETED,
         action="backup.finish",
-        actor=operation.requested_by,
-        object_type="backup",
-        volume_id=backup.volume_id,
-        operation_id=operation.pk,
         extra={"size": operation.params["size"], "checksum": operation.params["checksum"]},
         message=(
             f"{operation.params['size']} bytes, chunk index sha256 {operation.params['checksum']}, "
@@ -311,16 +304,12 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         store.remove(backup.file_name)
     except OSError as exc:
         logger.warning("could not remove the files of failed backup %s: %s", backup.uuid, exc)
-    transition(
+    backup_transition(
         backup,
-        field="status",
+        OperationContext.of(operation),
         allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
         to=choices.BackupStatus.FAILED,
         action="backup.fail",
-        actor=operation.requested_by,
-        object_type="backup",
-        volume_id=backup.volume_id,
-        operation_id=operation.pk,
         extra={"size": 0},
         error=error,
     )

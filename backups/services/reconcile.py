@@ -13,9 +13,10 @@ from django.db import transaction
 
 from backups.choices import IN_PROGRESS_STATUSES, BackupStatus
 from backups.models import Backup, BackupPoint
+from backups.services.common import backup_transition
 from backups.storage import BackupStore
 from sharestore import errors
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit
 from volumes.drivers.base import StoredObject
 from volumes.services.repair.common import busy_uuids, classify_orphans, remove_orphans
 from volumes.services.repair.findings import (
@@ -172,15 +173,12 @@ def reconcile_backup_point(
             backup = by_uuid[finding.object_uuid]
             try:
                 with transaction.atomic():
-                    transition(
+                    backup_transition(
                         backup,
+                        OperationContext(actor=actor),
                         allowed=[BackupStatus.COMPLETED],
                         to=BackupStatus.FAILED,
-                        field="status",
-                        object_type="backup",
                         action="reconcile.missing_backup_file",
-                        actor=actor,
-                        volume_id=backup.volume_id,
                         message=f"{finding.name} is missing in backup point {point.name}",
                     )
                 finding.fixed = True

@@ -334,8 +334,7 @@ def _volume_create_succeed(operation: Operation) -> None:
         allowed=[EventState.CREATING, EventState.IMPORTING],
         to=EventState.AVAILABLE,
         action="volume.create.finish",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra={"used": operation.params.get("used", 0)},
     )
 
@@ -457,8 +456,7 @@ def _volume_delete_succeed(operation: Operation) -> None:
         allowed=[EventState.DELETING],
         to=EventState.DELETED,
         action="volume.delete.finish",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
     )
 
 
