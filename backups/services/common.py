@@ -11,7 +11,6 @@ from backups.storage import BackupStore
 from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
 from sharestore.core.models import Operation
-from sharestore.core.services.state import OperationContext, transition
 
 # Measured in bench/backup.py (docs/backups.md): see there before changing it.
 DEFAULT_COMPRESS = True
@@ -80,21 +79,4 @@ def chain_busy(
 def backup_of(operation: Operation) -> Backup:
     return Backup.objects.select_related("backup_point", "snapshot", "base", "volume__pool").get(
         uuid=operation.params["backup"]
-    )
-
-
-def backup_transition(
-    backup: Backup, ctx: OperationContext, *, allowed, to, action: str, **kwargs
-) -> None:
-    """Move a backup's status under `ctx`, audited as a backup of its volume."""
-    transition(
-        backup,
-        ctx=ctx,
-        field="status",
-        object_type="backup",
-        volume_id=backup.volume_id,
-        allowed=allowed,
-        to=to,
-        action=action,
-        **kwargs,
     )

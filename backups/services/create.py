@@ -14,7 +14,6 @@ from backups.selectors import backup_point_used
 from backups.services.common import (
     backup_of,
     backup_store,
-    backup_transition,
     chain_busy,
     default_compress,
     lock_point,
@@ -25,7 +24,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import OperationContext, audit
+from sharestore.core.services.state import OperationContext, audit, status_transition
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
 from volumes.services.snapshot_rules import require_snapshot_readable
@@ -196,7 +195,7 @@ def _since(backup: Backup) -> str | None:
 
 def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
     backup = backup_of(operation)
-    backup_transition(
+    status_transition(
         backup,
         OperationContext.of(operation),
         allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
@@ -279,7 +278,7 @@ def _backup_create_succeed(operation: Operation) -> None:
     backup = backup_of(operation)
     # Keep what the hashing cost (chunks read, reused, known zero) on the operation for operators.
     Operation.objects.filter(pk=operation.pk).update(params=operation.params)
-    backup_transition(
+    status_transition(
         backup,
         OperationContext.of(operation),
         allowed=[choices.BackupStatus.RUNNING],
@@ -304,7 +303,7 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         store.remove(backup.file_name)
     except OSError as exc:
         logger.warning("could not remove the files of failed backup %s: %s", backup.uuid, exc)
-    backup_transition(
+    status_transition(
         backup,
         OperationContext.of(operation),
         allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],

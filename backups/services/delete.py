@@ -11,7 +11,6 @@ from backups.models import Backup
 from backups.services.common import (
     backup_of,
     backup_store,
-    backup_transition,
     chain_busy,
     lock_point,
 )
@@ -20,7 +19,7 @@ from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import OperationContext, audit
+from sharestore.core.services.state import OperationContext, audit, status_transition
 
 # -- delete --------------------------------------------------------------------------------------
 
@@ -72,7 +71,7 @@ def backup_delete(*, actor: str, backup: Backup, reason: str = "") -> Operation:
     merge = dependent is not None and backup.status != choices.BackupStatus.FAILED
     previous = backup.status
     if backup.status != choices.BackupStatus.DELETING:
-        backup_transition(
+        status_transition(
             backup,
             OperationContext(actor=actor),
             allowed=[choices.BackupStatus.COMPLETED, choices.BackupStatus.FAILED],
@@ -153,7 +152,7 @@ def _backup_delete_succeed(operation: Operation) -> None:
     backup, dependent, _store, _new_base = _delete_context(operation)
     if dependent is not None:
         _apply_merge(operation, backup, dependent)
-    backup_transition(
+    status_transition(
         backup,
         OperationContext.of(operation),
         allowed=[choices.BackupStatus.DELETING],
@@ -181,7 +180,7 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
         _apply_merge(operation, backup, dependent)
     if intact and not merged:
         # Nothing changed that matters: the backup is back in service as it was.
-        backup_transition(
+        status_transition(
             backup,
             OperationContext.of(operation),
             allowed=[choices.BackupStatus.DELETING],

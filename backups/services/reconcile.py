@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import time
 
-
 from backups.choices import IN_PROGRESS_STATUSES, BackupStatus
 from backups.models import Backup, BackupPoint
-from backups.services.common import backup_transition
 from backups.storage import BackupStore
 from sharestore import errors
-from sharestore.core.services.state import OperationContext
+from sharestore.core.services.state import OperationContext, status_transition
 from volumes.drivers.base import StoredObject
 from volumes.services.repair.common import (
     audit_fix,
@@ -171,7 +169,7 @@ def reconcile_backup_point(
         by_uuid = {str(b.uuid): b for b in backups}
         mark_missing(
             report,
-            lambda finding: backup_transition(
+            lambda finding: status_transition(
                 by_uuid[finding.object_uuid],
                 OperationContext(actor=actor),
                 allowed=[BackupStatus.COMPLETED],

@@ -25,7 +25,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter
-from sharestore.core.services.state import OperationContext, audit, transition
+from sharestore.core.services.state import OperationContext, audit, status_transition, transition
 from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
@@ -56,23 +56,6 @@ from volumes.services.snapshot_tree import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _snapshot_transition(
-    snapshot: Snapshot, ctx: OperationContext, *, allowed, to, action: str, **kwargs
-) -> None:
-    """Move a snapshot's status under `ctx`, audited as a snapshot of its volume."""
-    transition(
-        snapshot,
-        ctx=ctx,
-        field="status",
-        object_type="snapshot",
-        volume_id=snapshot.volume_id,
-        allowed=allowed,
-        to=to,
-        action=action,
-        **kwargs,
-    )
 
 
 def _new_snapshot(volume: Volume, *, name: str, desc: str) -> Snapshot:
@@ -153,7 +136,7 @@ def _snapshot_create_run(operation: Operation, reporter: Reporter) -> None:
 
 def _snapshot_frozen(snapshot: Snapshot, operation: Operation) -> None:
     """A snapshot whose layer is frozen becomes available (after create, or rollback's snapshot_first)."""
-    _snapshot_transition(
+    status_transition(
         snapshot,
         OperationContext.of(operation),
         allowed=[SnapshotStatus.CREATING],
@@ -185,7 +168,7 @@ def _discard_snapshot_row(
     snapshot: Snapshot, operation: Operation, error: errors.ServiceError, action: str
 ) -> None:
     """A snapshot that never came to be: recorded as failed in the audit trail, then removed."""
-    _snapshot_transition(
+    status_transition(
         snapshot,
         OperationContext.of(operation),
         allowed=[SnapshotStatus.CREATING],
@@ -259,7 +242,7 @@ def snapshot_delete(
             uuid=snapshot.uuid, name=snapshot.name, dependents="; ".join(parts)
         )
     if pool_driver(volume.pool).snapshot_delete_keeps(load_tree(volume), str(snapshot.uuid)):
-        _snapshot_transition(
+        status_transition(
             snapshot,
             OperationContext(actor=actor),
             allowed=DELETABLE_STATUSES,
@@ -269,7 +252,7 @@ def snapshot_delete(
         )
         return None
     refuse_if_read(volume, action="deleting this snapshot")
-    _snapshot_transition(
+    status_transition(
         snapshot,
         OperationContext(actor=actor),
         allowed=DELETABLE_STATUSES,
@@ -322,7 +305,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
     ).first()
     if snapshot is not None and error is None and operation.params.get("change", {}).get("kept"):
         # The driver must keep its data after all: what the request would have done.
-        _snapshot_transition(
+        status_transition(
             snapshot,
             OperationContext.of(operation),
             allowed=[SnapshotStatus.DELETING],
@@ -335,7 +318,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
         # (the directory driver's commit may have written into it: then it is marked error, still a
         # correct base for what reads it; delete it again).
         damaged = str(snapshot.uuid) in operation.params.get("change", {}).get("damaged", [])
-        _snapshot_transition(
+        status_transition(
             snapshot,
             OperationContext.of(operation),
             allowed=[SnapshotStatus.DELETING],
