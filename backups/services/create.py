@@ -156,12 +156,10 @@ def backup_add(
         bytes_total=volume.capacity,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="backup.add",
         object_type="backup",
         object_uuid=backup.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=choices.BackupStatus.STARTED,
         message=(
             f"{'incremental on ' + str(base.uuid) if base else 'full'} backup of snapshot {snapshot.name!r} "

@@ -135,12 +135,11 @@ def _apply_merge(operation: Operation, backup: Backup, dependent: Backup) -> Non
         base=backup.base, size=operation.params["dependent_size"], modified=timezone.now()
     )
     audit(
-        actor=operation.requested_by,
+        OperationContext.of(operation),
         action="backup.merge",
         object_type="backup",
         object_uuid=dependent.uuid,
         volume_id=dependent.volume_id,
-        operation_id=operation.pk,
         message=(
             f"backup {backup.uuid} merged in; now "
             + (f"incremental on {backup.base.uuid}" if backup.base else "a full backup")
@@ -191,12 +190,11 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
         return
     # Half done: the row stays out of service in BackupDeleting; deleting it again finishes the work.
     audit(
-        actor=operation.requested_by,
+        OperationContext.of(operation),
         action="backup.delete.stuck",
         object_type="backup",
         object_uuid=backup.uuid,
         volume_id=backup.volume_id,
-        operation_id=operation.pk,
         result="failed",
         message=message,
     )

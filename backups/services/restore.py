@@ -72,12 +72,10 @@ def backup_restore(
         bytes_total=backup.volume_capacity,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="backup.restore",
         object_type="volume",
         object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(EventState.RESTORING.label),
         message=f"from backup {backup.name!r} ({backup.uuid}) of volume {backup.volume_uuid} in {pool.name}",
     )

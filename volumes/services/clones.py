@@ -280,12 +280,10 @@ def _clone_reserve(
         bytes_total=needed,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="volume.clone",
         object_type="volume",
         object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(EventState.CLONING.label),
         message=(
             f"{'linked' if linked else 'full'} clone of snapshot {snapshot.name!r} ({snapshot.uuid}) of "

@@ -99,12 +99,10 @@ def snapshot_create(*, actor: str, volume: Volume, name: str, desc: str = "") ->
         params={"snapshot": str(snapshot.uuid)},
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="snapshot.create",
         object_type="snapshot",
         object_uuid=snapshot.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(SnapshotStatus.CREATING.label),
         message=f"name={name!r} parent={snapshot.parent_id and snapshot.parent.uuid}",
     )
@@ -402,12 +400,10 @@ def snapshot_rollback(
     )
     if first:
         audit(
-            actor=actor,
+            OperationContext.of(operation),
             action="snapshot.create",
             object_type="snapshot",
             object_uuid=first.uuid,
-            volume_id=volume.pk,
-            operation_id=operation.pk,
             to_state=str(SnapshotStatus.CREATING.label),
             message=f"name={first.name!r}, before rolling back to {snapshot.name!r}",
         )

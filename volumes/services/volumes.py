@@ -291,12 +291,10 @@ def volume_create(
         bytes_total=source.virtual_size if source else 0,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="volume.create" if not source else "volume.import",
         object_type="volume",
         object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(state.label),
         message=f"capacity={capacity} pool={pool.name}" + (f" source={source.path} ({source.format})" if source else ""),
     )
