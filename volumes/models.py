@@ -25,36 +25,37 @@ __all__ = [
 ]
 
 
-class Zone(models.Model):
-    """An availability zone."""
+class NamedModel(models.Model):
+    """A row known by its UUID and shown by its name."""
 
     uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
     name = models.CharField(max_length=128)
 
     class Meta:
-        verbose_name = _("zone")
-        verbose_name_plural = _("zones")
+        abstract = True
         ordering = ["name"]
 
     def __str__(self):
         return self.name
 
 
-class Cluster(models.Model):
+class Zone(NamedModel):
+    """An availability zone."""
+
+    class Meta(NamedModel.Meta):
+        verbose_name = _("zone")
+        verbose_name_plural = _("zones")
+
+
+class Cluster(NamedModel):
     """A virtualization cluster; every API request names one."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    name = models.CharField(max_length=128)
     mode = models.CharField(max_length=32, blank=True, default="", help_text=_("The contract's cluster_mode."))
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="clusters")
 
-    class Meta:
+    class Meta(NamedModel.Meta):
         verbose_name = _("cluster")
         verbose_name_plural = _("clusters")
-        ordering = ["name"]
-
-    def __str__(self):
-        return self.name
 
 
 class Host(models.Model):
@@ -80,19 +81,12 @@ class Host(models.Model):
         return self.name or str(self.uuid)
 
 
-class Tenant(models.Model):
+class Tenant(NamedModel):
     """A tenant of the upstream platform; owns volumes and backups."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    name = models.CharField(max_length=128)
-
-    class Meta:
+    class Meta(NamedModel.Meta):
         verbose_name = _("tenant")
         verbose_name_plural = _("tenants")
-        ordering = ["name"]
-
-    def __str__(self):
-        return self.name
 
 
 class Namespace(models.Model):
@@ -109,11 +103,9 @@ class Namespace(models.Model):
         return str(self.uuid)
 
 
-class Pool(models.Model):
+class Pool(NamedModel):
     """A storage pool: a directory (local disk or NFS/CephFS mount) holding qcow2 images."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    name = models.CharField(max_length=128)
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="pools")
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="pools")
     pool_type = models.CharField(max_length=16, choices=choices.PoolType.choices, default=choices.PoolType.DISK)
@@ -137,10 +129,9 @@ class Pool(models.Model):
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
 
-    class Meta:
+    class Meta(NamedModel.Meta):
         verbose_name = _("pool")
         verbose_name_plural = _("pools")
-        ordering = ["name"]
         constraints = [
             models.UniqueConstraint(fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"),
             models.CheckConstraint(condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"),
@@ -148,9 +139,6 @@ class Pool(models.Model):
                 condition=Q(overcommit_ratio__gt=0), name="%(app_label)s_%(class)s_overcommit_positive"
             ),
         ]
-
-    def __str__(self):
-        return self.name
 
     @property
     def capacity_limit(self) -> int:

@@ -24,7 +24,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit, status_transition
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
 from volumes.services.snapshot_rules import require_snapshot_readable
@@ -156,12 +156,10 @@ def backup_add(
         bytes_total=volume.capacity,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="backup.add",
         object_type="backup",
         object_uuid=backup.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=choices.BackupStatus.STARTED,
         message=(
             f"{'incremental on ' + str(base.uuid) if base else 'full'} backup of snapshot {snapshot.name!r} "
@@ -195,16 +193,12 @@ def _since(backup: Backup) -> str | None:
 
 def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
     backup = backup_of(operation)
-    transition(
+    status_transition(
         backup,
-        field="status",
+        OperationContext.of(operation),
         allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
         to=choices.BackupStatus.RUNNING,
         action="backup.run",
-        actor=operation.requested_by,
-        object_type="backup",
-        volume_id=backup.volume_id,
-        operation_id=operation.pk,
     )
     store = backup_store(backup.backup_point)
     store.check_available(backup.backup_point.name)
@@ -282,16 +276,12 @@ def _backup_create_succeed(operation: Operation) -> None:
     backup = backup_of(operation)
     # Keep what the hashing cost (chunks read, reused, known zero) on the operation for operators.
     Operation.objects.filter(pk=operation.pk).update(params=operation.params)
-    transition(
+    status_transition(
         backup,
-        field="status",
+        OperationContext.of(operation),
         allowed=[choices.BackupStatus.RUNNING],
         to=choices.BackupStatus.COMPLETED,
         action="backup.finish",
-        actor=operation.requested_by,
-        object_type="backup",
-        volume_id=backup.volume_id,
-        operation_id=operation.pk,
         extra={"size": operation.params["size"], "checksum": operation.params["checksum"]},
         message=(
             f"{operation.params['size']} bytes, chunk index sha256 {operation.params['checksum']}, "
@@ -311,16 +301,12 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         store.remove(backup.file_name)
     except OSError as exc:
         logger.warning("could not remove the files of failed backup %s: %s", backup.uuid, exc)
-    transition(
+    status_transition(
         backup,
-        field="status",
+        OperationContext.of(operation),
         allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
         to=choices.BackupStatus.FAILED,
         action="backup.fail",
-        actor=operation.requested_by,
-        object_type="backup",
-        volume_id=backup.volume_id,
-        operation_id=operation.pk,
         extra={"size": 0},
         error=error,
     )

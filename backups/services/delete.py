@@ -19,7 +19,7 @@ from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit, status_transition
 
 # -- delete --------------------------------------------------------------------------------------
 
@@ -71,15 +71,12 @@ def backup_delete(*, actor: str, backup: Backup, reason: str = "") -> Operation:
     merge = dependent is not None and backup.status != choices.BackupStatus.FAILED
     previous = backup.status
     if backup.status != choices.BackupStatus.DELETING:
-        transition(
+        status_transition(
             backup,
-            field="status",
+            OperationContext(actor=actor),
             allowed=[choices.BackupStatus.COMPLETED, choices.BackupStatus.FAILED],
             to=choices.BackupStatus.DELETING,
             action="backup.delete",
-            actor=actor,
-            object_type="backup",
-            volume_id=backup.volume_id,
             message=(reason + "; " if reason else "")
             + (f"merging into {dependent.uuid}" if merge else "no dependent"),
         )
@@ -138,12 +135,11 @@ def _apply_merge(operation: Operation, backup: Backup, dependent: Backup) -> Non
         base=backup.base, size=operation.params["dependent_size"], modified=timezone.now()
     )
     audit(
-        actor=operation.requested_by,
+        OperationContext.of(operation),
         action="backup.merge",
         object_type="backup",
         object_uuid=dependent.uuid,
         volume_id=dependent.volume_id,
-        operation_id=operation.pk,
         message=(
             f"backup {backup.uuid} merged in; now "
             + (f"incremental on {backup.base.uuid}" if backup.base else "a full backup")
@@ -155,16 +151,12 @@ def _backup_delete_succeed(operation: Operation) -> None:
     backup, dependent, _store, _new_base = _delete_context(operation)
     if dependent is not None:
         _apply_merge(operation, backup, dependent)
-    transition(
+    status_transition(
         backup,
-        field="status",
+        OperationContext.of(operation),
         allowed=[choices.BackupStatus.DELETING],
         to=choices.BackupStatus.DELETED,
         action="backup.delete.finish",
-        actor=operation.requested_by,
-        object_type="backup",
-        volume_id=backup.volume_id,
-        operation_id=operation.pk,
         extra={"size": 0, "base": None},
     )
 
@@ -187,27 +179,22 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
         _apply_merge(operation, backup, dependent)
     if intact and not merged:
         # Nothing changed that matters: the backup is back in service as it was.
-        transition(
+        status_transition(
             backup,
-            field="status",
+            OperationContext.of(operation),
             allowed=[choices.BackupStatus.DELETING],
             to=operation.params.get("from") or choices.BackupStatus.COMPLETED,
             action="backup.delete.fail",
-            actor=operation.requested_by,
-            object_type="backup",
-            volume_id=backup.volume_id,
-            operation_id=operation.pk,
             message=message,
         )
         return
     # Half done: the row stays out of service in BackupDeleting; deleting it again finishes the work.
     audit(
-        actor=operation.requested_by,
+        OperationContext.of(operation),
         action="backup.delete.stuck",
         object_type="backup",
         object_uuid=backup.uuid,
         volume_id=backup.volume_id,
-        operation_id=operation.pk,
         result="failed",
         message=message,
     )

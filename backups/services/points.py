@@ -7,14 +7,19 @@ import os
 import uuid as uuid_lib
 
 from django.db import transaction
-from django.utils import timezone
 
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
 from sharestore import errors
-from sharestore.core.services.state import audit, transition
 from volumes.models import Cluster, Tenant
-from volumes.services.pools import validate_byte_capacity, validate_directory
+from volumes.services.pools import (
+    change_status,
+    reject_unknown_fields,
+    validate_byte_capacity,
+    validate_choice,
+    validate_directory,
+    write_changes,
+)
 from volumes.services.volumes import validate_name
 
 
@@ -67,9 +72,7 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
     """Validate changes without writing; return the column values that differ. A new path must
     exist, be writable and hold the files of the backup point's completed backups."""
     point = backup_point
-    unknown = set(changes) - set(EDITABLE_BACKUP_POINT_FIELDS)
-    if unknown:
-        raise errors.InvalidParameter(field=sorted(unknown)[0], reason="cannot be changed")
+    reject_unknown_fields(changes, EDITABLE_BACKUP_POINT_FIELDS)
     values: dict = {}
     if "name" in changes and changes["name"] != point.name:
         values["name"] = validate_name(changes["name"], field="name")
@@ -97,14 +100,12 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
     if "capacity" in changes:
         values["capacity"] = validate_byte_capacity(changes["capacity"])
     if "btype" in changes:
-        if changes["btype"] not in BackupPointType.values:
-            raise errors.InvalidParameter(field="btype", reason=f"must be one of {', '.join(BackupPointType.values)}")
-        values["btype"] = changes["btype"]
+        values["btype"] = validate_choice(changes["btype"], BackupPointType.values, field="btype")
     if "tenant" in changes:
         values["tenant"] = changes["tenant"]
     status = changes.get("status")
-    if status is not None and status not in BackupPointStatus.values:
-        raise errors.InvalidParameter(field="status", reason=f"must be one of {', '.join(BackupPointStatus.values)}")
+    if status is not None:
+        validate_choice(status, BackupPointStatus.values, field="status")
     return {k: v for k, v in values.items() if getattr(point, k) != v}
 
 
@@ -114,12 +115,7 @@ def backup_point_update(*, actor: str, backup_point: BackupPoint, **changes) -> 
     point = BackupPoint.objects.select_for_update().get(pk=backup_point.pk)
     values = backup_point_update_check(backup_point=point, **changes)
     if values:
-        BackupPoint.objects.filter(pk=point.pk).update(**values, modified=timezone.now())
-        audit(actor=actor, action="backup_point.update", object_type="backup_point", object_uuid=point.uuid,
-              message=", ".join(f"{k}: {getattr(point, k)} -> {v}" for k, v in values.items()))
+        write_changes(point, values, actor=actor, object_type="backup_point")
     point.refresh_from_db()
-    status = changes.get("status")
-    if status is not None and status != point.status:
-        transition(point, allowed=[point.status], to=status, field="status", object_type="backup_point",
-                   action="backup_point.status", actor=actor)
+    change_status(point, changes.get("status"), actor=actor, object_type="backup_point")
     return point

@@ -9,19 +9,22 @@ from __future__ import annotations
 import os
 import time
 
-from django.db import transaction
-
 from backups.choices import IN_PROGRESS_STATUSES, BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.storage import BackupStore
 from sharestore import errors
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, status_transition
 from volumes.drivers.base import StoredObject
-from volumes.services.repair.common import busy_uuids, classify_orphans, remove_orphans
+from volumes.services.repair.common import (
+    audit_fix,
+    busy_uuids,
+    classify_orphans,
+    mark_missing,
+    remove_orphans,
+)
 from volumes.services.repair.findings import (
     DEFAULT_GRACE_SECONDS,
     Finding,
-    FindingKind,
     FixAction,
     ProgressFn,
     ReconcileReport,
@@ -126,14 +129,12 @@ def reconcile_backup_point(
             progress(done, total, backup.file_name)
         if backup.file_name not in file_set and backup.status == BackupStatus.COMPLETED:
             report.findings.append(
-                Finding(
-                    kind=FindingKind.MISSING_FILE,
-                    name=backup.file_name,
-                    object_type="backup",
-                    object_uuid=str(backup.uuid),
+                Finding.missing(
+                    backup.file_name,
+                    "backup",
+                    backup,
                     detail=f"file of backup {backup.name!r} is missing",
                     expected=backup.get_status_display(),
-                    found="no file",
                     fix=FixAction.MARK_FAILED,
                 )
             )
@@ -166,33 +167,18 @@ def reconcile_backup_point(
             object_type="backup_point", object_uuid=point.uuid,
         )
         by_uuid = {str(b.uuid): b for b in backups}
-        for finding in report.findings:
-            if finding.kind != FindingKind.MISSING_FILE or not finding.fixable:
-                continue
-            backup = by_uuid[finding.object_uuid]
-            try:
-                with transaction.atomic():
-                    transition(
-                        backup,
-                        allowed=[BackupStatus.COMPLETED],
-                        to=BackupStatus.FAILED,
-                        field="status",
-                        object_type="backup",
-                        action="reconcile.missing_backup_file",
-                        actor=actor,
-                        volume_id=backup.volume_id,
-                        message=f"{finding.name} is missing in backup point {point.name}",
-                    )
-                finding.fixed = True
-            except errors.ServiceError as exc:
-                finding.error = exc.render_message()
-        if report.findings:
-            fixed = sum(1 for f in report.findings if f.fixed)
-            audit(
-                actor=actor, action="reconcile.fix", object_type="backup_point", object_uuid=point.uuid,
-                result="ok" if fixed == report.fixable_count else "partial",
-                message=f"{len(report.findings)} finding(s), {fixed} fixed, {len(report.remaining)} remaining",
-            )
+        mark_missing(
+            report,
+            lambda finding: status_transition(
+                by_uuid[finding.object_uuid],
+                OperationContext(actor=actor),
+                allowed=[BackupStatus.COMPLETED],
+                to=BackupStatus.FAILED,
+                action="reconcile.missing_backup_file",
+                message=f"{finding.name} is missing in backup point {point.name}",
+            ),
+        )
+        audit_fix(report, actor=actor, object_type="backup_point", object_uuid=point.uuid)
     return report
 
 

@@ -18,7 +18,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit, transition
 from volumes.choices import EventState
 from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import pool_driver, volume_population_failed, volume_reserve
@@ -72,12 +72,10 @@ def backup_restore(
         bytes_total=backup.volume_capacity,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="backup.restore",
         object_type="volume",
         object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(EventState.RESTORING.label),
         message=f"from backup {backup.name!r} ({backup.uuid}) of volume {backup.volume_uuid} in {pool.name}",
     )
@@ -128,8 +126,7 @@ def _backup_restore_succeed(operation: Operation) -> None:
         allowed=[EventState.RESTORING],
         to=EventState.AVAILABLE,
         action="backup.restore.finish",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra={"used": operation.params.get("used", 0)},
     )
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 import getpass
 import re
 import time
+import uuid
+from contextlib import contextmanager
 
 from django.core.management.base import CommandError
+
+from sharestore import errors
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -30,6 +34,32 @@ def command_actor(command: str) -> str:
     except (KeyError, OSError):
         user = "unknown"
     return f"manage.py {command}:{user}"
+
+
+def uuid_arg(value: str) -> str:
+    """argparse type: a UUID, in canonical form."""
+    return str(uuid.UUID(value))
+
+
+# argparse names the type in its message ("invalid _uuid value: ..."): keep the name users have seen.
+uuid_arg.__name__ = "_uuid"
+
+
+def get_by_uuid(model, value, what: str):
+    """The `model` row with this UUID, or a usage error naming `what`."""
+    obj = model.objects.filter(uuid=value).first()
+    if obj is None:
+        raise CommandError(f"{what} {value} not found", returncode=EXIT_USAGE)
+    return obj
+
+
+@contextmanager
+def service_errors_as_usage():
+    """A value the service rejects is a usage error of the command (exit 2), told in its message."""
+    try:
+        yield
+    except errors.ServiceError as exc:
+        raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
 
 
 def parse_size(text: str) -> int:

@@ -213,34 +213,33 @@ class VolumeShareGetApi(VolumeApi):
         return success(volume_wrapper(volume))
 
 
-class VolumeShareUsedUpdateApi(VolumeApi):
+class VolumeUsageRefreshApi(VolumeApi):
+    """Re-measure `fields` of a volume's usage from the files, then answer the volume."""
+
+    check_name = True
+    InputSerializer = NamedVolumeInput
+    fields: list[str] = []
+
+    def post(self, request):
+        data = self.validated(request)
+        volume = self.volume(request, data)
+        volume_usage_refresh(actor=self.actor(request), volume=volume, fields=self.fields)
+        volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
+        return success(volume_wrapper(volume_representation(volume)))
+
+
+@extend_schema(request=named(NamedVolumeInput, "VolumeShareUsedUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
+class VolumeShareUsedUpdateApi(VolumeUsageRefreshApi):
     """POST /v1/volume/share/used/update: re-read `Used` from the image on disk."""
 
-    check_name = True
-    InputSerializer = NamedVolumeInput
-
-    @extend_schema(request=named(InputSerializer, "VolumeShareUsedUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
-    def post(self, request):
-        data = self.validated(request)
-        volume = self.volume(request, data)
-        volume_usage_refresh(actor=self.actor(request), volume=volume, fields=[USED])
-        volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
-        return success(volume_wrapper(volume_representation(volume)))
+    fields = [USED]
 
 
-class VolumeShareSnapLengthUpdateApi(VolumeApi):
+@extend_schema(request=named(NamedVolumeInput, "VolumeShareSnapLengthUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
+class VolumeShareSnapLengthUpdateApi(VolumeUsageRefreshApi):
     """POST /v1/volume/share/snap_length/update: re-measure the snapshot layers into `SnapLength`."""
 
-    check_name = True
-    InputSerializer = NamedVolumeInput
-
-    @extend_schema(request=named(InputSerializer, "VolumeShareSnapLengthUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
-    def post(self, request):
-        data = self.validated(request)
-        volume = self.volume(request, data)
-        volume_usage_refresh(actor=self.actor(request), volume=volume, fields=[SNAP_LENGTH])
-        volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
-        return success(volume_wrapper(volume_representation(volume)))
+    fields = [SNAP_LENGTH]
 
 
 class VolumeShareAttachApi(VolumeApi):

@@ -27,7 +27,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import OperationContext, audit, transition
 from volumes.choices import LIVE_STATES, EventState
 from volumes.drivers import SnapshotSource, StorageDriver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
@@ -280,12 +280,10 @@ def _clone_reserve(
         bytes_total=needed,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="volume.clone",
         object_type="volume",
         object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(EventState.CLONING.label),
         message=(
             f"{'linked' if linked else 'full'} clone of snapshot {snapshot.name!r} ({snapshot.uuid}) of "
@@ -408,8 +406,7 @@ def _clone_succeed(operation: Operation) -> None:
         allowed=[EventState.CLONING],
         to=EventState.AVAILABLE,
         action="volume.clone.finish",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra={"used": operation.params.get("used", 0)},
     )
 
@@ -525,8 +522,7 @@ def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> 
         allowed=[EventState.FLATTENING],
         to=EventState.AVAILABLE,
         action="volume.flatten.finish" if error is None else "volume.flatten.fail",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra=extra,
         message=(
             (

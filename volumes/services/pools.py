@@ -49,6 +49,34 @@ def validate_byte_capacity(capacity) -> int:
     return capacity
 
 
+def validate_choice(value, choices, *, field: str):
+    """One of `choices` (a choices enum's values), or InvalidParameter listing them."""
+    if value not in choices:
+        raise errors.InvalidParameter(field=field, reason=f"must be one of {', '.join(choices)}")
+    return value
+
+
+def reject_unknown_fields(changes: dict, editable) -> None:
+    """An update names only fields that may be changed; the first other one (sorted) is refused."""
+    unknown = set(changes) - set(editable)
+    if unknown:
+        raise errors.InvalidParameter(field=sorted(unknown)[0], reason="cannot be changed")
+
+
+def write_changes(obj, values: dict, *, actor: str, object_type: str) -> None:
+    """Write an update's changed columns and record each, old -> new, in the audit trail."""
+    type(obj).objects.filter(pk=obj.pk).update(**values, modified=timezone.now())
+    audit(actor=actor, action=f"{object_type}.update", object_type=object_type, object_uuid=obj.uuid,
+          message=", ".join(f"{k}: {getattr(obj, k)} -> {v}" for k, v in values.items()))
+
+
+def change_status(obj, status, *, actor: str, object_type: str) -> None:
+    """The status change an update asks for (if any), through `transition` from the status it has now."""
+    if status is not None and status != obj.status:
+        transition(obj, allowed=[obj.status], to=status, field="status", object_type=object_type,
+                   action=f"{object_type}.status", actor=actor)
+
+
 def validate_overcommit(ratio) -> Decimal:
     try:
         value = Decimal(str(ratio))
@@ -100,10 +128,8 @@ def pool_create_check(
         "capacity": validate_byte_capacity(capacity),
         "overcommit_ratio": validate_overcommit(overcommit_ratio),
     }
-    if pool_type not in PoolType.values:
-        raise errors.InvalidParameter(field="pool_type", reason=f"must be one of {', '.join(PoolType.values)}")
-    if driver not in PoolDriver.values:
-        raise errors.InvalidParameter(field="driver", reason=f"must be one of {', '.join(PoolDriver.values)}")
+    validate_choice(pool_type, PoolType.values, field="pool_type")
+    validate_choice(driver, PoolDriver.values, field="driver")
     if uuid is not None and Pool.objects.filter(uuid=uuid).exists():
         raise errors.InvalidParameter(field="uuid", reason=f"a pool with UUID {uuid} already exists")
     _check_name_free(cluster=cluster, name=values["name"])
@@ -166,9 +192,7 @@ def pool_update_check(*, pool: Pool, **changes) -> dict:
 
     A new path must exist, be writable, be no other pool's, and hold this pool's volume images.
     """
-    unknown = set(changes) - set(EDITABLE_POOL_FIELDS)
-    if unknown:
-        raise errors.InvalidParameter(field=sorted(unknown)[0], reason="cannot be changed")
+    reject_unknown_fields(changes, EDITABLE_POOL_FIELDS)
     values: dict = {}
     if "name" in changes and changes["name"] != pool.name:
         values["name"] = validate_name(changes["name"], field="name")
@@ -185,14 +209,12 @@ def pool_update_check(*, pool: Pool, **changes) -> dict:
     if "overcommit_ratio" in changes:
         values["overcommit_ratio"] = validate_overcommit(changes["overcommit_ratio"])
     if "pool_type" in changes:
-        if changes["pool_type"] not in PoolType.values:
-            raise errors.InvalidParameter(field="pool_type", reason=f"must be one of {', '.join(PoolType.values)}")
-        values["pool_type"] = changes["pool_type"]
+        values["pool_type"] = validate_choice(changes["pool_type"], PoolType.values, field="pool_type")
     if changes.get("zone") is not None:
         values["zone"] = changes["zone"]
     status = changes.get("status")
-    if status is not None and status not in PoolStatus.values:
-        raise errors.InvalidParameter(field="status", reason=f"must be one of {', '.join(PoolStatus.values)}")
+    if status is not None:
+        validate_choice(status, PoolStatus.values, field="status")
     return {k: v for k, v in values.items() if getattr(pool, k) != v}
 
 
@@ -204,9 +226,7 @@ def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
     if values:
         if "path" in values:
             get_driver(pool.driver, values["path"]).mark_identity(str(pool.uuid), name=pool.name)
-        Pool.objects.filter(pk=pool.pk).update(**values, modified=timezone.now())
-        audit(actor=actor, action="pool.update", object_type="pool", object_uuid=pool.uuid,
-              message=", ".join(f"{k}: {getattr(pool, k)} -> {v}" for k, v in values.items()))
+        write_changes(pool, values, actor=actor, object_type="pool")
     if changes.get("tenants") is not None:
         before = set(pool.tenants.values_list("pk", flat=True))
         after = {t.pk for t in changes["tenants"]}
@@ -215,10 +235,7 @@ def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
             audit(actor=actor, action="pool.update", object_type="pool", object_uuid=pool.uuid,
                   message=f"tenants: {sorted(before)} -> {sorted(after)}")
     pool.refresh_from_db()
-    status = changes.get("status")
-    if status is not None and status != pool.status:
-        transition(pool, allowed=[pool.status], to=status, field="status", object_type="pool",
-                   action="pool.status", actor=actor)
+    change_status(pool, changes.get("status"), actor=actor, object_type="pool")
     return pool
 
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 from sharestore import errors
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import Reporter
-from sharestore.core.services.state import audit
+from sharestore.core.services.state import OperationContext, audit
 from volumes import selectors
 from volumes.choices import LIVE_STATES, SnapshotStatus
 from volumes.drivers import SnapshotTree, TreeSnapshot
@@ -99,12 +99,11 @@ def keep_change(operation: Operation, volume: Volume, change: TreeChange) -> Non
 def audit_stopped(operation: Operation, volume: Volume, reason: str) -> None:
     logger.warning("collecting hidden snapshots of volume %s stopped: %s", volume.uuid, reason)
     audit(
-        actor=operation.requested_by,
+        OperationContext.of(operation),
         action="snapshot.merge_hidden.stopped",
         object_type="volume",
         object_uuid=volume.uuid,
         volume_id=volume.pk,
-        operation_id=operation.pk,
         result="failed",
         message=reason,
     )
@@ -131,12 +130,11 @@ def settle_change(operation: Operation, volume: Volume, change: dict) -> None:
         how = change.get("how", {}).get(snapshot_uuid, "removed")
         readers = (["the head"] if into_head else []) + [f"snapshot {c}" for c in children]
         audit(
-            actor=operation.requested_by,
+            OperationContext.of(operation),
             action="snapshot.remove" if how == "removed" else "snapshot.merge",
             object_type="snapshot",
             object_uuid=snapshot_uuid,
             volume_id=volume.pk,
-            operation_id=operation.pk,
             from_state=str(SnapshotStatus(status).label),
             to_state="gone",
             message=(

@@ -25,7 +25,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter
-from sharestore.core.services.state import OperationContext, audit, transition
+from sharestore.core.services.state import OperationContext, audit, status_transition, transition
 from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
@@ -99,12 +99,10 @@ def snapshot_create(*, actor: str, volume: Volume, name: str, desc: str = "") ->
         params={"snapshot": str(snapshot.uuid)},
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="snapshot.create",
         object_type="snapshot",
         object_uuid=snapshot.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(SnapshotStatus.CREATING.label),
         message=f"name={name!r} parent={snapshot.parent_id and snapshot.parent.uuid}",
     )
@@ -136,16 +134,12 @@ def _snapshot_create_run(operation: Operation, reporter: Reporter) -> None:
 
 def _snapshot_frozen(snapshot: Snapshot, operation: Operation) -> None:
     """A snapshot whose layer is frozen becomes available (after create, or rollback's snapshot_first)."""
-    transition(
+    status_transition(
         snapshot,
-        field="status",
+        OperationContext.of(operation),
         allowed=[SnapshotStatus.CREATING],
         to=SnapshotStatus.AVAILABLE,
         action="snapshot.create.finish",
-        actor=operation.requested_by,
-        object_type="snapshot",
-        volume_id=snapshot.volume_id,
-        operation_id=operation.pk,
     )
 
 
@@ -159,8 +153,7 @@ def _snapshot_create_succeed(operation: Operation) -> None:
         allowed=[EventState.SNAPSHOTTING],
         to=EventState.AVAILABLE,
         action="snapshot.create.finish",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra={
             "current_snapshot": snapshot,
             "used": operation.params.get("used", 0),
@@ -173,16 +166,12 @@ def _discard_snapshot_row(
     snapshot: Snapshot, operation: Operation, error: errors.ServiceError, action: str
 ) -> None:
     """A snapshot that never came to be: recorded as failed in the audit trail, then removed."""
-    transition(
+    status_transition(
         snapshot,
-        field="status",
+        OperationContext.of(operation),
         allowed=[SnapshotStatus.CREATING],
         to=SnapshotStatus.ERROR,
         action=action,
-        actor=operation.requested_by,
-        object_type="snapshot",
-        volume_id=snapshot.volume_id,
-        operation_id=operation.pk,
         message=f"scode {error.scode}: {error.render_message()}; the row is removed",
     )
     snapshot.delete()
@@ -251,28 +240,22 @@ def snapshot_delete(
             uuid=snapshot.uuid, name=snapshot.name, dependents="; ".join(parts)
         )
     if pool_driver(volume.pool).snapshot_delete_keeps(load_tree(volume), str(snapshot.uuid)):
-        transition(
+        status_transition(
             snapshot,
-            field="status",
+            OperationContext(actor=actor),
             allowed=DELETABLE_STATUSES,
             to=SnapshotStatus.HIDDEN,
             action="snapshot.delete.hide",
-            actor=actor,
-            object_type="snapshot",
-            volume_id=volume.pk,
             message=f"{snapshot.name!r} hidden: its data is kept for what still reads it",
         )
         return None
     refuse_if_read(volume, action="deleting this snapshot")
-    transition(
+    status_transition(
         snapshot,
-        field="status",
+        OperationContext(actor=actor),
         allowed=DELETABLE_STATUSES,
         to=SnapshotStatus.DELETING,
         action="snapshot.delete",
-        actor=actor,
-        object_type="snapshot",
-        volume_id=volume.pk,
     )
     return start_operation(
         volume,
@@ -320,16 +303,12 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
     ).first()
     if snapshot is not None and error is None and operation.params.get("change", {}).get("kept"):
         # The driver must keep its data after all: what the request would have done.
-        transition(
+        status_transition(
             snapshot,
-            field="status",
+            OperationContext.of(operation),
             allowed=[SnapshotStatus.DELETING],
             to=SnapshotStatus.HIDDEN,
             action="snapshot.delete.hide",
-            actor=operation.requested_by,
-            object_type="snapshot",
-            volume_id=volume.pk,
-            operation_id=operation.pk,
             message=f"{snapshot.name!r} hidden: its data is kept for what still reads it",
         )
     elif snapshot is not None:
@@ -337,16 +316,12 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
         # (the directory driver's commit may have written into it: then it is marked error, still a
         # correct base for what reads it; delete it again).
         damaged = str(snapshot.uuid) in operation.params.get("change", {}).get("damaged", [])
-        transition(
+        status_transition(
             snapshot,
-            field="status",
+            OperationContext.of(operation),
             allowed=[SnapshotStatus.DELETING],
             to=SnapshotStatus.ERROR if damaged else SnapshotStatus.AVAILABLE,
             action="snapshot.delete.fail",
-            actor=operation.requested_by,
-            object_type="snapshot",
-            volume_id=volume.pk,
-            operation_id=operation.pk,
             error=error,
         )
     volume.refresh_from_db()
@@ -355,8 +330,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
         allowed=[EventState.MERGING],
         to=EventState.AVAILABLE,
         action="snapshot.delete.finish" if error is None else "snapshot.delete.fail",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra={"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)},
         error=error,
     )
@@ -426,12 +400,10 @@ def snapshot_rollback(
     )
     if first:
         audit(
-            actor=actor,
+            OperationContext.of(operation),
             action="snapshot.create",
             object_type="snapshot",
             object_uuid=first.uuid,
-            volume_id=volume.pk,
-            operation_id=operation.pk,
             to_state=str(SnapshotStatus.CREATING.label),
             message=f"name={first.name!r}, before rolling back to {snapshot.name!r}",
         )
@@ -510,8 +482,7 @@ def _snapshot_rollback_finish(operation: Operation, error: errors.ServiceError |
         allowed=[EventState.ROLLING_BACK],
         to=EventState.AVAILABLE,
         action="snapshot.rollback.finish" if error is None else "snapshot.rollback.fail",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra={"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)},
         message=(
             f"head on {volume.current_snapshot.name if volume.current_snapshot else 'no snapshot'}"

@@ -291,12 +291,10 @@ def volume_create(
         bytes_total=source.virtual_size if source else 0,
     )
     audit(
-        actor=actor,
+        OperationContext.of(operation),
         action="volume.create" if not source else "volume.import",
         object_type="volume",
         object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        operation_id=operation.pk,
         to_state=str(state.label),
         message=f"capacity={capacity} pool={pool.name}" + (f" source={source.path} ({source.format})" if source else ""),
     )
@@ -334,8 +332,7 @@ def _volume_create_succeed(operation: Operation) -> None:
         allowed=[EventState.CREATING, EventState.IMPORTING],
         to=EventState.AVAILABLE,
         action="volume.create.finish",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
         extra={"used": operation.params.get("used", 0)},
     )
 
@@ -455,8 +452,7 @@ def _volume_delete_succeed(operation: Operation) -> None:
         allowed=[EventState.DELETING],
         to=EventState.DELETED,
         action="volume.delete.finish",
-        actor=operation.requested_by,
-        operation_id=operation.pk,
+        ctx=OperationContext.of(operation),
     )
 
 

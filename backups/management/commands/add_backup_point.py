@@ -2,19 +2,14 @@
 console's add form). Exit codes: 0 created (or, with --dry-run, valid), 2 rejected."""
 
 import json
-import uuid
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from backups.choices import BackupPointType
 from backups.services.points import backup_point_create, backup_point_create_check
 from sharestore import errors
-from sharestore.core.commands import EXIT_USAGE, parse_size
+from sharestore.core.commands import get_by_uuid, parse_size, service_errors_as_usage, uuid_arg
 from volumes.models import Cluster, Tenant
-
-
-def _uuid(value: str) -> str:
-    return str(uuid.UUID(value))
 
 
 class Command(BaseCommand):
@@ -22,26 +17,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
-        parser.add_argument("--cluster", required=True, type=_uuid, metavar="UUID")
+        parser.add_argument("--cluster", required=True, type=uuid_arg, metavar="UUID")
         parser.add_argument("--path", required=True, help="absolute directory where workers reach the backup point")
         parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
-        parser.add_argument("--tenant", type=_uuid, metavar="UUID", help="only this tenant may use it (default: every tenant)")
+        parser.add_argument("--tenant", type=uuid_arg, metavar="UUID", help="only this tenant may use it (default: every tenant)")
         parser.add_argument("--type", default=BackupPointType.LOCAL, choices=BackupPointType.values)
-        parser.add_argument("--uuid", type=_uuid, help="the backup point's UUID (default: a new one)")
+        parser.add_argument("--uuid", type=uuid_arg, help="the backup point's UUID (default: a new one)")
         parser.add_argument("--dry-run", action="store_true", help="validate only")
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **options):
-        cluster = Cluster.objects.filter(uuid=options["cluster"]).first()
-        if cluster is None:
-            raise CommandError(f"cluster {options['cluster']} not found", returncode=EXIT_USAGE)
-        tenant = None
-        if options["tenant"]:
-            tenant = Tenant.objects.filter(uuid=options["tenant"]).first()
-            if tenant is None:
-                raise CommandError(f"tenant {options['tenant']} not found", returncode=EXIT_USAGE)
+        cluster = get_by_uuid(Cluster, options["cluster"], "cluster")
+        tenant = get_by_uuid(Tenant, options["tenant"], "tenant") if options["tenant"] else None
         capacity = parse_size(options["capacity"])
-        try:
+        with service_errors_as_usage():
             values = backup_point_create_check(name=options["name"], cluster=cluster, path=options["path"], capacity=capacity)
             if options["uuid"] and not options["dry_run"]:
                 # backup_point_create returns an existing point with this UUID unchanged: say so.
@@ -57,8 +46,6 @@ class Command(BaseCommand):
                     btype=options["type"], tenant=tenant, uuid=options["uuid"],
                 )
                 result = {"dry_run": False, "uuid": str(point.uuid), "name": point.name, "path": point.path, "capacity": point.capacity}
-        except errors.ServiceError as exc:
-            raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
         elif options["dry_run"]:

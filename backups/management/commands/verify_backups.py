@@ -7,7 +7,6 @@ A progress bar on a terminal (stderr). Exit codes: 0 every verified backup is ok
 failed, 2 bad arguments."""
 
 import json
-import uuid
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -18,11 +17,7 @@ from backups.choices import BackupStatus, VerifyResult
 from backups.models import Backup, BackupPoint
 from backups.services.verify import backup_verify
 from sharestore import errors
-from sharestore.core.commands import Progress
-
-
-def _uuid(value: str) -> str:
-    return str(uuid.UUID(value))
+from sharestore.core.commands import Progress, uuid_arg
 
 
 class Command(BaseCommand):
@@ -32,12 +27,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("backups", nargs="*", type=_uuid, metavar="UUID", help="backups to verify (as --backup)")
-        parser.add_argument("--backup", action="append", type=_uuid, default=[], metavar="UUID",
+        parser.add_argument("backups", nargs="*", type=uuid_arg, metavar="UUID", help="backups to verify (as --backup)")
+        parser.add_argument("--backup", action="append", type=uuid_arg, default=[], metavar="UUID",
                             help="this backup (repeatable)")
-        parser.add_argument("--point", action="append", type=_uuid, default=[], metavar="UUID",
+        parser.add_argument("--point", action="append", type=uuid_arg, default=[], metavar="UUID",
                             help="backups on this backup point (repeatable)")
-        parser.add_argument("--volume", action="append", type=_uuid, default=[], metavar="UUID",
+        parser.add_argument("--volume", action="append", type=uuid_arg, default=[], metavar="UUID",
                             help="backups of this volume (repeatable)")
         parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
                             help="only backups never verified or last verified more than DAYS ago")

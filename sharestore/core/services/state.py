@@ -139,3 +139,20 @@ def transition(
         message=message,
         error=error,
     )
+
+
+def status_transition(
+    instance: models.Model, ctx: OperationContext, *, allowed, to, action: str, **kwargs
+) -> None:
+    """`transition` of a volume's dependent row (a snapshot, a backup): its `status`, audited under its
+    volume."""
+    transition(
+        instance,
+        ctx=ctx,
+        field="status",
+        volume_id=instance.volume_id,
+        allowed=allowed,
+        to=to,
+        action=action,
+        **kwargs,
+    )

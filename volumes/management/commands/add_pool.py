@@ -4,19 +4,20 @@ Exit codes: 0 created (or, with --dry-run, valid), 2 rejected (the message says 
 """
 
 import json
-import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sharestore import errors
-from sharestore.core.commands import EXIT_USAGE, command_actor, parse_size
+from sharestore.core.commands import (
+    EXIT_USAGE,
+    command_actor,
+    get_by_uuid,
+    parse_size,
+    service_errors_as_usage,
+    uuid_arg,
+)
 from volumes.choices import PoolDriver, PoolType
 from volumes.models import Cluster, Host, Tenant, Zone
 from volumes.services.pools import pool_create, pool_create_check
-
-
-def _uuid(value: str) -> str:
-    return str(uuid.UUID(value))
 
 
 class Command(BaseCommand):
@@ -24,32 +25,26 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
-        parser.add_argument("--cluster", required=True, type=_uuid, metavar="UUID")
+        parser.add_argument("--cluster", required=True, type=uuid_arg, metavar="UUID")
         parser.add_argument("--path", required=True, help="absolute directory where this service's workers reach the pool")
         parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
-        parser.add_argument("--zone", type=_uuid, metavar="UUID", help="default: the cluster's zone")
+        parser.add_argument("--zone", type=uuid_arg, metavar="UUID", help="default: the cluster's zone")
         # rbd is reserved until an RBD driver exists: every offered type is driven as a directory.
         parser.add_argument("--type", default=PoolType.DISK, choices=[t for t in PoolType.values if t != PoolType.RBD])
         parser.add_argument("--driver", default=PoolDriver.QCOW2_DIRECTORY, choices=PoolDriver.values)
         parser.add_argument("--overcommit", default="1", help="sum of capacities may reach capacity x this (default 1)")
-        parser.add_argument("--tenant", action="append", type=_uuid, default=[], metavar="UUID",
+        parser.add_argument("--tenant", action="append", type=uuid_arg, default=[], metavar="UUID",
                             help="restrict to these tenants (repeatable; default: every tenant)")
         parser.add_argument("--mount", action="append", default=[], metavar="HOST_UUID=PATH",
                             help="where a host mounts the pool (repeatable; default: every host of the cluster at --path)")
-        parser.add_argument("--uuid", type=_uuid, help="the pool's UUID (default: a new one)")
+        parser.add_argument("--uuid", type=uuid_arg, help="the pool's UUID (default: a new one)")
         parser.add_argument("--dry-run", action="store_true", help="validate only")
         parser.add_argument("--json", action="store_true")
 
-    def _get(self, model, value, what):
-        obj = model.objects.filter(uuid=value).first()
-        if obj is None:
-            raise CommandError(f"{what} {value} not found", returncode=EXIT_USAGE)
-        return obj
-
     def handle(self, *args, **options):
-        cluster = self._get(Cluster, options["cluster"], "cluster")
-        zone = self._get(Zone, options["zone"], "zone") if options["zone"] else None
-        tenants = [self._get(Tenant, t, "tenant") for t in options["tenant"]]
+        cluster = get_by_uuid(Cluster, options["cluster"], "cluster")
+        zone = get_by_uuid(Zone, options["zone"], "zone") if options["zone"] else None
+        tenants = [get_by_uuid(Tenant, t, "tenant") for t in options["tenant"]]
         mounts = None
         if options["mount"]:
             mounts = {}
@@ -58,16 +53,16 @@ class Command(BaseCommand):
                 if not sep or not mount_path:
                     raise CommandError(f"--mount {item!r}: expected HOST_UUID=PATH", returncode=EXIT_USAGE)
                 try:
-                    host_uuid = _uuid(host_uuid)
+                    host_uuid = uuid_arg(host_uuid)
                 except ValueError:
                     raise CommandError(f"--mount {item!r}: {host_uuid!r} is not a UUID", returncode=EXIT_USAGE) from None
-                mounts[self._get(Host, host_uuid, "host")] = mount_path
+                mounts[get_by_uuid(Host, host_uuid, "host")] = mount_path
         capacity = parse_size(options["capacity"])
         arguments = dict(
             name=options["name"], cluster=cluster, path=options["path"], capacity=capacity,
             pool_type=options["type"], driver=options["driver"], overcommit_ratio=options["overcommit"], uuid=options["uuid"],
         )
-        try:
+        with service_errors_as_usage():
             if options["dry_run"]:
                 values = pool_create_check(**arguments)
                 result = {"dry_run": True, "valid": True, "name": values["name"], "path": values["path"], "capacity": capacity}
@@ -78,8 +73,6 @@ class Command(BaseCommand):
                     "capacity": pool.capacity, "overcommit_ratio": str(pool.overcommit_ratio),
                     "mounts": {str(m.host.uuid): m.mount_path for m in pool.mounts.select_related("host")},
                 }
-        except errors.ServiceError as exc:
-            raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
         elif options["dry_run"]:

@@ -6,11 +6,9 @@ error, 3 a pool or backup point directory could not be read.
 """
 
 import json
-import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sharestore import errors
 from sharestore.core.commands import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -19,13 +17,11 @@ from sharestore.core.commands import (
     Progress,
     command_actor,
     exit_with,
+    service_errors_as_usage,
+    uuid_arg,
 )
 from volumes.services.repair.findings import DEFAULT_GRACE_SECONDS
 from volumes.services.repair.reconcile import reconcile
-
-
-def _uuid(value: str) -> str:
-    return str(uuid.UUID(value))
 
 
 class Command(BaseCommand):
@@ -39,9 +35,9 @@ class Command(BaseCommand):
         parser.add_argument("--fix", action="store_true",
                             help="remove orphans older than --grace, mark objects whose file is missing as error, refresh sizes")
         parser.add_argument("--dry-run", action="store_true", help="only report (the default; wins over --fix)")
-        parser.add_argument("--pool", action="append", type=_uuid, default=[], metavar="UUID",
+        parser.add_argument("--pool", action="append", type=uuid_arg, default=[], metavar="UUID",
                             help="only this pool (repeatable)")
-        parser.add_argument("--backup-point", action="append", type=_uuid, default=[], metavar="UUID",
+        parser.add_argument("--backup-point", action="append", type=uuid_arg, default=[], metavar="UUID",
                             help="only this backup point (repeatable)")
         parser.add_argument("--grace", type=int, default=DEFAULT_GRACE_SECONDS, metavar="SECONDS",
                             help=f"leave orphans younger than this (default {DEFAULT_GRACE_SECONDS})")
@@ -58,12 +54,11 @@ class Command(BaseCommand):
             targets["backup_point"] = options["backup_point"]
         progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
         try:
-            reports = reconcile(
-                actor=command_actor("reconcile"), fix=fix, targets=targets or None,
-                grace_seconds=options["grace"], progress=progress,
-            )
-        except errors.ServiceError as exc:
-            raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
+            with service_errors_as_usage():
+                reports = reconcile(
+                    actor=command_actor("reconcile"), fix=fix, targets=targets or None,
+                    grace_seconds=options["grace"], progress=progress,
+                )
         finally:
             progress.close()
         unreadable = [r for r in reports if r.error]

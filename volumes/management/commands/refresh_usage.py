@@ -5,11 +5,9 @@ nothing out of date), 1 sizes out of date (dry run) or some volumes could not be
 """
 
 import json
-import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sharestore import errors
 from sharestore.core.commands import (
     EXIT_FINDINGS,
     EXIT_OK,
@@ -17,30 +15,26 @@ from sharestore.core.commands import (
     Progress,
     command_actor,
     exit_with,
+    service_errors_as_usage,
+    uuid_arg,
 )
 from volumes.models import Volume
 from volumes.services.repair.reconcile import pool_targets
 from volumes.services.repair.usage import refresh_usage
 
 
-def _uuid(value: str) -> str:
-    return str(uuid.UUID(value))
-
-
 class Command(BaseCommand):
     help = "Re-measure volumes' allocated bytes (metadata only) and write what changed. Exit: 0 ok, 1 drift or errors, 2 usage."
 
     def add_arguments(self, parser):
-        parser.add_argument("--pool", action="append", type=_uuid, default=[], metavar="UUID", help="only this pool (repeatable)")
-        parser.add_argument("--volume", action="append", type=_uuid, default=[], metavar="UUID", help="only this volume (repeatable)")
+        parser.add_argument("--pool", action="append", type=uuid_arg, default=[], metavar="UUID", help="only this pool (repeatable)")
+        parser.add_argument("--volume", action="append", type=uuid_arg, default=[], metavar="UUID", help="only this volume (repeatable)")
         parser.add_argument("--dry-run", action="store_true", help="measure and report, write nothing")
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **options):
-        try:
+        with service_errors_as_usage():
             pools = pool_targets(options["pool"]) if options["pool"] else None
-        except errors.ServiceError as exc:
-            raise CommandError(exc.render_message(), returncode=EXIT_USAGE) from None
         volumes = None
         if options["volume"]:
             volumes = list(Volume.objects.filter(uuid__in=options["volume"]))

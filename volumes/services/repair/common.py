@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from django.db import transaction
 from django.db.models import Q
 
 from sharestore import errors
@@ -67,6 +68,35 @@ def remove_orphans(
             result="ok" if finding.fixed else "failed",
             message=f"{finding.name} ({finding.found})",
         )
+
+
+def mark_missing(report: ReconcileReport, mark: Callable[[Finding], object]) -> None:
+    """Apply `mark` (a status change) to every fixable missing-file finding, each in its own transaction:
+    one that conflicts records its error and the others still go ahead."""
+    for finding in report.findings:
+        if finding.kind != FindingKind.MISSING_FILE or not finding.fixable:
+            continue
+        try:
+            with transaction.atomic():
+                mark(finding)
+            finding.fixed = True
+        except errors.ServiceError as exc:
+            finding.error = exc.render_message()
+
+
+def audit_fix(report: ReconcileReport, *, actor: str, object_type: str, object_uuid) -> None:
+    """One audit row summing up what a fix did to a target, if it found anything."""
+    if not report.findings:
+        return
+    fixed = sum(1 for f in report.findings if f.fixed)
+    audit(
+        actor=actor,
+        action="reconcile.fix",
+        object_type=object_type,
+        object_uuid=object_uuid,
+        result="ok" if fixed == report.fixable_count else "partial",
+        message=f"{len(report.findings)} finding(s), {fixed} fixed, {len(report.remaining)} remaining",
+    )
 
 
 def classify_orphans(

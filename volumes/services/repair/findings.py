@@ -84,6 +84,34 @@ class Finding:
     fixed: bool = False
     error: str = ""
 
+    @classmethod
+    def missing(cls, name: str, object_type: str, obj, *, detail: str, expected: str, fix: str) -> Finding:
+        """A file the row promises that is not there."""
+        return cls(
+            kind=FindingKind.MISSING_FILE,
+            name=name,
+            object_type=object_type,
+            object_uuid=str(obj.uuid),
+            detail=detail,
+            expected=expected,
+            found="no file",
+            fix=fix,
+        )
+
+    @classmethod
+    def size_drift(cls, name: str, object_type: str, obj, *, detail: str, expected: int, found: int) -> Finding:
+        """A size the row records that differs from the one measured; a fix writes the measured one."""
+        return cls(
+            kind=FindingKind.SIZE_DRIFT,
+            name=name,
+            object_type=object_type,
+            object_uuid=str(obj.uuid),
+            detail=detail,
+            expected=str(expected),
+            found=str(found),
+            fix=FixAction.REFRESH,
+        )
+
     @property
     def fixable(self) -> bool:
         return bool(self.fix) and not self.kept

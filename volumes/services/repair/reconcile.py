@@ -7,21 +7,22 @@ import uuid as uuid_lib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import transition
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.base import StoredObject
 from volumes.models import Pool, Snapshot, Volume
 from volumes.services.repair.common import (
     LAYER_EXPECTED_STATUSES,
+    audit_fix,
     busy_uuids,
     classify_orphans,
     expected_head_backing,
     expected_layer_backing,
+    mark_missing,
     remove_orphans,
 )
 from volumes.services.repair.findings import (
@@ -209,14 +210,12 @@ def reconcile_pool(
         head_exists = volume.image_name in file_set
         if not head_exists and volume.state in HEAD_EXPECTED_STATES:
             report.findings.append(
-                Finding(
-                    kind=FindingKind.MISSING_FILE,
-                    name=volume.image_name,
-                    object_type="volume",
-                    object_uuid=str(volume.uuid),
+                Finding.missing(
+                    volume.image_name,
+                    "volume",
+                    volume,
                     detail="the volume's image is missing",
                     expected=volume.get_state_display(),
-                    found="no file",
                     fix=FixAction.MARK_ERROR,
                 )
             )
@@ -226,15 +225,13 @@ def reconcile_pool(
             _check_image(report, info, "volume", volume, expected_head_backing(volume))
             if info.error is None and info.allocated != volume.used:
                 report.findings.append(
-                    Finding(
-                        kind=FindingKind.SIZE_DRIFT,
-                        name=volume.image_name,
-                        object_type="volume",
-                        object_uuid=str(volume.uuid),
+                    Finding.size_drift(
+                        volume.image_name,
+                        "volume",
+                        volume,
                         detail="Used",
-                        expected=str(volume.used),
-                        found=str(info.allocated),
-                        fix=FixAction.REFRESH,
+                        expected=volume.used,
+                        found=info.allocated,
                     )
                 )
         for snapshot in layers:
@@ -244,14 +241,12 @@ def reconcile_pool(
             if not layer_exists:
                 if snapshot.status in LAYER_EXPECTED_STATUSES:
                     report.findings.append(
-                        Finding(
-                            kind=FindingKind.MISSING_FILE,
-                            name=snapshot.layer_name,
-                            object_type="snapshot",
-                            object_uuid=str(snapshot.uuid),
+                        Finding.missing(
+                            snapshot.layer_name,
+                            "snapshot",
+                            snapshot,
                             detail=f"layer of snapshot {snapshot.name!r} is missing",
                             expected=snapshot.get_status_display(),
-                            found="no file",
                             fix=FixAction.MARK_ERROR,
                         )
                     )
@@ -262,30 +257,26 @@ def reconcile_pool(
                 measured_size[snapshot.pk] = info.allocated
                 if info.allocated != snapshot.size:
                     report.findings.append(
-                        Finding(
-                            kind=FindingKind.SIZE_DRIFT,
-                            name=snapshot.layer_name,
-                            object_type="snapshot",
-                            object_uuid=str(snapshot.uuid),
+                        Finding.size_drift(
+                            snapshot.layer_name,
+                            "snapshot",
+                            snapshot,
                             detail="Size",
-                            expected=str(snapshot.size),
-                            found=str(info.allocated),
-                            fix=FixAction.REFRESH,
+                            expected=snapshot.size,
+                            found=info.allocated,
                         )
                     )
         if layers and all(s.pk in measured_size or s.status == SnapshotStatus.DELETING or not s.layer_name for s in layers):
             length = snap_length_of(layers, measured_size)
             if length != volume.snap_length:
                 report.findings.append(
-                    Finding(
-                        kind=FindingKind.SIZE_DRIFT,
-                        name=f"snapshots/{volume.uuid}/",
-                        object_type="volume",
-                        object_uuid=str(volume.uuid),
+                    Finding.size_drift(
+                        f"snapshots/{volume.uuid}/",
+                        "volume",
+                        volume,
                         detail="SnapLength",
-                        expected=str(volume.snap_length),
-                        found=str(length),
-                        fix=FixAction.REFRESH,
+                        expected=volume.snap_length,
+                        found=length,
                     )
                 )
 
@@ -351,36 +342,31 @@ def _fix_pool(report: ReconcileReport, pool: Pool, driver: StorageDriver, actor:
         report=report, remove=driver.remove_object, still_there=driver.exists, actor=actor,
         object_type="pool", object_uuid=pool.uuid,
     )
-    for finding in report.findings:
-        if finding.kind != FindingKind.MISSING_FILE or not finding.fixable:
-            continue
-        try:
-            with transaction.atomic():
-                if finding.object_type == "volume":
-                    volume = volumes_by_uuid[finding.object_uuid]
-                    transition(
-                        volume,
-                        allowed=[volume.state],
-                        to=EventState.ERROR,
-                        action="reconcile.missing_image",
-                        actor=actor,
-                        message=f"{finding.name} is missing in pool {pool.name}",
-                    )
-                else:
-                    snapshot = snapshots_by_uuid[finding.object_uuid]
-                    transition(
-                        snapshot,
-                        allowed=[snapshot.status],
-                        to=SnapshotStatus.ERROR,
-                        field="status",
-                        action="reconcile.missing_layer",
-                        actor=actor,
-                        volume_id=snapshot.volume_id,
-                        message=f"{finding.name} is missing in pool {pool.name}",
-                    )
-            finding.fixed = True
-        except errors.ServiceError as exc:
-            finding.error = exc.render_message()
+    def mark(finding: Finding) -> None:
+        if finding.object_type == "volume":
+            volume = volumes_by_uuid[finding.object_uuid]
+            transition(
+                volume,
+                allowed=[volume.state],
+                to=EventState.ERROR,
+                action="reconcile.missing_image",
+                actor=actor,
+                message=f"{finding.name} is missing in pool {pool.name}",
+            )
+        else:
+            snapshot = snapshots_by_uuid[finding.object_uuid]
+            transition(
+                snapshot,
+                allowed=[snapshot.status],
+                to=SnapshotStatus.ERROR,
+                field="status",
+                action="reconcile.missing_layer",
+                actor=actor,
+                volume_id=snapshot.volume_id,
+                message=f"{finding.name} is missing in pool {pool.name}",
+            )
+
+    mark_missing(report, mark)
     now = timezone.now()
     for finding in report.findings:
         if finding.kind != FindingKind.SIZE_DRIFT or not finding.fixable:
@@ -401,16 +387,7 @@ def _fix_pool(report: ReconcileReport, pool: Pool, driver: StorageDriver, actor:
         finding.fixed = rows == 1
         if not finding.fixed:
             finding.error = "the value changed meanwhile"
-    fixed = sum(1 for f in report.findings if f.fixed)
-    if report.findings:
-        audit(
-            actor=actor,
-            action="reconcile.fix",
-            object_type="pool",
-            object_uuid=pool.uuid,
-            result="ok" if fixed == report.fixable_count else "partial",
-            message=f"{len(report.findings)} finding(s), {fixed} fixed, {len(report.remaining)} remaining",
-        )
+    audit_fix(report, actor=actor, object_type="pool", object_uuid=pool.uuid)
 
 
 register_reconcile_scope(ReconcileScope(name="pool", targets=pool_targets, run=reconcile_pool))
