@@ -66,7 +66,7 @@ test: test-system-deps deps
 	    && psql -h 127.0.0.1 -U postgres -w -Atc 'select 1' postgres >/dev/null 2>&1; then \
 	  export DATABASE_URL=postgres://postgres@127.0.0.1:5432/sharestore; fi; \
 	  echo "make test: database $${DATABASE_URL:-sqlite (embedded default)}"; \
-	  $(PY) -m pytest $(PYTEST_ARGS)
+	  $(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: deps
 	$(PY) -m ruff check .

@@ -56,10 +56,15 @@ class BackupPointForm(forms.ModelForm):
         try:
             if self.instance.pk is None:
                 backup_point_create_check(
-                    name=data.get("name"), cluster=data.get("cluster"), path=data.get("path"), capacity=data.get("capacity")
+                    name=data.get("name"),
+                    cluster=data.get("cluster"),
+                    path=data.get("path"),
+                    capacity=data.get("capacity"),
                 )
             else:
-                backup_point_update_check(backup_point=BackupPoint.objects.get(pk=self.instance.pk), **self.changes())
+                backup_point_update_check(
+                    backup_point=BackupPoint.objects.get(pk=self.instance.pk), **self.changes()
+                )
         except errors.ServiceError as exc:
             field = exc.params.get("field")
             message = service_error_message(exc)
@@ -77,7 +82,17 @@ class BackupPointAdmin(EditableConsoleAdmin):
     form = BackupPointForm
     editable_fields = tuple(BackupPointForm.Meta.fields)
     fixed_fields = ("cluster",)
-    list_display = ("name", "uuid", "cluster", "tenant", "btype", "status_badge", "usage_bar", "backup_count", "path")
+    list_display = (
+        "name",
+        "uuid",
+        "cluster",
+        "tenant",
+        "btype",
+        "status_badge",
+        "usage_bar",
+        "backup_count",
+        "path",
+    )
     list_filter = (
         ("cluster", related(_("cluster"))),
         ("tenant", related(_("tenant"))),
@@ -89,15 +104,27 @@ class BackupPointAdmin(EditableConsoleAdmin):
     actions = ["reconcile_action"]
 
     def get_queryset(self, request):
-        live = {"status__in": [s for s in BackupStatus.values if s not in (BackupStatus.DELETED, BackupStatus.FAILED)]}
-        return super().get_queryset(request).annotate(
-            n_backups=count_of(Backup, "backup_point", **live),
-            used_bytes=sum_of(Backup, "backup_point", "size", **live),
+        live = {
+            "status__in": [
+                s for s in BackupStatus.values if s not in (BackupStatus.DELETED, BackupStatus.FAILED)
+            ]
+        }
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_backups=count_of(Backup, "backup_point", **live),
+                used_bytes=sum_of(Backup, "backup_point", "size", **live),
+            )
         )
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj):
-        return badge(obj.get_status_display(), obj.status, kind="ok" if obj.status == BackupPointStatus.HEALTHY else "bad")
+        return badge(
+            obj.get_status_display(),
+            obj.status,
+            kind="ok" if obj.status == BackupPointStatus.HEALTHY else "bad",
+        )
 
     @admin.display(description=_("used / capacity"), ordering="used_bytes")
     def usage_bar(self, obj):
@@ -120,7 +147,10 @@ class BackupPointAdmin(EditableConsoleAdmin):
             rows.append((gettext("filesystem used / size"), bar(disk.total - disk.free, disk.total)))
         except OSError:
             pass
-        return format_html('<table class="ss-usage">{}</table>', format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+        return format_html(
+            '<table class="ss-usage">{}</table>',
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
+        )
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -129,8 +159,12 @@ class BackupPointAdmin(EditableConsoleAdmin):
             return
         data = form.cleaned_data
         point = backup_point_create(
-            name=data["name"], cluster=data["cluster"], path=data["path"], capacity=data["capacity"],
-            btype=data["btype"], tenant=data.get("tenant"),
+            name=data["name"],
+            cluster=data["cluster"],
+            path=data["path"],
+            capacity=data["capacity"],
+            btype=data["btype"],
+            tenant=data.get("tenant"),
         )
         obj.pk, obj.uuid, obj.path = point.pk, point.uuid, point.path
         obj._state.adding = False
@@ -150,8 +184,19 @@ class BackupAdmin(ConsoleAdmin):
     """Backups of volume snapshots (full or incremental)."""
 
     list_display = (
-        "name", "uuid", "backup_point", "tenant", "cluster", "volume_link", "snapshot_name", "status", "size_h",
-        "kind", "verification", "protected", "created",
+        "name",
+        "uuid",
+        "backup_point",
+        "tenant",
+        "cluster",
+        "volume_link",
+        "snapshot_name",
+        "status",
+        "size_h",
+        "kind",
+        "verification",
+        "protected",
+        "created",
     )
     list_filter = (
         ("status", choices(_("status"))),
@@ -167,7 +212,9 @@ class BackupAdmin(ConsoleAdmin):
     def volume_link(self, obj):
         if obj.volume_id:
             return format_html(
-                '<a href="{}">{}</a>', reverse("admin:volumes_volume_change", args=[obj.volume_id]), obj.volume.name
+                '<a href="{}">{}</a>',
+                reverse("admin:volumes_volume_change", args=[obj.volume_id]),
+                obj.volume.name,
             )
         return str(obj.volume_uuid)
 
@@ -184,7 +231,11 @@ class BackupAdmin(ConsoleAdmin):
         # Verification results are recorded by the backup service once it verifies (verify_backups).
         if not obj.verify_result:
             return "-"
-        return badge(obj.get_verify_result_display(), obj.verify_result, kind="ok" if obj.verify_result == "ok" else "bad")
+        return badge(
+            obj.get_verify_result_display(),
+            obj.verify_result,
+            kind="ok" if obj.verify_result == "ok" else "bad",
+        )
 
 
 # Verification runs (`qemu-img check`, every chunk digest recomputed) are recorded by the backup service.
@@ -193,11 +244,14 @@ class BackupVerificationAdmin(ConsoleAdmin):
     """Verification runs of backups: result, scode, checksums (view-only)."""
 
     list_display = ("backup", "started", "finished", "result", "scode", "message_text", "actor")
-    list_filter = ("result", ("backup__backup_point", related(_("backup point"))), ("backup__tenant", related(_("tenant"))))
+    list_filter = (
+        "result",
+        ("backup__backup_point", related(_("backup point"))),
+        ("backup__tenant", related(_("tenant"))),
+    )
     list_select_related = ("backup",)
     search_fields = ("backup__name", "backup__uuid", "message")
 
     @admin.display(description=_("message"))
     def message_text(self, obj):
         return localized_error(obj.scode, obj.message) if obj.scode else obj.message
-

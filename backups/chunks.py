@@ -121,8 +121,12 @@ def _size_of(extents: list[nbd.Extent]) -> int:
 
 
 def _hash_chunks(
-    open_reader: Callable[[], contextlib.AbstractContextManager], label: str, index: ChunkIndex,
-    wanted: list[int], stats: IndexStats, progress: Progress,
+    open_reader: Callable[[], contextlib.AbstractContextManager],
+    label: str,
+    index: ChunkIndex,
+    wanted: list[int],
+    stats: IndexStats,
+    progress: Progress,
 ) -> dict[int, bytes]:
     """Read the wanted chunks of an image's guest-visible content (through its chain) and hash each."""
     found: dict[int, bytes] = {}

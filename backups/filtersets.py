@@ -1,6 +1,6 @@
 """FilterSets of the backups app, shared by the API selector and the admin."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import django_filters
 
@@ -13,7 +13,7 @@ class EpochFilter(django_filters.NumberFilter):
     def filter(self, qs, value):
         if value in (None, ""):
             return qs
-        return super().filter(qs, datetime.fromtimestamp(int(value), tz=timezone.utc))
+        return super().filter(qs, datetime.fromtimestamp(int(value), tz=UTC))
 
 
 class BackupFilterSet(django_filters.FilterSet):

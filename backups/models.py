@@ -29,8 +29,12 @@ class BackupPoint(models.Model):
         related_name="backup_points",
         help_text=_("Empty: usable by every tenant."),
     )
-    btype = models.CharField(max_length=16, choices=choices.BackupPointType.choices, default=choices.BackupPointType.LOCAL)
-    path = models.CharField(max_length=1024, help_text=_("Absolute directory where workers reach the backup point."))
+    btype = models.CharField(
+        max_length=16, choices=choices.BackupPointType.choices, default=choices.BackupPointType.LOCAL
+    )
+    path = models.CharField(
+        max_length=1024, help_text=_("Absolute directory where workers reach the backup point.")
+    )
     capacity = models.BigIntegerField(help_text=_("Bytes the backup point may hold."))
     status = models.CharField(
         max_length=16, choices=choices.BackupPointStatus.choices, default=choices.BackupPointStatus.HEALTHY
@@ -43,8 +47,12 @@ class BackupPoint(models.Model):
         verbose_name_plural = _("backup points")
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"),
-            models.CheckConstraint(condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"),
+            models.UniqueConstraint(
+                fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"
+            ),
+            models.CheckConstraint(
+                condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"
+            ),
         ]
 
     def __str__(self):
@@ -61,14 +69,19 @@ class Backup(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="backups")
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="backups")
     # The source may be deleted; its identity is kept so the backup still restores and lists.
-    volume = models.ForeignKey(Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
+    volume = models.ForeignKey(
+        Volume, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups"
+    )
     volume_uuid = models.UUIDField()
     volume_capacity = models.BigIntegerField()
     volume_type = models.CharField(max_length=8)
     volume_snap_cap = models.BigIntegerField(
-        default=0, help_text=_("The source volume's SnapCap when the backup was taken; a restored volume gets it.")
+        default=0,
+        help_text=_("The source volume's SnapCap when the backup was taken; a restored volume gets it."),
     )
-    snapshot = models.ForeignKey(Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups")
+    snapshot = models.ForeignKey(
+        Snapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="backups"
+    )
     snapshot_uuid = models.UUIDField()
     snapshot_name = models.CharField(max_length=128)
     base = models.ForeignKey(
@@ -79,7 +92,9 @@ class Backup(models.Model):
         related_name="dependents",
         help_text=_("The backup this incremental one is stacked on; empty for a full backup."),
     )
-    status = models.CharField(max_length=24, choices=choices.BackupStatus.choices, default=choices.BackupStatus.STARTED)
+    status = models.CharField(
+        max_length=24, choices=choices.BackupStatus.choices, default=choices.BackupStatus.STARTED
+    )
     file_name = models.CharField(max_length=255, blank=True, default="", editable=False)
     size = models.BigIntegerField(default=0, editable=False)
     checksum = models.CharField(
@@ -92,7 +107,9 @@ class Backup(models.Model):
             "content, in <file>.fidx beside the backup file)."
         ),
     )
-    compressed = models.BooleanField(default=False, editable=False, help_text=_("Data clusters written with zstd."))
+    compressed = models.BooleanField(
+        default=False, editable=False, help_text=_("Data clusters written with zstd.")
+    )
     verify_result = models.CharField(
         max_length=8, choices=choices.VerifyResult.choices, blank=True, default="", editable=False
     )
@@ -108,7 +125,9 @@ class Backup(models.Model):
         ordering = ["-created", "-id"]
         indexes = [
             models.Index(fields=["tenant", "cluster", "-created"], name="backups_bk_tenant_cl_created"),
-            models.Index(fields=["volume_uuid", "backup_point", "-created"], name="backups_bk_volume_bp_created"),
+            models.Index(
+                fields=["volume_uuid", "backup_point", "-created"], name="backups_bk_volume_bp_created"
+            ),
         ]
 
     def __str__(self):

@@ -111,7 +111,6 @@ def backups_expired(*, now: int | None = None) -> list[Backup]:
     )
 
 
-
 def backups_to_verify(*, limit: int) -> list[Backup]:
     """Completed backups, never verified first, then the longest ago."""
     return list(

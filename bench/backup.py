@@ -335,7 +335,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
         f"{changed} x 1 MiB random writes ({changed_bytes:,} bytes)"
     )
     print(
-        f"{'':24}{'full s':>9}{'incr s':>9}{'incr/full':>11}{'incr bytes':>14}{'x changed':>11}  chunks read (full / incr)"
+        f"{'':24}{'full s':>9}{'incr s':>9}{'incr/full':>11}{'incr bytes':>14}{'x changed':>11}"
+        "  chunks read (full / incr)"
     )
     goals = []
     for label in ("plain", "zstd"):

@@ -239,12 +239,12 @@ def measure_ways(layer: str) -> list[tuple[str, list[str]]]:
 def run_depths(args, workdir: Path, topology, pool) -> bool:
     from django.conf import settings
     from django.test import Client
+    from volumes.services.tokens import token_create
 
     from volumes.choices import SnapshotStatus
     from volumes.models import Snapshot
     from volumes.services import demo
     from volumes.services.snapshots import snapshot_create, snapshot_delete
-    from volumes.services.tokens import token_create
     from volumes.services.volumes import pool_driver
 
     depths = [int(d) for d in args.depths.split(",")]

@@ -22,7 +22,7 @@ class _Missing(dict):
         return "{" + key + "}"
 
 
-CATALOGUE: dict[int, type["ServiceError"]] = {}
+CATALOGUE: dict[int, type[ServiceError]] = {}
 
 
 class ServiceError(Exception):
@@ -37,7 +37,9 @@ class ServiceError(Exception):
         super().__init_subclass__(**kwargs)
         if "scode" in cls.__dict__:
             if cls.scode in CATALOGUE:
-                raise RuntimeError(f"scode {cls.scode} is used twice ({CATALOGUE[cls.scode].__name__}, {cls.__name__})")
+                raise RuntimeError(
+                    f"scode {cls.scode} is used twice ({CATALOGUE[cls.scode].__name__}, {cls.__name__})"
+                )
             CATALOGUE[cls.scode] = cls
 
     def __init__(self, desc: str = "", **params):
@@ -330,8 +332,12 @@ class PoolCapacityExceeded(ServiceError):
     """The pool cannot take the requested capacity (with its overcommit ratio)."""
 
     scode, http_status = 4006, 409
-    message = "pool {pool} cannot take {requested} bytes: {available} of {limit} bytes left (overcommit {ratio})"
-    message_cn = "存储池 {pool} 容量不足：请求 {requested} 字节，剩余 {available}/{limit} 字节（超分比 {ratio}）"
+    message = (
+        "pool {pool} cannot take {requested} bytes: {available} of {limit} bytes left (overcommit {ratio})"
+    )
+    message_cn = (
+        "存储池 {pool} 容量不足：请求 {requested} 字节，剩余 {available}/{limit} 字节（超分比 {ratio}）"
+    )
 
 
 class AlreadyAttached(ServiceError):
@@ -526,7 +532,9 @@ class BackupHasDependents(ServiceError):
     """A later incremental backup is still being written on top of this backup: it cannot be merged now."""
 
     scode, http_status = 4303, 409
-    message = "backup {uuid} has dependent backup(s) {dependents} that are not complete: it cannot be deleted now"
+    message = (
+        "backup {uuid} has dependent backup(s) {dependents} that are not complete: it cannot be deleted now"
+    )
     message_cn = "备份 {uuid} 有未完成的依赖备份 {dependents}，暂时无法删除"
 
 
@@ -587,7 +595,10 @@ class CloneChainTooDeep(ServiceError):
         "a linked clone of snapshot {snapshot} would sit on {depth} layers, over the limit of {limit}: "
         "make a full clone (is_link=false), or flatten the source first"
     )
-    message_cn = "快照 {snapshot} 的链接克隆将位于 {depth} 层之上，超过上限 {limit}：请改用完整克隆（is_link=false），或先将源卷扁平化"
+    message_cn = (
+        "快照 {snapshot} 的链接克隆将位于 {depth} 层之上，超过上限 {limit}："
+        "请改用完整克隆（is_link=false），或先将源卷扁平化"
+    )
 
 
 class NotALinkedClone(ServiceError):

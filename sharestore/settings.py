@@ -1,29 +1,7 @@
 """Settings for sharestore, read from environment variables with safe defaults.
 
-| variable | default | meaning |
-|---|---|---|
-| DATABASE_URL | sqlite:///<var dir>/sharestore.sqlite3 | sqlite:///rel/path (relative to the checkout or working dir), sqlite:////abs/path or postgres://user:pw@host:port/db |
-| SHARESTORE_VAR_DIR | <checkout>/var, or ./var of the working directory for an install | the instance's state (sharestore/instance.py) |
-| SHARESTORE_DATA_DIR | <var dir>/data | where demo pools, backup points and the demo import root live |
-| SHARESTORE_IMPORT_ROOTS | <data dir>/import | os.pathsep-separated directories `backing_file` may come from |
-| SHARESTORE_SECRET_KEY | the key file's content | Django's SECRET_KEY (web server and workers must share it) |
-| SHARESTORE_SECRET_KEY_FILE | <var dir>/secret_key | created by manage.py / the WSGI entry, never at import |
-| SHARESTORE_CSRF_TRUSTED_ORIGINS | (empty) | comma-separated https origins of the console |
-| SHARESTORE_SECURE | 0 | 1 behind a TLS proxy: proxy SSL header, HTTPS redirect, HSTS, secure cookies |
-| SHARESTORE_LOG_FORMAT | json | json lines (time, level, logger, message, request_id) or text |
-| SHARESTORE_DEBUG | 0 | 1 turns on Django debug and the envelope's `stack` |
-| SHARESTORE_ALLOWED_HOSTS | 127.0.0.1,localhost | comma-separated |
-| SHARESTORE_QEMU_IMG | qemu-img | the qemu-img binary |
-| SHARESTORE_QEMU_NBD | qemu-nbd | the qemu-nbd binary |
-| SHARESTORE_LEASE_SECONDS | 30 | how long an operation's worker may miss heartbeats before another takes it over |
-| SHARESTORE_HEARTBEAT_SECONDS | lease/3 | lease renewal and sweep interval of every worker |
-| SHARESTORE_MAX_COPY_SECONDS | 86400 | longest single copy; task timeout, broker retry, qemu-img copy timeout and the volume cap derive from it |
-| SHARESTORE_COPY_RATE_FLOOR | 838860800 (800 MiB/s) | slowest supported copy rate (bytes/s): volume cap = it x SHARESTORE_MAX_COPY_SECONDS |
-| SHARESTORE_HOST | (unset) | name or UUID of the Host row this worker runs on; unset: one machine, every pool, default queue |
-| SHARESTORE_SNAPSHOT_MAX_DEPTH | 32 | most snapshot layers under a volume's head |
-| SHARESTORE_BACKUP_COMPRESS | 1 | zstd-compress backups unless a request says otherwise |
-| SHARESTORE_BACKUP_VERIFY_BATCH | 10 | backups the daily verification schedule checks per run |
-| SHARESTORE_STATIC_ROOT | <var dir>/static | where `collectstatic` puts the console's CSS and JS (served by WhiteNoise) |
+Every variable, its default and its meaning is listed in docs/configuration.md (the one place:
+keep it in step when adding one here).
 """
 
 import os
@@ -104,7 +82,9 @@ SHARESTORE_QEMU_NBD = env.str("SHARESTORE_QEMU_NBD", default="qemu-nbd")
 # (default lease/3) however silent the step; every qcluster's agent sweeps expired leases at the same
 # interval, so a dead worker's operation is taken over within lease + lease/3 (+ 0.2 s poll).
 SHARESTORE_LEASE_SECONDS = env.int("SHARESTORE_LEASE_SECONDS", default=30)
-SHARESTORE_HEARTBEAT_SECONDS = env.float("SHARESTORE_HEARTBEAT_SECONDS", default=0) or SHARESTORE_LEASE_SECONDS / 3
+SHARESTORE_HEARTBEAT_SECONDS = (
+    env.float("SHARESTORE_HEARTBEAT_SECONDS", default=0) or SHARESTORE_LEASE_SECONDS / 3
+)
 
 # Storage hosts (docs/deploy.md "Storage hosts"): a worker started with SHARESTORE_HOST (a Host's name
 # or UUID) listens on the queue host-<SHARESTORE_HOST> and receives only operations whose pools that
@@ -237,7 +217,10 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "sharestore: shared-storage volume API",
-    "DESCRIPTION": "The /v1/volume/share/ contract plus documented extensions. Every answer is the envelope {scode, desc, message, message_cn, stack, data}.",
+    "DESCRIPTION": (
+        "The /v1/volume/share/ contract plus documented extensions. "
+        "Every answer is the envelope {scode, desc, message, message_cn, stack, data}."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],

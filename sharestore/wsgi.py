@@ -7,6 +7,7 @@ from sharestore.instance import ensure_instance
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sharestore.settings")
 ensure_instance()
 
-from django.core.wsgi import get_wsgi_application
+# After ensure_instance(): loading Django reads the settings, which need the secret key file.
+from django.core.wsgi import get_wsgi_application  # noqa: E402
 
 application = get_wsgi_application()

@@ -11,7 +11,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
 def test_error_catalogue_doc_is_current():
-    assert (DOCS / "errors.md").read_text() == catalogue_markdown(), "run: python manage.py error_catalogue > docs/errors.md"
+    assert (DOCS / "errors.md").read_text() == catalogue_markdown(), (
+        "run: python manage.py error_catalogue > docs/errors.md"
+    )
 
 
 def test_every_scode_has_both_messages_and_a_fitting_status():

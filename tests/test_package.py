@@ -27,7 +27,16 @@ import pytest
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 IGNORED = shutil.ignore_patterns(
-    ".venv", "var", "build", "*.egg-info", ".git", "__pycache__", ".pytest_cache", "test-artifacts", "tests", "bench"
+    ".venv",
+    "var",
+    "build",
+    "*.egg-info",
+    ".git",
+    "__pycache__",
+    ".pytest_cache",
+    "test-artifacts",
+    "tests",
+    "bench",
 )
 
 
@@ -69,10 +78,14 @@ def installed(tmp_path_factory):
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True
+    )
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     (Path(purelib) / "zz_sharestore_test_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     workdir = root / "run"
@@ -83,15 +96,26 @@ def installed(tmp_path_factory):
 def _manage(installed, *args) -> str:
     return subprocess.run(
         [str(installed["venv"] / "bin" / "sharestore"), *args],
-        cwd=installed["workdir"], env=_clean_env(), check=True, capture_output=True, text=True,
+        cwd=installed["workdir"],
+        env=_clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
 
 
 def test_importing_settings_writes_nothing(installed, tmp_path):
     var = tmp_path / "state"
-    code = "import django.conf as c; import sharestore.settings as s; print(s.BASE_DIR, s.RESOURCE_DIR, s.SECRET_KEY == '')"
+    code = (
+        "import django.conf as c; import sharestore.settings as s; "
+        "print(s.BASE_DIR, s.RESOURCE_DIR, s.SECRET_KEY == '')"
+    )
     out = subprocess.run(
-        [str(installed["python"]), "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True,
+        [str(installed["python"]), "-c", code],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        text=True,
         env=_clean_env(SHARESTORE_VAR_DIR=str(var)),
     ).stdout.split()
     assert not var.exists()
@@ -104,8 +128,16 @@ def test_importing_settings_writes_nothing(installed, tmp_path):
 def test_wheel_served_by_gunicorn(installed):
     workdir = installed["workdir"]
     origin = subprocess.run(
-        [str(installed["python"]), "-c", "import sharestore, volumes, backups; print(sharestore.__file__, volumes.__file__)"],
-        cwd=workdir, env=_clean_env(), check=True, capture_output=True, text=True,
+        [
+            str(installed["python"]),
+            "-c",
+            "import sharestore, volumes, backups; print(sharestore.__file__, volumes.__file__)",
+        ],
+        cwd=workdir,
+        env=_clean_env(),
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     assert all(path.startswith(str(installed["purelib"])) for path in origin), origin
 
@@ -123,8 +155,21 @@ def test_wheel_served_by_gunicorn(installed):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [str(installed["python"]), "-m", "gunicorn", "sharestore.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=workdir, env=_clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            str(installed["python"]),
+            "-m",
+            "gunicorn",
+            "sharestore.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+        ],
+        cwd=workdir,
+        env=_clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         for _ in range(100):
@@ -164,7 +209,11 @@ def test_wheel_served_by_gunicorn(installed):
         }
         status, headers, body = _get(
             f"{base}/v1/volume/share/list",
-            headers={"Authorization": f"Token {key}", "Content-Type": "application/json", "X-Request-ID": "pkg-test-1"},
+            headers={
+                "Authorization": f"Token {key}",
+                "Content-Type": "application/json",
+                "X-Request-ID": "pkg-test-1",
+            },
             data=json.dumps(request).encode(),
         )
         answer = json.loads(body)

@@ -50,7 +50,9 @@ class Zone(NamedModel):
 class Cluster(NamedModel):
     """A virtualization cluster; every API request names one."""
 
-    mode = models.CharField(max_length=32, blank=True, default="", help_text=_("The contract's cluster_mode."))
+    mode = models.CharField(
+        max_length=32, blank=True, default="", help_text=_("The contract's cluster_mode.")
+    )
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="clusters")
 
     class Meta(NamedModel.Meta):
@@ -65,8 +67,12 @@ class Host(models.Model):
     name = models.CharField(max_length=128, blank=True, default="")
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="hosts")
     queue = models.CharField(
-        max_length=160, blank=True, default="",
-        help_text=_("django-q2 queue its storage worker listens on (host-<SHARESTORE_HOST>); empty: no worker."),
+        max_length=160,
+        blank=True,
+        default="",
+        help_text=_(
+            "django-q2 queue its storage worker listens on (host-<SHARESTORE_HOST>); empty: no worker."
+        ),
     )
     last_seen = models.DateTimeField(
         null=True, blank=True, help_text=_("Last heartbeat of a storage worker running on this host.")
@@ -108,7 +114,9 @@ class Pool(NamedModel):
 
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="pools")
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="pools")
-    pool_type = models.CharField(max_length=16, choices=choices.PoolType.choices, default=choices.PoolType.DISK)
+    pool_type = models.CharField(
+        max_length=16, choices=choices.PoolType.choices, default=choices.PoolType.DISK
+    )
     driver = models.CharField(
         max_length=16, choices=choices.PoolDriver.choices, default=choices.PoolDriver.QCOW2_DIRECTORY
     )
@@ -122,9 +130,14 @@ class Pool(NamedModel):
         default=1,
         help_text=_("Sum of volume capacities may reach capacity x this ratio."),
     )
-    status = models.CharField(max_length=16, choices=choices.PoolStatus.choices, default=choices.PoolStatus.HEALTHY)
+    status = models.CharField(
+        max_length=16, choices=choices.PoolStatus.choices, default=choices.PoolStatus.HEALTHY
+    )
     tenants = models.ManyToManyField(
-        Tenant, blank=True, related_name="pools", help_text=_("Tenants allowed to use the pool; empty means all.")
+        Tenant,
+        blank=True,
+        related_name="pools",
+        help_text=_("Tenants allowed to use the pool; empty means all."),
     )
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
@@ -133,8 +146,12 @@ class Pool(NamedModel):
         verbose_name = _("pool")
         verbose_name_plural = _("pools")
         constraints = [
-            models.UniqueConstraint(fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"),
-            models.CheckConstraint(condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"),
+            models.UniqueConstraint(
+                fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"
+            ),
+            models.CheckConstraint(
+                condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"
+            ),
             models.CheckConstraint(
                 condition=Q(overcommit_ratio__gt=0), name="%(app_label)s_%(class)s_overcommit_positive"
             ),
@@ -184,14 +201,18 @@ class Volume(models.Model):
     volume_type = models.CharField(max_length=8, choices=choices.VolumeType.choices)
     capacity = models.BigIntegerField(help_text=_("Virtual size in bytes."))
     snap_cap = models.BigIntegerField(help_text=_("Bytes the volume's snapshots may occupy (SnapCap)."))
-    used = models.BigIntegerField(default=0, editable=False, help_text=_("Allocated bytes of the active layer."))
+    used = models.BigIntegerField(
+        default=0, editable=False, help_text=_("Allocated bytes of the active layer.")
+    )
     snap_length = models.BigIntegerField(
         default=0, editable=False, help_text=_("Allocated bytes of all snapshot layers (SnapLength).")
     )
     image_format = models.CharField(
         max_length=8, choices=choices.ImageFormat.choices, default=choices.ImageFormat.QCOW2, editable=False
     )
-    state = models.IntegerField(choices=choices.EventState.choices, default=choices.EventState.CREATING, editable=False)
+    state = models.IntegerField(
+        choices=choices.EventState.choices, default=choices.EventState.CREATING, editable=False
+    )
     source_volume = models.ForeignKey(
         "self",
         null=True,
@@ -229,7 +250,9 @@ class Volume(models.Model):
         # Repairs act on volumes (and on pools and backup points through them); `volumes.run_repairs`.
         permissions = [("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")]
         indexes = [
-            models.Index(fields=["tenant", "cluster", "-created", "-id"], name="volumes_vol_tenant_cl_created"),
+            models.Index(
+                fields=["tenant", "cluster", "-created", "-id"], name="volumes_vol_tenant_cl_created"
+            ),
             models.Index(fields=["tenant", "cluster", "pool", "name"], name="volumes_vol_tenant_cl_pool_nm"),
             models.Index(fields=["tenant", "cluster", "name"], name="volumes_vol_tenant_cl_name"),
             models.Index(fields=["pool", "state"], name="volumes_vol_pool_state"),
@@ -247,8 +270,12 @@ class Volume(models.Model):
                 condition=Q(state__in=choices.LIVE_STATES),
                 name="%(app_label)s_%(class)s_unique_live_name",
             ),
-            models.CheckConstraint(condition=Q(capacity__gt=0), name="%(app_label)s_%(class)s_capacity_positive"),
-            models.CheckConstraint(condition=Q(snap_cap__gte=0), name="%(app_label)s_%(class)s_snap_cap_nonnegative"),
+            models.CheckConstraint(
+                condition=Q(capacity__gt=0), name="%(app_label)s_%(class)s_capacity_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(snap_cap__gte=0), name="%(app_label)s_%(class)s_snap_cap_nonnegative"
+            ),
         ]
 
     def __str__(self):
@@ -276,7 +303,9 @@ class VolumeAttachment(models.Model):
         verbose_name_plural = _("volume attachments")
         ordering = ["created", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["volume", "vm_uuid"], name="%(app_label)s_%(class)s_unique_volume_vm"),
+            models.UniqueConstraint(
+                fields=["volume", "vm_uuid"], name="%(app_label)s_%(class)s_unique_volume_vm"
+            ),
         ]
 
     def __str__(self):
@@ -290,12 +319,16 @@ class Snapshot(models.Model):
     volume = models.ForeignKey(Volume, on_delete=models.CASCADE, related_name="snapshots")
     name = models.CharField(max_length=128)
     desc = models.CharField(max_length=1024, blank=True, default="")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
     status = models.IntegerField(
         choices=choices.SnapshotStatus.choices, default=choices.SnapshotStatus.CREATING, editable=False
     )
     size = models.BigIntegerField(default=0, editable=False, help_text=_("Allocated bytes of the layer."))
-    layer_name = models.CharField(max_length=255, editable=False, help_text=_("Layer file relative to the pool root."))
+    layer_name = models.CharField(
+        max_length=255, editable=False, help_text=_("Layer file relative to the pool root.")
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now, editable=False)
 

@@ -58,7 +58,13 @@ def volume_output_queryset(queryset: QuerySet[Volume]) -> QuerySet[Volume]:
     ).prefetch_related(
         Prefetch("pool__mounts", queryset=PoolMount.objects.select_related("host").order_by("host__uuid")),
         Prefetch("attachments", queryset=VolumeAttachment.objects.order_by("created", "id")),
-        Prefetch("clones", queryset=Volume.objects.filter(state__in=LIVE_STATES).only("uuid", "source_volume_id").order_by("created", "id"), to_attr="live_clones"),
+        Prefetch(
+            "clones",
+            queryset=Volume.objects.filter(state__in=LIVE_STATES)
+            .only("uuid", "source_volume_id")
+            .order_by("created", "id"),
+            to_attr="live_clones",
+        ),
     )
 
 
@@ -145,8 +151,10 @@ def pool_map(*, need_id: int | None = None, need_uuid: str | None = None) -> dic
     """{"by_id": {pk: PoolInfo}, "by_uuid": {uuid: pk}} of every pool, reloaded when a pool asked for
     is not in it yet (two queries, at most once per SHARESTORE_READ_CACHE_SECONDS per process)."""
     pools = _pool_cache.get("pools")
-    if pools is not None and (need_id is None or need_id in pools["by_id"]) and (
-        need_uuid is None or need_uuid in pools["by_uuid"]
+    if (
+        pools is not None
+        and (need_id is None or need_id in pools["by_id"])
+        and (need_uuid is None or need_uuid in pools["by_uuid"])
     ):
         return pools
     mounts: dict[int, list[tuple[str, str]]] = {}
@@ -247,8 +255,23 @@ SELECT v.id, v.uuid::text, v.name, v.volume_type, v.pool_id, v.namespace_id, v.c
   LEFT JOIN volumes_snapshot ps ON ps.id = v.parent_snapshot_id
 """
 _ROW_KEYS = (
-    "id", "uuid", "name", "volume_type", "pool_id", "namespace_id", "capacity", "used", "snap_length",
-    "snap_cap", "created", "modified", "state", "parent", "parent_snapshot", "attachments", "children",
+    "id",
+    "uuid",
+    "name",
+    "volume_type",
+    "pool_id",
+    "namespace_id",
+    "capacity",
+    "used",
+    "snap_length",
+    "snap_cap",
+    "created",
+    "modified",
+    "state",
+    "parent",
+    "parent_snapshot",
+    "attachments",
+    "children",
 )
 _GET_SQL = _ROW_SQL.format(count="") + (
     f" WHERE v.uuid = %s AND v.tenant_id = %s AND v.cluster_id = %s AND v.state IN ({_LIVE})"
@@ -330,7 +353,6 @@ def volume_list_rows(
 
 
 # -- snapshots -----------------------------------------------------------------------------------
-
 
 
 def snapshot_get(*, volume: Volume, uuid) -> Snapshot:

@@ -8,9 +8,6 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
 from backups import selectors as backup_selectors
-from backups.services.create import backup_add
-from backups.services.delete import backup_delete
-from backups.services.restore import backup_restore
 from backups.api.representations import backup_representation, latest_operations
 from backups.api.schemas import (
     BACKUP_DELETE_ENVELOPE,
@@ -18,11 +15,20 @@ from backups.api.schemas import (
     BACKUP_LIST_ENVELOPE,
     BACKUP_RESTORE_ENVELOPE,
 )
+from backups.services.create import backup_add
+from backups.services.delete import backup_delete
+from backups.services.restore import backup_restore
 from sharestore import errors
 from sharestore.api.envelope import success
 from sharestore.api.schema import error_responses
 from volumes import selectors
-from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictIntegerField, StrictUUIDField
+from volumes.api.fields import (
+    NameField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictIntegerField,
+    StrictUUIDField,
+)
 from volumes.api.representations import volume_representation
 from volumes.api.views import ScopedApi, named
 

@@ -6,55 +6,96 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('backups', '0001_initial'),
+        ("backups", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='backup',
-            name='compressed',
-            field=models.BooleanField(default=False, editable=False, help_text='Data clusters written with zstd.'),
+            model_name="backup",
+            name="compressed",
+            field=models.BooleanField(
+                default=False, editable=False, help_text="Data clusters written with zstd."
+            ),
         ),
         migrations.AddField(
-            model_name='backup',
-            name='verified_at',
+            model_name="backup",
+            name="verified_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='backup',
-            name='verify_result',
-            field=models.CharField(blank=True, choices=[('', 'never verified'), ('ok', 'ok'), ('failed', 'failed')], default='', editable=False, max_length=8),
+            model_name="backup",
+            name="verify_result",
+            field=models.CharField(
+                blank=True,
+                choices=[("", "never verified"), ("ok", "ok"), ("failed", "failed")],
+                default="",
+                editable=False,
+                max_length=8,
+            ),
         ),
         migrations.AddField(
-            model_name='backup',
-            name='volume_snap_cap',
-            field=models.BigIntegerField(default=0, help_text="The source volume's SnapCap when the backup was taken; a restored volume gets it."),
+            model_name="backup",
+            name="volume_snap_cap",
+            field=models.BigIntegerField(
+                default=0,
+                help_text="The source volume's SnapCap when the backup was taken; a restored volume gets it.",
+            ),
         ),
         migrations.AlterField(
-            model_name='backup',
-            name='checksum',
-            field=models.CharField(blank=True, default='', editable=False, help_text="SHA-256 of the snapshot's guest-visible content (the whole virtual disk), read when backed up.", max_length=64),
+            model_name="backup",
+            name="checksum",
+            field=models.CharField(
+                blank=True,
+                default="",
+                editable=False,
+                help_text="SHA-256 of the snapshot's guest-visible content (the whole virtual disk), read when backed up.",
+                max_length=64,
+            ),
         ),
         migrations.CreateModel(
-            name='BackupVerification',
+            name="BackupVerification",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('started', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('finished', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('result', models.CharField(blank=True, choices=[('', 'never verified'), ('ok', 'ok'), ('failed', 'failed')], default='', max_length=8)),
-                ('scode', models.IntegerField(default=0, help_text='0, or the scode of what failed.')),
-                ('message', models.TextField(blank=True, default='')),
-                ('checksum_expected', models.CharField(blank=True, default='', max_length=64)),
-                ('checksum_found', models.CharField(blank=True, default='', max_length=64)),
-                ('image_check', models.JSONField(blank=True, default=dict, help_text='qemu-img check of the restored image.')),
-                ('actor', models.CharField(blank=True, default='', max_length=128)),
-                ('backup', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='verifications', to='backups.backup')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("started", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("finished", models.DateTimeField(blank=True, editable=False, null=True)),
+                (
+                    "result",
+                    models.CharField(
+                        blank=True,
+                        choices=[("", "never verified"), ("ok", "ok"), ("failed", "failed")],
+                        default="",
+                        max_length=8,
+                    ),
+                ),
+                ("scode", models.IntegerField(default=0, help_text="0, or the scode of what failed.")),
+                ("message", models.TextField(blank=True, default="")),
+                ("checksum_expected", models.CharField(blank=True, default="", max_length=64)),
+                ("checksum_found", models.CharField(blank=True, default="", max_length=64)),
+                (
+                    "image_check",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="qemu-img check of the restored image."
+                    ),
+                ),
+                ("actor", models.CharField(blank=True, default="", max_length=128)),
+                (
+                    "backup",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="verifications",
+                        to="backups.backup",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-started', '-id'],
-                'indexes': [models.Index(fields=['backup', '-started'], name='backups_verif_backup_started')],
+                "ordering": ["-started", "-id"],
+                "indexes": [models.Index(fields=["backup", "-started"], name="backups_verif_backup_started")],
             },
         ),
     ]

@@ -4,22 +4,33 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('backups', '0003_backup_schedules'),
+        ("backups", "0003_backup_schedules"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='backup',
-            options={'ordering': ['-created', '-id'], 'verbose_name': 'backup', 'verbose_name_plural': 'backups'},
+            name="backup",
+            options={
+                "ordering": ["-created", "-id"],
+                "verbose_name": "backup",
+                "verbose_name_plural": "backups",
+            },
         ),
         migrations.AlterModelOptions(
-            name='backuppoint',
-            options={'ordering': ['name'], 'verbose_name': 'backup point', 'verbose_name_plural': 'backup points'},
+            name="backuppoint",
+            options={
+                "ordering": ["name"],
+                "verbose_name": "backup point",
+                "verbose_name_plural": "backup points",
+            },
         ),
         migrations.AlterModelOptions(
-            name='backupverification',
-            options={'ordering': ['-started', '-id'], 'verbose_name': 'backup verification', 'verbose_name_plural': 'backup verifications'},
+            name="backupverification",
+            options={
+                "ordering": ["-started", "-id"],
+                "verbose_name": "backup verification",
+                "verbose_name_plural": "backup verifications",
+            },
         ),
     ]

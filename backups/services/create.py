@@ -225,8 +225,12 @@ def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
         store.write(
             backup.file_name,
             lambda target: driver.export(
-                image, target, base_export=base_export, since=_since(backup),
-                compress=backup.compressed, progress=writing,
+                image,
+                target,
+                base_export=base_export,
+                since=_since(backup),
+                compress=backup.compressed,
+                progress=writing,
             ),
         )
     reporter.progress(70, force=True)

@@ -62,9 +62,13 @@ def backup_point_create_check(*, name: str, cluster, path: str, capacity: int) -
     values = {"name": validate_name(name, field="name"), "path": validate_directory(path)}
     validate_byte_capacity(capacity)
     if BackupPoint.objects.filter(cluster=cluster, name=values["name"]).exists():
-        raise errors.InvalidParameter(field="name", reason=f"cluster {cluster} already has a backup point named {values['name']!r}")
+        raise errors.InvalidParameter(
+            field="name", reason=f"cluster {cluster} already has a backup point named {values['name']!r}"
+        )
     if BackupPoint.objects.filter(path=values["path"]).exists():
-        raise errors.InvalidParameter(field="path", reason=f"another backup point already uses {values['path']}")
+        raise errors.InvalidParameter(
+            field="path", reason=f"another backup point already uses {values['path']}"
+        )
     return values
 
 
@@ -76,15 +80,22 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
     values: dict = {}
     if "name" in changes and changes["name"] != point.name:
         values["name"] = validate_name(changes["name"], field="name")
-        if BackupPoint.objects.filter(cluster=point.cluster, name=values["name"]).exclude(pk=point.pk).exists():
+        if (
+            BackupPoint.objects.filter(cluster=point.cluster, name=values["name"])
+            .exclude(pk=point.pk)
+            .exists()
+        ):
             raise errors.InvalidParameter(
-                field="name", reason=f"cluster {point.cluster} already has a backup point named {values['name']!r}"
+                field="name",
+                reason=f"cluster {point.cluster} already has a backup point named {values['name']!r}",
             )
     if "path" in changes and changes["path"] != point.path:
         path = validate_directory(changes["path"])
         if path != point.path:
             if BackupPoint.objects.filter(path=path).exclude(pk=point.pk).exists():
-                raise errors.InvalidParameter(field="path", reason=f"another backup point already uses {path}")
+                raise errors.InvalidParameter(
+                    field="path", reason=f"another backup point already uses {path}"
+                )
             missing = [
                 name
                 for name in Backup.objects.filter(backup_point=point, status=BackupStatus.COMPLETED)
@@ -94,7 +105,8 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
             ]
             if missing:
                 raise errors.InvalidParameter(
-                    field="path", reason=f"{len(missing)} backup file(s) of this backup point are not in {path}"
+                    field="path",
+                    reason=f"{len(missing)} backup file(s) of this backup point are not in {path}",
                 )
             values["path"] = path
     if "capacity" in changes:

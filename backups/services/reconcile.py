@@ -40,7 +40,9 @@ def _backup_point_targets(uuids: list[str] | None) -> list[BackupPoint]:
         found = {str(b.uuid) for b in queryset}
         missing = [u for u in uuids if u not in found]
         if missing:
-            raise errors.InvalidParameter(field="backup_point", reason=f"no backup point with UUID {', '.join(missing)}")
+            raise errors.InvalidParameter(
+                field="backup_point", reason=f"no backup point with UUID {', '.join(missing)}"
+            )
     return list(queryset)
 
 
@@ -75,7 +77,9 @@ def _stored(root: str, names: list[str]) -> list[StoredObject]:
 def _remove_file(root: str):
     def remove(name: str) -> None:
         path = os.path.join(root, name)
-        if os.path.commonpath([os.path.realpath(os.path.dirname(path)), os.path.realpath(root)]) != os.path.realpath(root):
+        if os.path.commonpath(
+            [os.path.realpath(os.path.dirname(path)), os.path.realpath(root)]
+        ) != os.path.realpath(root):
             raise errors.StorageError(reason=f"{name} is outside the backup point")
         os.unlink(path)
 
@@ -106,7 +110,9 @@ def reconcile_backup_point(
     """Compare a backup point's backup rows with its files; with fix, remove old orphans and mark
     completed backups whose file is missing as failed."""
     point = target
-    report = ReconcileReport(scope="backup_point", uuid=str(point.uuid), name=point.name, path=point.path, fix=fix)
+    report = ReconcileReport(
+        scope="backup_point", uuid=str(point.uuid), name=point.name, path=point.path, fix=fix
+    )
     if not os.path.isdir(point.path):
         report.error = f"backup point directory {point.path} does not exist"
         return report
@@ -118,7 +124,10 @@ def reconcile_backup_point(
     report.files_checked = len(files)
     file_set = set(files)
     backups = list(
-        Backup.objects.filter(backup_point=point).exclude(status=BackupStatus.DELETED).exclude(file_name="").order_by("pk")
+        Backup.objects.filter(backup_point=point)
+        .exclude(status=BackupStatus.DELETED)
+        .exclude(file_name="")
+        .order_by("pk")
     )
     busy = busy_uuids() | {str(b.uuid) for b in backups if b.status in IN_PROGRESS_STATUSES}  # files in flux
     referenced = {b.file_name: b for b in backups}
@@ -157,14 +166,20 @@ def reconcile_backup_point(
         return chained
 
     classify_orphans(
-        report=report, orphans=_stored(point.path, orphans), busy=busy,
-        protected_backings=protected_backings, grace_seconds=grace_seconds,
+        report=report,
+        orphans=_stored(point.path, orphans),
+        busy=busy,
+        protected_backings=protected_backings,
+        grace_seconds=grace_seconds,
     )
     if fix:
         remove_orphans(
-            report=report, remove=_remove_file(point.path),
-            still_there=lambda name: os.path.lexists(os.path.join(point.path, name)), actor=actor,
-            object_type="backup_point", object_uuid=point.uuid,
+            report=report,
+            remove=_remove_file(point.path),
+            still_there=lambda name: os.path.lexists(os.path.join(point.path, name)),
+            actor=actor,
+            object_type="backup_point",
+            object_uuid=point.uuid,
         )
         by_uuid = {str(b.uuid): b for b in backups}
         mark_missing(

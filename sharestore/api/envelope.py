@@ -19,7 +19,14 @@ def envelope_body(
     message_cn: str = SUCCESS_MESSAGE_CN,
     stack: str | None = None,
 ) -> dict:
-    return {"scode": scode, "desc": desc, "message": message, "message_cn": message_cn, "stack": stack, "data": data}
+    return {
+        "scode": scode,
+        "desc": desc,
+        "message": message,
+        "message_cn": message_cn,
+        "stack": stack,
+        "data": data,
+    }
 
 
 def success(data: Any, *, status: int = 200) -> Response:

@@ -50,9 +50,13 @@ def to_service_error(exc: Exception) -> errors.ServiceError:
     if isinstance(exc, (drf_exceptions.PermissionDenied, DjangoPermissionDenied)):
         return errors.PermissionDenied(reason=str(getattr(exc, "detail", exc)))
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
-        return errors.MethodNotAllowed(method=str(exc.detail).split('"')[1] if '"' in str(exc.detail) else "?")
+        return errors.MethodNotAllowed(
+            method=str(exc.detail).split('"')[1] if '"' in str(exc.detail) else "?"
+        )
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
-        return errors.UnsupportedMediaType(media_type=str(exc.detail).split('"')[1] if '"' in str(exc.detail) else "")
+        return errors.UnsupportedMediaType(
+            media_type=str(exc.detail).split('"')[1] if '"' in str(exc.detail) else ""
+        )
     if isinstance(exc, (Http404, drf_exceptions.NotFound)):
         return errors.NotFoundRoute(path="")
     return errors.InternalError()
@@ -76,7 +80,9 @@ def envelope_exception_handler(exc: Exception, context) -> Response:
     """DRF EXCEPTION_HANDLER: every failure becomes the envelope with a catalogued scode."""
     error = to_service_error(exc)
     if isinstance(error, errors.InternalError) and not isinstance(exc, errors.ServiceError):
-        logger.exception("unhandled error in %s", context.get("view").__class__.__name__ if context else "?", exc_info=exc)
+        logger.exception(
+            "unhandled error in %s", context.get("view").__class__.__name__ if context else "?", exc_info=exc
+        )
     set_rollback()
     headers = {}
     if isinstance(error, (errors.NotAuthenticated, errors.InvalidToken)):
@@ -103,7 +109,9 @@ def api_bad_request(request, exception=None):
             error = errors.HostNotServed(host=repr(host[:255]))
         else:
             error = errors.MalformedRequest(reason="the request was refused as suspicious")
-        return JsonResponse(error_body(error), status=error.http_status, json_dumps_params={"ensure_ascii": False})
+        return JsonResponse(
+            error_body(error), status=error.http_status, json_dumps_params={"ensure_ascii": False}
+        )
     from django.views.defaults import bad_request
 
     return bad_request(request, exception)
@@ -112,7 +120,9 @@ def api_bad_request(request, exception=None):
 def api_server_error(request):
     """handler500 for /v1/ paths."""
     if request.path.startswith("/v1/"):
-        return JsonResponse(error_body(errors.InternalError()), status=500, json_dumps_params={"ensure_ascii": False})
+        return JsonResponse(
+            error_body(errors.InternalError()), status=500, json_dumps_params={"ensure_ascii": False}
+        )
     from django.views.defaults import server_error
 
     return server_error(request)

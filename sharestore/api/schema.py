@@ -75,8 +75,12 @@ def contract_operation_ids(result, generator, request, public):
                 continue
             body = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if body is not None and example.get("request") is not None:
-                body["examples"] = {"contract": {"summary": "the contract's example", "value": example["request"]}}
+                body["examples"] = {
+                    "contract": {"summary": "the contract's example", "value": example["request"]}
+                }
             answer = operation.get("responses", {}).get("200", {}).get("content", {}).get("application/json")
             if answer is not None and example.get("response") is not None:
-                answer["examples"] = {"contract": {"summary": "the contract's example", "value": example["response"]}}
+                answer["examples"] = {
+                    "contract": {"summary": "the contract's example", "value": example["response"]}
+                }
     return result

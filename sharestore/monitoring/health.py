@@ -70,7 +70,9 @@ def check_pool_workers() -> list[Check]:
         if identity_configured and mount_hosts:
             live = sorted(mount_hosts & hosts)
             ok = bool(live)
-            detail = f"live on {', '.join(live)}" if ok else f"no live worker on {', '.join(sorted(mount_hosts))}"
+            detail = (
+                f"live on {', '.join(live)}" if ok else f"no live worker on {', '.join(sorted(mount_hosts))}"
+            )
         else:
             ok, detail = True, f"live worker on {', '.join(sorted(hosts))} (host identity not configured)"
         results.append(Check(f"workers:{pool.name}", ok, detail))
@@ -95,7 +97,9 @@ def check_pool_storage() -> list[Check]:
     results = []
     for pool in _active_pools():
         problem = _pool_problem(pool)
-        results.append(Check(f"pool:{pool.name}", not problem, problem or f"{pool.path} present, writable, its own"))
+        results.append(
+            Check(f"pool:{pool.name}", not problem, problem or f"{pool.path} present, writable, its own")
+        )
     return results
 
 

@@ -103,7 +103,9 @@ class DatabaseCollector:
 
         Pool = apps.get_model("volumes", "Pool")
         labels = ["pool", "name"]
-        capacity = GaugeMetricFamily("sharestore_pool_capacity_bytes", "Bytes the pool offers.", labels=labels)
+        capacity = GaugeMetricFamily(
+            "sharestore_pool_capacity_bytes", "Bytes the pool offers.", labels=labels
+        )
         allocated = GaugeMetricFamily(
             "sharestore_pool_allocated_bytes", "Sum of its live volumes' capacities.", labels=labels
         )

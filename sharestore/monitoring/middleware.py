@@ -48,5 +48,7 @@ class MetricsMiddleware:
         metrics.REQUEST_LATENCY.labels(endpoint=endpoint, method=request.method).observe(
             time.perf_counter() - started
         )
-        metrics.REQUESTS.labels(endpoint=endpoint, method=request.method, status=str(response.status_code)).inc()
+        metrics.REQUESTS.labels(
+            endpoint=endpoint, method=request.method, status=str(response.status_code)
+        ).inc()
         return response

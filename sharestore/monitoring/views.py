@@ -22,7 +22,9 @@ def healthz(request):
 def readyz(request):
     """Ready: database reachable, a live worker for each pool, each pool directory usable."""
     ready, checks = health.readiness()
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
 
 
 @never_cache

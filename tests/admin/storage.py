@@ -30,7 +30,9 @@ def qemu_img(*args: str) -> None:
 def write_pattern(path: str | Path, offset: int, length: int, byte: int) -> None:
     subprocess.run(
         ["qemu-io", "-f", "qcow2", "-c", f"write -P {byte} {offset} {length}", str(path)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -50,8 +52,14 @@ def new_volume(topology, *, pool: Pool, name: str, capacity: int = 64 * MiB, dat
     # transactional test it ran at the real commit and nothing is left to capture).
     with TestCase.captureOnCommitCallbacks(execute=True), transaction.atomic():
         volume = volume_create(
-            actor="test", tenant=topology["tenant"], cluster=topology["cluster"], pool=pool, name=name,
-            volume_type="block", snap_capacity=capacity * 4, capacity=capacity,
+            actor="test",
+            tenant=topology["tenant"],
+            cluster=topology["cluster"],
+            pool=pool,
+            name=name,
+            volume_type="block",
+            snap_capacity=capacity * 4,
+            capacity=capacity,
         )
     volume.refresh_from_db()
     assert volume.state == EventState.AVAILABLE, volume.get_state_display()
@@ -93,8 +101,13 @@ def build_tree(volume: Volume, spec: list[tuple[str, str | None]], head_on: str)
             qemu_img("create", "-q", "-f", "qcow2", "-b", parent_layer, "-F", "qcow2", str(layer))
         write_pattern(layer, (index + 1) * MiB, MiB, 0x20 + index)
         snapshots[name] = Snapshot.objects.create(
-            uuid=snap_uuid, volume=volume, name=name, parent=snapshots.get(parent) if parent else None,
-            status=SnapshotStatus.AVAILABLE, layer_name=layer_name, size=driver.usage(layer_name),
+            uuid=snap_uuid,
+            volume=volume,
+            name=name,
+            parent=snapshots.get(parent) if parent else None,
+            status=SnapshotStatus.AVAILABLE,
+            layer_name=layer_name,
+            size=driver.usage(layer_name),
         )
     head.unlink(missing_ok=True)
     base = snapshots[head_on].layer_name
@@ -118,5 +131,3 @@ def plant_orphan(pool: Pool, name: str | None = None, *, old: bool = True) -> Pa
     if old:
         make_old(path)
     return path
-
-

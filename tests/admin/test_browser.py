@@ -22,7 +22,9 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (make test installs it)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="needs Debian's chromium (make test installs it)"
+    ),
 ]
 
 
@@ -111,7 +113,12 @@ def test_operator_finds_and_fixes_an_orphan_and_a_missing_image(live_server, bro
     page.click("#result_list >> text=web-data")
     page.wait_for_selector("#ss-tree")
     tree = page.locator("#ss-tree")
-    assert tree.locator("li[data-node]").evaluate_all("nodes => nodes.map(n => n.dataset.node)") == ["s1", "s2", "s3", "head"]
+    assert tree.locator("li[data-node]").evaluate_all("nodes => nodes.map(n => n.dataset.node)") == [
+        "s1",
+        "s2",
+        "s3",
+        "head",
+    ]
     assert tree.locator("li[data-node='s3'] > ul > li[data-node='head']").count() == 1
     assert tree.locator("li[data-node='s1'] > ul > li[data-node='s2']").count() == 1
     shot(page, "3-volume-tree")
@@ -136,7 +143,9 @@ def test_operator_finds_and_fixes_an_orphan_and_a_missing_image(live_server, bro
     assert page.locator(".ss-finding .ss-fixed").count() == 2
     assert not orphan.exists()
     assert Volume.objects.get(pk=lost.pk).state == EventState.ERROR
-    assert AuditEvent.objects.filter(volume=lost, action="reconcile.missing_image", actor="console:admin").exists()
+    assert AuditEvent.objects.filter(
+        volume=lost, action="reconcile.missing_image", actor="console:admin"
+    ).exists()
     shot(page, "5-reconcile-fixed")
 
     # In Chinese, through the switch: the volume now reads as error.

@@ -41,45 +41,116 @@ def add_rows(count: int, data_dir) -> None:
         host = Host.objects.create(name=f"host-{tag}", cluster=cluster)
         tenant = Tenant.objects.create(name=f"tenant-{tag}")
         namespace = Namespace.objects.create(tenant=tenant)
-        pool = Pool.objects.create(name=f"pool-{tag}", cluster=cluster, zone=zone, path=str(data_dir / tag), capacity=1 << 40)
+        pool = Pool.objects.create(
+            name=f"pool-{tag}", cluster=cluster, zone=zone, path=str(data_dir / tag), capacity=1 << 40
+        )
         pool.tenants.add(tenant)
         PoolMount.objects.create(pool=pool, host=host, mount_path=f"/mnt/{tag}")
         volume = Volume.objects.create(
-            name=f"vol-{tag}", tenant=tenant, namespace=namespace, cluster=cluster, pool=pool, volume_type="block",
-            capacity=1 << 30, snap_cap=1 << 31, state=EventState.AVAILABLE, used=index,
+            name=f"vol-{tag}",
+            tenant=tenant,
+            namespace=namespace,
+            cluster=cluster,
+            pool=pool,
+            volume_type="block",
+            capacity=1 << 30,
+            snap_cap=1 << 31,
+            state=EventState.AVAILABLE,
+            used=index,
         )
-        parent = Snapshot.objects.create(volume=volume, name="s1", status=SnapshotStatus.AVAILABLE, layer_name=f"snapshots/{volume.uuid}/a.qcow2")
-        child = Snapshot.objects.create(volume=volume, name="s2", parent=parent, layer_name=f"snapshots/{volume.uuid}/b.qcow2")
+        parent = Snapshot.objects.create(
+            volume=volume,
+            name="s1",
+            status=SnapshotStatus.AVAILABLE,
+            layer_name=f"snapshots/{volume.uuid}/a.qcow2",
+        )
+        child = Snapshot.objects.create(
+            volume=volume, name="s2", parent=parent, layer_name=f"snapshots/{volume.uuid}/b.qcow2"
+        )
         Volume.objects.filter(pk=volume.pk).update(current_snapshot=child)
         Volume.objects.create(
-            name=f"clone-{tag}", tenant=tenant, namespace=namespace, cluster=cluster, pool=pool, volume_type="block",
-            capacity=1 << 30, snap_cap=0, state=EventState.CLONING, source_volume=volume, parent_snapshot=parent,
+            name=f"clone-{tag}",
+            tenant=tenant,
+            namespace=namespace,
+            cluster=cluster,
+            pool=pool,
+            volume_type="block",
+            capacity=1 << 30,
+            snap_cap=0,
+            state=EventState.CLONING,
+            source_volume=volume,
+            parent_snapshot=parent,
         )
         VolumeAttachment.objects.create(volume=volume, vm_uuid=uuid_lib.uuid4(), vm_name=f"vm-{tag}")
         operation = Operation.objects.create(
-            kind=OperationKind.VOLUME_CREATE, state=OperationState.FAILED, volume=volume, target_type="volume",
-            target_uuid=volume.uuid, progress=40, bytes_done=10, bytes_total=100,
-            error_scode=5001, error_message="storage operation failed: qemu-img create exited 1", owner="w1",
+            kind=OperationKind.VOLUME_CREATE,
+            state=OperationState.FAILED,
+            volume=volume,
+            target_type="volume",
+            target_uuid=volume.uuid,
+            progress=40,
+            bytes_done=10,
+            bytes_total=100,
+            error_scode=5001,
+            error_message="storage operation failed: qemu-img create exited 1",
+            owner="w1",
         )
         AuditEvent.objects.create(
-            actor="test", action="volume.create", object_type="volume", object_uuid=volume.uuid, volume=volume,
-            operation=operation, from_state="1 (creating)", to_state="0 (available)",
+            actor="test",
+            action="volume.create",
+            object_type="volume",
+            object_uuid=volume.uuid,
+            volume=volume,
+            operation=operation,
+            from_state="1 (creating)",
+            to_state="0 (available)",
         )
-        ApiToken.objects.create(name=f"token-{tag}", key_prefix=tag, key_hash=uuid_lib.uuid4().hex * 2, tenant=tenant)
-        point = BackupPoint.objects.create(name=f"bp-{tag}", cluster=cluster, tenant=tenant, path=str(data_dir / f"bp-{tag}"), capacity=1 << 40)
+        ApiToken.objects.create(
+            name=f"token-{tag}", key_prefix=tag, key_hash=uuid_lib.uuid4().hex * 2, tenant=tenant
+        )
+        point = BackupPoint.objects.create(
+            name=f"bp-{tag}",
+            cluster=cluster,
+            tenant=tenant,
+            path=str(data_dir / f"bp-{tag}"),
+            capacity=1 << 40,
+        )
         full = Backup.objects.create(
-            name=f"full-{tag}", backup_point=point, tenant=tenant, cluster=cluster, volume=volume, volume_uuid=volume.uuid,
-            volume_capacity=volume.capacity, volume_type="block", snapshot=parent, snapshot_uuid=parent.uuid,
-            snapshot_name="s1", status=BackupStatus.COMPLETED, size=1000,
+            name=f"full-{tag}",
+            backup_point=point,
+            tenant=tenant,
+            cluster=cluster,
+            volume=volume,
+            volume_uuid=volume.uuid,
+            volume_capacity=volume.capacity,
+            volume_type="block",
+            snapshot=parent,
+            snapshot_uuid=parent.uuid,
+            snapshot_name="s1",
+            status=BackupStatus.COMPLETED,
+            size=1000,
         )
         incremental = Backup.objects.create(
-            name=f"incr-{tag}", backup_point=point, tenant=tenant, cluster=cluster, volume=volume, volume_uuid=volume.uuid,
-            volume_capacity=volume.capacity, volume_type="block", snapshot=child, snapshot_uuid=child.uuid,
-            snapshot_name="s2", status=BackupStatus.COMPLETED, size=10, base=full,
+            name=f"incr-{tag}",
+            backup_point=point,
+            tenant=tenant,
+            cluster=cluster,
+            volume=volume,
+            volume_uuid=volume.uuid,
+            volume_capacity=volume.capacity,
+            volume_type="block",
+            snapshot=child,
+            snapshot_uuid=child.uuid,
+            snapshot_name="s2",
+            status=BackupStatus.COMPLETED,
+            size=10,
+            base=full,
         )
         verification = getattr(backup_models, "BackupVerification", None)
         if verification is not None:
-            verification.objects.create(backup=incremental, result="failed", scode=5001, message="storage operation failed: x")
+            verification.objects.create(
+                backup=incremental, result="failed", scode=5001, message="storage operation failed: x"
+            )
 
 
 def console_models():
@@ -106,7 +177,10 @@ def test_every_model_of_the_console_apps_is_registered():
 @pytest.mark.parametrize("extra", ["", "?q=vol", "?o=-2"])
 def test_changelists_render_in_a_constant_number_of_queries(admin_client, data_dir, extra):
     add_rows(3, data_dir)
-    urls = {m._meta.label: reverse(f"admin:{m._meta.app_label}_{m._meta.model_name}_changelist") + extra for m in console_models()}
+    urls = {
+        m._meta.label: reverse(f"admin:{m._meta.app_label}_{m._meta.model_name}_changelist") + extra
+        for m in console_models()
+    }
     few = {label: changelist_queries(admin_client, url)[0] for label, url in urls.items()}
     add_rows(27, data_dir)
     many = {}
@@ -147,7 +221,10 @@ def test_changelist_columns_show_bars_progress_and_counts(admin_client, data_dir
 
 def test_task_queue_admin_is_part_of_the_console(admin_client):
     index = admin_client.get(reverse("admin:index")).content.decode()
-    assert 'id="ss-task-queue" href="/admin/django_q/"' in index.replace("\n", " ") or 'href="/admin/django_q/" id="ss-task-queue"' in index
+    assert (
+        'id="ss-task-queue" href="/admin/django_q/"' in index.replace("\n", " ")
+        or 'href="/admin/django_q/" id="ss-task-queue"' in index
+    )
     for name in ("schedule", "success", "failure", "ormq"):
         response = admin_client.get(reverse(f"admin:django_q_{name}_changelist"))
         assert response.status_code == 200, name
@@ -164,16 +241,33 @@ def add_queue_rows(count: int) -> None:
     for _ in range(count):
         for success in (True, False):
             Task.objects.create(
-                id=uuid_lib.uuid4().hex, name=f"task-{uuid_lib.uuid4().hex}", func="sharestore.core.tasks.sweep_task",
-                started=timezone.now(), stopped=timezone.now(), success=success,
+                id=uuid_lib.uuid4().hex,
+                name=f"task-{uuid_lib.uuid4().hex}",
+                func="sharestore.core.tasks.sweep_task",
+                started=timezone.now(),
+                stopped=timezone.now(),
+                success=success,
             )
-        Schedule.objects.create(name=f"schedule-{uuid_lib.uuid4().hex}", func="sharestore.core.tasks.sweep_task", schedule_type="I", minutes=5)
-        payload = {"id": uuid_lib.uuid4().hex, "name": "queued", "func": "sharestore.core.tasks.sweep_task", "args": (), "kwargs": {}}
+        Schedule.objects.create(
+            name=f"schedule-{uuid_lib.uuid4().hex}",
+            func="sharestore.core.tasks.sweep_task",
+            schedule_type="I",
+            minutes=5,
+        )
+        payload = {
+            "id": uuid_lib.uuid4().hex,
+            "name": "queued",
+            "func": "sharestore.core.tasks.sweep_task",
+            "args": (),
+            "kwargs": {},
+        }
         OrmQ.objects.create(key="sharestore", payload=SignedPackage.dumps(payload), lock=timezone.now())
 
 
 def test_task_queue_changelists_are_constant_too(admin_client):
-    urls = [reverse(f"admin:django_q_{name}_changelist") for name in ("schedule", "success", "failure", "ormq")]
+    urls = [
+        reverse(f"admin:django_q_{name}_changelist") for name in ("schedule", "success", "failure", "ormq")
+    ]
     add_queue_rows(3)
     few = [changelist_queries(admin_client, url)[0] for url in urls]
     add_queue_rows(27)

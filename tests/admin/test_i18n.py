@@ -52,12 +52,18 @@ def test_audit_events_of_failures_render_from_their_scode_and_parameters():
 
 def test_browser_language_picks_chinese(admin_client, topology):
     new_volume(topology, pool=pool_named(topology, "disks"), name="v", data=False)
-    html = admin_client.get(reverse("admin:volumes_volume_changelist"), HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9").content.decode()
+    html = admin_client.get(
+        reverse("admin:volumes_volume_changelist"), HTTP_ACCEPT_LANGUAGE="zh-CN,zh;q=0.9"
+    ).content.decode()
     assert '<html lang="zh-hans"' in html
     assert "sharestore 运维控制台" in html and "任务队列" in html
     assert '<span class="ss-badge ss-badge-ok">可用</span>' in html  # the state column's label
-    english = admin_client.get(reverse("admin:volumes_volume_changelist"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
-    assert "sharestore console" in english and '<span class="ss-badge ss-badge-ok">available</span>' in english
+    english = admin_client.get(
+        reverse("admin:volumes_volume_changelist"), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
+    assert (
+        "sharestore console" in english and '<span class="ss-badge ss-badge-ok">available</span>' in english
+    )
 
 
 def test_switch_sets_the_language_for_the_session(admin_client, topology):
@@ -66,11 +72,18 @@ def test_switch_sets_the_language_for_the_session(admin_client, topology):
     assert response.status_code == 302 and response["Location"] == url
     volume = new_volume(topology, pool=pool_named(topology, "disks"), name="v", data=False)
     Operation.objects.create(
-        kind=OperationKind.VOLUME_IMPORT, state=OperationState.FAILED, volume=volume, target_type="volume",
-        target_uuid=uuid_lib.uuid4(), error_scode=1010, error_message="backing_file rejected: encrypted qcow2",
+        kind=OperationKind.VOLUME_IMPORT,
+        state=OperationState.FAILED,
+        volume=volume,
+        target_type="volume",
+        target_uuid=uuid_lib.uuid4(),
+        error_scode=1010,
+        error_message="backing_file rejected: encrypted qcow2",
         error_params={"reason": "encrypted qcow2"},
     )
-    html = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()  # the cookie wins over the browser
+    html = admin_client.get(
+        url, HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()  # the cookie wins over the browser
     assert "1010: 已有卷文件不可导入：encrypted qcow2" in html
     assert "导入卷" in html and "失败" in html
     admin_client.post(reverse("set_language"), {"language": "en", "next": url})
@@ -110,4 +123,6 @@ def test_the_committed_catalogue_is_compiled(tmp_path):
     messages = Path(__file__).resolve().parents[2] / "locale" / "zh_Hans" / "LC_MESSAGES"
     compiled = tmp_path / "django.mo"
     subprocess.run(["msgfmt", "--check-format", "-o", str(compiled), str(messages / "django.po")], check=True)
-    assert compiled.read_bytes() == (messages / "django.mo").read_bytes(), "run: manage.py compilemessages -l zh_Hans"
+    assert compiled.read_bytes() == (messages / "django.mo").read_bytes(), (
+        "run: manage.py compilemessages -l zh_Hans"
+    )

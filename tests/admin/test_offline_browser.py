@@ -17,7 +17,9 @@ from volumes.services import demo
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (make test installs it)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="needs Debian's chromium (make test installs it)"
+    ),
 ]
 
 LOCAL = {"127.0.0.1", "localhost"}
@@ -29,7 +31,9 @@ def _watch(page) -> dict:
     page.on("console", lambda msg: msg.type == "error" and seen["errors"].append(msg.text))
     page.on("pageerror", lambda exc: seen["errors"].append(str(exc)))
     page.on("requestfailed", lambda req: seen["failed"].append(req.url))
-    page.on("response", lambda resp: resp.status >= 400 and seen["failed"].append(f"{resp.status} {resp.url}"))
+    page.on(
+        "response", lambda resp: resp.status >= 400 and seen["failed"].append(f"{resp.status} {resp.url}")
+    )
 
     def route(route):
         url = route.request.url
@@ -69,7 +73,10 @@ def test_console_loads_clean_with_debug_off(live_server, browser_page, operator)
 def _operation_ids() -> list[str]:
     schema = yaml.safe_load(Client().get("/api/schema/").content)
     return sorted(
-        op["operationId"] for methods in schema["paths"].values() for op in methods.values() if "operationId" in op
+        op["operationId"]
+        for methods in schema["paths"].values()
+        for op in methods.values()
+        if "operationId" in op
     )
 
 

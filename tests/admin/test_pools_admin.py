@@ -16,9 +16,19 @@ from volumes.models import Pool, PoolMount
 
 def pool_form(topology, **overrides) -> dict:
     data = {
-        "name": "fast", "cluster": topology["cluster"].pk, "zone": "", "pool_type": "disk", "driver": "qcow2-dir",
-        "path": "", "capacity": str(1 << 40), "overcommit_ratio": "1.5", "status": "healthy",
-        "mounts-TOTAL_FORMS": "0", "mounts-INITIAL_FORMS": "0", "mounts-MIN_NUM_FORMS": "0", "mounts-MAX_NUM_FORMS": "1000",
+        "name": "fast",
+        "cluster": topology["cluster"].pk,
+        "zone": "",
+        "pool_type": "disk",
+        "driver": "qcow2-dir",
+        "path": "",
+        "capacity": str(1 << 40),
+        "overcommit_ratio": "1.5",
+        "status": "healthy",
+        "mounts-TOTAL_FORMS": "0",
+        "mounts-INITIAL_FORMS": "0",
+        "mounts-MIN_NUM_FORMS": "0",
+        "mounts-MAX_NUM_FORMS": "1000",
     }
     data.update(overrides)
     return data
@@ -29,18 +39,26 @@ def test_add_pool_rejects_a_missing_directory_and_accepts_a_real_one(admin_clien
     missing = data_dir / "nowhere"
     response = admin_client.post(url, pool_form(topology, path=str(missing)))
     assert response.status_code == 200
-    assert response.context["adminform"].form.errors["path"] == [f"invalid parameter path: directory {missing} does not exist"]
+    assert response.context["adminform"].form.errors["path"] == [
+        f"invalid parameter path: directory {missing} does not exist"
+    ]
     assert not Pool.objects.filter(name="fast").exists()
 
     response = admin_client.post(url, pool_form(topology, path="relative/dir"))
-    assert response.context["adminform"].form.errors["path"] == ["invalid parameter path: must be an absolute directory path"]
+    assert response.context["adminform"].form.errors["path"] == [
+        "invalid parameter path: must be an absolute directory path"
+    ]
 
     directory = data_dir / "fast"
     directory.mkdir()
     response = admin_client.post(url, pool_form(topology, path=str(directory)))
     assert response.status_code == 302, response.context["adminform"].form.errors
     pool = Pool.objects.get(name="fast")
-    assert (pool.path, pool.zone, str(pool.overcommit_ratio)) == (str(directory), topology["cluster"].zone, "1.50")
+    assert (pool.path, pool.zone, str(pool.overcommit_ratio)) == (
+        str(directory),
+        topology["cluster"].zone,
+        "1.50",
+    )
     assert list(PoolMount.objects.filter(pool=pool).values_list("host__uuid", "mount_path")) == [
         (uuid.UUID(str(topology["host"].uuid)), str(directory))
     ]
@@ -50,7 +68,9 @@ def test_add_pool_rejects_a_missing_directory_and_accepts_a_real_one(admin_clien
 def test_add_pool_rejects_a_duplicate_name_in_the_cluster(admin_client, topology, data_dir):
     directory = data_dir / "other"
     directory.mkdir()
-    response = admin_client.post(reverse("admin:volumes_pool_add"), pool_form(topology, name="disks", path=str(directory)))
+    response = admin_client.post(
+        reverse("admin:volumes_pool_add"), pool_form(topology, name="disks", path=str(directory))
+    )
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert "disks" in str(errors) and Pool.objects.filter(name="disks").count() == 1
@@ -62,11 +82,15 @@ def test_edit_pool_path_must_hold_its_volumes(admin_client, topology, data_dir):
     empty = data_dir / "empty"
     empty.mkdir()
     url = reverse("admin:volumes_pool_change", args=[disks.pk])
-    form = pool_form(topology, name="disks", path=str(empty), capacity=str(disks.capacity), overcommit_ratio="1")
+    form = pool_form(
+        topology, name="disks", path=str(empty), capacity=str(disks.capacity), overcommit_ratio="1"
+    )
     form.update({"mounts-TOTAL_FORMS": "0"})
     response = admin_client.post(url, form)
     assert response.status_code == 200
-    assert "1 volume image(s) of this pool are not in" in str(response.context["adminform"].form.errors["path"])
+    assert "1 volume image(s) of this pool are not in" in str(
+        response.context["adminform"].form.errors["path"]
+    )
 
     # Same data seen through another mount of the same directory: accepted.
     alias = data_dir / "alias"
@@ -95,10 +119,19 @@ def test_pool_page_shows_usage_bars(admin_client, topology):
 
 def test_backup_point_add_and_edit_are_validated(admin_client, topology, data_dir):
     url = reverse("admin:backups_backuppoint_add")
-    base = {"name": "bp1", "cluster": topology["cluster"].pk, "tenant": "", "btype": "local", "capacity": str(1 << 40), "status": "healthy"}
+    base = {
+        "name": "bp1",
+        "cluster": topology["cluster"].pk,
+        "tenant": "",
+        "btype": "local",
+        "capacity": str(1 << 40),
+        "status": "healthy",
+    }
     response = admin_client.post(url, {**base, "path": str(data_dir / "missing")})
     assert response.status_code == 200
-    assert f"directory {data_dir / 'missing'} does not exist" in str(response.context["adminform"].form.errors["path"])
+    assert f"directory {data_dir / 'missing'} does not exist" in str(
+        response.context["adminform"].form.errors["path"]
+    )
     directory = data_dir / "bp1"
     directory.mkdir()
     response = admin_client.post(url, {**base, "path": str(directory)})
@@ -108,8 +141,12 @@ def test_backup_point_add_and_edit_are_validated(admin_client, topology, data_di
 
     change = reverse("admin:backups_backuppoint_change", args=[point.pk])
     response = admin_client.post(change, {**base, "path": str(data_dir / "gone"), "capacity": "5"})
-    assert f"directory {data_dir / 'gone'} does not exist" in str(response.context["adminform"].form.errors["path"])
-    response = admin_client.post(change, {**base, "path": str(directory), "capacity": "5", "status": "unavailable"})
+    assert f"directory {data_dir / 'gone'} does not exist" in str(
+        response.context["adminform"].form.errors["path"]
+    )
+    response = admin_client.post(
+        change, {**base, "path": str(directory), "capacity": "5", "status": "unavailable"}
+    )
     assert response.status_code == 302
     point.refresh_from_db()
     assert (point.capacity, point.status) == (5, "unavailable")

@@ -29,8 +29,13 @@ def stuck_operation(volume, *, kind=OperationKind.SNAPSHOT_CREATE, live=False) -
     """A running operation whose worker died (lease expired), or one still alive."""
     expires = timezone.now() + (timedelta(minutes=5) if live else -timedelta(minutes=5))
     return Operation.objects.create(
-        kind=kind, state=OperationState.RUNNING, volume=volume, target_type="volume", target_uuid=volume.uuid,
-        owner="dead-worker", lease_expires_at=expires,
+        kind=kind,
+        state=OperationState.RUNNING,
+        volume=volume,
+        target_type="volume",
+        target_uuid=volume.uuid,
+        owner="dead-worker",
+        lease_expires_at=expires,
     )
 
 
@@ -67,14 +72,17 @@ def test_repair_screens_need_the_repair_permission(client, viewer_user, repair_u
 def test_pool_action_leads_to_the_reconcile_preview(admin_client, topology, disks):
     orphan = plant_orphan(disks)
     response = admin_client.post(
-        reverse("admin:volumes_pool_changelist"), {"action": "reconcile_action", "_selected_action": [disks.pk]}
+        reverse("admin:volumes_pool_changelist"),
+        {"action": "reconcile_action", "_selected_action": [disks.pk]},
     )
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:volumes_pool_reconcile") + f"?pool={disks.uuid}"
     preview = admin_client.get(response["Location"]).content.decode()
     assert f'data-name="{orphan.relative_to(disks.path)}"' in preview and "dry run" in preview
     assert orphan.exists()
-    applied = admin_client.post(reverse("admin:volumes_pool_reconcile"), {"pool": str(disks.uuid), "apply": "1"})
+    applied = admin_client.post(
+        reverse("admin:volumes_pool_reconcile"), {"pool": str(disks.uuid), "apply": "1"}
+    )
     assert "Reconcile fixed 1 finding(s); 0 remain." in messages_of(applied)
     assert not orphan.exists()
 
@@ -82,7 +90,9 @@ def test_pool_action_leads_to_the_reconcile_preview(admin_client, topology, disk
 # -- reset state ------------------------------------------------------------------------------------
 
 
-def test_reset_state_proposes_what_the_files_support_and_cancels_dead_operations(admin_client, topology, disks):
+def test_reset_state_proposes_what_the_files_support_and_cancels_dead_operations(
+    admin_client, topology, disks
+):
     volume = new_volume(topology, pool=disks, name="v")
     build_tree(volume, [("s1", None)], head_on="s1")
     Volume.objects.filter(pk=volume.pk).update(state=EventState.SNAPSHOTTING)
@@ -92,18 +102,28 @@ def test_reset_state_proposes_what_the_files_support_and_cancels_dead_operations
     preview = admin_client.get(url)
     html = preview.content.decode()
     proposal = preview.context["proposal"]
-    assert (proposal.current_state, proposal.proposed_state, proposal.blocked) == (EventState.SNAPSHOTTING, EventState.AVAILABLE, "")
+    assert (proposal.current_state, proposal.proposed_state, proposal.blocked) == (
+        EventState.SNAPSHOTTING,
+        EventState.AVAILABLE,
+        "",
+    )
     assert proposal.stale_operations == [str(dead.uuid)]
     assert 'id="ss-proposed-state">available<' in html
     assert Volume.objects.get(pk=volume.pk).state == EventState.SNAPSHOTTING  # preview changed nothing
 
-    response = admin_client.post(url, {"expected_from": EventState.SNAPSHOTTING, "to_state": EventState.AVAILABLE})
+    response = admin_client.post(
+        url, {"expected_from": EventState.SNAPSHOTTING, "to_state": EventState.AVAILABLE}
+    )
     assert response.status_code == 302
     assert Volume.objects.get(pk=volume.pk).state == EventState.AVAILABLE
     dead.refresh_from_db()
     assert dead.state == OperationState.CANCELLED and dead.finished is not None
     event = AuditEvent.objects.get(volume=volume, action="volume.reset_state")
-    assert (event.actor, event.from_state, event.to_state) == ("console:admin", "7 (snapshotting)", "0 (available)")
+    assert (event.actor, event.from_state, event.to_state) == (
+        "console:admin",
+        "7 (snapshotting)",
+        "0 (available)",
+    )
 
 
 def test_reset_state_proposes_error_when_the_image_is_gone(admin_client, topology, disks):
@@ -126,7 +146,9 @@ def test_reset_state_refuses_while_an_operation_is_alive(admin_client, topology,
     preview = admin_client.get(url)
     assert str(live.uuid) in preview.context["proposal"].blocked
     assert 'id="ss-apply"' not in preview.content.decode()
-    response = admin_client.post(url, {"expected_from": EventState.SNAPSHOTTING, "to_state": EventState.AVAILABLE}, follow=True)
+    response = admin_client.post(
+        url, {"expected_from": EventState.SNAPSHOTTING, "to_state": EventState.AVAILABLE}, follow=True
+    )
     assert any("scode 4500" in m for m in messages_of(response))
     assert Volume.objects.get(pk=volume.pk).state == EventState.SNAPSHOTTING
 
@@ -137,7 +159,9 @@ def test_reset_state_refuses_when_the_files_changed_after_the_preview(admin_clie
     url = reverse("admin:volumes_volume_reset_state", args=[volume.pk])
     assert admin_client.get(url).context["proposal"].proposed_state == EventState.AVAILABLE
     os.unlink(head_path(volume))  # meanwhile the image disappears
-    response = admin_client.post(url, {"expected_from": EventState.FLATTENING, "to_state": EventState.AVAILABLE}, follow=True)
+    response = admin_client.post(
+        url, {"expected_from": EventState.FLATTENING, "to_state": EventState.AVAILABLE}, follow=True
+    )
     assert any("scode 4501" in m and "changed since the preview" in m for m in messages_of(response))
     assert Volume.objects.get(pk=volume.pk).state == EventState.FLATTENING
 
@@ -186,9 +210,17 @@ def test_force_delete_never_removes_layers_that_linked_clones_read(admin_client,
     volume = new_volume(topology, pool=disks, name="v")
     snapshots = build_tree(volume, [("s1", None)], head_on="s1")
     clone = Volume.objects.create(
-        name="clone", tenant=volume.tenant, namespace=volume.namespace, cluster=volume.cluster, pool=disks,
-        volume_type="block", capacity=volume.capacity, snap_cap=0, state=EventState.AVAILABLE,
-        parent_snapshot=snapshots["s1"], source_volume=volume,
+        name="clone",
+        tenant=volume.tenant,
+        namespace=volume.namespace,
+        cluster=volume.cluster,
+        pool=disks,
+        volume_type="block",
+        capacity=volume.capacity,
+        snap_cap=0,
+        state=EventState.AVAILABLE,
+        parent_snapshot=snapshots["s1"],
+        source_volume=volume,
     )
     url = reverse("admin:volumes_volume_force_delete", args=[volume.pk])
     assert str(clone.uuid) in admin_client.get(url).context["plan"].blocked
@@ -211,18 +243,28 @@ def test_refresh_usage_preview_then_write(admin_client, topology, disks):
     assert Volume.objects.get(pk=volume.pk).used == 3
     admin_client.post(reverse("admin:volumes_volume_refresh_usage"), {"pool": str(disks.uuid), "apply": "1"})
     assert Volume.objects.get(pk=volume.pk).used == real
-    assert AuditEvent.objects.filter(volume=volume, action="usage.refresh", message=f"used 3 -> {real}").exists()
+    assert AuditEvent.objects.filter(
+        volume=volume, action="usage.refresh", message=f"used 3 -> {real}"
+    ).exists()
 
 
 # -- retry ------------------------------------------------------------------------------------------
 
 
-def test_retry_of_a_failed_create_queues_it_again(admin_client, topology, disks, settings, django_capture_on_commit_callbacks):
+def test_retry_of_a_failed_create_queues_it_again(
+    admin_client, topology, disks, settings, django_capture_on_commit_callbacks
+):
     settings.SHARESTORE_QEMU_IMG = "/nonexistent/qemu-img"
     with TestCase.captureOnCommitCallbacks(execute=True), transaction.atomic():
         volume = volume_create(
-            actor="platform", tenant=topology["tenant"], cluster=topology["cluster"], pool=disks, name="unlucky",
-            volume_type="block", snap_capacity=0, capacity=64 << 20,
+            actor="platform",
+            tenant=topology["tenant"],
+            cluster=topology["cluster"],
+            pool=disks,
+            name="unlucky",
+            volume_type="block",
+            snap_capacity=0,
+            capacity=64 << 20,
         )
     failed = Operation.objects.get(volume=volume)
     volume.refresh_from_db()
@@ -230,7 +272,8 @@ def test_retry_of_a_failed_create_queues_it_again(admin_client, topology, disks,
     settings.SHARESTORE_QEMU_IMG = "qemu-img"
 
     changelist = admin_client.post(
-        reverse("admin:core_operation_changelist"), {"action": "retry_action", "_selected_action": [failed.pk]}
+        reverse("admin:core_operation_changelist"),
+        {"action": "retry_action", "_selected_action": [failed.pk]},
     )
     preview = admin_client.get(changelist["Location"])
     assert preview.context["rows"] == [(failed, "")]
@@ -241,17 +284,29 @@ def test_retry_of_a_failed_create_queues_it_again(admin_client, topology, disks,
     retried = Operation.objects.filter(volume=volume).exclude(pk=failed.pk).get()
     assert (retried.state, retried.params["retry_of"]) == (OperationState.SUCCEEDED, str(failed.uuid))
     # Not twice: the failed one is no longer the latest, and the volume is no longer in error.
-    assert admin_client.get(changelist["Location"]).context["rows"][0][1] == "a newer operation exists for the same object"
+    assert (
+        admin_client.get(changelist["Location"]).context["rows"][0][1]
+        == "a newer operation exists for the same object"
+    )
 
 
 def test_retry_is_refused_for_kinds_without_a_safe_retry(admin_client, topology, disks):
     volume = new_volume(topology, pool=disks, name="v")
     failed = Operation.objects.create(
-        kind=OperationKind.SNAPSHOT_ROLLBACK, state=OperationState.FAILED, volume=volume, target_type="volume",
-        target_uuid=volume.uuid, error_scode=5001, error_message="storage operation failed: boom",
+        kind=OperationKind.SNAPSHOT_ROLLBACK,
+        state=OperationState.FAILED,
+        volume=volume,
+        target_type="volume",
+        target_uuid=volume.uuid,
+        error_scode=5001,
+        error_message="storage operation failed: boom",
     )
     url = reverse("admin:core_operation_retry") + f"?operation={failed.pk}"
-    assert admin_client.get(url).context["rows"] == [(failed, "no safe retry is defined for roll back to snapshot")]
-    response = admin_client.post(reverse("admin:core_operation_retry"), {"operation": failed.pk, "apply": "1"}, follow=True)
+    assert admin_client.get(url).context["rows"] == [
+        (failed, "no safe retry is defined for roll back to snapshot")
+    ]
+    response = admin_client.post(
+        reverse("admin:core_operation_retry"), {"operation": failed.pk, "apply": "1"}, follow=True
+    )
     assert any("scode 4009" in m for m in messages_of(response))
     assert Operation.objects.filter(volume=volume).count() == 2  # the create and the failed rollback only

@@ -40,24 +40,55 @@ def test_volume_page_shows_tree_clones_backups_operations_and_timeline(admin_cli
     volume = new_volume(topology, pool=disks, name="web-data")
     snapshots = build_tree(volume, [("s1", None), ("s2", "s1"), ("s3", "s1"), ("s4", "s3")], head_on="s2")
     clone = Volume.objects.create(
-        name="web-clone", tenant=volume.tenant, namespace=volume.namespace, cluster=volume.cluster, pool=disks,
-        volume_type="block", capacity=volume.capacity, snap_cap=0, state=EventState.AVAILABLE,
-        source_volume=volume, parent_snapshot=snapshots["s3"],
+        name="web-clone",
+        tenant=volume.tenant,
+        namespace=volume.namespace,
+        cluster=volume.cluster,
+        pool=disks,
+        volume_type="block",
+        capacity=volume.capacity,
+        snap_cap=0,
+        state=EventState.AVAILABLE,
+        source_volume=volume,
+        parent_snapshot=snapshots["s3"],
     )
     point_dir = data_dir / "bp"
     point_dir.mkdir()
-    point = backup_point_create(name="nightly", cluster=topology["cluster"], path=str(point_dir), capacity=1 << 40)
+    point = backup_point_create(
+        name="nightly", cluster=topology["cluster"], path=str(point_dir), capacity=1 << 40
+    )
     Backup.objects.create(
-        name="before-upgrade", backup_point=point, tenant=volume.tenant, cluster=volume.cluster, volume=volume,
-        volume_uuid=volume.uuid, volume_capacity=volume.capacity, volume_type="block", snapshot=snapshots["s2"],
-        snapshot_uuid=snapshots["s2"].uuid, snapshot_name="s2", status=BackupStatus.COMPLETED, size=4096,
+        name="before-upgrade",
+        backup_point=point,
+        tenant=volume.tenant,
+        cluster=volume.cluster,
+        volume=volume,
+        volume_uuid=volume.uuid,
+        volume_capacity=volume.capacity,
+        volume_type="block",
+        snapshot=snapshots["s2"],
+        snapshot_uuid=snapshots["s2"].uuid,
+        snapshot_name="s2",
+        status=BackupStatus.COMPLETED,
+        size=4096,
     )
     Operation.objects.create(
-        kind=OperationKind.SNAPSHOT_CREATE, state=OperationState.FAILED, volume=volume, target_type="snapshot",
-        target_uuid=uuid_lib.uuid4(), error_scode=5004, error_message=f"no space left on {disks.path}",
+        kind=OperationKind.SNAPSHOT_CREATE,
+        state=OperationState.FAILED,
+        volume=volume,
+        target_type="snapshot",
+        target_uuid=uuid_lib.uuid4(),
+        error_scode=5004,
+        error_message=f"no space left on {disks.path}",
         error_params={"where": disks.path},
     )
-    transition(volume, allowed=[EventState.AVAILABLE], to=EventState.SNAPSHOTTING, action="snapshot.create", actor="platform:alice")
+    transition(
+        volume,
+        allowed=[EventState.AVAILABLE],
+        to=EventState.SNAPSHOTTING,
+        action="snapshot.create",
+        actor="platform:alice",
+    )
 
     url = reverse("admin:volumes_volume_change", args=[volume.pk])
     with CaptureQueriesContext(connection) as queries:
@@ -66,7 +97,7 @@ def test_volume_page_shows_tree_clones_backups_operations_and_timeline(admin_cli
 
     assert response.status_code == 200
     assert tree_items(html) == ["s1", "  s2", "    head", "  s3", "    s4"]
-    assert 'href="/admin/volumes/volume/%d/change/">web-clone</a>' % clone.pk in html
+    assert f'href="/admin/volumes/volume/{clone.pk}/change/">web-clone</a>' in html
     assert "1 linked clone" in html  # on s3
     assert "before-upgrade" in html and "nightly" in html
     assert f"5004: no space left on {disks.path}" in html
@@ -83,10 +114,19 @@ def test_volume_page_in_chinese_shows_catalogue_message_cn(admin_client, topolog
     disks = pool_named(topology, "disks")
     volume = new_volume(topology, pool=disks, name="v")
     Operation.objects.create(
-        kind=OperationKind.VOLUME_DELETE, state=OperationState.FAILED, volume=volume, target_type="volume",
-        target_uuid=volume.uuid, error_scode=4001,
+        kind=OperationKind.VOLUME_DELETE,
+        state=OperationState.FAILED,
+        volume=volume,
+        target_type="volume",
+        target_uuid=volume.uuid,
+        error_scode=4001,
         error_message=f"volume {volume.uuid} is 5 (deleting): cannot delete now",
-        error_params={"kind": "volume", "uuid": str(volume.uuid), "state": "5 (deleting)", "action": "delete"},
+        error_params={
+            "kind": "volume",
+            "uuid": str(volume.uuid),
+            "state": "5 (deleting)",
+            "action": "delete",
+        },
     )
     html = admin_client.get(
         reverse("admin:volumes_volume_change", args=[volume.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans"

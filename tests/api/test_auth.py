@@ -59,7 +59,9 @@ def test_tenant_token_acts_only_for_its_tenant(topology, django_capture_on_commi
     _, key = token_create(name="tenant-token", tenant=Tenant.objects.get(uuid=TENANT))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    body = scoped(pool_uuid=POOL_DISKS, volume_name="mine", volume_type="block", capacity=1 << 30, snap_capacity=0)
+    body = scoped(
+        pool_uuid=POOL_DISKS, volume_name="mine", volume_type="block", capacity=1 << 30, snap_capacity=0
+    )
     with django_capture_on_commit_callbacks(execute=True):
         status, created = call(client, "create", body)
     assert (status, created["scode"]) == (200, 0)

@@ -22,7 +22,9 @@ def create_body(**overrides):
     return body
 
 
-@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8"])
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "application/json; charset=utf-8"]
+)
 def test_json_is_read_whatever_the_content_type(api, content_type):
     status, body = api.post("create", raw=json.dumps(create_body()), content_type=content_type)
     assert (status, body["scode"]) == (200, 0), body
@@ -58,10 +60,15 @@ def test_a_page_number_beyond_64_bits_is_a_parameter_error(api):
 
 def test_a_disallowed_host_gets_the_envelope_on_api_paths(api):
     response = api.client.generic(
-        "POST", "/v1/volume/share/list", json.dumps(scoped()), content_type="application/json",
+        "POST",
+        "/v1/volume/share/list",
+        json.dumps(scoped()),
+        content_type="application/json",
         HTTP_HOST="evil.example",
     )
     assert response.status_code == 400
     body = response.json()
-    assert body["scode"] == 1015 and "evil.example" in body["message"] and "evil.example" in body["message_cn"]
+    assert (
+        body["scode"] == 1015 and "evil.example" in body["message"] and "evil.example" in body["message_cn"]
+    )
     assert set(body) == {"scode", "desc", "message", "message_cn", "stack", "data"}

@@ -85,7 +85,11 @@ def test_contract_create_example_makes_a_real_image(api, topology):
     assert info["virtual-size"] == 4294967296
     assert Volume.objects.get(uuid=volume["UUID"]).state == EventState.AVAILABLE
     operation = Operation.objects.get(target_uuid=volume["UUID"])
-    assert (operation.state, operation.progress, operation.error_scode) == (OperationState.SUCCEEDED, 100.0, 0)
+    assert (operation.state, operation.progress, operation.error_scode) == (
+        OperationState.SUCCEEDED,
+        100.0,
+        0,
+    )
 
 
 def test_contract_list_example_returns_every_documented_key(api):
@@ -120,7 +124,9 @@ def test_contract_list_example_returns_every_documented_key(api):
 
 def test_list_filters_and_pages(api):
     for index in range(5):
-        api.post("create", create_body(volume_name=f"vol-{index}", pool_uuid=POOL_DISKS if index % 2 else POOL_BBB))
+        api.post(
+            "create", create_body(volume_name=f"vol-{index}", pool_uuid=POOL_DISKS if index % 2 else POOL_BBB)
+        )
     _, by_pool = api.post("list", scoped(filter_pool_uuid=POOL_DISKS))
     assert sorted(i["volume"]["Name"] for i in by_pool["data"]["list"]) == ["vol-1", "vol-3"]
     _, by_name = api.post("list", scoped(filter_name="OL-4"))
@@ -163,7 +169,15 @@ def test_delete_removes_row_from_live_set_and_file(api, topology):
     assert status == 200
     assert_matches_contract("delete", body)
     assert body == success_envelope(
-        {"volume": None, "clone_progress": 0, "cluster_uuid": "", "cluster_name": "", "cluster_mode": "", "tenant": "", "tenant_name": ""}
+        {
+            "volume": None,
+            "clone_progress": 0,
+            "cluster_uuid": "",
+            "cluster_name": "",
+            "cluster_mode": "",
+            "tenant": "",
+            "tenant_name": "",
+        }
     )
     assert not os.path.exists(path)
     assert Volume.objects.get(uuid=volume["UUID"]).state == EventState.DELETED
@@ -172,7 +186,11 @@ def test_delete_removes_row_from_live_set_and_file(api, topology):
     # The name is free again once the volume left the live set.
     status, body = api.post("create", create_body(volume_name="doomed"))
     assert (status, body["scode"]) == (200, 0)
-    trail = list(AuditEvent.objects.filter(object_uuid=volume["UUID"]).order_by("created", "id").values_list("action", flat=True))
+    trail = list(
+        AuditEvent.objects.filter(object_uuid=volume["UUID"])
+        .order_by("created", "id")
+        .values_list("action", flat=True)
+    )
     assert trail == [
         "volume.create",
         "volume.create.finish",
@@ -212,7 +230,9 @@ def test_import_copies_content_and_detects_capacity(api, import_root, fmt):
     source = import_root / f"source.{fmt}"
     qemu_img("create", "-q", "-f", fmt, str(source), str(48 << 20))
     qemu_io(source, fmt, "write -P 0x5a 0 1M", "write -P 0xc3 40M 512k")
-    status, body = api.post("create", create_body(volume_name=f"imported-{fmt}", capacity=None, backing_file=str(source)))
+    status, body = api.post(
+        "create", create_body(volume_name=f"imported-{fmt}", capacity=None, backing_file=str(source))
+    )
     assert (status, body["scode"]) == (200, 0), body
     volume = body["data"]["volume"]
     assert volume["Capacity"] == 48 << 20
@@ -230,7 +250,9 @@ def test_import_with_larger_capacity_grows_the_image(api, import_root):
     source = import_root / "small.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", str(source), str(16 << 20))
     qemu_io(source, "qcow2", "write -P 0x77 0 1M")
-    status, body = api.post("create", create_body(volume_name="grown", capacity=64 << 20, backing_file=str(source)))
+    status, body = api.post(
+        "create", create_body(volume_name="grown", capacity=64 << 20, backing_file=str(source))
+    )
     assert status == 200, body
     target = body["data"]["volume"]["AccessPath"][HOST]
     assert image_info(target)["virtual-size"] == 64 << 20
@@ -262,7 +284,12 @@ def test_attach_and_detach_extension(api):
     _, created = api.post("create", create_body(volume_name="shared", volume_type="share"))
     uuid = created["data"]["volume"]["UUID"]
     vm1, vm2 = "863b64eb-c8ed-4f25-9af9-9c96b28a7200", "963b64eb-c8ed-4f25-9af9-9c96b28a7201"
-    status, body = api.post("attach", scoped(volume_uuid=uuid, vm_uuid=vm1, vm_device="sda", vm_host_uuid=HOST, vm_name="qqq", vm_type="GUS"))
+    status, body = api.post(
+        "attach",
+        scoped(
+            volume_uuid=uuid, vm_uuid=vm1, vm_device="sda", vm_host_uuid=HOST, vm_name="qqq", vm_type="GUS"
+        ),
+    )
     assert status == 200
     assert body["data"]["volume"]["Attr"] == {
         "VirtualMachine": vm1,
@@ -287,7 +314,9 @@ def test_block_volume_takes_one_vm(api):
     _, created = api.post("create", create_body(volume_name="blk"))
     uuid = created["data"]["volume"]["UUID"]
     api.post("attach", scoped(volume_uuid=uuid, vm_uuid="863b64eb-c8ed-4f25-9af9-9c96b28a7200"))
-    status, body = api.post("attach", scoped(volume_uuid=uuid, vm_uuid="963b64eb-c8ed-4f25-9af9-9c96b28a7201"))
+    status, body = api.post(
+        "attach", scoped(volume_uuid=uuid, vm_uuid="963b64eb-c8ed-4f25-9af9-9c96b28a7201")
+    )
     assert (status, body["scode"]) == (409, 4007)
 
 

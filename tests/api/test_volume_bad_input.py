@@ -31,9 +31,7 @@ def create_body(**overrides) -> dict:
 
 def snapshot_of_storage(data_dir) -> tuple:
     files = sorted(
-        os.path.relpath(os.path.join(d, f), data_dir)
-        for d, _, fs in os.walk(data_dir)
-        for f in fs
+        os.path.relpath(os.path.join(d, f), data_dir) for d, _, fs in os.walk(data_dir) for f in fs
     )
     return (
         tuple(Volume.objects.order_by("pk").values_list("pk", "state", "name", "used", "modified")),
@@ -86,7 +84,9 @@ CREATE_CASES = [
 @pytest.mark.parametrize("label,overrides,status,scode", CREATE_CASES, ids=[c[0] for c in CREATE_CASES])
 def test_create_rejects_bad_input(api, data_dir, label, overrides, status, scode):
     root = str(data_dir / "import")
-    overrides = {k: v.format(root=root) if isinstance(v, str) and "{root}" in v else v for k, v in overrides.items()}
+    overrides = {
+        k: v.format(root=root) if isinstance(v, str) and "{root}" in v else v for k, v in overrides.items()
+    }
     before = snapshot_of_storage(data_dir)
     got_status, body = api.post("create", create_body(**overrides))
     assert_error(got_status, body, status, scode)
@@ -97,16 +97,40 @@ def test_create_rejects_hostile_images(api, data_dir, import_root):
     cases = {}
     # A qcow2 whose backing file is a host file outside the roots.
     qemu_img("create", "-q", "-f", "raw", str(import_root / "base.raw"), "1M")
-    qemu_img("create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", str(import_root / "backed.qcow2"), "1M")
+    qemu_img(
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "/etc/passwd",
+        "-F",
+        "raw",
+        str(import_root / "backed.qcow2"),
+        "1M",
+    )
     cases["backed.qcow2"] = "backing file"
     # A qcow2 with an external data file.
-    qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={import_root / 'data.bin'}", str(import_root / "datafile.qcow2"), "1M")
+    qemu_img(
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        f"data_file={import_root / 'data.bin'}",
+        str(import_root / "datafile.qcow2"),
+        "1M",
+    )
     cases["datafile.qcow2"] = "data-file"
     # A truncated qcow2 (passes info, fails check).
     qemu_img("create", "-q", "-f", "qcow2", str(import_root / "full.qcow2"), "8M")
     import subprocess
 
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", str(import_root / "full.qcow2")], check=True, capture_output=True)
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 4M", str(import_root / "full.qcow2")],
+        check=True,
+        capture_output=True,
+    )
     data = (import_root / "full.qcow2").read_bytes()
     (import_root / "truncated.qcow2").write_bytes(data[: len(data) // 2])
     cases["truncated.qcow2"] = "check"
@@ -118,7 +142,10 @@ def test_create_rejects_hostile_images(api, data_dir, import_root):
     cases["empty.raw"] = "empty"
     before = snapshot_of_storage(data_dir)
     for file_name, reason in cases.items():
-        status, body = api.post("create", create_body(volume_name=file_name, capacity=MISSING, backing_file=str(import_root / file_name)))
+        status, body = api.post(
+            "create",
+            create_body(volume_name=file_name, capacity=MISSING, backing_file=str(import_root / file_name)),
+        )
         assert_error(status, body, 422, 1010)
         assert reason in body["message"], (file_name, body["message"])
     assert snapshot_of_storage(data_dir) == before
@@ -131,16 +158,24 @@ def test_vmdk_descriptor_is_copied_as_raw_bytes_not_followed(api, import_root):
         'RW 8 FLAT "/etc/passwd" 0\n'
     )
     (import_root / "evil.vmdk").write_text(descriptor)
-    status, body = api.post("create", create_body(volume_name="evil", capacity=MISSING, backing_file=str(import_root / "evil.vmdk")))
+    status, body = api.post(
+        "create",
+        create_body(volume_name="evil", capacity=MISSING, backing_file=str(import_root / "evil.vmdk")),
+    )
     assert status == 200, body
     target = body["data"]["volume"]["AccessPath"][next(iter(body["data"]["volume"]["AccessPath"]))]
-    assert qemu_img("compare", "-f", "raw", "-F", "qcow2", str(import_root / "evil.vmdk"), target).returncode == 0
+    assert (
+        qemu_img("compare", "-f", "raw", "-F", "qcow2", str(import_root / "evil.vmdk"), target).returncode
+        == 0
+    )
 
 
 def test_capacity_smaller_than_image_is_refused(api, data_dir, import_root):
     qemu_img("create", "-q", "-f", "qcow2", str(import_root / "big.qcow2"), str(64 << 20))
     before = snapshot_of_storage(data_dir)
-    status, body = api.post("create", create_body(capacity=32 << 20, backing_file=str(import_root / "big.qcow2")))
+    status, body = api.post(
+        "create", create_body(capacity=32 << 20, backing_file=str(import_root / "big.qcow2"))
+    )
     assert_error(status, body, 400, 1011)
     assert snapshot_of_storage(data_dir) == before
 
@@ -202,7 +237,9 @@ def _one_volume_cases():
 
 
 @pytest.mark.parametrize("endpoint,extra,overrides,status,scode", list(_one_volume_cases()))
-def test_volume_endpoints_reject_bad_input(api, data_dir, volume_uuid, other_tenant_volume, endpoint, extra, overrides, status, scode):
+def test_volume_endpoints_reject_bad_input(
+    api, data_dir, volume_uuid, other_tenant_volume, endpoint, extra, overrides, status, scode
+):
     body = scoped(volume_uuid=volume_uuid, **extra)
     for key, value in overrides.items():
         if value is MISSING:

@@ -32,7 +32,9 @@ def make_volumes(topology, count: int) -> None:
     ]
     Volume.objects.bulk_create(rows)
     for volume in Volume.objects.filter(name__startswith="bulk-")[: count // 2]:
-        VolumeAttachment.objects.create(volume=volume, vm_uuid="863b64eb-c8ed-4f25-9af9-9c96b28a7200", device="sda")
+        VolumeAttachment.objects.create(
+            volume=volume, vm_uuid="863b64eb-c8ed-4f25-9af9-9c96b28a7200", device="sda"
+        )
 
 
 def count_queries(api, body) -> int:
@@ -64,8 +66,17 @@ def test_list_query_uses_the_tenant_cluster_index(api, topology):
         other = Tenant.objects.create(name=f"tenant-{t}")
         Namespace.objects.create(tenant=other)
         rows += [
-            Volume(name=f"bulk-{t}-{i}", tenant=other, namespace=other.namespace, cluster=cluster, pool=pools[i % 3],
-                   volume_type="block", capacity=1 << 30, snap_cap=0, state=EventState.AVAILABLE)
+            Volume(
+                name=f"bulk-{t}-{i}",
+                tenant=other,
+                namespace=other.namespace,
+                cluster=cluster,
+                pool=pools[i % 3],
+                volume_type="block",
+                capacity=1 << 30,
+                snap_cap=0,
+                state=EventState.AVAILABLE,
+            )
             for i in range(60)
         ]
     Volume.objects.bulk_create(rows)

@@ -49,16 +49,22 @@ def test_refresh_usage_dry_run_reports_then_writes_what_the_files_measure(topolo
     real_used = driver.usage(volume.image_name)
     real_length = sum(driver.usage(s.layer_name) for s in snapshots.values())
     assert sorted((c["field"], c["old"], c["new"]) for c in document["changes"]) == [
-        ("snap_length", 6, real_length), ("used", 5, real_used),
+        ("snap_length", 6, real_length),
+        ("used", 5, real_used),
     ]
     assert Volume.objects.get(pk=volume.pk).used == 5
 
     code, out = run("refresh_usage", "--volume", str(volume.uuid))
     assert code == 0
-    assert out.splitlines()[-1] == "1 volume(s) measured, 0 skipped (busy or not populated), wrote 2 value(s), 0 error(s)"
+    assert (
+        out.splitlines()[-1]
+        == "1 volume(s) measured, 0 skipped (busy or not populated), wrote 2 value(s), 0 error(s)"
+    )
     volume.refresh_from_db()
     assert (volume.used, volume.snap_length) == (real_used, real_length)
-    assert AuditEvent.objects.get(volume=volume, action="usage.refresh").actor.startswith("manage.py refresh_usage:")
+    assert AuditEvent.objects.get(volume=volume, action="usage.refresh").actor.startswith(
+        "manage.py refresh_usage:"
+    )
     assert run("refresh_usage", "--dry-run")[0] == 0
 
 
@@ -85,13 +91,28 @@ def test_add_pool_creates_a_pool_mounted_on_every_host(topology, data_dir):
     directory.mkdir()
     cluster = topology["cluster"]
     code, out = run(
-        "add_pool", "--name", "fast", "--cluster", str(cluster.uuid), "--path", str(directory),
-        "--capacity", "2T", "--overcommit", "1.25", "--json",
+        "add_pool",
+        "--name",
+        "fast",
+        "--cluster",
+        str(cluster.uuid),
+        "--path",
+        str(directory),
+        "--capacity",
+        "2T",
+        "--overcommit",
+        "1.25",
+        "--json",
     )
     assert code == 0
     document = json.loads(out)
     pool = Pool.objects.get(uuid=document["uuid"])
-    assert (pool.name, pool.path, pool.capacity, str(pool.overcommit_ratio)) == ("fast", str(directory), 2 << 40, "1.25")
+    assert (pool.name, pool.path, pool.capacity, str(pool.overcommit_ratio)) == (
+        "fast",
+        str(directory),
+        2 << 40,
+        "1.25",
+    )
     assert document["mounts"] == {str(topology["host"].uuid): str(directory)}
     assert AuditEvent.objects.filter(action="pool.create", object_uuid=pool.uuid).exists()
 
@@ -110,7 +131,12 @@ def test_add_pool_creates_a_pool_mounted_on_every_host(topology, data_dir):
 def test_add_pool_rejections_exit_2_and_create_nothing(topology, data_dir, change, message):
     directory = data_dir / "fast"
     directory.mkdir()
-    arguments = {"--name": "fast", "--cluster": str(topology["cluster"].uuid), "--path": str(directory), "--capacity": "1T"}
+    arguments = {
+        "--name": "fast",
+        "--cluster": str(topology["cluster"].uuid),
+        "--path": str(directory),
+        "--capacity": "1T",
+    }
     arguments.update(change)
     code, output = run("add_pool", *[x for pair in arguments.items() for x in pair])
     assert code == 2 and message in output
@@ -120,14 +146,30 @@ def test_add_pool_rejections_exit_2_and_create_nothing(topology, data_dir, chang
 def test_add_pool_dry_run_validates_only(topology, data_dir):
     directory = data_dir / "fast"
     directory.mkdir()
-    code, out = run("add_pool", "--name", "fast", "--cluster", str(topology["cluster"].uuid), "--path", str(directory),
-                    "--capacity", "1024", "--dry-run")
+    code, out = run(
+        "add_pool",
+        "--name",
+        "fast",
+        "--cluster",
+        str(topology["cluster"].uuid),
+        "--path",
+        str(directory),
+        "--capacity",
+        "1024",
+        "--dry-run",
+    )
     assert code == 0 and out.strip() == f"valid: pool fast at {directory} (1024 bytes)"
     assert not Pool.objects.filter(name="fast").exists()
 
 
 def test_parse_size():
-    assert [parse_size(x) for x in ("1024", "1K", "500G", "2TiB", "1.5t")] == [1024, 1024, 500 << 30, 2 << 40, 3 << 39]
+    assert [parse_size(x) for x in ("1024", "1K", "500G", "2TiB", "1.5t")] == [
+        1024,
+        1024,
+        500 << 30,
+        2 << 40,
+        3 << 39,
+    ]
 
 
 # -- add_backup_point -------------------------------------------------------------------------------
@@ -152,7 +194,10 @@ def test_add_backup_point_and_its_rejections(topology, data_dir):
 
 def test_bad_arguments_exit_2_from_the_command_line():
     result = subprocess.run(
-        [sys.executable, "manage.py", "reconcile", "--pool", "not-a-uuid"], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "manage.py", "reconcile", "--pool", "not-a-uuid"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "argument --pool: invalid _uuid value: 'not-a-uuid'" in result.stderr
@@ -162,7 +207,16 @@ def test_add_pool_does_not_offer_rbd(topology, data_dir):
     """rbd is reserved for a driver that does not exist yet."""
     with pytest.raises(CommandError):
         call_command(
-            "add_pool", "--name", "r", "--cluster", str(topology["cluster"].uuid), "--path", str(data_dir),
-            "--capacity", "1T", "--type", "rbd",
+            "add_pool",
+            "--name",
+            "r",
+            "--cluster",
+            str(topology["cluster"].uuid),
+            "--path",
+            str(data_dir),
+            "--capacity",
+            "1T",
+            "--type",
+            "rbd",
         )
     assert not Pool.objects.filter(name="r").exists()

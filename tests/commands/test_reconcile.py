@@ -140,14 +140,19 @@ def test_fix_repairs_the_incidents_and_then_database_and_disk_agree(topology, di
     assert (code, document["summary"]["findings"]) == (0, 0)
 
 
-def test_fix_keeps_young_orphans_partial_writes_of_live_operations_and_files_that_back_images(topology, disks):
+def test_fix_keeps_young_orphans_partial_writes_of_live_operations_and_files_that_back_images(
+    topology, disks
+):
     young = plant_orphan(disks, old=False)
     busy = new_volume(topology, pool=disks, name="busy")
     partial = Path(disks.path) / "volume" / f".tmp-{busy.uuid}"
     partial.write_bytes(b"\0" * 4096)
     make_old(partial)
     Operation.objects.create(
-        kind=OperationKind.VOLUME_CREATE, state=OperationState.RUNNING, volume=busy, target_type="volume",
+        kind=OperationKind.VOLUME_CREATE,
+        state=OperationState.RUNNING,
+        volume=busy,
+        target_type="volume",
         target_uuid=busy.uuid,
     )
     # A head whose backing file no snapshot row claims: removing that "orphan" would destroy data.
@@ -173,14 +178,28 @@ def test_chain_disagreeing_with_the_tree_is_reported_never_rewritten(topology, d
     volume = new_volume(topology, pool=disks, name="tree")
     snapshots = build_tree(volume, [("s1", None), ("s2", "s1")], head_on="s2")
     # The head now reads s1 although the database says it sits on s2.
-    qemu_img("rebase", "-u", "-f", "qcow2", "-b", f"../{snapshots['s1'].layer_name}", "-F", "qcow2", head_path(volume))
+    qemu_img(
+        "rebase",
+        "-u",
+        "-f",
+        "qcow2",
+        "-b",
+        f"../{snapshots['s1'].layer_name}",
+        "-F",
+        "qcow2",
+        head_path(volume),
+    )
 
     code, document = reconcile("--fix", "--pool", str(disks.uuid))
 
     assert code == 1
     [finding] = [f for r in document["reports"] for f in r["findings"]]
     assert (finding["kind"], finding["expected"], finding["found"], finding["fix"], finding["fixed"]) == (
-        "chain_mismatch", snapshots["s2"].layer_name, snapshots["s1"].layer_name, "", False,
+        "chain_mismatch",
+        snapshots["s2"].layer_name,
+        snapshots["s1"].layer_name,
+        "",
+        False,
     )
     info = json.loads(qemu_img_out("info", "-U", "--output=json", head_path(volume)))
     assert info["backing-filename"] == f"../{snapshots['s1'].layer_name}"
@@ -192,7 +211,9 @@ def qemu_img_out(*args: str) -> str:
 
     from django.conf import settings
 
-    return subprocess.run([settings.SHARESTORE_QEMU_IMG, *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        [settings.SHARESTORE_QEMU_IMG, *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def test_missing_snapshot_layer_marks_that_snapshot_error(topology, disks):
@@ -224,9 +245,17 @@ def test_stuck_state_is_reported_for_reset_state(topology, disks):
 
 def _backup(point: BackupPoint, topology, *, file_name: str, status=BackupStatus.COMPLETED) -> Backup:
     return Backup.objects.create(
-        name=f"b-{file_name}", backup_point=point, tenant=topology["tenant"], cluster=topology["cluster"],
-        volume_uuid=uuid_lib.uuid4(), volume_capacity=1 << 26, volume_type="block", snapshot_uuid=uuid_lib.uuid4(),
-        snapshot_name="s", status=status, file_name=file_name,
+        name=f"b-{file_name}",
+        backup_point=point,
+        tenant=topology["tenant"],
+        cluster=topology["cluster"],
+        volume_uuid=uuid_lib.uuid4(),
+        volume_capacity=1 << 26,
+        volume_type="block",
+        snapshot_uuid=uuid_lib.uuid4(),
+        snapshot_name="s",
+        status=status,
+        file_name=file_name,
     )
 
 
@@ -242,7 +271,9 @@ def test_backup_points_missing_backup_files_fail_and_orphans_go(topology, data_d
     orphan.parent.mkdir()
     qemu_img("create", "-q", "-f", "qcow2", str(orphan), str(1 << 26))
     make_old(orphan)
-    running = _backup(point, topology, file_name=f"vol-c/{uuid_lib.uuid4()}.qcow2", status=BackupStatus.RUNNING)
+    running = _backup(
+        point, topology, file_name=f"vol-c/{uuid_lib.uuid4()}.qcow2", status=BackupStatus.RUNNING
+    )
     partial = directory / "vol-c" / f".tmp-{running.uuid}.qcow2"
     partial.parent.mkdir()
     partial.write_bytes(b"\0" * 512)
@@ -251,7 +282,11 @@ def test_backup_points_missing_backup_files_fail_and_orphans_go(topology, data_d
     code, document = reconcile("--backup-point", str(point.uuid))
     assert code == 1
     assert kinds(document) == sorted(
-        [("missing_file", lost.file_name), ("orphan_file", "vol-b/leftover.qcow2"), ("orphan_file", f"vol-c/.tmp-{running.uuid}.qcow2")]
+        [
+            ("missing_file", lost.file_name),
+            ("orphan_file", "vol-b/leftover.qcow2"),
+            ("orphan_file", f"vol-c/.tmp-{running.uuid}.qcow2"),
+        ]
     )
 
     code, document = reconcile("--fix", "--backup-point", str(point.uuid))
@@ -283,6 +318,8 @@ def test_plain_output_has_no_progress_bar_when_not_a_terminal(topology, disks):
         call_command("reconcile", "--pool", str(disks.uuid), stdout=out, stderr=err)
     text = out.getvalue()
     assert "\r" not in text and err.getvalue() == ""
-    assert text.splitlines()[0].startswith(f"pool disks ({disks.uuid}) at {disks.path}: 1 file(s), 1 finding(s)")
+    assert text.splitlines()[0].startswith(
+        f"pool disks ({disks.uuid}) at {disks.path}: 1 file(s), 1 finding(s)"
+    )
     assert "orphan_file" in text and "[would remove]" in text
     assert text.splitlines()[-1] == "dry run: 1 finding(s), 0 fixed, 1 remaining"

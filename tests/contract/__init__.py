@@ -59,7 +59,11 @@ def shape_mismatches(actual, example, path: str = "$") -> list[str]:
         return [f"{path}: expected {json_type(example)}, got {json_type(actual)} ({actual!r:.80})"]
     if isinstance(example, dict):
         if path.endswith(".AccessPath"):
-            return [p for v in actual.values() for p in shape_mismatches(v, next(iter(example.values())), path + ".*")]
+            return [
+                p
+                for v in actual.values()
+                for p in shape_mismatches(v, next(iter(example.values())), path + ".*")
+            ]
         for key, value in example.items():
             if key not in actual:
                 problems.append(f"{path}.{key}: missing")

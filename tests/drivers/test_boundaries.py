@@ -143,8 +143,27 @@ DRIVERS_PACKAGE = "volumes/drivers/"
 PARTIAL_NAMES_ALLOWED = {"backups/storage.py"}
 PATH_BUILDERS = {"join", "Path", "PurePath", "PosixPath"}
 POOL_READERS = {
-    "listdir", "scandir", "walk", "glob", "iglob", "exists", "lexists", "isfile", "isdir", "stat", "lstat",
-    "statvfs", "disk_usage", "unlink", "remove", "rmdir", "removedirs", "makedirs", "mkdir", "rmtree", "open",
+    "listdir",
+    "scandir",
+    "walk",
+    "glob",
+    "iglob",
+    "exists",
+    "lexists",
+    "isfile",
+    "isdir",
+    "stat",
+    "lstat",
+    "statvfs",
+    "disk_usage",
+    "unlink",
+    "remove",
+    "rmdir",
+    "removedirs",
+    "makedirs",
+    "mkdir",
+    "rmtree",
+    "open",
 }
 POOL_PENDING: set[tuple[str, str]] = set()
 
@@ -224,7 +243,10 @@ def pool_path_uses(relative: str, source: str) -> list[tuple[int, str]]:
                 ):
                     found.append((node.lineno, "f-string path on a pool location"))
         if relative not in PARTIAL_NAMES_ALLOWED:
-            if isinstance(node, ast.Name | ast.alias) and getattr(node, "id", getattr(node, "name", "")) == "TMP_PREFIX":
+            if (
+                isinstance(node, ast.Name | ast.alias)
+                and getattr(node, "id", getattr(node, "name", "")) == "TMP_PREFIX"
+            ):
                 found.append((getattr(node, "lineno", 0), "uses TMP_PREFIX"))
             elif isinstance(node, ast.Attribute) and node.attr == "TMP_PREFIX":
                 found.append((node.lineno, "uses TMP_PREFIX"))

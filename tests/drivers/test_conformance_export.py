@@ -116,9 +116,7 @@ def test_an_export_of_changes_holds_about_the_changed_bytes(driver_factory, expo
     driver, _kit, changed = history(driver_factory)
     full, incremental = exports / "full.qcow2", exports / "incr.qcow2"
     driver.export(layer("s1"), str(full), progress=no_progress)
-    driver.export(
-        layer("s3"), str(incremental), base_export=str(full), since=since, progress=no_progress
-    )
+    driver.export(layer("s3"), str(incremental), base_export=str(full), since=since, progress=no_progress)
     assert allocated(full) >= 16 * MiB
     assert changed <= allocated(incremental) <= 1.2 * changed + METADATA
     assert os.path.getsize(incremental) <= 1.2 * changed + METADATA
@@ -146,7 +144,11 @@ def test_restoring_a_full_and_an_incremental_export_gives_the_snapshot_back(
     full, incremental = exports / "full.qcow2", exports / "incr.qcow2"
     driver.export(layer("s1"), str(full), compress=compress, progress=no_progress)
     driver.export(
-        layer("s3"), str(incremental), base_export=str(full), since=layer("s1"), compress=compress,
+        layer("s3"),
+        str(incremental),
+        base_export=str(full),
+        since=layer("s1"),
+        compress=compress,
         progress=no_progress,
     )
     assert qemu.backing_raw(str(incremental)) == "full.qcow2", "an export names its base by file name"
@@ -209,7 +211,9 @@ def test_inventory_lists_planted_orphans_and_partials_apart_from_live_images(dri
     stored = {o.name: o for o in driver.inventory()}
     images = {name for name, o in stored.items() if not o.partial}
     assert images == {HEAD, layer("s1"), layer("s2"), layer("s3"), orphan}
-    assert [(o.name, o.partial_of) for o in stored.values() if o.partial] == [(partial, "volume/never-published")]
+    assert [(o.name, o.partial_of) for o in stored.values() if o.partial] == [
+        (partial, "volume/never-published")
+    ]
     assert stored[partial].age >= 0 and stored[partial].size > 0
     assert stored[HEAD].backing == layer("s3")
     assert stored[HEAD].reads == (layer("s3"), layer("s2"), layer("s1"))
@@ -278,8 +282,12 @@ def test_an_export_interrupted_after_any_step_is_finished_by_calling_it_again(
         fail_after(monkeypatch, step)
         try:
             driver.export(
-                layer("s3"), str(incremental), base_export=str(full), since=layer("s1"),
-                compress=compress, progress=no_progress,
+                layer("s3"),
+                str(incremental),
+                base_export=str(full),
+                since=layer("s1"),
+                compress=compress,
+                progress=no_progress,
             )
             finished = True
         except Injected:
@@ -288,8 +296,12 @@ def test_an_export_interrupted_after_any_step_is_finished_by_calling_it_again(
         if not finished:
             # What the failed call left is replaced: the same call again writes a right export.
             driver.export(
-                layer("s3"), str(incremental), base_export=str(full), since=layer("s1"),
-                compress=compress, progress=no_progress,
+                layer("s3"),
+                str(incremental),
+                base_export=str(full),
+                since=layer("s1"),
+                compress=compress,
+                progress=no_progress,
             )
         assert sorted(os.listdir(exports)) == ["full.qcow2", "incr.qcow2"]
         name = restored(target, incremental, f"volume/r{step}")

@@ -213,9 +213,18 @@ def test_layers_and_uuids_are_found_also_for_nodes_a_step_removed():
 
 
 def test_the_cheaper_fold_is_chosen():
-    assert merge_strategy(named_by_backup=False, layer_bytes=lambda: 100, dependent_bytes=lambda: 10) == MERGE_COMMIT
-    assert merge_strategy(named_by_backup=False, layer_bytes=lambda: 10, dependent_bytes=lambda: 100) == MERGE_REBASE
-    assert merge_strategy(named_by_backup=False, layer_bytes=lambda: 10, dependent_bytes=lambda: 10) == MERGE_REBASE
+    assert (
+        merge_strategy(named_by_backup=False, layer_bytes=lambda: 100, dependent_bytes=lambda: 10)
+        == MERGE_COMMIT
+    )
+    assert (
+        merge_strategy(named_by_backup=False, layer_bytes=lambda: 10, dependent_bytes=lambda: 100)
+        == MERGE_REBASE
+    )
+    assert (
+        merge_strategy(named_by_backup=False, layer_bytes=lambda: 10, dependent_bytes=lambda: 10)
+        == MERGE_REBASE
+    )
 
 
 def test_a_layer_named_by_a_backup_is_only_rebased_and_not_measured():

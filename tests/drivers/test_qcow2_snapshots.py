@@ -12,8 +12,8 @@ import pytest
 
 from sharestore import errors
 from tests.helpers import image_info, pattern_matches, qemu_img, qemu_io
-from volumes.drivers.qcow2.plan import MERGE_COMMIT, MERGE_REBASE
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
+from volumes.drivers.qcow2.plan import MERGE_COMMIT, MERGE_REBASE
 
 MiB = 1 << 20
 V = "7fc3da44-118c-461b-9cf7-baba77f01502"

@@ -102,7 +102,9 @@ def test_readyz_worker_on_the_wrong_host(topology, monkeypatch):
     status, body = _readyz()
     assert status == 503
     failed = [check for check in body["checks"] if not check["ok"]]
-    assert failed == [{"name": f"workers:{pool.name}", "ok": False, "detail": "no live worker on other-machine"}]
+    assert failed == [
+        {"name": f"workers:{pool.name}", "ok": False, "detail": "no live worker on other-machine"}
+    ]
 
 
 def test_metrics_exposes_the_series(api, topology, data_dir):
@@ -134,7 +136,9 @@ def test_metrics_exposes_the_series(api, topology, data_dir):
     ]:
         assert line in text, line
     values = {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if not line.startswith("#")
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if not line.startswith("#")
     }
     assert values[f'sharestore_pool_capacity_bytes{{name="{pool.name}",pool="{pool.uuid}"}}'] == pool.capacity
 
@@ -153,8 +157,11 @@ def test_request_id_reaches_the_operation_and_the_worker_log(api, caplog):
     try:
         with api.capture(execute=True):
             response = api.client.generic(
-                "POST", "/v1/volume/share/create", json.dumps(create_body()),
-                content_type="application/json", HTTP_X_REQUEST_ID="req-123",
+                "POST",
+                "/v1/volume/share/create",
+                json.dumps(create_body()),
+                content_type="application/json",
+                HTTP_X_REQUEST_ID="req-123",
             )
     finally:
         logger.removeHandler(collect)
@@ -178,7 +185,10 @@ def test_json_log_line():
     line = json.loads(JsonFormatter().format(record))
     assert set(line) == {"time", "level", "logger", "message", "request_id"}
     assert (line["level"], line["logger"], line["message"], line["request_id"]) == (
-        "WARNING", "sharestore.test", "hello world", "-",
+        "WARNING",
+        "sharestore.test",
+        "hello world",
+        "-",
     )
 
 
@@ -195,9 +205,18 @@ def test_live_worker_hosts_reads_django_q2_cluster_stats():
 
     assert health.live_worker_hosts() == set()
     sentinel = SimpleNamespace(
-        parent_pid=None, pid=4242, cluster_id=uuid.uuid4(), broker=None, tob=timezone.now(),
-        reincarnations=0, status=lambda: Conf.IDLE, monitor=None, pusher=None, pool=[],
-        result_queue=SimpleNamespace(qsize=lambda: 0), task_queue=SimpleNamespace(qsize=lambda: 0),
+        parent_pid=None,
+        pid=4242,
+        cluster_id=uuid.uuid4(),
+        broker=None,
+        tob=timezone.now(),
+        reincarnations=0,
+        status=lambda: Conf.IDLE,
+        monitor=None,
+        pusher=None,
+        pool=[],
+        result_queue=SimpleNamespace(qsize=lambda: 0),
+        task_queue=SimpleNamespace(qsize=lambda: 0),
     )
     Stat(sentinel).save()
     assert health.live_worker_hosts() == {socket.gethostname()}

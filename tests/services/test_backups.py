@@ -162,7 +162,7 @@ def test_full_then_incrementals_restore_to_each_snapshot(chain, scope):
     # Incremental files hold the change only: far smaller than the first full one.
     assert [b.compressed for b in backups] == [False, True, False, True, False]
     assert all(b.size < backups[0].size / 3 for b in backups[2::2])
-    for index, (b, ref) in enumerate(zip(backups, chain["refs"])):
+    for index, (b, ref) in enumerate(zip(backups, chain["refs"], strict=True)):
         restored = restore(b, scope, f"r{index}")
         assert restored.state == EventState.AVAILABLE and restored.capacity == VOLUME_BYTES
         assert identical(head_path(restored), ref), f"backup b{index} does not restore to snapshot s{index}"

@@ -80,7 +80,7 @@ def flip_byte(path: str, *, at: int | None = None) -> int:
 
 
 def test_each_index_equals_hashing_the_restored_content(chain, tmp_path):
-    for index_no, (b, ref) in enumerate(zip(chain["backups"], chain["refs"])):
+    for index_no, (b, ref) in enumerate(zip(chain["backups"], chain["refs"], strict=True)):
         index = index_of(b)
         assert index.chunk_size == CHUNK and index.virtual_size == b.volume_capacity
         assert index.digests == reference_digests(ref, tmp_path, f"s{index_no}"), f"index of b{index_no}"
@@ -115,7 +115,9 @@ def test_an_incremental_rehashes_only_the_chunks_its_file_holds(scope, point, tm
     }
     assert index_of(incremental).digests == reference_digests(backup_file(incremental), tmp_path, "inc")
     assert [
-        i for i, (a, b) in enumerate(zip(index_of(full).digests, index_of(incremental).digests)) if a != b
+        i
+        for i, (a, b) in enumerate(zip(index_of(full).digests, index_of(incremental).digests, strict=True))
+        if a != b
     ] == [3, 7, 12]
     # Nothing changed: nothing is read.
     s3 = snap(volume, "s3")
@@ -234,7 +236,9 @@ def test_an_incremental_that_missed_a_change_fails_verification(scope, point, mo
         if base_export is None:
             return real_export(self, image, target_path, compress=compress, progress=progress)
         base = os.path.basename(base_export)
-        qemu_img("convert", "-f", "qcow2", "-O", "qcow2", "-B", base, "-F", "qcow2", self.path(image), target_path)
+        qemu_img(
+            "convert", "-f", "qcow2", "-O", "qcow2", "-B", base, "-F", "qcow2", self.path(image), target_path
+        )
 
     monkeypatch.setattr(Qcow2DirectoryDriver, "export", lossy)
     b2 = backup(volume, s2, point, name="b2")

@@ -62,7 +62,10 @@ def tmpfs(tmp_path):
 
 def files_under(path) -> list[str]:
     return sorted(
-        os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs if f != marker.MARKER_NAME
+        os.path.relpath(os.path.join(d, f), path)
+        for d, _, fs in os.walk(path)
+        for f in fs
+        if f != marker.MARKER_NAME
     )
 
 

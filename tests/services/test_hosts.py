@@ -38,7 +38,13 @@ def scope(topology):
 
 
 def create(scope, capture, **kwargs):
-    params = {"actor": "test", "name": "v", "volume_type": "block", "capacity": 64 << 20, "snap_capacity": 0} | kwargs
+    params = {
+        "actor": "test",
+        "name": "v",
+        "volume_type": "block",
+        "capacity": 64 << 20,
+        "snap_capacity": 0,
+    } | kwargs
     with capture(execute=True):
         volume = volume_create(**scope, **params)
     return volume, Operation.objects.get(target_uuid=volume.uuid)
@@ -52,13 +58,17 @@ def test_the_demo_pools_and_a_new_pool_carry_their_marker(topology, data_dir):
         assert json.loads(open(marker.marker_path(pool.path)).read())["uuid"] == str(pool.uuid)
     directory = data_dir / "new-pool"
     directory.mkdir()
-    pool = pool_create(actor="test", name="new", cluster=topology["cluster"], path=str(directory), capacity=1 << 30)
+    pool = pool_create(
+        actor="test", name="new", cluster=topology["cluster"], path=str(directory), capacity=1 << 30
+    )
     assert marker.read_marker(str(directory))["uuid"] == str(pool.uuid)
     assert pool_marker_problem(pool) == ""
 
 
 @pytest.mark.parametrize("what", ["empty mount point", "another pool's directory"])
-def test_a_pool_without_its_marker_is_refused_and_shown_unavailable(scope, django_capture_on_commit_callbacks, what):
+def test_a_pool_without_its_marker_is_refused_and_shown_unavailable(
+    scope, django_capture_on_commit_callbacks, what
+):
     pool = scope["pool"]
     os.unlink(marker.marker_path(pool.path))
     if what == "another pool's directory":
@@ -71,7 +81,9 @@ def test_a_pool_without_its_marker_is_refused_and_shown_unavailable(scope, djang
     problems = pools_health_refresh(actor="test")
     assert problems[str(pool.uuid)] and not problems[POOL_BBB]
     assert Pool.objects.get(pk=pool.pk).status == PoolStatus.UNAVAILABLE
-    assert AuditEvent.objects.filter(action="pool.status", object_uuid=pool.uuid, to_state="unavailable").exists()
+    assert AuditEvent.objects.filter(
+        action="pool.status", object_uuid=pool.uuid, to_state="unavailable"
+    ).exists()
 
 
 def test_pool_mark_writes_missing_markers_but_never_claims_an_empty_or_foreign_directory(scope, capsys):
@@ -95,7 +107,9 @@ def test_pool_mark_writes_missing_markers_but_never_claims_an_empty_or_foreign_d
 # -- fencing and takeover -----------------------------------------------------------------------
 
 
-def test_an_attempt_that_lost_its_lease_publishes_nothing(scope, django_capture_on_commit_callbacks, monkeypatch):
+def test_an_attempt_that_lost_its_lease_publishes_nothing(
+    scope, django_capture_on_commit_callbacks, monkeypatch
+):
     """A slow attempt judged dead is taken over; when it reaches its publish the fence refuses it."""
     real_publish = qemu.publish
     taken_over = {}
@@ -105,7 +119,9 @@ def test_an_attempt_that_lost_its_lease_publishes_nothing(scope, django_capture_
         if not taken_over:
             # Another worker takes the operation over while this attempt is between write and rename.
             taken_over["rows"] = Operation.objects.filter(pk=operation.pk).update(
-                owner="other-worker", attempts=operation.attempts + 1, lease_expires_at=timezone.now() + timedelta(minutes=1)
+                owner="other-worker",
+                attempts=operation.attempts + 1,
+                lease_expires_at=timezone.now() + timedelta(minutes=1),
             )
         return real_publish(tmp, final)
 
@@ -126,22 +142,33 @@ def test_publish_outside_an_operation_is_not_fenced(tmp_path):
     assert final.read_bytes() == b"x"
 
 
-def test_a_step_finds_the_marker_gone_after_the_request_and_fails_with_its_scode(scope, django_capture_on_commit_callbacks):
+def test_a_step_finds_the_marker_gone_after_the_request_and_fails_with_its_scode(
+    scope, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=False):
-        volume = volume_create(**scope, actor="t", name="m", volume_type="block", capacity=1 << 20, snap_capacity=0)
+        volume = volume_create(
+            **scope, actor="t", name="m", volume_type="block", capacity=1 << 20, snap_capacity=0
+        )
     os.unlink(marker.marker_path(scope["pool"].path))  # the share is unmounted before the worker runs
     operation = Operation.objects.get(target_uuid=volume.uuid)
     operation_task(operation.pk)
     operation.refresh_from_db()
     volume.refresh_from_db()
-    assert (operation.state, operation.error_scode, volume.state) == (OperationState.FAILED, 5005, EventState.ERROR)
+    assert (operation.state, operation.error_scode, volume.state) == (
+        OperationState.FAILED,
+        5005,
+        EventState.ERROR,
+    )
     assert os.listdir(scope["pool"].path) == []
 
 
 def test_a_takeover_is_an_audit_event_with_both_attempts(scope, django_capture_on_commit_callbacks):
     volume, operation = create(scope, lambda execute: django_capture_on_commit_callbacks(execute=False))
     Operation.objects.filter(pk=operation.pk).update(
-        state=OperationState.RUNNING, owner="dead-worker", attempts=2, lease_expires_at=timezone.now() - timedelta(seconds=1)
+        state=OperationState.RUNNING,
+        owner="dead-worker",
+        attempts=2,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
     operation_task(operation.pk)
     operation.refresh_from_db()
@@ -160,11 +187,19 @@ def test_the_heartbeat_renews_the_lease_of_a_silent_step(topology, settings):
     settings.SHARESTORE_LEASE_SECONDS = 1.5
     settings.SHARESTORE_HEARTBEAT_SECONDS = 0.3
     volume = Volume.objects.create(
-        name="hb", tenant=Tenant.objects.get(uuid=TENANT), namespace=Tenant.objects.get(uuid=TENANT).namespace,
-        cluster=Cluster.objects.get(uuid=CLUSTER), pool=Pool.objects.get(uuid=POOL_DISKS), volume_type="block",
-        capacity=1 << 20, snap_cap=0, state=EventState.CREATING,
+        name="hb",
+        tenant=Tenant.objects.get(uuid=TENANT),
+        namespace=Tenant.objects.get(uuid=TENANT).namespace,
+        cluster=Cluster.objects.get(uuid=CLUSTER),
+        pool=Pool.objects.get(uuid=POOL_DISKS),
+        volume_type="block",
+        capacity=1 << 20,
+        snap_cap=0,
+        state=EventState.CREATING,
     )
-    operation = Operation.objects.create(kind="volume.create", target_type="volume", target_uuid=volume.uuid, volume=volume)
+    operation = Operation.objects.create(
+        kind="volume.create", target_type="volume", target_uuid=volume.uuid, volume=volume
+    )
     leases = []
 
     def silent(op, reporter):
@@ -192,7 +227,9 @@ def test_without_host_workers_everything_goes_to_the_default_queue(scope, django
     assert hosts.operation_route(operation) == operations.Route(queue=None)
 
 
-def test_an_operation_goes_to_a_live_host_that_mounts_its_pools_or_waits(scope, topology, django_capture_on_commit_callbacks):
+def test_an_operation_goes_to_a_live_host_that_mounts_its_pools_or_waits(
+    scope, topology, django_capture_on_commit_callbacks
+):
     cluster = topology["cluster"]
     h2 = Host.objects.create(name="h2", cluster=cluster)  # the demo host mounts every pool but runs no worker
     h3 = Host.objects.create(name="h3", cluster=cluster)
@@ -201,8 +238,17 @@ def test_an_operation_goes_to_a_live_host_that_mounts_its_pools_or_waits(scope, 
     live(h2, "host-h2")
     live(h3, "host-h3")
     with django_capture_on_commit_callbacks(execute=False):
-        on_bbb = volume_create(**(scope | {"pool": bbb}), actor="t", name="b", volume_type="block", capacity=1 << 20, snap_capacity=0)
-        on_disks = volume_create(**scope, actor="t", name="d", volume_type="block", capacity=1 << 20, snap_capacity=0)
+        on_bbb = volume_create(
+            **(scope | {"pool": bbb}),
+            actor="t",
+            name="b",
+            volume_type="block",
+            capacity=1 << 20,
+            snap_capacity=0,
+        )
+        on_disks = volume_create(
+            **scope, actor="t", name="d", volume_type="block", capacity=1 << 20, snap_capacity=0
+        )
     op_bbb = Operation.objects.get(target_uuid=on_bbb.uuid)
     op_disks = Operation.objects.get(target_uuid=on_disks.uuid)
     assert hosts.operation_route(op_bbb).queue == "host-h2"  # h1 mounts it too, but is not live
@@ -211,23 +257,34 @@ def test_an_operation_goes_to_a_live_host_that_mounts_its_pools_or_waits(scope, 
     # Sent while no host mounts it: the operation shows why it waits, then fails after the deadline.
     operations.enqueue(op_disks, now=True)
     op_disks.refresh_from_db()
-    assert (op_disks.state, op_disks.phase) == (OperationState.QUEUED, "waiting for a host that mounts pool disks")
+    assert (op_disks.state, op_disks.phase) == (
+        OperationState.QUEUED,
+        "waiting for a host that mounts pool disks",
+    )
     Operation.objects.filter(pk=op_disks.pk).update(created=timezone.now() - timedelta(hours=1))
     assert operations.operations_waiting_dispatch() == (0, 1)
     op_disks.refresh_from_db()
     on_disks.refresh_from_db()
-    assert (op_disks.state, op_disks.error_scode, on_disks.state) == (OperationState.FAILED, 5007, EventState.ERROR)
+    assert (op_disks.state, op_disks.error_scode, on_disks.state) == (
+        OperationState.FAILED,
+        5007,
+        EventState.ERROR,
+    )
     assert not os.path.exists(os.path.join(scope["pool"].path, on_disks.image_name))
 
 
-def test_a_worker_whose_host_does_not_mount_the_pool_passes_the_task_on(scope, topology, settings, django_capture_on_commit_callbacks, monkeypatch):
+def test_a_worker_whose_host_does_not_mount_the_pool_passes_the_task_on(
+    scope, topology, settings, django_capture_on_commit_callbacks, monkeypatch
+):
     h3 = Host.objects.create(name="h3", cluster=topology["cluster"])
     live(h3, "host-h3")
     settings.SHARESTORE_HOST = "h3"
     sent = []
     monkeypatch.setattr(operations, "_send", lambda pk, name: sent.append((pk, name)))
     with django_capture_on_commit_callbacks(execute=False):
-        volume = volume_create(**scope, actor="t", name="x", volume_type="block", capacity=1 << 20, snap_capacity=0)
+        volume = volume_create(
+            **scope, actor="t", name="x", volume_type="block", capacity=1 << 20, snap_capacity=0
+        )
     operation = Operation.objects.get(target_uuid=volume.uuid)
     operation_task(operation.pk)
     assert sent == [(operation.pk, f"volume.create:{operation.uuid}:reroute")]

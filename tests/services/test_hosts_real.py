@@ -57,15 +57,27 @@ class Workers:
         if host:
             # Its own mount namespace: what it mounts (or hides) no other process sees.
             script = f"mount --bind {bind[0]} {bind[1]} && " if bind else ""
-            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                       script + "exec " + " ".join(command)]
+            command = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script + "exec " + " ".join(command),
+            ]
         full_env = {
-            **os.environ, "DATABASE_URL": self.url, "SHARESTORE_Q_WORKERS": "1", "SHARESTORE_HOST": host,
-            "SHARESTORE_IMPORT_ROOTS": str(self.tmp_path / "data" / "import"), **env,
+            **os.environ,
+            "DATABASE_URL": self.url,
+            "SHARESTORE_Q_WORKERS": "1",
+            "SHARESTORE_HOST": host,
+            "SHARESTORE_IMPORT_ROOTS": str(self.tmp_path / "data" / "import"),
+            **env,
         }
         log = open(self.tmp_path / f"qcluster-{key}.log", "a")
-        proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.procs[key] = (proc, log, host, bind, env)
         return proc
 
@@ -141,7 +153,11 @@ def owner_pid(operation: Operation) -> int:
 
 def partials(*directories) -> list[str]:
     return [
-        os.path.join(d, f) for root in directories for d, _, fs in os.walk(root) for f in fs if f.startswith(".tmp-")
+        os.path.join(d, f)
+        for root in directories
+        for d, _, fs in os.walk(root)
+        for f in fs
+        if f.startswith(".tmp-")
     ]
 
 
@@ -151,11 +167,16 @@ def partials(*directories) -> list[str]:
 @needs_root
 def test_a_silent_step_keeps_its_lease_and_is_taken_over_once_its_worker_is_killed(workers, topology):
     lease, beat, silence = 3, 1, 9
-    env = {"SHARESTORE_LEASE_SECONDS": str(lease), "SHARESTORE_HEARTBEAT_SECONDS": str(beat),
-           "SHARESTORE_FAULT_PAUSE": f"publish:{silence}"}
+    env = {
+        "SHARESTORE_LEASE_SECONDS": str(lease),
+        "SHARESTORE_HEARTBEAT_SECONDS": str(beat),
+        "SHARESTORE_FAULT_PAUSE": f"publish:{silence}",
+    }
     workers.start("a", **env)
     scope = scope_of()
-    volume = volume_create(**scope, actor="t", name="silent", volume_type="block", capacity=16 * MiB, snap_capacity=0)
+    volume = volume_create(
+        **scope, actor="t", name="silent", volume_type="block", capacity=16 * MiB, snap_capacity=0
+    )
     operation = Operation.objects.get(target_uuid=volume.uuid)
     assert wait_for(lambda: Operation.objects.get(pk=operation.pk).state == OperationState.RUNNING, 60)
     # Silent for 3 leases: the lease never lapses, nobody else starts an attempt.
@@ -170,14 +191,18 @@ def test_a_silent_step_keeps_its_lease_and_is_taken_over_once_its_worker_is_kill
 
     # Now kill the worker in the middle of the silent step; a second worker takes over in time.
     workers.start("b", **env)
-    second = volume_create(**scope, actor="t", name="killed", volume_type="block", capacity=16 * MiB, snap_capacity=0)
+    second = volume_create(
+        **scope, actor="t", name="killed", volume_type="block", capacity=16 * MiB, snap_capacity=0
+    )
     op2 = Operation.objects.get(target_uuid=second.uuid)
     running = wait_for(lambda: Operation.objects.filter(pk=op2.pk, state=OperationState.RUNNING).first(), 60)
     time.sleep(1.5)  # inside the silent step
     victim = workers.key_of_pid(owner_pid(running))
     workers.kill(victim)
     killed_at = time.monotonic()
-    taken = wait_for(lambda: AuditEvent.objects.filter(action="operation.takeover", operation_id=op2.pk).first(), 60)
+    taken = wait_for(
+        lambda: AuditEvent.objects.filter(action="operation.takeover", operation_id=op2.pk).first(), 60
+    )
     takeover_seconds = time.monotonic() - killed_at
     assert taken is not None
     # lease + heartbeat (the sweep interval) + poll and scheduling slack
@@ -209,8 +234,9 @@ def start_hosts(workers, disks, empty, **env):
     workers.start("h1", host="h1", **env)
     workers.start("h2", host="h2", **env)
     workers.start("h3", host="h3", bind=(str(empty), disks.path), **env)
-    assert wait_for(lambda: Host.objects.exclude(queue="").filter(last_seen__isnull=False).count() == 3, 60), \
-        "the three hosts did not report"
+    assert wait_for(
+        lambda: Host.objects.exclude(queue="").filter(last_seen__isnull=False).count() == 3, 60
+    ), "the three hosts did not report"
 
 
 @pytest.fixture
@@ -223,34 +249,63 @@ def point(topology, data_dir):
 def submit_mixed(n, scope, scope3, point, import_file):
     """n operations of every kind on pool disks (P1) and some creates on pool bbb (host 3's)."""
     operations = []
-    base = volume_create(**scope, actor="t", name="base", volume_type="block", capacity=16 * MiB, snap_capacity=1 << 40)
+    base = volume_create(
+        **scope, actor="t", name="base", volume_type="block", capacity=16 * MiB, snap_capacity=1 << 40
+    )
     assert wait_for(lambda: Volume.objects.get(pk=base.pk).state == EventState.AVAILABLE, 120)
     qemu_io(os.path.join(scope["pool"].path, base.image_name), "qcow2", "write -P 7 0 1M")
     snapshot = snapshot_create(actor="t", volume=base, name="s0")
     assert wait_for(lambda: Volume.objects.get(pk=base.pk).state == EventState.AVAILABLE, 120)
     snapshot.refresh_from_db()
-    b0 = backup_add(actor="t", volume=Volume.objects.get(pk=base.pk), snapshot=snapshot, backup_point=point, name="b0")
+    b0 = backup_add(
+        actor="t", volume=Volume.objects.get(pk=base.pk), snapshot=snapshot, backup_point=point, name="b0"
+    )
     assert wait_for(lambda: finished(Operation.objects.filter(target_uuid=b0.uuid).latest("pk").pk), 120)
     kinds = ["create", "import", "clone", "backup", "restore", "create3", "snapshot"]
     for i in range(n):
         kind = kinds[i % len(kinds)]
         if kind == "create":
-            created = volume_create(**scope, actor="t", name=f"c{i}", volume_type="block", capacity=8 * MiB, snap_capacity=0)
+            created = volume_create(
+                **scope, actor="t", name=f"c{i}", volume_type="block", capacity=8 * MiB, snap_capacity=0
+            )
         elif kind == "create3":
-            created = volume_create(**scope3, actor="t", name=f"h3-{i}", volume_type="block", capacity=8 * MiB, snap_capacity=0)
+            created = volume_create(
+                **scope3, actor="t", name=f"h3-{i}", volume_type="block", capacity=8 * MiB, snap_capacity=0
+            )
         elif kind == "import":
-            created = volume_create(**scope, actor="t", name=f"i{i}", volume_type="block", capacity=None,
-                                    snap_capacity=0, backing_file=str(import_file))
+            created = volume_create(
+                **scope,
+                actor="t",
+                name=f"i{i}",
+                volume_type="block",
+                capacity=None,
+                snap_capacity=0,
+                backing_file=str(import_file),
+            )
         elif kind == "clone":
-            created = clones.clone_create(actor="t", source=Volume.objects.get(pk=base.pk), snapshot=snapshot,
-                                          tenant=scope["tenant"], pool=scope["pool"], name=f"f{i}", linked=False)
+            created = clones.clone_create(
+                actor="t",
+                source=Volume.objects.get(pk=base.pk),
+                snapshot=snapshot,
+                tenant=scope["tenant"],
+                pool=scope["pool"],
+                name=f"f{i}",
+                linked=False,
+            )
         elif kind == "backup":
-            created = backup_add(actor="t", volume=Volume.objects.get(pk=base.pk), snapshot=snapshot,
-                                 backup_point=point, name=f"b{i}")
+            created = backup_add(
+                actor="t",
+                volume=Volume.objects.get(pk=base.pk),
+                snapshot=snapshot,
+                backup_point=point,
+                name=f"b{i}",
+            )
         elif kind == "restore":
             created = backup_restore(actor="t", backup=Backup.objects.get(pk=b0.pk), name=f"r{i}", **scope)
         else:
-            volume = volume_create(**scope, actor="t", name=f"s{i}", volume_type="block", capacity=8 * MiB, snap_capacity=1 << 40)
+            volume = volume_create(
+                **scope, actor="t", name=f"s{i}", volume_type="block", capacity=8 * MiB, snap_capacity=1 << 40
+            )
             assert wait_for(lambda v=volume: Volume.objects.get(pk=v.pk).state != EventState.CREATING, 120)
             created = snapshot_create(actor="t", volume=Volume.objects.get(pk=volume.pk), name=f"snap{i}")
         operations.append(Operation.objects.filter(target_uuid=created.uuid).latest("pk").pk)
@@ -259,14 +314,18 @@ def submit_mixed(n, scope, scope3, point, import_file):
 
 @needs_root
 @pytest.mark.parametrize("n", [SAMPLE_OPERATIONS, pytest.param(LONG_OPERATIONS, marks=pytest.mark.hosts)])
-def test_operations_land_only_on_hosts_that_mount_their_pools(workers, topology, tmp_path, point, import_root, n):
+def test_operations_land_only_on_hosts_that_mount_their_pools(
+    workers, topology, tmp_path, point, import_root, n
+):
     hosts, disks, bbb, empty = prepare_hosts(topology, tmp_path)
     start_hosts(workers, disks, empty)
     source = import_root / "src.raw"
     source.write_bytes(os.urandom(2 * MiB))
     ids = submit_mixed(n, scope_of(), scope_of(POOL_BBB), point, source)
     for operation_id in ids:
-        assert wait_for(lambda i=operation_id: finished(i), 300), Operation.objects.filter(pk=operation_id).values()
+        assert wait_for(lambda i=operation_id: finished(i), 300), Operation.objects.filter(
+            pk=operation_id
+        ).values()
     allowed = {POOL_DISKS: {"h1", "h2"}, POOL_BBB: {"h3"}}
     kinds = set()
     for operation in Operation.objects.select_related("volume__pool").all():
@@ -274,8 +333,14 @@ def test_operations_land_only_on_hosts_that_mount_their_pools(workers, topology,
         if operation.volume is not None:
             assert operation.owner.split(":")[0] in allowed[str(operation.volume.pool.uuid)], operation.owner
         kinds.add(operation.kind)
-    assert {OperationKind.VOLUME_CREATE, OperationKind.VOLUME_IMPORT, OperationKind.CLONE_FULL,
-            OperationKind.BACKUP_CREATE, OperationKind.BACKUP_RESTORE, OperationKind.SNAPSHOT_CREATE} <= kinds
+    assert {
+        OperationKind.VOLUME_CREATE,
+        OperationKind.VOLUME_IMPORT,
+        OperationKind.CLONE_FULL,
+        OperationKind.BACKUP_CREATE,
+        OperationKind.BACKUP_RESTORE,
+        OperationKind.SNAPSHOT_CREATE,
+    } <= kinds
     assert os.listdir(empty) == [], "something was written under host 3's empty directory"
     assert not Volume.objects.exclude(state=EventState.AVAILABLE).exists()
 
@@ -286,9 +351,14 @@ def test_an_operation_whose_pool_no_live_host_mounts_waits_then_fails(workers, t
     env = {"SHARESTORE_HOST_WAIT_SECONDS": "6", "SHARESTORE_HEARTBEAT_SECONDS": "1"}
     workers.start("h3", host="h3", bind=(str(empty), disks.path), **env)
     assert wait_for(lambda: Host.objects.filter(name="h3", last_seen__isnull=False).exists(), 60)
-    volume = volume_create(**scope_of(), actor="t", name="nowhere", volume_type="block", capacity=8 * MiB, snap_capacity=0)
+    volume = volume_create(
+        **scope_of(), actor="t", name="nowhere", volume_type="block", capacity=8 * MiB, snap_capacity=0
+    )
     operation = Operation.objects.get(target_uuid=volume.uuid)
-    assert wait_for(lambda: Operation.objects.get(pk=operation.pk).phase == "waiting for a host that mounts pool disks", 20)
+    assert wait_for(
+        lambda: Operation.objects.get(pk=operation.pk).phase == "waiting for a host that mounts pool disks",
+        20,
+    )
     done = wait_for(lambda: finished(operation.pk), 60)
     assert (done.state, done.error_scode) == (OperationState.FAILED, 5007)
     assert Volume.objects.get(pk=volume.pk).state == EventState.ERROR
@@ -304,13 +374,19 @@ def test_killed_clones_backups_and_restores_end_once_and_cleanly(workers, topolo
     hosts, disks, bbb, empty = prepare_hosts(topology, tmp_path)
     # Each file publish is preceded by a 2 s silent pause, so a random kill lands inside the operation
     # (during the copy or just before its rename) even when the copy itself is quick.
-    env = {"SHARESTORE_LEASE_SECONDS": "4", "SHARESTORE_HEARTBEAT_SECONDS": "1", "SHARESTORE_FAULT_PAUSE": "publish:2"}
+    env = {
+        "SHARESTORE_LEASE_SECONDS": "4",
+        "SHARESTORE_HEARTBEAT_SECONDS": "1",
+        "SHARESTORE_FAULT_PAUSE": "publish:2",
+    }
     workers.start("h1", host="h1", **env)
     workers.start("h2", host="h2", **env)
     assert wait_for(lambda: Host.objects.exclude(queue="").count() == 2, 60)
     scope = scope_of()
     size = 96 * MiB
-    base = volume_create(**scope, actor="t", name="base", volume_type="block", capacity=size, snap_capacity=1 << 40)
+    base = volume_create(
+        **scope, actor="t", name="base", volume_type="block", capacity=size, snap_capacity=1 << 40
+    )
     assert wait_for(lambda: Volume.objects.get(pk=base.pk).state == EventState.AVAILABLE, 120)
     head = os.path.join(disks.path, base.image_name)
     qemu_io(head, "qcow2", *[f"write -P {i + 1} {i * 8}M 6M" for i in range(size // (8 * MiB))])
@@ -318,7 +394,9 @@ def test_killed_clones_backups_and_restores_end_once_and_cleanly(workers, topolo
     assert wait_for(lambda: Volume.objects.get(pk=base.pk).state == EventState.AVAILABLE, 120)
     snapshot = Snapshot.objects.get(pk=snapshot.pk)
     layer = os.path.join(disks.path, snapshot.layer_name)
-    b0 = backup_add(actor="t", volume=Volume.objects.get(pk=base.pk), snapshot=snapshot, backup_point=point, name="b0")
+    b0 = backup_add(
+        actor="t", volume=Volume.objects.get(pk=base.pk), snapshot=snapshot, backup_point=point, name="b0"
+    )
     first = wait_for(lambda: finished(Operation.objects.filter(target_uuid=b0.uuid).latest("pk").pk), 120)
     assert first.state == OperationState.SUCCEEDED, first.error_message
 
@@ -327,16 +405,36 @@ def test_killed_clones_backups_and_restores_end_once_and_cleanly(workers, topolo
     for trial in range(trials):
         kind = ("clone", "backup", "restore")[trial % 3]
         if kind == "clone":
-            created = clones.clone_create(actor="t", source=Volume.objects.get(pk=base.pk), snapshot=snapshot,
-                                          tenant=scope["tenant"], pool=disks, name=f"k{trial}", linked=False)
+            created = clones.clone_create(
+                actor="t",
+                source=Volume.objects.get(pk=base.pk),
+                snapshot=snapshot,
+                tenant=scope["tenant"],
+                pool=disks,
+                name=f"k{trial}",
+                linked=False,
+            )
         elif kind == "backup":
-            created = backup_add(actor="t", volume=Volume.objects.get(pk=base.pk), snapshot=snapshot,
-                                 backup_point=point, name=f"k{trial}")
+            created = backup_add(
+                actor="t",
+                volume=Volume.objects.get(pk=base.pk),
+                snapshot=snapshot,
+                backup_point=point,
+                name=f"k{trial}",
+            )
         else:
-            created = backup_restore(actor="t", backup=Backup.objects.get(pk=b0.pk), name=f"k{trial}", **scope)
+            created = backup_restore(
+                actor="t", backup=Backup.objects.get(pk=b0.pk), name=f"k{trial}", **scope
+            )
         operation_id = Operation.objects.filter(target_uuid=created.uuid).latest("pk").pk
-        wait_for(lambda: Operation.objects.filter(pk=operation_id, state=OperationState.RUNNING).first()
-                           or finished(operation_id), 60, step=0.02)
+        wait_for(
+            lambda operation_id=operation_id: (
+                Operation.objects.filter(pk=operation_id, state=OperationState.RUNNING).first()
+                or finished(operation_id)
+            ),
+            60,
+            step=0.02,
+        )
         time.sleep(rng.uniform(0, 1.8))
         row = Operation.objects.get(pk=operation_id)
         killed = None
@@ -345,14 +443,19 @@ def test_killed_clones_backups_and_restores_end_once_and_cleanly(workers, topolo
             if killed:
                 workers.kill(killed)
                 workers.restart(killed)
-        done = wait_for(lambda: finished(operation_id), 180)
+        done = wait_for(lambda operation_id=operation_id: finished(operation_id), 180)
         assert done is not None, f"trial {trial} ({kind}) never finished"
         outcomes.append((kind, killed, done.state, done.attempts))
         assert done.state == OperationState.SUCCEEDED or done.error_message, (kind, done.error_message)
         if done.state == OperationState.SUCCEEDED:
             if kind == "backup":
-                restored = backup_restore(actor="t", backup=Backup.objects.get(uuid=created.uuid), name=f"check{trial}", **scope)
-                check = wait_for(lambda r=restored: finished(Operation.objects.filter(target_uuid=r.uuid).latest("pk").pk), 120)
+                restored = backup_restore(
+                    actor="t", backup=Backup.objects.get(uuid=created.uuid), name=f"check{trial}", **scope
+                )
+                check = wait_for(
+                    lambda r=restored: finished(Operation.objects.filter(target_uuid=r.uuid).latest("pk").pk),
+                    120,
+                )
                 assert check.state == OperationState.SUCCEEDED
                 target = Volume.objects.get(uuid=restored.uuid)
             else:

@@ -38,14 +38,20 @@ def database_url() -> str | None:
 def worker(transactional_db, monkeypatch, tmp_path):
     url = database_url()
     if url is None:
-        pytest.skip("the test database is in memory: a worker process cannot reach it (runs on PostgreSQL in CI)")
+        pytest.skip(
+            "the test database is in memory: a worker process cannot reach it (runs on PostgreSQL in CI)"
+        )
     from django_q.conf import Conf
 
     monkeypatch.setattr(Conf, "SYNC", False)
     log = open(tmp_path / "qcluster.log", "w")
     env = {**os.environ, "DATABASE_URL": url, "SHARESTORE_Q_WORKERS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     yield proc
@@ -72,8 +78,12 @@ def test_create_and_delete_through_a_real_worker(worker, topology):
         "cluster": Cluster.objects.get(uuid=CLUSTER),
         "pool": Pool.objects.get(uuid=POOL_DISKS),
     }
-    volume = volume_create(**scope, actor="test", name="worker", volume_type="block", capacity=64 << 20, snap_capacity=0)
-    assert wait_for(lambda: Volume.objects.get(pk=volume.pk).state == EventState.AVAILABLE), Operation.objects.values()
+    volume = volume_create(
+        **scope, actor="test", name="worker", volume_type="block", capacity=64 << 20, snap_capacity=0
+    )
+    assert wait_for(lambda: Volume.objects.get(pk=volume.pk).state == EventState.AVAILABLE), (
+        Operation.objects.values()
+    )
     path = os.path.join(scope["pool"].path, volume.image_name)
     assert os.path.isfile(path)
     volume.refresh_from_db()

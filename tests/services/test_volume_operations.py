@@ -58,7 +58,9 @@ def test_a_redelivered_task_does_nothing_twice(scope, django_capture_on_commit_c
 def test_a_live_lease_keeps_a_second_worker_out(scope, django_capture_on_commit_callbacks):
     volume, operation = create(scope, django_capture_on_commit_callbacks, execute=False)
     Operation.objects.filter(pk=operation.pk).update(
-        state=OperationState.RUNNING, owner="other-worker", lease_expires_at=timezone.now() + timedelta(minutes=5)
+        state=OperationState.RUNNING,
+        owner="other-worker",
+        lease_expires_at=timezone.now() + timedelta(minutes=5),
     )
     assert operations.operation_run(operation.pk, VOLUME_CREATE_HANDLER) is None
     assert not os.path.exists(head(volume))
@@ -69,7 +71,10 @@ def test_sweeper_finishes_an_operation_whose_worker_died(scope, django_capture_o
     volume, operation = create(scope, django_capture_on_commit_callbacks, execute=False)
     # The dead worker had claimed it and left a partial file behind.
     Operation.objects.filter(pk=operation.pk).update(
-        state=OperationState.RUNNING, owner="dead", attempts=1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+        state=OperationState.RUNNING,
+        owner="dead",
+        attempts=1,
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
     os.makedirs(os.path.dirname(head(volume)), exist_ok=True)
     partial = os.path.join(os.path.dirname(head(volume)), f".tmp-{volume.uuid}")
@@ -79,7 +84,11 @@ def test_sweeper_finishes_an_operation_whose_worker_died(scope, django_capture_o
     assert [o.pk for o in swept] == [operation.pk]
     operation.refresh_from_db()
     volume.refresh_from_db()
-    assert (operation.state, operation.attempts, volume.state) == (OperationState.SUCCEEDED, 2, EventState.AVAILABLE)
+    assert (operation.state, operation.attempts, volume.state) == (
+        OperationState.SUCCEEDED,
+        2,
+        EventState.AVAILABLE,
+    )
     assert not os.path.exists(partial)
     assert qemu_img("check", "-f", "qcow2", head(volume)).returncode == 0
 
@@ -87,24 +96,36 @@ def test_sweeper_finishes_an_operation_whose_worker_died(scope, django_capture_o
 def test_an_operation_interrupted_too_often_fails_and_cleans_up(scope, django_capture_on_commit_callbacks):
     volume, operation = create(scope, django_capture_on_commit_callbacks, execute=False)
     Operation.objects.filter(pk=operation.pk).update(
-        state=OperationState.RUNNING, owner="dead", attempts=operations.MAX_ATTEMPTS,
+        state=OperationState.RUNNING,
+        owner="dead",
+        attempts=operations.MAX_ATTEMPTS,
         lease_expires_at=timezone.now() - timedelta(seconds=1),
     )
     operation_task(operation.pk)
     operation.refresh_from_db()
     volume.refresh_from_db()
-    assert (operation.state, operation.error_scode, volume.state) == (OperationState.FAILED, 5000, EventState.ERROR)
+    assert (operation.state, operation.error_scode, volume.state) == (
+        OperationState.FAILED,
+        5000,
+        EventState.ERROR,
+    )
     assert not os.path.exists(head(volume))
 
 
-def test_storage_failure_marks_the_volume_error_with_the_scode(scope, django_capture_on_commit_callbacks, settings):
+def test_storage_failure_marks_the_volume_error_with_the_scode(
+    scope, django_capture_on_commit_callbacks, settings
+):
     volume, operation = create(scope, django_capture_on_commit_callbacks, execute=False)
     # qemu-img refusing to work (a broken binary stands in for a failing storage command).
     settings.SHARESTORE_QEMU_IMG = "/bin/false"
     operation_task(operation.pk)
     operation.refresh_from_db()
     volume.refresh_from_db()
-    assert (operation.state, operation.error_scode, volume.state) == (OperationState.FAILED, 5001, EventState.ERROR)
+    assert (operation.state, operation.error_scode, volume.state) == (
+        OperationState.FAILED,
+        5001,
+        EventState.ERROR,
+    )
     assert "exited 1" in operation.error_message
     assert not os.path.exists(head(volume))
 
@@ -119,7 +140,9 @@ def test_pool_directory_gone_is_refused_before_anything_is_written(scope, django
 def test_compare_and_set_refuses_a_stale_transition(scope, django_capture_on_commit_callbacks):
     volume, _ = create(scope, django_capture_on_commit_callbacks)
     stale = Volume.objects.get(pk=volume.pk)
-    transition(volume, allowed=[EventState.AVAILABLE], to=EventState.SNAPSHOTTING, action="snapshot", actor="a")
+    transition(
+        volume, allowed=[EventState.AVAILABLE], to=EventState.SNAPSHOTTING, action="snapshot", actor="a"
+    )
     with pytest.raises(errors.StateConflict) as raised:
         transition(stale, allowed=[EventState.AVAILABLE], to=EventState.DELETING, action="delete", actor="b")
     assert "snapshotting" in raised.value.render_message()
@@ -140,21 +163,31 @@ def test_delete_task_resumes_after_a_crash(scope, django_capture_on_commit_callb
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
-def test_full_pool_fails_the_import_and_leaves_no_partial_file(scope, django_capture_on_commit_callbacks, import_root, tmp_path):
+def test_full_pool_fails_the_import_and_leaves_no_partial_file(
+    scope, django_capture_on_commit_callbacks, import_root, tmp_path
+):
     source = import_root / "random.raw"
     source.write_bytes(os.urandom(8 << 20))
     small = tmp_path / "small-pool"
     small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], capture_output=True
+    ).returncode:
         pytest.skip("this machine does not allow mounting a tmpfs")
     try:
         Pool.objects.filter(pk=scope["pool"].pk).update(path=str(small))
         scope["pool"].refresh_from_db()
         marker.write_marker(str(small), str(scope["pool"].uuid))
-        volume, operation = create(scope, django_capture_on_commit_callbacks, name="too-big", capacity=None, backing_file=str(source))
+        volume, operation = create(
+            scope, django_capture_on_commit_callbacks, name="too-big", capacity=None, backing_file=str(source)
+        )
         operation.refresh_from_db()
         volume.refresh_from_db()
-        assert (operation.state, operation.error_scode, volume.state) == (OperationState.FAILED, 5004, EventState.ERROR)
+        assert (operation.state, operation.error_scode, volume.state) == (
+            OperationState.FAILED,
+            5004,
+            EventState.ERROR,
+        )
         leftovers = [f for _, _, files in os.walk(small) for f in files if f != marker.MARKER_NAME]
         assert leftovers == []
     finally:

@@ -2,7 +2,6 @@
 
 from rest_framework import serializers
 
-
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 

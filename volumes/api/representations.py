@@ -49,7 +49,10 @@ def volume_access_path(volume: Volume) -> dict:
     from volumes.services.volumes import pool_driver
 
     driver = pool_driver(volume.pool)
-    return {str(m.host.uuid): driver.access_path(m.mount_path, volume.image_name) for m in volume.pool.mounts.all()}
+    return {
+        str(m.host.uuid): driver.access_path(m.mount_path, volume.image_name)
+        for m in volume.pool.mounts.all()
+    }
 
 
 def volume_representation(volume: Volume) -> dict:

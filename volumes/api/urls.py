@@ -10,7 +10,11 @@ urlpatterns = [
     path("delete", views.VolumeShareDeleteApi.as_view(), name="volume-share-delete"),
     path("get", views.VolumeShareGetApi.as_view(), name="volume-share-get"),
     path("used/update", views.VolumeShareUsedUpdateApi.as_view(), name="volume-share-used-update"),
-    path("snap_length/update", views.VolumeShareSnapLengthUpdateApi.as_view(), name="volume-share-snap-length-update"),
+    path(
+        "snap_length/update",
+        views.VolumeShareSnapLengthUpdateApi.as_view(),
+        name="volume-share-snap-length-update",
+    ),
     path("attach", views.VolumeShareAttachApi.as_view(), name="volume-share-attach"),
     path("detach", views.VolumeShareDetachApi.as_view(), name="volume-share-detach"),
     path(

@@ -80,10 +80,15 @@ class VolumeShareListApi(ScopedApi):
 
     renderer_classes = (FastEnvelopeJSONRenderer,)
 
-    @extend_schema(request=named(InputSerializer, "VolumeShareListRequest"), responses={200: VOLUME_LIST_ENVELOPE, **error_responses(400, 401, 404)})
+    @extend_schema(
+        request=named(InputSerializer, "VolumeShareListRequest"),
+        responses={200: VOLUME_LIST_ENVELOPE, **error_responses(400, 401, 404)},
+    )
     def post(self, request):
         data = self.validated(request)
-        tenant, cluster = self.cached_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        tenant, cluster = self.cached_scope(
+            request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
+        )
         maximum = settings.SHARESTORE_MAX_PAGE_SIZE
         if data["page_size"] > maximum:
             raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
@@ -138,9 +143,14 @@ class VolumeShareCreateApi(ScopedApi):
         volume_type = StrictCharField(allow_blank=True)
         capacity = StrictIntegerField(required=False, allow_null=True, default=None)
         snap_capacity = StrictIntegerField()
-        backing_file = StrictCharField(required=False, allow_blank=True, allow_null=True, default="", max_length=4096)
+        backing_file = StrictCharField(
+            required=False, allow_blank=True, allow_null=True, default="", max_length=4096
+        )
 
-    @extend_schema(request=named(InputSerializer, "VolumeShareCreateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 422, 503)})
+    @extend_schema(
+        request=named(InputSerializer, "VolumeShareCreateRequest"),
+        responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 422, 503)},
+    )
     def post(self, request):
         data = self.validated(request)
         tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
@@ -190,7 +200,10 @@ class VolumeShareDeleteApi(VolumeApi):
     class InputSerializer(NamedVolumeInput):
         force = StrictBooleanField(required=False, default=False)
 
-    @extend_schema(request=named(InputSerializer, "VolumeShareDeleteRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)})
+    @extend_schema(
+        request=named(InputSerializer, "VolumeShareDeleteRequest"),
+        responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)},
+    )
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
@@ -203,10 +216,15 @@ class VolumeShareGetApi(VolumeApi):
 
     renderer_classes = (FastEnvelopeJSONRenderer,)
 
-    @extend_schema(request=named(VolumeApi.InputSerializer, "VolumeShareGetRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404)})
+    @extend_schema(
+        request=named(VolumeApi.InputSerializer, "VolumeShareGetRequest"),
+        responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404)},
+    )
     def post(self, request):
         data = self.validated(request)
-        tenant, cluster = self.cached_scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
+        tenant, cluster = self.cached_scope(
+            request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
+        )
         row = selectors.volume_get_row(uuid=data["volume_uuid"], tenant=tenant, cluster=cluster)
         namespaces = selectors.namespace_uuids(tenant=tenant, rows=[row])
         volume = row_representation(row, namespaces, selectors.pools_for([row]))
@@ -228,14 +246,20 @@ class VolumeUsageRefreshApi(VolumeApi):
         return success(volume_wrapper(volume_representation(volume)))
 
 
-@extend_schema(request=named(NamedVolumeInput, "VolumeShareUsedUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
+@extend_schema(
+    request=named(NamedVolumeInput, "VolumeShareUsedUpdateRequest"),
+    responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)},
+)
 class VolumeShareUsedUpdateApi(VolumeUsageRefreshApi):
     """POST /v1/volume/share/used/update: re-read `Used` from the image on disk."""
 
     fields = [USED]
 
 
-@extend_schema(request=named(NamedVolumeInput, "VolumeShareSnapLengthUpdateRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)})
+@extend_schema(
+    request=named(NamedVolumeInput, "VolumeShareSnapLengthUpdateRequest"),
+    responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 500)},
+)
 class VolumeShareSnapLengthUpdateApi(VolumeUsageRefreshApi):
     """POST /v1/volume/share/snap_length/update: re-measure the snapshot layers into `SnapLength`."""
 
@@ -252,7 +276,10 @@ class VolumeShareAttachApi(VolumeApi):
         vm_name = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
         vm_type = StrictCharField(required=False, allow_blank=True, default="", max_length=32)
 
-    @extend_schema(request=named(InputSerializer, "VolumeShareAttachRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)})
+    @extend_schema(
+        request=named(InputSerializer, "VolumeShareAttachRequest"),
+        responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)},
+    )
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
@@ -275,7 +302,10 @@ class VolumeShareDetachApi(VolumeApi):
     class InputSerializer(VolumeApi.InputSerializer):
         vm_uuid = StrictUUIDField()
 
-    @extend_schema(request=named(InputSerializer, "VolumeShareDetachRequest"), responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)})
+    @extend_schema(
+        request=named(InputSerializer, "VolumeShareDetachRequest"),
+        responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409)},
+    )
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)

@@ -166,7 +166,9 @@ class StorageDriver(abc.ABC):
         directory holds the marker of `expected_uuid` (default: the driver's pool)."""
 
     @abc.abstractmethod
-    def mark_identity(self, pool_uuid: str, *, name: str = "", adopt: bool = False, force: bool = False) -> bool:
+    def mark_identity(
+        self, pool_uuid: str, *, name: str = "", adopt: bool = False, force: bool = False
+    ) -> bool:
         """Write the pool's identity marker at its location; whether one was written.
 
         `adopt` (a pool registered before markers existed) keeps a marker that is already this pool's

@@ -66,4 +66,6 @@ def check_marker(root: str, expected_uuid: str) -> None:
         )
     found = str(current.get("uuid", ""))
     if found != str(expected_uuid):
-        raise errors.PoolIdentityMismatch(pool=expected_uuid, path=root, reason=f"the directory is pool {found}")
+        raise errors.PoolIdentityMismatch(
+            pool=expected_uuid, path=root, reason=f"the directory is pool {found}"
+        )

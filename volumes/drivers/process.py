@@ -38,7 +38,8 @@ class CommandFailed(errors.StorageError):
 
     def __init__(self, result: CommandResult):
         self.result = result
-        reason = f"{os.path.basename(result.argv[0])} {result.argv[1] if len(result.argv) > 1 else ''} exited {result.returncode}"
+        command = result.argv[1] if len(result.argv) > 1 else ""
+        reason = f"{os.path.basename(result.argv[0])} {command} exited {result.returncode}"
         super().__init__(desc=result.stderr.strip()[-4000:], reason=reason)
 
 

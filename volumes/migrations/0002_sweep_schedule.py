@@ -9,7 +9,12 @@ def add_schedule(apps, schema_editor):
     Schedule = apps.get_model("django_q", "Schedule")
     Schedule.objects.update_or_create(
         name=SWEEP_NAME,
-        defaults={"func": "sharestore.core.tasks.sweep_task", "schedule_type": "I", "minutes": 1, "repeats": -1},
+        defaults={
+            "func": "sharestore.core.tasks.sweep_task",
+            "schedule_type": "I",
+            "minutes": 1,
+            "repeats": -1,
+        },
     )
 
 

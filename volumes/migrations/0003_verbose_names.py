@@ -4,62 +4,88 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('volumes', '0002_sweep_schedule'),
+        ("volumes", "0002_sweep_schedule"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='apitoken',
-            options={'ordering': ['name'], 'verbose_name': 'API token', 'verbose_name_plural': 'API tokens'},
+            name="apitoken",
+            options={"ordering": ["name"], "verbose_name": "API token", "verbose_name_plural": "API tokens"},
         ),
         migrations.AlterModelOptions(
-            name='auditevent',
-            options={'ordering': ['-created', '-id'], 'verbose_name': 'audit event', 'verbose_name_plural': 'audit events'},
+            name="auditevent",
+            options={
+                "ordering": ["-created", "-id"],
+                "verbose_name": "audit event",
+                "verbose_name_plural": "audit events",
+            },
         ),
         migrations.AlterModelOptions(
-            name='cluster',
-            options={'ordering': ['name'], 'verbose_name': 'cluster', 'verbose_name_plural': 'clusters'},
+            name="cluster",
+            options={"ordering": ["name"], "verbose_name": "cluster", "verbose_name_plural": "clusters"},
         ),
         migrations.AlterModelOptions(
-            name='host',
-            options={'ordering': ['name', 'uuid'], 'verbose_name': 'host', 'verbose_name_plural': 'hosts'},
+            name="host",
+            options={"ordering": ["name", "uuid"], "verbose_name": "host", "verbose_name_plural": "hosts"},
         ),
         migrations.AlterModelOptions(
-            name='namespace',
-            options={'verbose_name': 'namespace', 'verbose_name_plural': 'namespaces'},
+            name="namespace",
+            options={"verbose_name": "namespace", "verbose_name_plural": "namespaces"},
         ),
         migrations.AlterModelOptions(
-            name='operation',
-            options={'ordering': ['-created', '-id'], 'permissions': [('run_repairs', 'Can run repair actions (reconcile, reset state, force delete)')], 'verbose_name': 'operation', 'verbose_name_plural': 'operations'},
+            name="operation",
+            options={
+                "ordering": ["-created", "-id"],
+                "permissions": [
+                    ("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")
+                ],
+                "verbose_name": "operation",
+                "verbose_name_plural": "operations",
+            },
         ),
         migrations.AlterModelOptions(
-            name='pool',
-            options={'ordering': ['name'], 'verbose_name': 'pool', 'verbose_name_plural': 'pools'},
+            name="pool",
+            options={"ordering": ["name"], "verbose_name": "pool", "verbose_name_plural": "pools"},
         ),
         migrations.AlterModelOptions(
-            name='poolmount',
-            options={'ordering': ['pool', 'host'], 'verbose_name': 'pool mount', 'verbose_name_plural': 'pool mounts'},
+            name="poolmount",
+            options={
+                "ordering": ["pool", "host"],
+                "verbose_name": "pool mount",
+                "verbose_name_plural": "pool mounts",
+            },
         ),
         migrations.AlterModelOptions(
-            name='snapshot',
-            options={'ordering': ['created', 'id'], 'verbose_name': 'snapshot', 'verbose_name_plural': 'snapshots'},
+            name="snapshot",
+            options={
+                "ordering": ["created", "id"],
+                "verbose_name": "snapshot",
+                "verbose_name_plural": "snapshots",
+            },
         ),
         migrations.AlterModelOptions(
-            name='tenant',
-            options={'ordering': ['name'], 'verbose_name': 'tenant', 'verbose_name_plural': 'tenants'},
+            name="tenant",
+            options={"ordering": ["name"], "verbose_name": "tenant", "verbose_name_plural": "tenants"},
         ),
         migrations.AlterModelOptions(
-            name='volume',
-            options={'ordering': ['-created', '-id'], 'verbose_name': 'volume', 'verbose_name_plural': 'volumes'},
+            name="volume",
+            options={
+                "ordering": ["-created", "-id"],
+                "verbose_name": "volume",
+                "verbose_name_plural": "volumes",
+            },
         ),
         migrations.AlterModelOptions(
-            name='volumeattachment',
-            options={'ordering': ['created', 'id'], 'verbose_name': 'volume attachment', 'verbose_name_plural': 'volume attachments'},
+            name="volumeattachment",
+            options={
+                "ordering": ["created", "id"],
+                "verbose_name": "volume attachment",
+                "verbose_name_plural": "volume attachments",
+            },
         ),
         migrations.AlterModelOptions(
-            name='zone',
-            options={'ordering': ['name'], 'verbose_name': 'zone', 'verbose_name_plural': 'zones'},
+            name="zone",
+            options={"ordering": ["name"], "verbose_name": "zone", "verbose_name_plural": "zones"},
         ),
     ]

@@ -4,20 +4,26 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('volumes', '0006_usage_reconcile_schedules'),
+        ("volumes", "0006_usage_reconcile_schedules"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='host',
-            name='last_seen',
-            field=models.DateTimeField(blank=True, help_text='Last heartbeat of a storage worker running on this host.', null=True),
+            model_name="host",
+            name="last_seen",
+            field=models.DateTimeField(
+                blank=True, help_text="Last heartbeat of a storage worker running on this host.", null=True
+            ),
         ),
         migrations.AddField(
-            model_name='host',
-            name='queue',
-            field=models.CharField(blank=True, default='', help_text='django-q2 queue its storage worker listens on (host-<SHARESTORE_HOST>); empty: no worker.', max_length=160),
+            model_name="host",
+            name="queue",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="django-q2 queue its storage worker listens on (host-<SHARESTORE_HOST>); empty: no worker.",
+                max_length=160,
+            ),
         ),
     ]

@@ -272,7 +272,7 @@ def _clone_reserve(
     )
     operation = operation_create(
         kind=OperationKind.CLONE_LINKED if linked else OperationKind.CLONE_FULL,
-                target_type="volume",
+        target_type="volume",
         target_uuid=volume.uuid,
         actor=actor,
         volume=volume,
@@ -414,7 +414,11 @@ def _clone_succeed(operation: Operation) -> None:
 def _clone_fail(operation: Operation, error: errors.ServiceError) -> None:
     # A failed clone reads nothing any more: its snapshot's Ref is released.
     volume_population_failed(
-        operation, error, populating=EventState.CLONING, action="volume.clone.fail", extra={"parent_snapshot": None}
+        operation,
+        error,
+        populating=EventState.CLONING,
+        action="volume.clone.fail",
+        extra={"parent_snapshot": None},
     )
 
 

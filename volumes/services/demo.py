@@ -35,7 +35,9 @@ def demo_topology_seed(*, data_dir: Path | None = None) -> dict:
     """Create (or leave as they are) the demo zone, cluster, host, tenant, namespace and pools."""
     data_dir = Path(data_dir or settings.SHARESTORE_DATA_DIR)
     zone, _ = Zone.objects.get_or_create(uuid=ZONE_UUID, defaults={"name": "default"})
-    cluster, _ = Cluster.objects.get_or_create(uuid=CLUSTER_UUID, defaults={"name": "cluster_name_243", "zone": zone})
+    cluster, _ = Cluster.objects.get_or_create(
+        uuid=CLUSTER_UUID, defaults={"name": "cluster_name_243", "zone": zone}
+    )
     host, _ = Host.objects.get_or_create(uuid=HOST_UUID, defaults={"name": "demo-host", "cluster": cluster})
     tenant, _ = Tenant.objects.get_or_create(uuid=TENANT_UUID, defaults={"name": "zhangyiru"})
     Namespace.objects.get_or_create(tenant=tenant, defaults={"uuid": NAMESPACE_UUID})
@@ -54,7 +56,9 @@ def demo_topology_seed(*, data_dir: Path | None = None) -> dict:
             },
         )
         PoolMount.objects.get_or_create(pool=pool, host=host, defaults={"mount_path": str(directory)})
-        get_driver(pool.driver, pool.path).mark_identity(str(pool.uuid), name=pool.name, adopt=True, force=True)
+        get_driver(pool.driver, pool.path).mark_identity(
+            str(pool.uuid), name=pool.name, adopt=True, force=True
+        )
         pools.append(pool)
     return {"zone": zone, "cluster": cluster, "host": host, "tenant": tenant, "pools": pools}
 

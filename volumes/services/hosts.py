@@ -51,7 +51,9 @@ def live_seconds() -> float:
 
 def live_hosts():
     """Hosts whose storage worker wrote its heartbeat within SHARESTORE_HOST_LIVE_SECONDS."""
-    return Host.objects.exclude(queue="").filter(last_seen__gte=timezone.now() - timedelta(seconds=live_seconds()))
+    return Host.objects.exclude(queue="").filter(
+        last_seen__gte=timezone.now() - timedelta(seconds=live_seconds())
+    )
 
 
 def host_beat() -> None:
@@ -77,7 +79,9 @@ def pools_beat() -> None:
         pools = pools.filter(mounts__host=host)
     elif host_setting():
         return
-    pools_health_refresh(actor=f"worker {host_setting() or 'default'}", pools=pools.exclude(status="maintenance"))
+    pools_health_refresh(
+        actor=f"worker {host_setting() or 'default'}", pools=pools.exclude(status="maintenance")
+    )
 
 
 def operation_pools(operation: Operation) -> list[Pool]:
@@ -129,8 +133,9 @@ def operation_route(operation: Operation) -> Route:
         return Route(queue=hosts[operation.pk % len(hosts)].queue)
     unreachable = [p for p in pools if not hosts_for_pools([p]).exists()] or pools
     names = ", ".join(p.name for p in unreachable) or "(none)"
-    return Route(queue=None, waiting=f"{WAITING_PREFIX} {names}", pool=str(unreachable[0].uuid) if unreachable else "")
-
+    return Route(
+        queue=None, waiting=f"{WAITING_PREFIX} {names}", pool=str(unreachable[0].uuid) if unreachable else ""
+    )
 
 
 def operation_preflight(operation: Operation) -> None:

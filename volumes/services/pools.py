@@ -66,15 +66,27 @@ def reject_unknown_fields(changes: dict, editable) -> None:
 def write_changes(obj, values: dict, *, actor: str, object_type: str) -> None:
     """Write an update's changed columns and record each, old -> new, in the audit trail."""
     type(obj).objects.filter(pk=obj.pk).update(**values, modified=timezone.now())
-    audit(actor=actor, action=f"{object_type}.update", object_type=object_type, object_uuid=obj.uuid,
-          message=", ".join(f"{k}: {getattr(obj, k)} -> {v}" for k, v in values.items()))
+    audit(
+        actor=actor,
+        action=f"{object_type}.update",
+        object_type=object_type,
+        object_uuid=obj.uuid,
+        message=", ".join(f"{k}: {getattr(obj, k)} -> {v}" for k, v in values.items()),
+    )
 
 
 def change_status(obj, status, *, actor: str, object_type: str) -> None:
     """The status change an update asks for (if any), through `transition` from the status it has now."""
     if status is not None and status != obj.status:
-        transition(obj, allowed=[obj.status], to=status, field="status", object_type=object_type,
-                   action=f"{object_type}.status", actor=actor)
+        transition(
+            obj,
+            allowed=[obj.status],
+            to=status,
+            field="status",
+            object_type=object_type,
+            action=f"{object_type}.status",
+            actor=actor,
+        )
 
 
 def validate_overcommit(ratio) -> Decimal:
@@ -83,7 +95,9 @@ def validate_overcommit(ratio) -> Decimal:
     except (InvalidOperation, ValueError):
         raise errors.InvalidParameter(field="overcommit_ratio", reason="must be a number") from None
     if not value.is_finite() or value <= 0 or value >= 10000:
-        raise errors.InvalidParameter(field="overcommit_ratio", reason="must be greater than 0 and below 10000")
+        raise errors.InvalidParameter(
+            field="overcommit_ratio", reason="must be greater than 0 and below 10000"
+        )
     return value.quantize(Decimal("0.01"))
 
 
@@ -92,7 +106,9 @@ def _check_name_free(*, cluster: Cluster, name: str, exclude_pk: int | None = No
     if exclude_pk is not None:
         taken = taken.exclude(pk=exclude_pk)
     if taken.exists():
-        raise errors.InvalidParameter(field="name", reason=f"cluster {cluster.name} already has a pool named {name!r}")
+        raise errors.InvalidParameter(
+            field="name", reason=f"cluster {cluster.name} already has a pool named {name!r}"
+        )
 
 
 def _check_volumes_present(pool: Pool, driver_name: str, path: str) -> None:
@@ -156,13 +172,21 @@ def pool_create(
 ) -> Pool:
     """Register a directory as a pool. Without `mounts`, every host of the cluster mounts it at `path`."""
     values = pool_create_check(
-        name=name, cluster=cluster, path=path, capacity=capacity, pool_type=pool_type, driver=driver,
-        overcommit_ratio=overcommit_ratio, uuid=uuid,
+        name=name,
+        cluster=cluster,
+        path=path,
+        capacity=capacity,
+        pool_type=pool_type,
+        driver=driver,
+        overcommit_ratio=overcommit_ratio,
+        uuid=uuid,
     )
     if mounts is not None:
         for host in mounts:
             if host.cluster_id != cluster.pk:
-                raise errors.InvalidParameter(field="mount", reason=f"host {host.uuid} is not in cluster {cluster.name}")
+                raise errors.InvalidParameter(
+                    field="mount", reason=f"host {host.uuid} is not in cluster {cluster.name}"
+                )
     pool = Pool.objects.create(
         uuid=uuid or uuid_lib.uuid4(),
         cluster=cluster,
@@ -179,12 +203,26 @@ def pool_create(
         PoolMount.objects.create(pool=pool, host=host, mount_path=mount_path)
     # The identity marker: every storage step checks it, so an empty mount point is never written.
     pool_driver(pool).mark_identity(str(pool.uuid), name=pool.name)
-    audit(actor=actor, action="pool.create", object_type="pool", object_uuid=pool.uuid,
-          message=f"name={pool.name} path={pool.path} capacity={pool.capacity} overcommit={pool.overcommit_ratio}")
+    audit(
+        actor=actor,
+        action="pool.create",
+        object_type="pool",
+        object_uuid=pool.uuid,
+        message=f"name={pool.name} path={pool.path} capacity={pool.capacity} overcommit={pool.overcommit_ratio}",
+    )
     return pool
 
 
-EDITABLE_POOL_FIELDS = ("name", "zone", "pool_type", "path", "capacity", "overcommit_ratio", "status", "tenants")
+EDITABLE_POOL_FIELDS = (
+    "name",
+    "zone",
+    "pool_type",
+    "path",
+    "capacity",
+    "overcommit_ratio",
+    "status",
+    "tenants",
+)
 
 
 def pool_update_check(*, pool: Pool, **changes) -> dict:
@@ -232,8 +270,13 @@ def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
         after = {t.pk for t in changes["tenants"]}
         if before != after:
             pool.tenants.set(changes["tenants"])
-            audit(actor=actor, action="pool.update", object_type="pool", object_uuid=pool.uuid,
-                  message=f"tenants: {sorted(before)} -> {sorted(after)}")
+            audit(
+                actor=actor,
+                action="pool.update",
+                object_type="pool",
+                object_uuid=pool.uuid,
+                message=f"tenants: {sorted(before)} -> {sorted(after)}",
+            )
     pool.refresh_from_db()
     change_status(pool, changes.get("status"), actor=actor, object_type="pool")
     return pool
@@ -246,9 +289,16 @@ def pool_mount_set(*, actor: str, pool: Pool, host: Host, mount_path: str) -> Po
         raise errors.InvalidParameter(field="host", reason=f"host {host} is not in the pool's cluster")
     if not isinstance(mount_path, str) or not os.path.isabs(mount_path) or "\x00" in mount_path:
         raise errors.InvalidParameter(field="mount_path", reason="must be an absolute path")
-    mount, created = PoolMount.objects.update_or_create(pool=pool, host=host, defaults={"mount_path": mount_path})
-    audit(actor=actor, action="pool.mount", object_type="pool", object_uuid=pool.uuid,
-          message=f"{'added' if created else 'changed'}: host {host.uuid} at {mount_path}")
+    mount, created = PoolMount.objects.update_or_create(
+        pool=pool, host=host, defaults={"mount_path": mount_path}
+    )
+    audit(
+        actor=actor,
+        action="pool.mount",
+        object_type="pool",
+        object_uuid=pool.uuid,
+        message=f"{'added' if created else 'changed'}: host {host.uuid} at {mount_path}",
+    )
     return mount
 
 
@@ -256,8 +306,13 @@ def pool_mount_set(*, actor: str, pool: Pool, host: Host, mount_path: str) -> Po
 def pool_mount_remove(*, actor: str, mount: PoolMount) -> None:
     pool, host = mount.pool, mount.host
     mount.delete()
-    audit(actor=actor, action="pool.unmount", object_type="pool", object_uuid=pool.uuid,
-          message=f"removed: host {host.uuid}")
+    audit(
+        actor=actor,
+        action="pool.unmount",
+        object_type="pool",
+        object_uuid=pool.uuid,
+        message=f"removed: host {host.uuid}",
+    )
 
 
 @dataclass(frozen=True)
@@ -295,7 +350,7 @@ def pool_usage(pool: Pool, *, filesystem: bool = True) -> PoolUsage:
 
 
 def pool_marker_problem(pool: Pool) -> str:
-    """"" when this host sees the pool's directory with its identity marker, else why not.
+    """ "" when this host sees the pool's directory with its identity marker, else why not.
 
     A plain function for health endpoints (`/readyz`) and the console: one stat and one small read.
     """
@@ -314,7 +369,13 @@ def pool_mark(*, actor: str, pool: Pool, force: bool = False) -> bool:
     """
     if not pool_driver(pool).mark_identity(str(pool.uuid), name=pool.name, adopt=True, force=force):
         return False
-    audit(actor=actor, action="pool.mark", object_type="pool", object_uuid=pool.uuid, message=f"marker written in {pool.path}")
+    audit(
+        actor=actor,
+        action="pool.mark",
+        object_type="pool",
+        object_uuid=pool.uuid,
+        message=f"marker written in {pool.path}",
+    )
     return True
 
 
@@ -329,8 +390,17 @@ def pools_health_refresh(*, actor: str, pools=None) -> dict[str, str]:
         wanted = PoolStatus.UNAVAILABLE if problem else PoolStatus.HEALTHY
         if pool.status == PoolStatus.MAINTENANCE or pool.status == wanted:
             continue
-        rows = Pool.objects.filter(pk=pool.pk, status=pool.status).update(status=wanted, modified=timezone.now())
+        rows = Pool.objects.filter(pk=pool.pk, status=pool.status).update(
+            status=wanted, modified=timezone.now()
+        )
         if rows == 1:
-            audit(actor=actor, action="pool.status", object_type="pool", object_uuid=pool.uuid,
-                  from_state=pool.status, to_state=wanted, message=problem or "marker ok")
+            audit(
+                actor=actor,
+                action="pool.status",
+                object_type="pool",
+                object_uuid=pool.uuid,
+                from_state=pool.status,
+                to_state=wanted,
+                message=problem or "marker ok",
+            )
     return problems

@@ -120,5 +120,3 @@ def check_can_snapshot(volume: Volume, name: str) -> None:
     limit = max_chain_depth()
     if depth + 1 > limit:
         raise errors.SnapshotChainTooDeep(uuid=volume.uuid, depth=depth + 1, limit=limit, hidden=hidden)
-
-

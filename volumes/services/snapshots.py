@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuid_lib
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -37,14 +36,6 @@ from volumes.services.snapshot_rules import (
     snapshot_layer_name,
     validate_snapshot_name,
 )
-from volumes.services.volumes import (
-    DESC_MAX_LENGTH,
-    pool_driver,
-    start_operation,
-    validate_desc,
-    volume_lock,
-    volume_snap_length,
-)
 from volumes.services.snapshot_tree import (
     OperationJournal,
     checkpoint_for,
@@ -53,6 +44,14 @@ from volumes.services.snapshot_tree import (
     progress_for,
     settle_change,
     write_sizes,
+)
+from volumes.services.volumes import (
+    DESC_MAX_LENGTH,
+    pool_driver,
+    start_operation,
+    validate_desc,
+    volume_lock,
+    volume_snap_length,
 )
 
 logger = logging.getLogger(__name__)
@@ -347,7 +346,7 @@ SNAPSHOT_DELETE_HANDLER = OperationHandler(
 
 
 def _auto_name(target: Snapshot) -> str:
-    stamp = datetime.now(dt_timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     prefix = "before-rollback-to-"
     suffix = f"-{stamp}"
     room = settings.SHARESTORE_NAME_MAX_LENGTH - len(prefix) - len(suffix)

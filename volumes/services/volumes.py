@@ -92,7 +92,9 @@ def snap_length_of(snapshots: Iterable[Snapshot], sizes: dict[int, int] | None =
 
 def volume_snap_length(volume: Volume) -> int:
     """SnapLength of a volume from its snapshot rows as they are now."""
-    return snap_length_of(Snapshot.objects.filter(volume_id=volume.pk).only("pk", "size", "status", "layer_name"))
+    return snap_length_of(
+        Snapshot.objects.filter(volume_id=volume.pk).only("pk", "size", "status", "layer_name")
+    )
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -144,14 +146,20 @@ def validate_capacity(value: int | None, *, field: str, allow_zero: bool = False
     if field == "capacity":
         if value < MIN_VOLUME_BYTES:
             raise errors.InvalidCapacity(
-                field=field, reason=f"must be at least {MIN_VOLUME_BYTES} bytes", reason_cn=f"不能小于 {MIN_VOLUME_BYTES} 字节"
+                field=field,
+                reason=f"must be at least {MIN_VOLUME_BYTES} bytes",
+                reason_cn=f"不能小于 {MIN_VOLUME_BYTES} 字节",
             )
         if value % SECTOR:
             raise errors.InvalidCapacity(
-                field=field, reason=f"must be a multiple of {SECTOR} bytes", reason_cn=f"必须是 {SECTOR} 字节的整数倍"
+                field=field,
+                reason=f"must be a multiple of {SECTOR} bytes",
+                reason_cn=f"必须是 {SECTOR} 字节的整数倍",
             )
     if value > maximum:
-        raise errors.InvalidCapacity(field=field, reason=f"exceeds the maximum {maximum} bytes", reason_cn=f"超过上限 {maximum} 字节")
+        raise errors.InvalidCapacity(
+            field=field, reason=f"exceeds the maximum {maximum} bytes", reason_cn=f"超过上限 {maximum} 字节"
+        )
     return value
 
 
@@ -168,7 +176,9 @@ def _check_pool_capacity(pool: Pool, requested: int) -> None:
     serialises writers), so two concurrent creates cannot both take the last bytes.
     """
     Pool.objects.select_for_update().filter(pk=pool.pk).first()
-    committed = Volume.objects.filter(pool=pool, state__in=LIVE_STATES).aggregate(total=Sum("capacity"))["total"] or 0
+    committed = (
+        Volume.objects.filter(pool=pool, state__in=LIVE_STATES).aggregate(total=Sum("capacity"))["total"] or 0
+    )
     limit = pool.capacity_limit
     if committed + requested > limit:
         raise errors.PoolCapacityExceeded(
@@ -296,7 +306,8 @@ def volume_create(
         object_type="volume",
         object_uuid=volume.uuid,
         to_state=str(state.label),
-        message=f"capacity={capacity} pool={pool.name}" + (f" source={source.path} ({source.format})" if source else ""),
+        message=f"capacity={capacity} pool={pool.name}"
+        + (f" source={source.path} ({source.format})" if source else ""),
     )
     return volume
 
@@ -304,7 +315,9 @@ def volume_create(
 def _volume_create_run(operation: Operation, reporter: Reporter) -> None:
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
     if volume.state not in (EventState.CREATING, EventState.IMPORTING):
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="create")
+        raise errors.StateConflict(
+            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="create"
+        )
     driver = pool_driver(volume.pool)
     capacity = operation.params["capacity"]
     if "source_path" in operation.params:
@@ -338,7 +351,12 @@ def _volume_create_succeed(operation: Operation) -> None:
 
 
 def volume_population_failed(
-    operation: Operation, error: errors.ServiceError, *, populating: EventState, action: str, extra: dict | None = None
+    operation: Operation,
+    error: errors.ServiceError,
+    *,
+    populating: EventState,
+    action: str,
+    extra: dict | None = None,
 ) -> Volume:
     """End a create, import, clone or restore that failed: no file that could look usable stays
     behind, and the volume shows `error` (the operation keeps the scode and message)."""
@@ -358,11 +376,15 @@ def volume_population_failed(
 
 
 def _volume_create_fail(operation: Operation, error: errors.ServiceError) -> None:
-    populating = EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
+    populating = (
+        EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
+    )
     volume_population_failed(operation, error, populating=populating, action="volume.create.fail")
 
 
-VOLUME_CREATE_HANDLER = OperationHandler(run=_volume_create_run, succeed=_volume_create_succeed, fail=_volume_create_fail)
+VOLUME_CREATE_HANDLER = OperationHandler(
+    run=_volume_create_run, succeed=_volume_create_succeed, fail=_volume_create_fail
+)
 
 
 # -- delete --------------------------------------------------------------------------------------
@@ -395,10 +417,14 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
     if snapshots.exists() and not force:
         raise errors.VolumeHasSnapshots(uuid=volume.uuid, count=snapshots.count())
     clones = list(
-        Volume.objects.filter(parent_snapshot__volume=volume, state__in=LIVE_STATES).values_list("uuid", flat=True)
+        Volume.objects.filter(parent_snapshot__volume=volume, state__in=LIVE_STATES).values_list(
+            "uuid", flat=True
+        )
     )
     if clones:
-        raise errors.VolumeHasDependents(uuid=volume.uuid, dependents="linked clones " + ", ".join(map(str, clones)))
+        raise errors.VolumeHasDependents(
+            uuid=volume.uuid, dependents="linked clones " + ", ".join(map(str, clones))
+        )
     # A full clone being copied (or a backup) reads the layers this delete would remove.
     readers = volume_snapshot_readers(volume=volume)
     if readers:
@@ -433,7 +459,9 @@ def _volume_image_names(volume: Volume) -> list[str]:
 def _volume_delete_run(operation: Operation, reporter: Reporter) -> None:
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
     if volume.state != EventState.DELETING:
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="delete")
+        raise errors.StateConflict(
+            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="delete"
+        )
     reporter.phase("removing files")
     driver = pool_driver(volume.pool)
     names = _volume_image_names(volume)
@@ -469,7 +497,9 @@ def _volume_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
     )
 
 
-VOLUME_DELETE_HANDLER = OperationHandler(run=_volume_delete_run, succeed=_volume_delete_succeed, fail=_volume_delete_fail)
+VOLUME_DELETE_HANDLER = OperationHandler(
+    run=_volume_delete_run, succeed=_volume_delete_succeed, fail=_volume_delete_fail
+)
 
 
 # -- usage ---------------------------------------------------------------------------------------
@@ -480,12 +510,21 @@ VOLUME_DELETE_HANDLER = OperationHandler(run=_volume_delete_run, succeed=_volume
 
 @transaction.atomic
 def volume_attach(
-    *, actor: str, volume: Volume, vm_uuid, device: str = "", host_uuid: str = "", vm_name: str = "", vm_type: str = ""
+    *,
+    actor: str,
+    volume: Volume,
+    vm_uuid,
+    device: str = "",
+    host_uuid: str = "",
+    vm_name: str = "",
+    vm_type: str = "",
 ) -> Volume:
     """Record that a VM has the volume attached. A block or fs volume takes one VM; share, several."""
     locked = Volume.objects.select_for_update().get(pk=volume.pk)
     if locked.state != EventState.AVAILABLE:
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=locked.get_state_display(), action="attach")
+        raise errors.StateConflict(
+            kind="volume", uuid=volume.uuid, state=locked.get_state_display(), action="attach"
+        )
     current = list(locked.attachments.values_list("vm_uuid", flat=True))
     if any(str(vm) == str(vm_uuid) for vm in current):
         raise errors.AlreadyAttached(uuid=volume.uuid, vm=vm_uuid)
@@ -494,13 +533,24 @@ def volume_attach(
     try:
         with transaction.atomic():
             VolumeAttachment.objects.create(
-                volume=locked, vm_uuid=vm_uuid, device=device, host_uuid=host_uuid, vm_name=vm_name, vm_type=vm_type
+                volume=locked,
+                vm_uuid=vm_uuid,
+                device=device,
+                host_uuid=host_uuid,
+                vm_name=vm_name,
+                vm_type=vm_type,
             )
     except IntegrityError:
         raise errors.AlreadyAttached(uuid=volume.uuid, vm=vm_uuid) from None
     Volume.objects.filter(pk=volume.pk).update(modified=timezone.now())
-    audit(actor=actor, action="volume.attach", object_type="volume", object_uuid=volume.uuid, volume_id=volume.pk,
-          message=f"vm={vm_uuid} device={device} host={host_uuid}")
+    audit(
+        actor=actor,
+        action="volume.attach",
+        object_type="volume",
+        object_uuid=volume.uuid,
+        volume_id=volume.pk,
+        message=f"vm={vm_uuid} device={device} host={host_uuid}",
+    )
     return Volume.objects.get(pk=volume.pk)
 
 
@@ -511,6 +561,12 @@ def volume_detach(*, actor: str, volume: Volume, vm_uuid) -> Volume:
     if not deleted:
         raise errors.NotAttached(uuid=volume.uuid, vm=vm_uuid)
     Volume.objects.filter(pk=volume.pk).update(modified=timezone.now())
-    audit(actor=actor, action="volume.detach", object_type="volume", object_uuid=volume.uuid, volume_id=volume.pk,
-          message=f"vm={vm_uuid}")
+    audit(
+        actor=actor,
+        action="volume.detach",
+        object_type="volume",
+        object_uuid=volume.uuid,
+        volume_id=volume.pk,
+        message=f"vm={vm_uuid}",
+    )
     return Volume.objects.get(pk=volume.pk)

@@ -18,9 +18,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
         parser.add_argument("--cluster", required=True, type=uuid_arg, metavar="UUID")
-        parser.add_argument("--path", required=True, help="absolute directory where workers reach the backup point")
+        parser.add_argument(
+            "--path", required=True, help="absolute directory where workers reach the backup point"
+        )
         parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
-        parser.add_argument("--tenant", type=uuid_arg, metavar="UUID", help="only this tenant may use it (default: every tenant)")
+        parser.add_argument(
+            "--tenant",
+            type=uuid_arg,
+            metavar="UUID",
+            help="only this tenant may use it (default: every tenant)",
+        )
         parser.add_argument("--type", default=BackupPointType.LOCAL, choices=BackupPointType.values)
         parser.add_argument("--uuid", type=uuid_arg, help="the backup point's UUID (default: a new one)")
         parser.add_argument("--dry-run", action="store_true", help="validate only")
@@ -31,24 +38,47 @@ class Command(BaseCommand):
         tenant = get_by_uuid(Tenant, options["tenant"], "tenant") if options["tenant"] else None
         capacity = parse_size(options["capacity"])
         with service_errors_as_usage():
-            values = backup_point_create_check(name=options["name"], cluster=cluster, path=options["path"], capacity=capacity)
+            values = backup_point_create_check(
+                name=options["name"], cluster=cluster, path=options["path"], capacity=capacity
+            )
             if options["uuid"] and not options["dry_run"]:
                 # backup_point_create returns an existing point with this UUID unchanged: say so.
                 from backups.models import BackupPoint
 
                 if BackupPoint.objects.filter(uuid=options["uuid"]).exists():
-                    raise errors.InvalidParameter(field="uuid", reason=f"a backup point with UUID {options['uuid']} already exists")
+                    raise errors.InvalidParameter(
+                        field="uuid", reason=f"a backup point with UUID {options['uuid']} already exists"
+                    )
             if options["dry_run"]:
-                result = {"dry_run": True, "valid": True, "name": values["name"], "path": values["path"], "capacity": capacity}
+                result = {
+                    "dry_run": True,
+                    "valid": True,
+                    "name": values["name"],
+                    "path": values["path"],
+                    "capacity": capacity,
+                }
             else:
                 point = backup_point_create(
-                    name=options["name"], cluster=cluster, path=options["path"], capacity=capacity,
-                    btype=options["type"], tenant=tenant, uuid=options["uuid"],
+                    name=options["name"],
+                    cluster=cluster,
+                    path=options["path"],
+                    capacity=capacity,
+                    btype=options["type"],
+                    tenant=tenant,
+                    uuid=options["uuid"],
                 )
-                result = {"dry_run": False, "uuid": str(point.uuid), "name": point.name, "path": point.path, "capacity": point.capacity}
+                result = {
+                    "dry_run": False,
+                    "uuid": str(point.uuid),
+                    "name": point.name,
+                    "path": point.path,
+                    "capacity": point.capacity,
+                }
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2))
         elif options["dry_run"]:
             self.stdout.write(f"valid: backup point {result['name']} at {result['path']} ({capacity} bytes)")
         else:
-            self.stdout.write(f"backup point {result['name']} {result['uuid']} at {result['path']} ({result['capacity']} bytes)")
+            self.stdout.write(
+                f"backup point {result['name']} {result['uuid']} at {result['path']} ({result['capacity']} bytes)"
+            )

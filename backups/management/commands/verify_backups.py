@@ -27,16 +27,43 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("backups", nargs="*", type=uuid_arg, metavar="UUID", help="backups to verify (as --backup)")
-        parser.add_argument("--backup", action="append", type=uuid_arg, default=[], metavar="UUID",
-                            help="this backup (repeatable)")
-        parser.add_argument("--point", action="append", type=uuid_arg, default=[], metavar="UUID",
-                            help="backups on this backup point (repeatable)")
-        parser.add_argument("--volume", action="append", type=uuid_arg, default=[], metavar="UUID",
-                            help="backups of this volume (repeatable)")
-        parser.add_argument("--older-than", type=float, default=None, metavar="DAYS",
-                            help="only backups never verified or last verified more than DAYS ago")
-        parser.add_argument("--limit", type=int, default=0, help="verify at most N, least recently verified first")
+        parser.add_argument(
+            "backups", nargs="*", type=uuid_arg, metavar="UUID", help="backups to verify (as --backup)"
+        )
+        parser.add_argument(
+            "--backup",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="this backup (repeatable)",
+        )
+        parser.add_argument(
+            "--point",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="backups on this backup point (repeatable)",
+        )
+        parser.add_argument(
+            "--volume",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="backups of this volume (repeatable)",
+        )
+        parser.add_argument(
+            "--older-than",
+            type=float,
+            default=None,
+            metavar="DAYS",
+            help="only backups never verified or last verified more than DAYS ago",
+        )
+        parser.add_argument(
+            "--limit", type=int, default=0, help="verify at most N, least recently verified first"
+        )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
     def _targets(self, options) -> list[Backup]:
@@ -47,7 +74,9 @@ class Command(BaseCommand):
             if missing:
                 raise CommandError(f"no backup with UUID {', '.join(missing)}", returncode=2)
         if options["point"]:
-            found = set(map(str, BackupPoint.objects.filter(uuid__in=options["point"]).values_list("uuid", flat=True)))
+            found = set(
+                map(str, BackupPoint.objects.filter(uuid__in=options["point"]).values_list("uuid", flat=True))
+            )
             missing = [u for u in options["point"] if u not in found]
             if missing:
                 raise CommandError(f"no backup point with UUID {', '.join(missing)}", returncode=2)
@@ -111,7 +140,9 @@ class Command(BaseCommand):
             progress.close()
         failed = sum(1 for r in results if r["result"] == VerifyResult.FAILED)
         if options["json"]:
-            self.stdout.write(json.dumps({"verified": len(results), "failed": failed, "backups": results}, indent=2))
+            self.stdout.write(
+                json.dumps({"verified": len(results), "failed": failed, "backups": results}, indent=2)
+            )
         elif not results:
             self.stdout.write("no completed backups to verify")
         if failed:

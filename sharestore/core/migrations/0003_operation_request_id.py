@@ -4,15 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('core', '0002_error_params_task_entry'),
+        ("core", "0002_error_params_task_entry"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='operation',
-            name='request_id',
-            field=models.CharField(blank=True, default='', help_text='X-Request-ID of the request that created it; the worker logs it with every line.', max_length=128),
+            model_name="operation",
+            name="request_id",
+            field=models.CharField(
+                blank=True,
+                default="",
+                help_text="X-Request-ID of the request that created it; the worker logs it with every line.",
+                max_length=128,
+            ),
         ),
     ]

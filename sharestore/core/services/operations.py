@@ -94,7 +94,10 @@ _placement: dict[str, Callable] = {}
 
 
 def set_placement(
-    *, route: Router, runs_here: Callable[[Operation], bool], preflight: Callable[[Operation], None] | None = None
+    *,
+    route: Router,
+    runs_here: Callable[[Operation], bool],
+    preflight: Callable[[Operation], None] | None = None,
 ) -> None:
     """Install the placement of operations on storage hosts (the volumes app does, at ready time):
     `route` picks the queue, `runs_here` says whether this worker's host mounts the operation's pools,
@@ -125,9 +128,9 @@ def _send(operation_id: int, name: str) -> None:
             return
         queue = decided.queue
         if operation.phase.startswith(WAITING_PHASE):
-            Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED, phase=operation.phase).update(
-                phase=""
-            )
+            Operation.objects.filter(
+                pk=operation_id, state=OperationState.QUEUED, phase=operation.phase
+            ).update(phase="")
     if queue:
         async_task(TASK_ENTRY, operation_id, task_name=name, cluster=queue)
     else:
@@ -171,7 +174,7 @@ def operations_waiting_dispatch() -> tuple[int, int]:
         claimed = _claim(operation.pk, owner)
         if claimed is None:
             continue
-        pool = operation.phase[len("waiting for a host that mounts pool "):] if operation.phase else "?"
+        pool = operation.phase[len("waiting for a host that mounts pool ") :] if operation.phase else "?"
         error = errors.NoLiveHost(pool=pool, seconds=int(host_wait_seconds()))
         _fail(claimed, owner, handler_for(claimed.kind), error)
         failed += 1
@@ -256,9 +259,7 @@ class Heartbeat:
         self.reporter = reporter
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"lease-{reporter.operation.pk}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop, name=f"lease-{reporter.operation.pk}", daemon=True)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -404,7 +405,9 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
         return operation
     logger.info("operation %s (%s) started, attempt %s", operation.uuid, operation.kind, operation.attempts)
     reporter = Reporter(operation, owner)
-    heartbeat = Heartbeat(reporter, heartbeat_seconds()) if _heartbeat_possible() else contextlib.nullcontext()
+    heartbeat = (
+        Heartbeat(reporter, heartbeat_seconds()) if _heartbeat_possible() else contextlib.nullcontext()
+    )
     try:
         with heartbeat, fencing.installed(operation_fence(operation, owner)):
             preflight = _placement.get("preflight")
@@ -413,8 +416,11 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
             faults.pause("run")
             handler.run(operation, reporter)
     except errors.OperationLeaseLost:
-        logger.warning("operation %s attempt %s was fenced off; the new owner finishes it", operation.uuid,
-                       operation.attempts)
+        logger.warning(
+            "operation %s attempt %s was fenced off; the new owner finishes it",
+            operation.uuid,
+            operation.attempts,
+        )
         return operation
     except errors.ServiceError as error:
         _fail(operation, owner, handler, error)

@@ -37,9 +37,7 @@ def token_authenticate(key: str) -> ApiToken | None:
     token = _tokens.get(digest)
     if token is None:
         token = (
-            ApiToken.objects.select_related("tenant")
-            .filter(key_hash=digest, revoked_at__isnull=True)
-            .first()
+            ApiToken.objects.select_related("tenant").filter(key_hash=digest, revoked_at__isnull=True).first()
         )
         if token is None:
             return None

@@ -65,7 +65,9 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
             # An empty mount point or another pool's share at this path: refuse before any write.
             marker.check_marker(self.root, expected_uuid)
 
-    def mark_identity(self, pool_uuid: str, *, name: str = "", adopt: bool = False, force: bool = False) -> bool:
+    def mark_identity(
+        self, pool_uuid: str, *, name: str = "", adopt: bool = False, force: bool = False
+    ) -> bool:
         if adopt:
             if marker.read_marker(self.root) is not None:
                 marker.check_marker(self.root, pool_uuid)

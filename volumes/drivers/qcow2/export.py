@@ -36,7 +36,9 @@ def _accept_export_backing(path: str, raw: str) -> None:
     # An incremental export names its base by bare file name in its own directory, never by path:
     # anything else could steer qemu-img to another file or host.
     if os.path.isabs(raw) or "/" in raw or ":" in raw:
-        raise errors.StorageError(reason=f"export {os.path.basename(path)} names an unexpected backing {raw!r}")
+        raise errors.StorageError(
+            reason=f"export {os.path.basename(path)} names an unexpected backing {raw!r}"
+        )
 
 
 class LayerExports:
@@ -77,7 +79,11 @@ class LayerExports:
         if base_export is None:
             try:
                 qemu.convert(
-                    source, target_path, cache=EXPORT_CACHE, compress=compress, progress=_percent_only(progress)
+                    source,
+                    target_path,
+                    cache=EXPORT_CACHE,
+                    compress=compress,
+                    progress=_percent_only(progress),
                 )
             except BaseException:
                 qemu.unlink(target_path)
@@ -86,7 +92,13 @@ class LayerExports:
         self._export_changes(source, target_path, os.path.normpath(base_export), since, compress, progress)
 
     def _export_changes(
-        self, source: str, target: str, base: str, since: str | None, compress: bool, progress: ProgressCallback
+        self,
+        source: str,
+        target: str,
+        base: str,
+        since: str | None,
+        compress: bool,
+        progress: ProgressCallback,
     ) -> None:
         """Write what differs between `source` and the export `base` as an overlay on it.
 
@@ -121,7 +133,10 @@ class LayerExports:
             if compress:
                 # The delta's own clusters are exactly the change: `convert -B` copies those, compressed.
                 qemu.convert(
-                    delta, target, compress=True, backing=base_ref,
+                    delta,
+                    target,
+                    compress=True,
+                    backing=base_ref,
                     progress=lambda p: progress(50 + p * 0.5, 0, 0),
                 )
                 qemu.unlink(delta)
@@ -221,8 +236,12 @@ class LayerExports:
             data = qemu.info(path)
             backing = qemu.backing_path(path, data)
             return StoredObject(
-                name=name, size=size, age=age, virtual_size=int(data["virtual-size"]),
-                allocated=self.usage(name), backing=None if backing is None else self._name_of(backing),
+                name=name,
+                size=size,
+                age=age,
+                virtual_size=int(data["virtual-size"]),
+                allocated=self.usage(name),
+                backing=None if backing is None else self._name_of(backing),
             )
         except errors.ServiceError as exc:
             return StoredObject(name=name, size=size, age=age, error=exc)
@@ -253,7 +272,9 @@ class LayerExports:
         images = {n for n in files if not os.path.basename(n).startswith(qemu.TMP_PREFIX)}
         objects = []
         for name in files:
-            described = self._describe(name, None if name in images else self._partial_target(name, images), now)
+            described = self._describe(
+                name, None if name in images else self._partial_target(name, images), now
+            )
             if described is not None:
                 objects.append(described)
         return self._with_reads(objects)
@@ -282,4 +303,3 @@ class LayerExports:
                     os.rmdir(directory)
                     qemu.fsync_parent(directory)
         return removed
-

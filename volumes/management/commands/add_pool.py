@@ -26,17 +26,34 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
         parser.add_argument("--cluster", required=True, type=uuid_arg, metavar="UUID")
-        parser.add_argument("--path", required=True, help="absolute directory where this service's workers reach the pool")
+        parser.add_argument(
+            "--path", required=True, help="absolute directory where this service's workers reach the pool"
+        )
         parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
         parser.add_argument("--zone", type=uuid_arg, metavar="UUID", help="default: the cluster's zone")
         # rbd is reserved until an RBD driver exists: every offered type is driven as a directory.
-        parser.add_argument("--type", default=PoolType.DISK, choices=[t for t in PoolType.values if t != PoolType.RBD])
+        parser.add_argument(
+            "--type", default=PoolType.DISK, choices=[t for t in PoolType.values if t != PoolType.RBD]
+        )
         parser.add_argument("--driver", default=PoolDriver.QCOW2_DIRECTORY, choices=PoolDriver.values)
-        parser.add_argument("--overcommit", default="1", help="sum of capacities may reach capacity x this (default 1)")
-        parser.add_argument("--tenant", action="append", type=uuid_arg, default=[], metavar="UUID",
-                            help="restrict to these tenants (repeatable; default: every tenant)")
-        parser.add_argument("--mount", action="append", default=[], metavar="HOST_UUID=PATH",
-                            help="where a host mounts the pool (repeatable; default: every host of the cluster at --path)")
+        parser.add_argument(
+            "--overcommit", default="1", help="sum of capacities may reach capacity x this (default 1)"
+        )
+        parser.add_argument(
+            "--tenant",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="restrict to these tenants (repeatable; default: every tenant)",
+        )
+        parser.add_argument(
+            "--mount",
+            action="append",
+            default=[],
+            metavar="HOST_UUID=PATH",
+            help="where a host mounts the pool (repeatable; default: every host of the cluster at --path)",
+        )
         parser.add_argument("--uuid", type=uuid_arg, help="the pool's UUID (default: a new one)")
         parser.add_argument("--dry-run", action="store_true", help="validate only")
         parser.add_argument("--json", action="store_true")
@@ -55,22 +72,42 @@ class Command(BaseCommand):
                 try:
                     host_uuid = uuid_arg(host_uuid)
                 except ValueError:
-                    raise CommandError(f"--mount {item!r}: {host_uuid!r} is not a UUID", returncode=EXIT_USAGE) from None
+                    raise CommandError(
+                        f"--mount {item!r}: {host_uuid!r} is not a UUID", returncode=EXIT_USAGE
+                    ) from None
                 mounts[get_by_uuid(Host, host_uuid, "host")] = mount_path
         capacity = parse_size(options["capacity"])
         arguments = dict(
-            name=options["name"], cluster=cluster, path=options["path"], capacity=capacity,
-            pool_type=options["type"], driver=options["driver"], overcommit_ratio=options["overcommit"], uuid=options["uuid"],
+            name=options["name"],
+            cluster=cluster,
+            path=options["path"],
+            capacity=capacity,
+            pool_type=options["type"],
+            driver=options["driver"],
+            overcommit_ratio=options["overcommit"],
+            uuid=options["uuid"],
         )
         with service_errors_as_usage():
             if options["dry_run"]:
                 values = pool_create_check(**arguments)
-                result = {"dry_run": True, "valid": True, "name": values["name"], "path": values["path"], "capacity": capacity}
-            else:
-                pool = pool_create(actor=command_actor("add_pool"), zone=zone, tenants=tenants, mounts=mounts, **arguments)
                 result = {
-                    "dry_run": False, "uuid": str(pool.uuid), "name": pool.name, "path": pool.path,
-                    "capacity": pool.capacity, "overcommit_ratio": str(pool.overcommit_ratio),
+                    "dry_run": True,
+                    "valid": True,
+                    "name": values["name"],
+                    "path": values["path"],
+                    "capacity": capacity,
+                }
+            else:
+                pool = pool_create(
+                    actor=command_actor("add_pool"), zone=zone, tenants=tenants, mounts=mounts, **arguments
+                )
+                result = {
+                    "dry_run": False,
+                    "uuid": str(pool.uuid),
+                    "name": pool.name,
+                    "path": pool.path,
+                    "capacity": pool.capacity,
+                    "overcommit_ratio": str(pool.overcommit_ratio),
                     "mounts": {str(m.host.uuid): m.mount_path for m in pool.mounts.select_related("host")},
                 }
         if options["json"]:
@@ -78,4 +115,6 @@ class Command(BaseCommand):
         elif options["dry_run"]:
             self.stdout.write(f"valid: pool {result['name']} at {result['path']} ({capacity} bytes)")
         else:
-            self.stdout.write(f"pool {result['name']} {result['uuid']} at {result['path']} ({result['capacity']} bytes)")
+            self.stdout.write(
+                f"pool {result['name']} {result['uuid']} at {result['path']} ({result['capacity']} bytes)"
+            )

@@ -17,5 +17,6 @@ class Command(BaseCommand):
         if not User.objects.filter(username=options["username"]).exists():
             User.objects.create_superuser(options["username"], "", options["password"])
         self.stdout.write(
-            f"  console: {options['base_url']}/admin/  (user {options['username']}, password {options['password']}; demo only)\n"
+            f"  console: {options['base_url']}/admin/  "
+            f"(user {options['username']}, password {options['password']}; demo only)\n"
         )

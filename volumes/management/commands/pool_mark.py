@@ -17,7 +17,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("pools", nargs="*", metavar="POOL_UUID", help="default: every pool")
-        parser.add_argument("--force", action="store_true", help="also mark an empty directory (confirm the share is mounted)")
+        parser.add_argument(
+            "--force", action="store_true", help="also mark an empty directory (confirm the share is mounted)"
+        )
 
     def handle(self, *args, **options):
         pools = Pool.objects.all()

@@ -32,15 +32,37 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--fix", action="store_true",
-                            help="remove orphans older than --grace, mark objects whose file is missing as error, refresh sizes")
-        parser.add_argument("--dry-run", action="store_true", help="only report (the default; wins over --fix)")
-        parser.add_argument("--pool", action="append", type=uuid_arg, default=[], metavar="UUID",
-                            help="only this pool (repeatable)")
-        parser.add_argument("--backup-point", action="append", type=uuid_arg, default=[], metavar="UUID",
-                            help="only this backup point (repeatable)")
-        parser.add_argument("--grace", type=int, default=DEFAULT_GRACE_SECONDS, metavar="SECONDS",
-                            help=f"leave orphans younger than this (default {DEFAULT_GRACE_SECONDS})")
+        parser.add_argument(
+            "--fix",
+            action="store_true",
+            help="remove orphans older than --grace, mark objects whose file is missing as error, refresh sizes",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="only report (the default; wins over --fix)"
+        )
+        parser.add_argument(
+            "--pool",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="only this pool (repeatable)",
+        )
+        parser.add_argument(
+            "--backup-point",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="only this backup point (repeatable)",
+        )
+        parser.add_argument(
+            "--grace",
+            type=int,
+            default=DEFAULT_GRACE_SECONDS,
+            metavar="SECONDS",
+            help=f"leave orphans younger than this (default {DEFAULT_GRACE_SECONDS})",
+        )
         parser.add_argument("--json", action="store_true", help="print one JSON document")
 
     def handle(self, *args, **options):
@@ -56,8 +78,11 @@ class Command(BaseCommand):
         try:
             with service_errors_as_usage():
                 reports = reconcile(
-                    actor=command_actor("reconcile"), fix=fix, targets=targets or None,
-                    grace_seconds=options["grace"], progress=progress,
+                    actor=command_actor("reconcile"),
+                    fix=fix,
+                    targets=targets or None,
+                    grace_seconds=options["grace"],
+                    progress=progress,
                 )
         finally:
             progress.close()
@@ -66,19 +91,24 @@ class Command(BaseCommand):
         fixed = sum(1 for r in reports for f in r.findings if f.fixed)
         code = EXIT_UNAVAILABLE if unreadable else EXIT_FINDINGS if remaining else EXIT_OK
         if options["json"]:
-            self.stdout.write(json.dumps({
-                "fix": fix,
-                "grace_seconds": options["grace"],
-                "reports": [r.as_dict() for r in reports],
-                "summary": {
-                    "targets": len(reports),
-                    "findings": sum(len(r.findings) for r in reports),
-                    "fixed": fixed,
-                    "remaining": remaining,
-                    "unreadable": len(unreadable),
-                },
-                "exit_code": code,
-            }, indent=2))
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "fix": fix,
+                        "grace_seconds": options["grace"],
+                        "reports": [r.as_dict() for r in reports],
+                        "summary": {
+                            "targets": len(reports),
+                            "findings": sum(len(r.findings) for r in reports),
+                            "fixed": fixed,
+                            "remaining": remaining,
+                            "unreadable": len(unreadable),
+                        },
+                        "exit_code": code,
+                    },
+                    indent=2,
+                )
+            )
         else:
             for report in reports:
                 self.stdout.write(
@@ -97,9 +127,25 @@ class Command(BaseCommand):
                     else:
                         outcome = f"would {f.fix}" if f.fix and not fix else (f.fix or "report only")
                     what = f"{f.object_type} {f.object_uuid} " if f.object_type else ""
-                    facts = " ".join(x for x in (f.detail, f"db={f.expected}" if f.expected else "", f"disk={f.found}" if f.found else "") if x)
+                    facts = " ".join(
+                        x
+                        for x in (
+                            f.detail,
+                            f"db={f.expected}" if f.expected else "",
+                            f"disk={f.found}" if f.found else "",
+                        )
+                        if x
+                    )
                     self.stdout.write(f"  {f.kind:<16} {f.name}  {what}{facts}  [{outcome}]")
             verb = "fixed" if fix else "dry run"
-            self.stdout.write(f"{verb}: {sum(len(r.findings) for r in reports)} finding(s), {fixed} fixed, {remaining} remaining")
-        exit_with(code, f"{remaining} finding(s) remain" if code == EXIT_FINDINGS else
-                  f"{len(unreadable)} location(s) unreadable" if code else "")
+            self.stdout.write(
+                f"{verb}: {sum(len(r.findings) for r in reports)} finding(s), {fixed} fixed, {remaining} remaining"
+            )
+        exit_with(
+            code,
+            f"{remaining} finding(s) remain"
+            if code == EXIT_FINDINGS
+            else f"{len(unreadable)} location(s) unreadable"
+            if code
+            else "",
+        )

@@ -24,11 +24,28 @@ from volumes.services.repair.usage import refresh_usage
 
 
 class Command(BaseCommand):
-    help = "Re-measure volumes' allocated bytes (metadata only) and write what changed. Exit: 0 ok, 1 drift or errors, 2 usage."
+    help = (
+        "Re-measure volumes' allocated bytes (metadata only) and write what changed. "
+        "Exit: 0 ok, 1 drift or errors, 2 usage."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--pool", action="append", type=uuid_arg, default=[], metavar="UUID", help="only this pool (repeatable)")
-        parser.add_argument("--volume", action="append", type=uuid_arg, default=[], metavar="UUID", help="only this volume (repeatable)")
+        parser.add_argument(
+            "--pool",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="only this pool (repeatable)",
+        )
+        parser.add_argument(
+            "--volume",
+            action="append",
+            type=uuid_arg,
+            default=[],
+            metavar="UUID",
+            help="only this volume (repeatable)",
+        )
         parser.add_argument("--dry-run", action="store_true", help="measure and report, write nothing")
         parser.add_argument("--json", action="store_true")
 
@@ -44,8 +61,11 @@ class Command(BaseCommand):
         progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
         try:
             report = refresh_usage(
-                actor=command_actor("refresh_usage"), pools=pools, volumes=volumes,
-                dry_run=options["dry_run"], progress=progress,
+                actor=command_actor("refresh_usage"),
+                pools=pools,
+                volumes=volumes,
+                dry_run=options["dry_run"],
+                progress=progress,
             )
         finally:
             progress.close()
@@ -56,11 +76,18 @@ class Command(BaseCommand):
         else:
             verb = "would write" if options["dry_run"] else "wrote"
             for change in report.changes:
-                self.stdout.write(f"  {change.volume_name} ({change.volume_uuid}) {change.field}: {change.old} -> {change.new}")
+                self.stdout.write(
+                    f"  {change.volume_name} ({change.volume_uuid}) {change.field}: {change.old} -> {change.new}"
+                )
             for error in report.errors:
                 self.stdout.write(f"  ERROR {error['volume_uuid']}: {error['error']}")
             self.stdout.write(
                 f"{report.volumes_checked} volume(s) measured, {len(report.skipped)} skipped (busy or not populated), "
                 f"{verb} {len(report.changes)} value(s), {len(report.errors)} error(s)"
             )
-        exit_with(code, f"{len(report.errors)} error(s)" if report.errors else f"{len(report.changes)} value(s) out of date")
+        exit_with(
+            code,
+            f"{len(report.errors)} error(s)"
+            if report.errors
+            else f"{len(report.changes)} value(s) out of date",
+        )

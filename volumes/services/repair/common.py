@@ -140,6 +140,7 @@ def classify_orphans(
 # Snapshot statuses whose layer must exist.
 LAYER_EXPECTED_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.HIDDEN]
 
+
 def linked_base_name(volume: Volume) -> str | None:
     """A linked clone's base layer as the clone's pool driver names its backing (`backing_name`).
 

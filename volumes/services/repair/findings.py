@@ -99,7 +99,9 @@ class Finding:
         )
 
     @classmethod
-    def size_drift(cls, name: str, object_type: str, obj, *, detail: str, expected: int, found: int) -> Finding:
+    def size_drift(
+        cls, name: str, object_type: str, obj, *, detail: str, expected: int, found: int
+    ) -> Finding:
         """A size the row records that differs from the one measured; a fix writes the measured one."""
         return cls(
             kind=FindingKind.SIZE_DRIFT,

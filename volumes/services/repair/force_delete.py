@@ -61,12 +61,17 @@ def force_delete_preview(*, volume: Volume) -> ForceDeletePlan:
         stale_operations=[str(o.uuid) for o in stale],
     )
     clones = list(
-        Volume.objects.filter(parent_snapshot__volume=volume, state__in=LIVE_STATES).values_list("uuid", flat=True)
+        Volume.objects.filter(parent_snapshot__volume=volume, state__in=LIVE_STATES).values_list(
+            "uuid", flat=True
+        )
     )
     if volume.state == EventState.DELETED:
         plan.blocked = "the volume is already deleted"
     elif live:
-        plan.blocked = f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: wait for it or let the sweeper take it over"
+        plan.blocked = (
+            f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: "
+            "wait for it or let the sweeper take it over"
+        )
     elif clones:
         # Force never overrides this: removing the layers would corrupt the clones.
         plan.blocked = "linked clones read its snapshots: " + ", ".join(map(str, clones))
@@ -82,7 +87,9 @@ def force_delete(*, actor: str, volume: Volume, expected_state: int) -> Operatio
     """
     plan = force_delete_preview(volume=volume)
     if plan.blocked:
-        raise errors.RepairBlocked(action="force delete", kind="volume", uuid=volume.uuid, reason=plan.blocked)
+        raise errors.RepairBlocked(
+            action="force delete", kind="volume", uuid=volume.uuid, reason=plan.blocked
+        )
     if plan.current_state != expected_state:
         raise errors.RepairPreviewStale(kind="volume", uuid=volume.uuid, reason=f"now {plan.current_label}")
     with transaction.atomic():

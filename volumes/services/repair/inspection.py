@@ -54,12 +54,16 @@ def live_operations(volume: Volume, *, lock: bool = False) -> tuple[list[Operati
     now = timezone.now()
     stale_queue = now - timedelta(seconds=settings.SHARESTORE_LEASE_SECONDS)
     live, stale = [], []
-    queryset = Operation.objects.filter(active_operations_filter(), Q(volume=volume) | Q(target_uuid=volume.uuid))
+    queryset = Operation.objects.filter(
+        active_operations_filter(), Q(volume=volume) | Q(target_uuid=volume.uuid)
+    )
     if lock:
         queryset = queryset.select_for_update()
     for operation in queryset.order_by("pk"):
         is_live = (
-            operation.state == OperationState.RUNNING and operation.lease_expires_at and operation.lease_expires_at >= now
+            operation.state == OperationState.RUNNING
+            and operation.lease_expires_at
+            and operation.lease_expires_at >= now
         ) or (operation.state == OperationState.QUEUED and operation.created >= stale_queue)
         (live if is_live else stale).append(operation)
     return live, stale
@@ -87,15 +91,23 @@ def volume_inspect(volume: Volume) -> VolumeInspection:
             inspection.virtual_size = head.virtual_size
             inspection.backing = head.backing
             if head.virtual_size != volume.capacity:
-                inspection.head_error = f"virtual size {head.virtual_size} differs from capacity {volume.capacity}"
+                inspection.head_error = (
+                    f"virtual size {head.virtual_size} differs from capacity {volume.capacity}"
+                )
     by_id = {s.pk: s for s in snapshots}
     for snapshot in snapshots:
         if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
             continue
         info = stored.get(snapshot.layer_name)
-        layer = {"uuid": str(snapshot.uuid), "name": snapshot.name, "layer": snapshot.layer_name,
-                 "status": snapshot.get_status_display(), "exists": info is not None, "ok": True,
-                 "problem": ""}
+        layer = {
+            "uuid": str(snapshot.uuid),
+            "name": snapshot.name,
+            "layer": snapshot.layer_name,
+            "status": snapshot.get_status_display(),
+            "exists": info is not None,
+            "ok": True,
+            "problem": "",
+        }
         if info is None:
             layer["ok"] = snapshot.status not in LAYER_EXPECTED_STATUSES
             layer["problem"] = "missing"
@@ -119,7 +131,9 @@ def cancel_stale_operations(volume: Volume, *, actor: str, action: str) -> list[
     live, stale = live_operations(volume, lock=True)
     if live:
         raise errors.RepairBlocked(
-            action=action, kind="volume", uuid=volume.uuid,
+            action=action,
+            kind="volume",
+            uuid=volume.uuid,
             reason=f"operation {live[0].uuid} ({live[0].kind}) came alive: look at the preview again",
         )
     now = timezone.now()

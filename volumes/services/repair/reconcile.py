@@ -80,7 +80,9 @@ def pool_targets(uuids: list[str] | None) -> list[Pool]:
         found = {str(p.uuid) for p in queryset}
         missing = [u for u in uuids if str(u) not in found]
         if missing:
-            raise errors.InvalidParameter(field="pool", reason=f"no pool with UUID {', '.join(map(str, missing))}")
+            raise errors.InvalidParameter(
+                field="pool", reason=f"no pool with UUID {', '.join(map(str, missing))}"
+            )
     return list(queryset)
 
 
@@ -105,12 +107,16 @@ def reconcile(
         targets = {name: None for name in scopes}
     unknown = set(targets) - set(scopes)
     if unknown:
-        raise errors.InvalidParameter(field="scope", reason=f"unknown reconcile scope {', '.join(sorted(unknown))}")
+        raise errors.InvalidParameter(
+            field="scope", reason=f"unknown reconcile scope {', '.join(sorted(unknown))}"
+        )
     reports = []
     for name, uuids in targets.items():
         scope = scopes[name]
         for target in scope.targets(uuids):
-            reports.append(scope.run(actor=actor, target=target, fix=fix, grace_seconds=grace_seconds, progress=progress))
+            reports.append(
+                scope.run(actor=actor, target=target, fix=fix, grace_seconds=grace_seconds, progress=progress)
+            )
     return reports
 
 
@@ -122,7 +128,7 @@ HEAD_EXPECTED_STATES = [
     EventState.ROLLING_BACK,
     EventState.MERGING,
     EventState.FLATTENING,
-]# Volume states that are resting points; any other state needs an operation to move on.
+]  # Volume states that are resting points; any other state needs an operation to move on.
 RESTING_STATES = [EventState.AVAILABLE, EventState.ERROR, EventState.DELETED]
 
 
@@ -252,7 +258,9 @@ def reconcile_pool(
                     )
                 continue
             info = inventory[snapshot.layer_name]
-            _check_image(report, info, "snapshot", snapshot, expected_layer_backing(snapshot, snapshot_by_id, volume))
+            _check_image(
+                report, info, "snapshot", snapshot, expected_layer_backing(snapshot, snapshot_by_id, volume)
+            )
             if info.error is None:
                 measured_size[snapshot.pk] = info.allocated
                 if info.allocated != snapshot.size:
@@ -266,7 +274,9 @@ def reconcile_pool(
                             found=info.allocated,
                         )
                     )
-        if layers and all(s.pk in measured_size or s.status == SnapshotStatus.DELETING or not s.layer_name for s in layers):
+        if layers and all(
+            s.pk in measured_size or s.status == SnapshotStatus.DELETING or not s.layer_name for s in layers
+        ):
             length = snap_length_of(layers, measured_size)
             if length != volume.snap_length:
                 report.findings.append(
@@ -335,13 +345,20 @@ def _check_image(report: ReconcileReport, info: StoredObject, object_type: str, 
         )
 
 
-def _fix_pool(report: ReconcileReport, pool: Pool, driver: StorageDriver, actor: str, volumes, snapshots) -> None:
+def _fix_pool(
+    report: ReconcileReport, pool: Pool, driver: StorageDriver, actor: str, volumes, snapshots
+) -> None:
     volumes_by_uuid = {str(v.uuid): v for v in volumes}
     snapshots_by_uuid = {str(s.uuid): s for s in snapshots}
     remove_orphans(
-        report=report, remove=driver.remove_object, still_there=driver.exists, actor=actor,
-        object_type="pool", object_uuid=pool.uuid,
+        report=report,
+        remove=driver.remove_object,
+        still_there=driver.exists,
+        actor=actor,
+        object_type="pool",
+        object_uuid=pool.uuid,
     )
+
     def mark(finding: Finding) -> None:
         if finding.object_type == "volume":
             volume = volumes_by_uuid[finding.object_uuid]

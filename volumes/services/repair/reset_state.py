@@ -63,7 +63,10 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
         stale_operations=[str(o.uuid) for o in stale],
     )
     if live:
-        proposal.blocked = f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: wait for it or let the sweeper take it over"
+        proposal.blocked = (
+            f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: "
+            "wait for it or let the sweeper take it over"
+        )
         return proposal
     if volume.state == EventState.DELETED:
         proposal.blocked = "the volume is deleted"
@@ -75,7 +78,9 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
         remaining += [layer["layer"] for layer in inspection.layers if layer["exists"]]
         remaining += inspection.partial_files
         if remaining:
-            proposal.blocked = f"files remain ({', '.join(remaining)}): use force delete to finish the removal"
+            proposal.blocked = (
+                f"files remain ({', '.join(remaining)}): use force delete to finish the removal"
+            )
             return proposal
         proposal.proposed_state = EventState.DELETED
         proposal.reasons.append("no file of the volume is left: the removal finished")
@@ -98,9 +103,13 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
         proposal.reasons.append("snapshot layers disagree with the tree: " + "; ".join(bad))
     else:
         proposal.proposed_state = EventState.AVAILABLE
-        proposal.reasons.append("the image exists, is readable, has the volume's capacity and the tree's backing file")
+        proposal.reasons.append(
+            "the image exists, is readable, has the volume's capacity and the tree's backing file"
+        )
     if inspection.partial_files:
-        proposal.reasons.append(f"partial writes left behind (reconcile removes them): {', '.join(inspection.partial_files)}")
+        proposal.reasons.append(
+            f"partial writes left behind (reconcile removes them): {', '.join(inspection.partial_files)}"
+        )
     if proposal.proposed_state == volume.state:
         proposal.blocked = "the state already matches the files"
     return proposal
@@ -115,7 +124,9 @@ def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int
     """
     proposal = reset_state_preview(volume=volume)
     if proposal.blocked:
-        raise errors.RepairBlocked(action="reset state", kind="volume", uuid=volume.uuid, reason=proposal.blocked)
+        raise errors.RepairBlocked(
+            action="reset state", kind="volume", uuid=volume.uuid, reason=proposal.blocked
+        )
     if proposal.current_state != expected_from or proposal.proposed_state != to_state:
         raise errors.RepairPreviewStale(
             kind="volume",

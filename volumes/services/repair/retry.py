@@ -35,7 +35,7 @@ def _is_latest_for_volume(operation: Operation) -> bool:
 
 
 def operation_retry_check(operation: Operation) -> str:
-    """"" when the failed operation can be retried safely now, else the reason it cannot."""
+    """ "" when the failed operation can be retried safely now, else the reason it cannot."""
     if operation.state != OperationState.FAILED:
         return f"it is {operation.get_state_display()}, not failed"
     handler = RETRY_HANDLERS.get(operation.kind)
@@ -82,13 +82,23 @@ def _create_retry_check(operation: Operation) -> str:
 def _create_retry(operation: Operation, actor: str) -> Operation:
     volume = operation.volume
     to = EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
-    transition(volume, allowed=[EventState.ERROR], to=to, action="volume.retry", actor=actor,
-               message=f"retry of operation {operation.uuid}")
+    transition(
+        volume,
+        allowed=[EventState.ERROR],
+        to=to,
+        action="volume.retry",
+        actor=actor,
+        message=f"retry of operation {operation.uuid}",
+    )
     params = {k: v for k, v in operation.params.items() if k not in ("used",)}
     params["retry_of"] = str(operation.uuid)
     return operation_create(
-        kind=operation.kind, target_type=operation.target_type,
-        target_uuid=operation.target_uuid, actor=actor, volume=volume, params=params,
+        kind=operation.kind,
+        target_type=operation.target_type,
+        target_uuid=operation.target_uuid,
+        actor=actor,
+        volume=volume,
+        params=params,
         bytes_total=operation.bytes_total,
     )
 
@@ -107,8 +117,12 @@ def _delete_retry_check(operation: Operation) -> str:
 def _delete_retry(operation: Operation, actor: str) -> Operation:
     params = dict(operation.params, retry_of=str(operation.uuid))
     return operation_create(
-        kind=operation.kind, target_type=operation.target_type,
-        target_uuid=operation.target_uuid, actor=actor, volume=operation.volume, params=params,
+        kind=operation.kind,
+        target_type=operation.target_type,
+        target_uuid=operation.target_uuid,
+        actor=actor,
+        volume=operation.volume,
+        params=params,
     )
 
 

@@ -62,7 +62,9 @@ def refresh_usage(
 
     Volumes that an operation is working on, or whose content is not there yet, are skipped.
     """
-    queryset = Volume.objects.exclude(state__in=[EventState.DELETED, EventState.DELETING]).select_related("pool")
+    queryset = Volume.objects.exclude(state__in=[EventState.DELETED, EventState.DELETING]).select_related(
+        "pool"
+    )
     if volumes is not None:
         queryset = queryset.filter(pk__in=[v.pk for v in volumes])
     if pools is not None:
@@ -127,7 +129,9 @@ def measure_volume(
     if USED in fields and (require_head or driver.exists(volume.image_name)):
         used = driver.usage(volume.image_name)
         if used != volume.used:
-            changes.append(UsageChange(str(volume.uuid), volume.name, "used", volume.used, used, str(volume.uuid)))
+            changes.append(
+                UsageChange(str(volume.uuid), volume.name, "used", volume.used, used, str(volume.uuid))
+            )
     sizes = {}
     for snapshot in snapshots:
         if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
@@ -135,10 +139,18 @@ def measure_volume(
         size = driver.usage(snapshot.layer_name) if driver.exists(snapshot.layer_name) else 0
         sizes[snapshot.pk] = size
         if size != snapshot.size:
-            changes.append(UsageChange(str(volume.uuid), volume.name, "snapshot.size", snapshot.size, size, str(snapshot.uuid)))
+            changes.append(
+                UsageChange(
+                    str(volume.uuid), volume.name, "snapshot.size", snapshot.size, size, str(snapshot.uuid)
+                )
+            )
     length = snap_length_of(snapshots, sizes)
     if SNAP_LENGTH in fields and length != volume.snap_length:
-        changes.append(UsageChange(str(volume.uuid), volume.name, "snap_length", volume.snap_length, length, str(volume.uuid)))
+        changes.append(
+            UsageChange(
+                str(volume.uuid), volume.name, "snap_length", volume.snap_length, length, str(volume.uuid)
+            )
+        )
     return changes
 
 
@@ -148,9 +160,13 @@ def write_usage(volume: Volume, changes: list[UsageChange], actor: str) -> None:
     for change in changes:
         # Compare-and-set on the value measured against: a concurrent writer's figure wins.
         if change.field == "snapshot.size":
-            Snapshot.objects.filter(uuid=change.object_uuid, size=change.old).update(size=change.new, modified=now)
+            Snapshot.objects.filter(uuid=change.object_uuid, size=change.old).update(
+                size=change.new, modified=now
+            )
         else:
-            Volume.objects.filter(pk=volume.pk, **{change.field: change.old}).update(**{change.field: change.new, "modified": now})
+            Volume.objects.filter(pk=volume.pk, **{change.field: change.old}).update(
+                **{change.field: change.new, "modified": now}
+            )
     audit(
         actor=actor,
         action="usage.refresh",

@@ -45,7 +45,8 @@ class Command(BaseCommand):
                 "\n"
                 f"  API token ({token.name}, platform): {key}\n"
                 f"  try: curl -s -H 'Authorization: Token {key}' -H 'Content-Type: application/json' \\\n"
-                '        -d \'{"tenant":"fab210d2-b9b8-4b0b-bd61-50812ce3d4d0","cluster_uuid":"a97eb422-f42b-4b85-8556-725f152661f0","page_size":10}\' \\\n'
+                '        -d \'{"tenant":"fab210d2-b9b8-4b0b-bd61-50812ce3d4d0",'
+                '"cluster_uuid":"a97eb422-f42b-4b85-8556-725f152661f0","page_size":10}\' \\\n'
                 f"        {options['base_url']}/v1/volume/share/list\n"
             )
         else:

@@ -40,7 +40,8 @@ def catalogue_markdown() -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
 
     lines = [
-        f"| {r['scode']} | {r['http_status']} | {r['name']} | {cell(r['message'])} | {cell(r['message_cn'])} | {cell(r['when'])} |"
+        f"| {r['scode']} | {r['http_status']} | {r['name']} | {cell(r['message'])} | "
+        f"{cell(r['message_cn'])} | {cell(r['when'])} |"
         for r in catalogue_rows()
     ]
     return HEADER + "\n".join(lines) + "\n"

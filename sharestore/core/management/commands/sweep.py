@@ -8,9 +8,7 @@ from sharestore.core.services.operations import operations_sweep
 
 
 class Command(BaseCommand):
-    help = (
-        "Re-enqueue operations whose worker stopped renewing its lease (idempotent tasks resume or roll back)."
-    )
+    help = "Re-enqueue operations whose worker stopped renewing its lease (idempotent tasks resume or roll back)."
 
     def add_arguments(self, parser):
         parser.add_argument("--dry-run", action="store_true")
