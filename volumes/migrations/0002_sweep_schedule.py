@@ -10,7 +10,7 @@ def add_schedule(apps, schema_editor):
     Schedule.objects.update_or_create(
         name=SWEEP_NAME,
         defaults={
-            "func": "sharestore.core.tasks.sweep_task",
+            "func": "volumes.tasks.sweep_task",
             "schedule_type": "I",
             "minutes": 1,
             "repeats": -1,

@@ -6,7 +6,7 @@ task entry once the lease period has passed. The sweep schedule is renamed to co
 
 from django.db import migrations, models
 
-OLD_SWEEP, NEW_SWEEP = "sharestore.core.tasks.sweep_task", "sharestore.core.tasks.sweep_task"
+OLD_SWEEP, NEW_SWEEP = "volumes.tasks.sweep_task", "sharestore.core.tasks.sweep_task"
 
 
 # The task each kind ran before the one task entry, for a migration backwards.
