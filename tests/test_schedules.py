@@ -64,8 +64,13 @@ def test_a_database_from_before_the_task_entry_gets_the_sweep_schedule_renamed()
     before = [("core", "0001_initial"), ("volumes", "0003_verbose_names")]
     executor = MigrationExecutor(connection)
     executor.migrate(before)
-    Schedule.objects.filter(name="sharestore: sweep expired operations").update(func="volumes.tasks.sweep_task")
+    Schedule.objects.filter(name="sharestore: sweep expired operations").update(
+        func="volumes.tasks.sweep_task"
+    )
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())
-    assert Schedule.objects.get(name="sharestore: sweep expired operations").func == "sharestore.core.tasks.sweep_task"
+    assert (
+        Schedule.objects.get(name="sharestore: sweep expired operations").func
+        == "sharestore.core.tasks.sweep_task"
+    )
