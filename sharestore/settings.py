@@ -229,6 +229,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The volume's `Type` and the request's `volume_type` are one enumeration.
+    "ENUM_NAME_OVERRIDES": {"VolumeTypeEnum": "volumes.choices.VolumeType"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "sharestore.api.schema.contract_operation_ids",

@@ -76,11 +76,11 @@ class BackupListSchema(serializers.Serializer):
     TotalCount = serializers.IntegerField()
 
 
-class EmptySchema(serializers.Serializer):
-    """An empty object."""
-
-
 BACKUP_ENVELOPE = envelope("BackupEnvelope", BackupWrapperSchema())
 BACKUP_RESTORE_ENVELOPE = envelope("BackupRestoreEnvelope", BackupRestoreSchema())
 BACKUP_LIST_ENVELOPE = envelope("BackupListEnvelope", BackupListSchema())
-BACKUP_DELETE_ENVELOPE = envelope("BackupDeleteEnvelope", EmptySchema())
+BACKUP_DELETE_ENVELOPE = envelope(
+    # A field-less serializer would drop `data` from the schema: the answer carries `"data": {}`.
+    "BackupDeleteEnvelope",
+    serializers.DictField(help_text="always an empty object"),
+)

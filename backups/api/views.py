@@ -15,6 +15,7 @@ from backups.api.schemas import (
     BACKUP_LIST_ENVELOPE,
     BACKUP_RESTORE_ENVELOPE,
 )
+from backups.services.common import MAX_EPOCH
 from backups.services.create import backup_add
 from backups.services.delete import backup_delete
 from backups.services.restore import backup_restore
@@ -24,6 +25,8 @@ from sharestore.api.schema import error_responses
 from volumes import selectors
 from volumes.api.fields import (
     NameField,
+    OptionalUUIDField,
+    SchemaDeclared,
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
@@ -31,6 +34,7 @@ from volumes.api.fields import (
 )
 from volumes.api.representations import volume_representation
 from volumes.api.views import ScopedApi, named
+from volumes.services.volumes import DESC_MAX_LENGTH
 
 
 def _answer(backup) -> dict:
@@ -68,11 +72,18 @@ class VolumeShareBackupAddApi(BackupApi):
         backup_name = NameField()
         backup_point_uuid = StrictUUIDField()
         desc = StrictCharField(
-            required=False, allow_blank=True, allow_null=True, trim_whitespace=False, default=""
+            required=False,
+            allow_blank=True,
+            allow_null=True,
+            trim_whitespace=False,
+            default="",
+            schema={"maxLength": DESC_MAX_LENGTH},
         )
         compress = StrictBooleanField(required=False, allow_null=True, default=None)
         full_backup = StrictBooleanField(required=False, default=False)
-        expired_time = StrictIntegerField(required=False, default=0)
+        expired_time = StrictIntegerField(
+            required=False, default=0, schema={"minimum": 0, "maximum": MAX_EPOCH}
+        )
         protected = StrictBooleanField(required=False, default=False)
 
     @extend_schema(
@@ -173,6 +184,10 @@ class VolumeShareBackupRestoreApi(BackupApi):
 class EpochField(serializers.CharField):
     """Epoch seconds in a query string ("" = no bound)."""
 
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.schema = {"pattern": "^[0-9]{1,12}$", "description": 'epoch seconds; "" or absent: no bound'}
+
     def to_internal_value(self, data):
         value = super().to_internal_value(data).strip()
         if value == "":
@@ -180,6 +195,10 @@ class EpochField(serializers.CharField):
         if not value.isdigit() or len(value) > 12:
             raise serializers.ValidationError("epoch seconds are required")
         return int(value)
+
+
+class QueryIntegerField(SchemaDeclared, serializers.IntegerField):
+    """An integer in a query string (DRF's parsing of "12")."""
 
 
 class VolumeShareBackupListApi(BackupApi):
@@ -191,14 +210,16 @@ class VolumeShareBackupListApi(BackupApi):
 
     class InputSerializer(serializers.Serializer):
         cluster_uuid = serializers.UUIDField()
-        tenant = serializers.CharField(required=False, allow_blank=True, default="")
+        tenant = OptionalUUIDField()
         page_num = serializers.IntegerField(required=False, default=0, min_value=0)
-        page_size = serializers.IntegerField(required=False, default=0, min_value=0)
+        page_size = QueryIntegerField(
+            required=False, default=0, min_value=0, schema={"maximum": settings.SHARESTORE_MAX_PAGE_SIZE}
+        )
         filter_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=128)
         filter_desc = serializers.CharField(required=False, allow_blank=True, default="", max_length=1024)
         filter_start_time = EpochField(required=False, allow_blank=True, default=None)
         filter_end_time = EpochField(required=False, allow_blank=True, default=None)
-        filter_volume_uuid = serializers.CharField(required=False, allow_blank=True, default="")
+        filter_volume_uuid = OptionalUUIDField()
 
         def validate_tenant(self, value):
             return str(serializers.UUIDField().run_validation(value)) if value else ""

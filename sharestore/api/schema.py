@@ -20,6 +20,18 @@ class JsonBodyAutoSchema(AutoSchema):
     def map_parsers(self):
         return ["application/json"]
 
+    def _insert_field_validators(self, field, schema):
+        """Adds the constraints a field declares for the schema only (`volumes.api.fields.SchemaDeclared`):
+        the ones the services enforce, which the field itself must not check (their error codes differ).
+        A field that takes "" keeps drf-spectacular's blank alternative unless the service refuses ""."""
+        extra = getattr(field, "schema", None) or {}
+        blank_accepted = getattr(field, "schema_accepts_blank", True)
+        if blank_accepted:
+            schema.update(extra)
+        super()._insert_field_validators(field, schema)
+        if not blank_accepted:
+            schema.update(extra)
+
 
 def envelope(name: str, data) -> serializers.Serializer:
     """A named envelope schema `{scode, desc, message, message_cn, stack, data}` around `data`."""

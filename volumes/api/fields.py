@@ -1,11 +1,42 @@
 """Serializer fields that accept only the JSON type the contract documents (no "1" for 1, no 1 for true)."""
 
+from django.conf import settings
 from rest_framework import serializers
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
+# Control characters (Unicode Cc: C0, DEL, C1), which `validate_name` refuses; it also refuses the
+# format, surrogate and private-use categories (Cf, Cs, Co), which no simple pattern spells.
+NO_CONTROL_CHARACTERS = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+UUID_SCHEMA = {"format": "uuid"}
 
-class StrictIntegerField(serializers.IntegerField):
+
+class SchemaDeclared:
+    """`schema=`: OpenAPI keywords added to the field's schema only (sharestore.api.schema.JsonBodyAutoSchema),
+    for constraints a service enforces with its own error code, so the field must not check them."""
+
+    # False where DRF takes "" but the service refuses it (names): the schema then has no blank alternative.
+    schema_accepts_blank = True
+
+    def __init__(self, *args, schema=None, **kwargs):
+        self.schema = dict(schema or {})
+        super().__init__(*args, **kwargs)
+
+
+def name_schema() -> dict:
+    """What `volumes.services.volumes.validate_name` accepts."""
+    return {
+        "minLength": 1,
+        "maxLength": settings.SHARESTORE_NAME_MAX_LENGTH,
+        "pattern": NO_CONTROL_CHARACTERS,
+        "description": (
+            f"1-{settings.SHARESTORE_NAME_MAX_LENGTH} characters after trimming surrounding spaces; "
+            "no control, format, surrogate or private-use characters"
+        ),
+    }
+
+
+class StrictIntegerField(SchemaDeclared, serializers.IntegerField):
     """A JSON integer within the database's signed 64 bits; strings, booleans and numbers written
     with a fraction or exponent (`1.0`, `1e308`) are refused."""
 
@@ -22,7 +53,7 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class StrictBooleanField(serializers.BooleanField):
+class StrictBooleanField(SchemaDeclared, serializers.BooleanField):
     """A JSON boolean."""
 
     default_error_messages = {"invalid": "A JSON boolean (true or false) is required."}
@@ -33,7 +64,7 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
-class StrictCharField(serializers.CharField):
+class StrictCharField(SchemaDeclared, serializers.CharField):
     """A JSON string."""
 
     default_error_messages = {"invalid": "A JSON string is required."}
@@ -49,19 +80,33 @@ class NameField(StrictCharField):
 
     The one name rule (length up to SHARESTORE_NAME_MAX_LENGTH, no control characters) is
     `volumes.services.volumes.validate_name`, which every service applies; checking a length here
-    too would answer a different error code for the same bad name.
+    too would answer a different error code for the same bad name. The schema declares that rule.
     """
+
+    schema_accepts_blank = False
 
     def __init__(self, **kwargs):
         kwargs.setdefault("allow_blank", True)
         kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("schema", name_schema())
         super().__init__(**kwargs)
 
 
-class StrictUUIDField(serializers.UUIDField):
+class StrictUUIDField(SchemaDeclared, serializers.UUIDField):
     """A UUID written as a JSON string (DRF would also take an integer)."""
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid", value=data)
         return super().to_internal_value(data)
+
+
+class OptionalUUIDField(StrictCharField):
+    """A UUID filter: "" (the default) means no filter; the view checks the UUID itself."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("default", "")
+        kwargs.setdefault("schema", {**UUID_SCHEMA, "description": 'a UUID; "" or absent: no filter'})
+        super().__init__(**kwargs)

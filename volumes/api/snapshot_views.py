@@ -14,6 +14,7 @@ from volumes.api.snapshot_schemas import SNAPSHOT_ENVELOPE, SNAPSHOT_LIST_ENVELO
 from volumes.api.views import VolumeApi, named
 from volumes.models import Volume
 from volumes.services import snapshots as snapshot_services
+from volumes.services.volumes import DESC_MAX_LENGTH
 
 
 def _forest(volume: Volume) -> SnapshotForest:
@@ -33,7 +34,12 @@ class VolumeShareSnapshotCreateApi(VolumeApi):
     class InputSerializer(VolumeApi.InputSerializer):
         snapshot_name = NameField()
         desc = StrictCharField(
-            required=False, allow_blank=True, allow_null=True, trim_whitespace=False, default=""
+            required=False,
+            allow_blank=True,
+            allow_null=True,
+            trim_whitespace=False,
+            default="",
+            schema={"maxLength": DESC_MAX_LENGTH},
         )
 
     @extend_schema(

@@ -15,6 +15,7 @@ from sharestore.api.schema import error_responses
 from volumes import selectors
 from volumes.api.fields import (
     NameField,
+    OptionalUUIDField,
     StrictBooleanField,
     StrictCharField,
     StrictIntegerField,
@@ -22,9 +23,10 @@ from volumes.api.fields import (
 )
 from volumes.api.representations import row_representation, volume_representation
 from volumes.api.schemas import VOLUME_ENVELOPE, VOLUME_LIST_ENVELOPE
+from volumes.choices import VolumeType
 from volumes.services import volumes as volume_services
 from volumes.services.repair.usage import SNAP_LENGTH, USED, volume_usage_refresh
-from volumes.services.volumes import check_volume_name
+from volumes.services.volumes import MIN_VOLUME_BYTES, SECTOR, check_volume_name
 
 
 def named(serializer_class, component_name: str):
@@ -68,10 +70,12 @@ class VolumeShareListApi(ScopedApi):
     """POST /v1/volume/share/list: a page of the tenant's volumes in the cluster."""
 
     class InputSerializer(ScopedApi.InputSerializer):
-        filter_pool_uuid = StrictCharField(required=False, allow_blank=True, default="")
+        filter_pool_uuid = OptionalUUIDField()
         filter_name = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
         page_num = StrictIntegerField(required=False, default=0, min_value=0)
-        page_size = StrictIntegerField(required=False, default=0, min_value=0)
+        page_size = StrictIntegerField(
+            required=False, default=0, min_value=0, schema={"maximum": settings.SHARESTORE_MAX_PAGE_SIZE}
+        )
 
         def validate_filter_pool_uuid(self, value):
             if value:
@@ -140,9 +144,20 @@ class VolumeShareCreateApi(ScopedApi):
     class InputSerializer(ScopedApi.InputSerializer):
         pool_uuid = StrictUUIDField()
         volume_name = NameField()
-        volume_type = StrictCharField(allow_blank=True)
-        capacity = StrictIntegerField(required=False, allow_null=True, default=None)
-        snap_capacity = StrictIntegerField()
+        volume_type = StrictCharField(allow_blank=True, schema={"enum": list(VolumeType.values)})
+        capacity = StrictIntegerField(
+            required=False,
+            allow_null=True,
+            default=None,
+            schema={
+                "minimum": MIN_VOLUME_BYTES,
+                "maximum": settings.SHARESTORE_MAX_VOLUME_BYTES,
+                "multipleOf": SECTOR,
+            },
+        )
+        snap_capacity = StrictIntegerField(
+            schema={"minimum": 0, "maximum": settings.SHARESTORE_MAX_VOLUME_BYTES}
+        )
         backing_file = StrictCharField(
             required=False, allow_blank=True, allow_null=True, default="", max_length=4096
         )
