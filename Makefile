@@ -55,7 +55,7 @@ run: demo
 	    for p in $$pids; do kill -KILL -- -$$p 2>/dev/null; done; exit 0; }; \
 	  trap stop EXIT INT TERM; \
 	  setsid $(PY) manage.py qcluster & pids="$$pids $$!"; \
-	  setsid $(PY) -m gunicorn sharestore.wsgi --bind $(HOST):$(PORT) --workers 2 --access-logfile - & pids="$$pids $$!"; \
+	  setsid $(PY) -m gunicorn sharestore.wsgi --bind $(HOST):$(PORT) --workers 2 -c python:sharestore.gunicorn_conf & pids="$$pids $$!"; \
 	  wait
 
 # The suite runs on PostgreSQL when DATABASE_URL names one, or when a local one accepts the
