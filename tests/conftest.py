@@ -4,6 +4,7 @@ tmp_path, real qemu-img, django-q2 in sync mode (tasks run when the request's tr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -14,9 +15,12 @@ from rest_framework.test import APIClient
 from sharestore.core.services.tokens import token_create
 
 # Settings read the secret key from SHARESTORE_SECRET_KEY or var/secret_key and never create it
-# (manage.py does); a checkout that never ran manage.py still gets a key for its tests.
+# (manage.py does); a checkout that never ran manage.py still gets a key for its tests. The real
+# qcluster workers some tests start inherit it through the environment: django-q2 signs task
+# payloads with the key, and a worker with another key (manage.py would create one) drops them all.
 if not getattr(settings._wrapped, "SECRET_KEY", None):
-    settings.SECRET_KEY = "sharestore-tests-only-" + "x" * 40
+    os.environ["SHARESTORE_SECRET_KEY"] = "sharestore-tests-only-" + "x" * 40
+    settings.SECRET_KEY = os.environ["SHARESTORE_SECRET_KEY"]
 from volumes.services import demo
 
 TENANT = demo.TENANT_UUID
