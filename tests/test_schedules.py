@@ -54,23 +54,3 @@ def test_qinfo_runs(capsys):
     call_command("qinfo")
     assert "Clusters" in capsys.readouterr().out
 
-
-@pytest.mark.django_db(transaction=True)
-def test_a_database_from_before_the_task_entry_gets_the_sweep_schedule_renamed():
-    """Upgrading: the schedule the old release installed (volumes.tasks.sweep_task) runs the core task."""
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
-
-    before = [("core", "0001_initial"), ("volumes", "0003_verbose_names")]
-    executor = MigrationExecutor(connection)
-    executor.migrate(before)
-    Schedule.objects.filter(name="sharestore: sweep expired operations").update(
-        func="volumes.tasks.sweep_task"
-    )
-    executor = MigrationExecutor(connection)
-    executor.loader.build_graph()
-    executor.migrate(executor.loader.graph.leaf_nodes())
-    assert (
-        Schedule.objects.get(name="sharestore: sweep expired operations").func
-        == "sharestore.core.tasks.sweep_task"
-    )
