@@ -53,4 +53,3 @@ def test_qinfo_runs(capsys):
     # "Blessed is not installed" until blessed is a dependency.
     call_command("qinfo")
     assert "Clusters" in capsys.readouterr().out
-
