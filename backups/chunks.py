@@ -349,10 +349,14 @@ def index_name(name: str) -> str:
 
 def save_index(store, name: str, index: ChunkIndex) -> None:
     """Write the index of backup file `name` under a temporary name, fsync, rename (the qemu layer's publish)."""
-    tmp = store.tmp_path(index_name(name))
-    with open(tmp, "wb") as handle:
-        handle.write(index.to_bytes())
-    qemu.publish(tmp, store.path(index_name(name)))
+    tmp = store.tmp_path(index_name(name))  # this attempt's own name (`.tmp-<name>.fidx.op12-a3`)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(index.to_bytes())
+        qemu.publish(tmp, store.path(index_name(name)))
+    except BaseException:
+        qemu.unlink(tmp)
+        raise
 
 
 def load_index(store, name: str, expected_digest: str) -> ChunkIndex | None:
@@ -372,9 +376,6 @@ def has_index(store, name: str) -> bool:
 
 
 def remove_index(store, name: str) -> None:
-    """Remove the index of backup file `name` and any partial write of it."""
-    for path in (store.tmp_path(index_name(name)), store.path(index_name(name))):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    """Remove the index of backup file `name` and any partial write of it (of any attempt)."""
+    store.remove_partials(index_name(name))
+    qemu.unlink(store.path(index_name(name)))

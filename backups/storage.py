@@ -3,7 +3,8 @@
 Layout: `<backup point>/<volume uuid>/<backup uuid>.qcow2`. A full backup is an independent qcow2
 image; an incremental one is a qcow2 overlay whose backing reference is its base's file name in the
 same directory (relative, so the backup point can be mounted anywhere). A file appears under its
-final name only once it is complete (written as `.tmp-<name>`, fsynced, renamed, directory fsynced).
+final name only once it is complete (written at a temporary name of its attempt, `.tmp-<name>.op12-a3`,
+fsynced, renamed, directory fsynced; `qemu.tmp_sibling`).
 
 The content comes from the pool's driver (`StorageDriver.export`, written at the temporary name
 this store chooses) and goes back into a pool through it (`StorageDriver.restore_export`); this store
@@ -63,7 +64,8 @@ class BackupStore:
         return os.path.basename(name).startswith(TMP_PREFIX)
 
     def partial_paths(self, name: str) -> list[str]:
-        return [self.tmp_path(name), self.tmp_path(name, DELTA_SUFFIX)]
+        """Every partial write of `name`, of any attempt (its scratch `.delta` and index ones too)."""
+        return qemu.partials_of(self.path(name))
 
     # -- state of the directory -----------------------------------------------------------------
 
@@ -86,11 +88,9 @@ class BackupStore:
         return max(st.st_blocks * 512, 0) or st.st_size
 
     def remove_partials(self, name: str) -> bool:
-        """Remove what an unfinished write of `name` left; the published file is kept."""
-        removed = False
-        for path in self.partial_paths(name):
-            removed |= qemu.unlink(path)
-        return removed
+        """Remove what unfinished writes of `name` left, of any attempt; the published file is kept.
+        Fenced: an attempt that lost its lease removes nothing (it could be the new owner's write)."""
+        return qemu.discard_partials(self.path(name)) > 0
 
     def remove(self, name: str) -> bool:
         """Remove the file and any partial write of it; an emptied volume directory goes too."""
@@ -141,8 +141,10 @@ class BackupStore:
 
         The writing is the pool driver's (`StorageDriver.export`): a full export, or an incremental one
         on the base backup's file (`self.path(base)`, in the same directory as required). Its scratch
-        files carry the temporary name as prefix (`.tmp-<name>.delta`), so `remove_partials` finds
-        what a crash left. Any failure removes every partial; the published file never looks partial.
+        files carry the temporary name as prefix (`.tmp-<name>.op12-a3.delta`), so `remove_partials`
+        finds what a crash left. What earlier attempts left is removed first; a failure removes this
+        attempt's own files only (another attempt may be writing beside them); the published file never
+        looks partial.
         """
         final = self.path(name)
         self.remove_partials(name)
@@ -152,7 +154,8 @@ class BackupStore:
             export(tmp)
             qemu.publish(tmp, final)
         except BaseException:
-            self.remove_partials(name)
+            for own in (tmp, tmp + DELTA_SUFFIX):
+                qemu.unlink(own)
             raise
 
     def merge_into(

@@ -6,6 +6,12 @@ is renamed into place. Every publish point (`volumes.drivers.qemu.publish` and `
 create, import, restore, backup files) runs inside `publish_guard()`. Outside an operation (the demo
 seed, management commands) there is no guard and the publish goes ahead.
 
+Each attempt also writes under its own temporary names: the runner installs the attempt's tag
+(`attempt_tag()`, `op<operation id>-a<attempt number>`), which the storage layer puts into every
+temporary file name (`volumes.drivers.qemu.tmp_sibling`: `.tmp-<name>.op12-a3`). An attempt that was
+fenced off while its copy still runs never writes into the file of the attempt that took over, and the
+new attempt knows the names its predecessors used (`attempt_tags()`) to remove what they left.
+
 This module imports nothing from Django models: the storage layer below may use it.
 """
 
@@ -18,16 +24,43 @@ from contextvars import ContextVar
 
 Guard = Callable[[], AbstractContextManager]
 _guard: ContextVar[Guard | None] = ContextVar("sharestore_publish_guard", default=None)
+# (operation id, attempt number) of the attempt running in this context; None outside an operation.
+_attempt: ContextVar[tuple[int, int] | None] = ContextVar("sharestore_attempt", default=None)
+
+
+def tag_of(operation_id: int, attempt: int) -> str:
+    """The temporary-name tag of one attempt: letters, digits and `-` only (no `.`, which separates
+    the parts of a temporary name)."""
+    return f"op{int(operation_id)}-a{int(attempt)}"
 
 
 @contextlib.contextmanager
-def installed(guard: Guard) -> Iterator[None]:
-    """Run the block with `guard` protecting every publish made in it (this thread/context only)."""
+def installed(guard: Guard, *, operation_id: int | None = None, attempt: int = 0) -> Iterator[None]:
+    """Run the block with `guard` protecting every publish made in it, and (with `operation_id`) the
+    attempt's tag naming every temporary file written in it (this thread/context only)."""
     token = _guard.set(guard)
+    attempt_token = _attempt.set(None if operation_id is None else (int(operation_id), int(attempt)))
     try:
         yield
     finally:
+        _attempt.reset(attempt_token)
         _guard.reset(token)
+
+
+def attempt_tag() -> str:
+    """This attempt's tag for temporary names (`op12-a3`), or "" outside an operation."""
+    current = _attempt.get()
+    return "" if current is None else tag_of(*current)
+
+
+def attempt_tags() -> list[str]:
+    """The tags of every attempt of this operation so far, this one last ([] outside an operation):
+    the temporary names a new attempt may find left by its predecessors."""
+    current = _attempt.get()
+    if current is None:
+        return []
+    operation_id, attempt = current
+    return [tag_of(operation_id, number) for number in range(1, attempt + 1)]
 
 
 @contextlib.contextmanager

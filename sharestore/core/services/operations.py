@@ -409,7 +409,8 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
         Heartbeat(reporter, heartbeat_seconds()) if _heartbeat_possible() else contextlib.nullcontext()
     )
     try:
-        with heartbeat, fencing.installed(operation_fence(operation, owner)):
+        fence = operation_fence(operation, owner)
+        with heartbeat, fencing.installed(fence, operation_id=operation.pk, attempt=operation.attempts):
             preflight = _placement.get("preflight")
             if preflight is not None:
                 preflight(operation)

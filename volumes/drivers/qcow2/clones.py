@@ -122,24 +122,8 @@ class LayerClones:
         self._publish(partial_path, final)
 
     def discard_partials(self, name: str) -> int:
-        final = self.path(name)
-        directory = os.path.dirname(final)
-        plain = os.path.basename(qemu.tmp_sibling(final))
-        try:
-            entries = os.listdir(directory)
-        except FileNotFoundError:
-            return 0
-        removed = 0
-        for entry in entries:
-            if entry == plain or entry.startswith(plain + "."):
-                try:
-                    os.unlink(os.path.join(directory, entry))
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-        if removed:
-            qemu.fsync_parent(final)
-        return removed
+        # Every attempt's: each copy has its own tag (qemu.partial_target recognises them all).
+        return qemu.discard_partials(self.path(name))
 
     # -- flatten --------------------------------------------------------------------------------------
     # A linked clone reads its origin through its own root layers: its oldest snapshot layers, or the

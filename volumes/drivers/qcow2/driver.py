@@ -38,9 +38,6 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
             raise errors.StorageError(reason=f"invalid image name {name!r}")
         return os.path.join(self.root, name)
 
-    def _tmp_path(self, name: str) -> str:
-        return qemu.tmp_sibling(self.path(name))
-
     # The file steps go through these three methods so fault-injection tests can count them.
 
     def _publish(self, tmp: str, final: str) -> None:

@@ -200,8 +200,9 @@ class LayerExports:
         return os.path.realpath(path)
 
     # -- inventory -------------------------------------------------------------------------------
-    # Partial writes are the files named `.tmp-<image>` (a plain publish) or `.tmp-<image>.<tag>`
-    # (an attempt of a copy); every other file is an image. Each file's metadata is read once, and
+    # Partial writes are the files named `.tmp-<image>` (a publish outside an operation) or
+    # `.tmp-<image>.<tags>` (an attempt's publish or copy, `qemu.tmp_sibling`); every other file is
+    # an image. Each file's metadata is read once, and
     # the chains are followed in what was read, so an inventory costs two `qemu-img` runs per image
     # at any chain depth.
 
@@ -215,13 +216,7 @@ class LayerExports:
         return sorted(names)
 
     def _partials_of(self, name: str) -> list[str]:
-        directory, base = os.path.split(name)
-        plain = qemu.TMP_PREFIX + base
-        try:
-            entries = os.listdir(os.path.join(self.root, directory))
-        except FileNotFoundError:
-            return []
-        return sorted(os.path.join(directory, e) for e in entries if e == plain or e.startswith(plain + "."))
+        return [self._name_of(p) for p in qemu.partials_of(self.path(name))]
 
     def _describe(self, name: str, partial_of: str | None, now: float) -> StoredObject | None:
         path = self.path(name)
@@ -249,11 +244,10 @@ class LayerExports:
     @staticmethod
     def _partial_target(name: str, images: set[str]) -> str:
         directory, base = os.path.split(name)
-        rest = base[len(qemu.TMP_PREFIX) :]
-        plain = os.path.join(directory, rest)
-        if plain in images or "." not in rest:
-            return plain
-        return os.path.join(directory, rest.rsplit(".", 1)[0])  # `.tmp-<image>.<tag>`
+        rest = os.path.join(directory, base[len(qemu.TMP_PREFIX) :])
+        if rest in images:
+            return rest  # `.tmp-<image>`: a plain publish of an image that exists
+        return qemu.partial_target(name) or rest  # `.tmp-<image>.op12-a3[.a3-1f2e3d4c]`
 
     def inventory(self, names: Iterable[str] | None = None) -> list[StoredObject]:
         now = time.time()

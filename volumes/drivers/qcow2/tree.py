@@ -309,7 +309,7 @@ class LayerTree:
 
     def _unfreeze(self, head: str, layer: str) -> None:
         head_path, layer_path = self.path(head), self.path(layer)
-        self._unlink(self._tmp_path(head))
+        qemu.discard_partials(head_path)  # an interrupted freeze's overlay, of any attempt
         if not os.path.isfile(layer_path):
             return
         if os.path.isfile(head_path):
