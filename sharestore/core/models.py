@@ -54,6 +54,14 @@ class Operation(models.Model):
     )
     owner = models.CharField(max_length=128, blank=True, default="", help_text=_("Worker holding the lease."))
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    waiting_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=_(
+            "When the operation began waiting for a live host that mounts its pools; it fails with "
+            "NoLiveHost once SHARESTORE_HOST_WAIT_SECONDS have passed since."
+        ),
+    )
     attempts = models.PositiveIntegerField(default=0)
     created = models.DateTimeField(default=timezone.now, editable=False)
     started = models.DateTimeField(null=True, blank=True)

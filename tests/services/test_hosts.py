@@ -261,7 +261,8 @@ def test_an_operation_goes_to_a_live_host_that_mounts_its_pools_or_waits(
         OperationState.QUEUED,
         "waiting for a host that mounts pool disks",
     )
-    Operation.objects.filter(pk=op_disks.pk).update(created=timezone.now() - timedelta(hours=1))
+    assert operations.operations_waiting_dispatch() == (0, 0)  # its wait has just begun
+    Operation.objects.filter(pk=op_disks.pk).update(waiting_since=timezone.now() - timedelta(hours=1))
     assert operations.operations_waiting_dispatch() == (0, 1)
     op_disks.refresh_from_db()
     on_disks.refresh_from_db()
@@ -271,6 +272,78 @@ def test_an_operation_goes_to_a_live_host_that_mounts_its_pools_or_waits(
         EventState.ERROR,
     )
     assert not os.path.exists(os.path.join(scope["pool"].path, on_disks.image_name))
+
+
+def running_on_a_host_that_dies(scope, topology, capture):
+    """A create that has been running for two hours on h2, the only live host mounting its pool; then
+    h2 stops beating and the attempt's lease expires."""
+    h2 = Host.objects.create(name="h2", cluster=topology["cluster"])
+    PoolMount.objects.create(pool=scope["pool"], host=h2, mount_path=scope["pool"].path)
+    volume, operation = create(scope, lambda execute: capture(execute=False))
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    Operation.objects.filter(pk=operation.pk).update(
+        state=OperationState.RUNNING,
+        owner="h2:41:dead",
+        attempts=1,
+        created=two_hours_ago,
+        started=two_hours_ago,
+        phase="copying",
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+    Host.objects.filter(pk=h2.pk).update(queue="host-h2", last_seen=timezone.now() - timedelta(hours=1))
+    return volume, operation, h2
+
+
+def test_a_running_operation_whose_only_host_died_waits_visibly_then_fails_after_the_deadline(
+    scope, topology, settings, django_capture_on_commit_callbacks
+):
+    settings.SHARESTORE_HOST_WAIT_SECONDS = 600
+    volume, operation, _h2 = running_on_a_host_that_dies(scope, topology, django_capture_on_commit_callbacks)
+    operations.operations_sweep(queued=False)
+    operation.refresh_from_db()
+    assert (operation.state, operation.phase) == (
+        OperationState.RUNNING,
+        "waiting for a host that mounts pool disks",
+    )
+    began = operation.waiting_since
+    assert timezone.now() - began < timedelta(seconds=30)
+    # Created two hours ago, but the wait began now: it keeps waiting, and later sweeps keep its start.
+    assert operations.operations_waiting_dispatch() == (0, 0)
+    operations.operations_sweep(queued=False)
+    operation.refresh_from_db()
+    assert (operation.state, operation.waiting_since) == (OperationState.RUNNING, began)
+
+    Operation.objects.filter(pk=operation.pk).update(waiting_since=began - timedelta(seconds=601))
+    assert operations.operations_waiting_dispatch() == (0, 1)
+    operation.refresh_from_db()
+    volume.refresh_from_db()
+    assert (operation.state, operation.error_scode, volume.state) == (
+        OperationState.FAILED,
+        5007,
+        EventState.ERROR,
+    )
+    assert "waited 600 s" in operation.error_message
+    assert AuditEvent.objects.filter(action="operation.takeover", operation=operation).count() == 1
+
+
+def test_a_waiting_operation_goes_on_when_a_host_comes_back_before_the_deadline(
+    scope, topology, settings, django_capture_on_commit_callbacks
+):
+    volume, operation, h2 = running_on_a_host_that_dies(scope, topology, django_capture_on_commit_callbacks)
+    operations.operations_sweep(queued=False)
+    assert Operation.objects.get(pk=operation.pk).waiting_since is not None
+    live(h2, "host-h2")
+    # Sent to h2's queue (django-q2 runs it inline here): taken over and finished.
+    assert operations.operations_waiting_dispatch() == (1, 0)
+    operation.refresh_from_db()
+    volume.refresh_from_db()
+    assert (operation.state, operation.attempts, operation.waiting_since) == (
+        OperationState.SUCCEEDED,
+        2,
+        None,
+    )
+    assert volume.state == EventState.AVAILABLE
+    assert os.path.isfile(os.path.join(scope["pool"].path, volume.image_name))
 
 
 def test_a_worker_whose_host_does_not_mount_the_pool_passes_the_task_on(

@@ -36,7 +36,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from sharestore import errors
@@ -110,6 +111,14 @@ def host_wait_seconds() -> float:
     return float(getattr(settings, "SHARESTORE_HOST_WAIT_SECONDS", 600))
 
 
+def _unclaimed() -> Q:
+    """Operations no live attempt holds: queued, or running under a lease that expired (its worker
+    died, or its host did)."""
+    return Q(state=OperationState.QUEUED) | Q(
+        state=OperationState.RUNNING, lease_expires_at__lt=timezone.now()
+    )
+
+
 def _send(operation_id: int, name: str) -> None:
     from django_q.tasks import async_task
 
@@ -121,16 +130,18 @@ def _send(operation_id: int, name: str) -> None:
             return
         decided = route(operation)
         if decided.waiting:
-            Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED).update(
-                phase=decided.waiting[:64]
+            # Visible in its phase; the deadline counts from when the wait began (kept across
+            # re-sends), not from the operation's creation: a long copy whose host died waits too.
+            Operation.objects.filter(_unclaimed(), pk=operation_id).update(
+                phase=decided.waiting[:64], waiting_since=Coalesce(F("waiting_since"), Value(timezone.now()))
             )
             logger.info("operation %s: %s", operation.uuid, decided.waiting)
             return
         queue = decided.queue
         if operation.phase.startswith(WAITING_PHASE):
-            Operation.objects.filter(
-                pk=operation_id, state=OperationState.QUEUED, phase=operation.phase
-            ).update(phase="")
+            Operation.objects.filter(_unclaimed(), pk=operation_id, phase=operation.phase).update(
+                phase="", waiting_since=None
+            )
     if queue:
         async_task(TASK_ENTRY, operation_id, task_name=name, cluster=queue)
     else:
@@ -157,15 +168,16 @@ def runs_here(operation: Operation) -> bool:
 
 
 def operations_waiting_dispatch() -> tuple[int, int]:
-    """Agent beat: send waiting operations whose pools got a live host; fail those that waited past
-    SHARESTORE_HOST_WAIT_SECONDS with NoLiveHost (through their kind's fail handler). (sent, failed)"""
+    """Agent beat: send waiting operations (queued, or running whose worker's host died) whose pools
+    got a live host; fail those that waited SHARESTORE_HOST_WAIT_SECONDS since their wait began with
+    NoLiveHost (taken over, audited, through their kind's fail handler). (sent, failed)"""
     from sharestore.core.dispatch import handler_for
 
     sent = failed = 0
     deadline = timezone.now() - timedelta(seconds=host_wait_seconds())
-    waiting = Operation.objects.filter(state=OperationState.QUEUED, phase__startswith=WAITING_PHASE)
+    waiting = Operation.objects.filter(_unclaimed(), phase__startswith=WAITING_PHASE)
     for operation in waiting.order_by("created"):
-        if operation.created >= deadline:
+        if (operation.waiting_since or operation.created) >= deadline:
             before = operation.phase
             enqueue(operation, now=True, suffix=":placed")
             sent += Operation.objects.filter(pk=operation.pk).exclude(phase=before).exists()
@@ -329,6 +341,7 @@ def _claim(operation_id: int, owner: str) -> Operation | None:
         "lease_expires_at": _lease_deadline(),
         "attempts": F("attempts") + 1,
         "started": now,
+        "waiting_since": None,  # a later wait for a host starts its own deadline
     }
     if Operation.objects.filter(pk=operation_id, state=OperationState.QUEUED).update(**values) == 1:
         return Operation.objects.get(pk=operation_id)
