@@ -46,9 +46,13 @@ def take_over(operation_id: int, owner: str) -> Attempt:
 
 
 @pytest.fixture
-def operation(transactional_db):
+def threads(transactional_db):
     if connection.vendor == "sqlite" and "memory" in str(connection.settings_dict["NAME"]):
         pytest.skip("the fenced attempt runs in a thread: it needs a database other connections see")
+
+
+@pytest.fixture
+def operation(db):
     return Operation.objects.create(kind="volume.create", target_type="volume", target_uuid=uuid.uuid4())
 
 
@@ -91,7 +95,9 @@ class Paused:
         self.thread.join(60)
 
 
-def test_two_attempts_write_apart_and_only_the_one_holding_the_lease_publishes(operation, pool, monkeypatch):
+def test_two_attempts_write_apart_and_only_the_one_holding_the_lease_publishes(
+    threads, operation, pool, monkeypatch
+):
     first = Attempt(operation.pk, "worker-1")
     name = "volume/v1"
     old_tmp = os.path.join(pool.root, "volume", f".tmp-v1.op{operation.pk}-a1")
@@ -121,7 +127,7 @@ def test_two_attempts_write_apart_and_only_the_one_holding_the_lease_publishes(o
     )
 
 
-def test_a_fenced_backup_write_publishes_nothing_and_its_partial_is_removed(operation, tmp_path, monkeypatch):
+def test_a_fenced_backup_write_publishes_nothing_and_its_partial_is_removed(threads, operation, tmp_path):
     store = BackupStore(str(tmp_path / "point"))
     name = BackupStore.file_name(uuid.uuid4(), uuid.uuid4())
     first = Attempt(operation.pk, "worker-1")
