@@ -15,7 +15,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 
 from sharestore import errors
 
@@ -99,12 +99,19 @@ class Progress:
         self._last = now
         filled = int(self.WIDTH * done / total) if total else self.WIDTH
         line = f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total} {label[-50:]:<50}"
-        self.stream.write(line)
-        self.stream.flush()
+        self._write(line)
         self.drawn = True
+
+    def _write(self, text: str) -> None:
+        # A command's self.stderr (OutputWrapper) ends every write with a newline unless told not to:
+        # the bar would then scroll one line per redraw instead of redrawing in place.
+        if isinstance(self.stream, OutputWrapper):
+            self.stream.write(text, ending="")
+        else:
+            self.stream.write(text)
+        self.stream.flush()
 
     def close(self) -> None:
         if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
             self.drawn = False

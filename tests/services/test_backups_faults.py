@@ -3,6 +3,7 @@ partial backup ever looks complete, and every interrupted step finishes or rolls
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -281,6 +282,28 @@ def test_commands_prune_and_verify(scope, point, capsys):
     assert Backup.objects.get(pk=b2.pk).base_id is None
     call_command("verify_backups", str(b2.uuid))
     assert capsys.readouterr().out.startswith("ok: b2")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_prune_backups_draws_a_progress_bar_on_a_terminal_only(scope, point):
+    volume = make_volume(scope)
+    backups = [backup(volume, snap(volume, f"s{i}"), point, name=f"old{i}", expired_time=1) for i in range(2)]
+    terminal, out = Terminal(), io.StringIO()
+    call_command("prune_backups", stdout=out, stderr=terminal)
+    # Redrawn in place (carriage returns; 1/2 may be skipped, redraws are throttled), one newline at the end.
+    drawn = terminal.getvalue()
+    assert drawn.startswith(f"\r[{'.' * 30}] 0/2 {'old0':<50}\r")
+    assert drawn.endswith(f"\r[{'#' * 30}] 2/2 {'':<50}\n") and drawn.count("\n") == 1
+    assert [line.split()[:3] for line in out.getvalue().splitlines()] == [
+        ["would", "delete:", b.name] for b in backups
+    ]
+    piped = io.StringIO()
+    call_command("prune_backups", stdout=io.StringIO(), stderr=piped)
+    assert piped.getvalue() == ""
 
 
 def test_verify_backups_selection(scope, point, capsys):

@@ -2,6 +2,7 @@
 a backup that a later one sits on is merged into it). The same service the django-q2 schedule runs.
 
 Like every destructive command (docs/console.md "Commands"), it only reports unless `--fix`.
+A progress bar on a terminal (stderr), as every long command.
 Exit codes: 0 nothing (left) to delete, 1 expired backups remain (the report without --fix)."""
 
 import json
@@ -9,6 +10,7 @@ import json
 from django.core.management.base import BaseCommand
 
 from backups.services.prune import backups_prune
+from sharestore.core.commands import Progress
 
 
 class Command(BaseCommand):
@@ -26,7 +28,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         dry_run = options["dry_run"] or not options["fix"]
-        results = backups_prune(actor="manage.py prune_backups", dry_run=dry_run)
+        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+        try:
+            results = backups_prune(actor="manage.py prune_backups", dry_run=dry_run, progress=progress)
+        finally:
+            progress.close()
         if options["json"]:
             self.stdout.write(json.dumps({"dry_run": dry_run, "backups": results}, indent=2))
             return
