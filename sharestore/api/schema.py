@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
+from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 
 from drf_spectacular.openapi import AutoSchema
@@ -11,6 +14,40 @@ from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
 _cache: dict[str, serializers.Serializer] = {}
+
+# The characters a name may not hold (`volumes.services.volumes.validate_name`): Unicode control,
+# format, surrogate and private-use categories.
+REFUSED_NAME_CATEGORIES = ("Cc", "Cf", "Cs", "Co")
+_BMP = 0x10000
+
+
+def _class_ranges(wanted: Callable[[str], bool]) -> str:
+    """A regex character-class body (`\\u0000-\\u001f...`) of the BMP characters `wanted` accepts.
+
+    Only the BMP: `\\uXXXX` reads the same in ECMA-262 (the OpenAPI dialect, Swagger UI) and in
+    Python's `re` (jsonschema, schemathesis), while characters beyond U+FFFF are spelled differently
+    in each (`\\u{...}` with the `u` flag, `\\U...`), so the schema leaves those to the server."""
+    parts, start = [], None
+    for code in range(_BMP + 1):
+        inside = code < _BMP and wanted(chr(code))
+        if inside and start is None:
+            start = code
+        elif not inside and start is not None:
+            end = code - 1
+            parts.append(f"\\u{start:04x}" + (f"-\\u{end:04x}" if end > start else ""))
+            start = None
+    return "".join(parts)
+
+
+@lru_cache(maxsize=1)
+def name_pattern() -> str:
+    """The OpenAPI `pattern` of a name: no refused character of the BMP anywhere, and at least one
+    character that is neither refused nor white space (the server trims, then refuses an empty name).
+    No look-ahead, which not every schema-driven generator reads. Built from this Python's Unicode
+    tables, as `validate_name` checks with them."""
+    refused = _class_ranges(lambda ch: unicodedata.category(ch) in REFUSED_NAME_CATEGORIES)
+    space = _class_ranges(str.isspace)
+    return f"^[^{refused}]*[^{refused}{space}][^{refused}]*$"
 
 
 class JsonBodyAutoSchema(AutoSchema):

@@ -92,13 +92,27 @@ def test_names_declare_the_name_rule(schema, component, field):
     assert declared["maxLength"] == settings.SHARESTORE_NAME_MAX_LENGTH
     assert field in schema["components"]["schemas"][component]["required"]
     pattern = re.compile(declared["pattern"])
-    for refused in ["a\x00b", "a\tb", "a\nb", "a\x7fb", "a\x85b", "\x1f"]:
+    # Control (Cc), format (Cf: soft hyphen, zero-width space, BOM), private use (Co), blank names.
+    for refused in [
+        "a\x00b",
+        "a\tb",
+        "a\nb",
+        "a\x7fb",
+        "a\x85b",
+        "\x1f",
+        "a\u00adb",
+        "\u200b",
+        "\ufeffa",
+        "x\ue000",
+        "   ",
+        "\u3000",
+    ]:
         assert not pattern.search(refused), repr(refused)
         with pytest.raises(errors.InvalidName):
             validate_name(refused, field=field)
-    for accepted in ["a", "卷-1", "with space", "x" * settings.SHARESTORE_NAME_MAX_LENGTH]:
+    for accepted in ["a", "卷-1", "with space", " a ", "x" * settings.SHARESTORE_NAME_MAX_LENGTH]:
         assert pattern.search(accepted), accepted
-        assert validate_name(accepted, field=field) == accepted
+        assert validate_name(accepted, field=field) == accepted.strip()
 
 
 def test_volume_type_is_an_enumeration(schema):

@@ -3,11 +3,10 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from sharestore.api.schema import name_pattern
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
-# Control characters (Unicode Cc: C0, DEL, C1), which `validate_name` refuses; it also refuses the
-# format, surrogate and private-use categories (Cf, Cs, Co), which no simple pattern spells.
-NO_CONTROL_CHARACTERS = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 UUID_SCHEMA = {"format": "uuid"}
 
 
@@ -28,10 +27,12 @@ def name_schema() -> dict:
     return {
         "minLength": 1,
         "maxLength": settings.SHARESTORE_NAME_MAX_LENGTH,
-        "pattern": NO_CONTROL_CHARACTERS,
+        # The BMP's control, format, surrogate and private-use characters, and a blank name.
+        "pattern": name_pattern(),
         "description": (
             f"1-{settings.SHARESTORE_NAME_MAX_LENGTH} characters after trimming surrounding spaces; "
-            "no control, format, surrogate or private-use characters"
+            "no control, format, surrogate or private-use characters (docs/api.md: what the server "
+            "checks beyond this schema)"
         ),
     }
 
