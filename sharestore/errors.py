@@ -183,6 +183,17 @@ class HostNotServed(ServiceError):
     message_cn = "本服务不响应主机 {host} 的请求"
 
 
+class ImportFormatUnsupported(ServiceError):
+    """backing_file holds a format that cannot be imported faithfully (only standalone qcow2 and raw can)."""
+
+    scode, http_status = 1016, 422
+    message = (
+        "backing_file is {format}, which cannot be imported faithfully: only standalone qcow2 and raw "
+        "disk images are accepted (convert it first: qemu-img convert -O qcow2)"
+    )
+    message_cn = "已有卷文件为{format_cn}，无法如实导入：仅接受独立的 qcow2 或 raw 磁盘镜像（请先用 qemu-img convert -O qcow2 转换）"
+
+
 # 2xxx: authentication and authorization -------------------------------------------------------
 
 

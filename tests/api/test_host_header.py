@@ -44,7 +44,11 @@ def test_a_forwarded_host_is_checked_too(api, settings):
 
 def test_an_allowed_host_is_served(api):
     response = api.client.generic(
-        "POST", "/v1/volume/share/list", json.dumps(scoped()), content_type="application/json", HTTP_HOST="localhost"
+        "POST",
+        "/v1/volume/share/list",
+        json.dumps(scoped()),
+        content_type="application/json",
+        HTTP_HOST="localhost",
     )
     assert (response.status_code, response.json()["scode"]) == (200, 0)
 
