@@ -191,7 +191,10 @@ class ImportFormatUnsupported(ServiceError):
         "backing_file is {format}, which cannot be imported faithfully: only standalone qcow2 and raw "
         "disk images are accepted (convert it first: qemu-img convert -O qcow2)"
     )
-    message_cn = "已有卷文件为{format_cn}，无法如实导入：仅接受独立的 qcow2 或 raw 磁盘镜像（请先用 qemu-img convert -O qcow2 转换）"
+    message_cn = (
+        "已有卷文件为{format_cn}，无法如实导入：仅接受独立的 qcow2 或 raw 磁盘镜像"
+        "（请先用 qemu-img convert -O qcow2 转换）"
+    )
 
 
 # 2xxx: authentication and authorization -------------------------------------------------------

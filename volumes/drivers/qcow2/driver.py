@@ -18,7 +18,6 @@ from volumes.drivers.qcow2.export import LayerExports
 from volumes.drivers.qcow2.tree import LayerTree
 from volumes.drivers.qemu import supports_direct_io
 
-
 _KINDS = {
     stat.S_IFIFO: "a FIFO",
     stat.S_IFSOCK: "a socket",
