@@ -400,6 +400,17 @@ class SnapCapReached(ServiceError):
     message_cn = "卷 {uuid} 的快照已占用 {snap_length}/{snap_cap} 字节（快照容量）：请先删除快照再创建"
 
 
+class SnapshotsDisabled(ServiceError):
+    """The volume's SnapCap is 0: it was created to take no snapshots (deleting snapshots cannot help)."""
+
+    scode, http_status = 4107, 409
+    message = (
+        "volume {uuid} takes no snapshots: its SnapCap is 0 (snap_capacity 0 at create disables "
+        "snapshots; create the volume with a positive snap_capacity to take them)"
+    )
+    message_cn = "卷 {uuid} 不允许创建快照：其快照容量为 0（创建卷时快照容量为 0 即禁用快照；如需快照，请以大于 0 的快照容量创建卷）"
+
+
 class SnapshotHasDependents(ServiceError):
     """Linked clones or running backups read the snapshot's layer (Ref > 0): it cannot be deleted now."""
 
