@@ -408,7 +408,10 @@ class SnapshotsDisabled(ServiceError):
         "volume {uuid} takes no snapshots: its SnapCap is 0 (snap_capacity 0 at create disables "
         "snapshots; create the volume with a positive snap_capacity to take them)"
     )
-    message_cn = "卷 {uuid} 不允许创建快照：其快照容量为 0（创建卷时快照容量为 0 即禁用快照；如需快照，请以大于 0 的快照容量创建卷）"
+    message_cn = (
+        "卷 {uuid} 不允许创建快照：其快照容量为 0（创建卷时快照容量为 0 即禁用快照；"
+        "如需快照，请以大于 0 的快照容量创建卷）"
+    )
 
 
 class SnapshotHasDependents(ServiceError):
