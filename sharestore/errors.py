@@ -649,11 +649,18 @@ class CloneSourceBusy(ServiceError):
 
 
 class PoolSpaceShort(ServiceError):
-    """The destination pool's filesystem has less free space than the copy needs (measured before writing)."""
+    """The destination pool's filesystem cannot hold the copy (measured before writing) beside what the copies
+    already accepted there have still to write (their reservations)."""
 
     scode, http_status = 5201, 507
-    message = "pool {pool} has {free} bytes free on its filesystem; the copy needs about {needed} bytes"
-    message_cn = "存储池 {pool} 的文件系统剩余 {free} 字节，本次复制约需 {needed} 字节"
+    message = (
+        "pool {pool} has {free} bytes free on its filesystem, {reserved} of them reserved by copies in "
+        "progress; the copy needs about {needed} bytes"
+    )
+    message_cn = (
+        "存储池 {pool} 的文件系统剩余 {free} 字节，其中 {reserved} 字节已为进行中的复制预留；"
+        "本次复制约需 {needed} 字节"
+    )
 
 
 # Not a condition of its own ----------------------------------------------------------------------

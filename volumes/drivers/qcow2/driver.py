@@ -199,7 +199,11 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
                 qemu.check(source, pass_fds=(fd,), untrusted=True)
             except errors.StorageError as exc:
                 raise errors.ImportRejected(reason="qcow2 fails 'qemu-img check'", desc=exc.desc) from None
-        return ImportSource(path=resolved, format=fmt, virtual_size=virtual_size)
+        try:
+            needs = int(qemu.measure(source, fmt=fmt, pass_fds=(fd,), untrusted=True)["required"])
+        except (errors.StorageError, KeyError, ValueError):
+            needs = virtual_size  # what a fully written copy would take
+        return ImportSource(path=resolved, format=fmt, virtual_size=virtual_size, needs=needs)
 
     def import_image(
         self, source: ImportSource, allowed_roots: list[str], name: str, size: int, progress: ProgressCallback
