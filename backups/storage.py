@@ -132,6 +132,15 @@ class BackupStore:
         paths = qemu.walk_chain(self.path(name), accept=self._accept_backing)
         return [name] + [f"{directory}/{os.path.basename(p)}" for p in paths[1:]]
 
+    def restore_needs(self, name: str, capacity: int) -> int:
+        """Bytes a restore of backup file `name` (its whole chain) writes into a pool; when the chain
+        cannot be measured, what a fully written volume of `capacity` bytes would take."""
+        try:
+            self.chain(name)  # every base named as backups name them, before qemu-img opens the chain
+            return int(qemu.measure(self.path(name))["required"])
+        except (errors.ServiceError, KeyError, ValueError):
+            return capacity
+
     def check(self, path: str) -> dict:
         """`qemu-img check` of one image: JSON report plus `exit` (0 ok, 1 unchecked, 2 corrupt, 3 leaks)."""
         return qemu.check(path, ok_codes=(0, 1, 2, 3))

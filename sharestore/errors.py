@@ -183,6 +183,20 @@ class HostNotServed(ServiceError):
     message_cn = "本服务不响应主机 {host} 的请求"
 
 
+class ImportFormatUnsupported(ServiceError):
+    """backing_file holds a format that cannot be imported faithfully (only standalone qcow2 and raw can)."""
+
+    scode, http_status = 1016, 422
+    message = (
+        "backing_file is {format}, which cannot be imported faithfully: only standalone qcow2 and raw "
+        "disk images are accepted (convert it first: qemu-img convert -O qcow2)"
+    )
+    message_cn = (
+        "已有卷文件为{format_cn}，无法如实导入：仅接受独立的 qcow2 或 raw 磁盘镜像"
+        "（请先用 qemu-img convert -O qcow2 转换）"
+    )
+
+
 # 2xxx: authentication and authorization -------------------------------------------------------
 
 
@@ -384,6 +398,20 @@ class SnapCapReached(ServiceError):
         "delete snapshots before taking a new one"
     )
     message_cn = "卷 {uuid} 的快照已占用 {snap_length}/{snap_cap} 字节（快照容量）：请先删除快照再创建"
+
+
+class SnapshotsDisabled(ServiceError):
+    """The volume's SnapCap is 0: it was created to take no snapshots (deleting snapshots cannot help)."""
+
+    scode, http_status = 4107, 409
+    message = (
+        "volume {uuid} takes no snapshots: its SnapCap is 0 (snap_capacity 0 at create disables "
+        "snapshots; create the volume with a positive snap_capacity to take them)"
+    )
+    message_cn = (
+        "卷 {uuid} 不允许创建快照：其快照容量为 0（创建卷时快照容量为 0 即禁用快照；"
+        "如需快照，请以大于 0 的快照容量创建卷）"
+    )
 
 
 class SnapshotHasDependents(ServiceError):
@@ -621,11 +649,18 @@ class CloneSourceBusy(ServiceError):
 
 
 class PoolSpaceShort(ServiceError):
-    """The destination pool's filesystem has less free space than the copy needs (measured before writing)."""
+    """The destination pool's filesystem cannot hold the copy (measured before writing) beside what the copies
+    already accepted there have still to write (their reservations)."""
 
     scode, http_status = 5201, 507
-    message = "pool {pool} has {free} bytes free on its filesystem; the copy needs about {needed} bytes"
-    message_cn = "存储池 {pool} 的文件系统剩余 {free} 字节，本次复制约需 {needed} 字节"
+    message = (
+        "pool {pool} has {free} bytes free on its filesystem, {reserved} of them reserved by copies in "
+        "progress; the copy needs about {needed} bytes"
+    )
+    message_cn = (
+        "存储池 {pool} 的文件系统剩余 {free} 字节，其中 {reserved} 字节已为进行中的复制预留；"
+        "本次复制约需 {needed} 字节"
+    )
 
 
 # Not a condition of its own ----------------------------------------------------------------------

@@ -148,6 +148,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every log line of the request, and the operations it creates, carry its id.
     "sharestore.monitoring.middleware.RequestIdMiddleware",
+    # Before anything asks for the host: a disallowed Host on /v1/ answers the envelope, DEBUG or not.
+    "sharestore.api.middleware.ApiHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files are served by the application itself (gunicorn + WhiteNoise), in the demo as in
     # production, so the console is styled without a separate web server.

@@ -24,6 +24,7 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.space import reserved_on, space_reservation
 from sharestore.core.services.state import OperationContext, audit, status_transition
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
@@ -117,11 +118,19 @@ def backup_add(
             available=max(point.capacity - used, 0),
             reason="recorded capacity",
         )
+    # One rule with every copy (sharestore.core.services.space): the point's row is locked above.
     free = store.free_bytes()
-    if estimate > free:
-        raise errors.BackupPointFull(
-            point=point.name, needed=estimate, available=free, reason="filesystem free space"
-        )
+    reservation = space_reservation(
+        on=reserved_on("backup-point", point.uuid),
+        needed=estimate,
+        free=free,
+        refuse=lambda reserved: errors.BackupPointFull(
+            point=point.name,
+            needed=estimate,
+            available=max(free - reserved, 0),
+            reason=f"filesystem free space, {reserved} bytes of it reserved by backups in progress",
+        ),
+    )
     backup_uuid = uuid_lib.uuid4()
     backup = Backup.objects.create(
         uuid=backup_uuid,
@@ -154,6 +163,7 @@ def backup_add(
         volume=volume,
         params={"backup": str(backup.uuid)},
         bytes_total=volume.capacity,
+        reservation=reservation,
     )
     audit(
         OperationContext.of(operation),

@@ -21,20 +21,34 @@ from sharestore.core.services.operations import OperationHandler, Reporter, oper
 from sharestore.core.services.state import OperationContext, audit, transition
 from volumes.choices import EventState
 from volumes.models import Cluster, Pool, Tenant, Volume
+from volumes.services.space import pool_reservation
 from volumes.services.volumes import pool_driver, volume_population_failed, volume_reserve
 
 # -- restore -------------------------------------------------------------------------------------
 
 
-@transaction.atomic
 def backup_restore(
     *, actor: str, backup: Backup, tenant: Tenant, cluster: Cluster, pool: Pool, name: str
 ) -> Volume:
     """Reserve a new volume in `restoring` and queue the copy of the backup's content into it.
 
     The backup's chain is read from the backup point only: the source volume and its snapshots may
-    be gone. The new volume gets the backup's capacity, type and the source's SnapCap.
+    be gone. The new volume gets the backup's capacity, type and the source's SnapCap. The space the
+    copy needs is measured first (a qemu-img read of the chain, out of the transaction) and reserved
+    in the pool under its lock, or the restore is refused at once (5201).
     """
+    needed = 0
+    if backup.status == choices.BackupStatus.COMPLETED:
+        needed = backup_store(backup.backup_point).restore_needs(backup.file_name, backup.volume_capacity)
+    return _backup_restore_begin(
+        actor=actor, backup=backup, tenant=tenant, cluster=cluster, pool=pool, name=name, needed=needed
+    )
+
+
+@transaction.atomic
+def _backup_restore_begin(
+    *, actor: str, backup: Backup, tenant: Tenant, cluster: Cluster, pool: Pool, name: str, needed: int
+) -> Volume:
     point = lock_point(backup.backup_point)
     backup = Backup.objects.get(pk=backup.pk)
     if backup.status != choices.BackupStatus.COMPLETED:
@@ -70,6 +84,7 @@ def backup_restore(
             "source_volume": str(backup.volume_uuid),
         },
         bytes_total=backup.volume_capacity,
+        reservation=pool_reservation(pool, needed),
     )
     audit(
         OperationContext.of(operation),

@@ -35,6 +35,17 @@ class Operation(models.Model):
     progress = models.FloatField(default=0, help_text=_("Percent, 0-100, never decreasing."))
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(default=0)
+    # Space reservation: a copy reserves what it will write while the operation is active (queued or
+    # running) and releases it by ending, whatever the end: nothing else has to remember to free it.
+    reserved_on = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text=_("Where the copy reserves space while active: pool:<uuid> or backup-point:<uuid>."),
+    )
+    reserved_bytes = models.BigIntegerField(
+        default=0, help_text=_("Bytes the copy is expected to write there (its reservation).")
+    )
     error_scode = models.IntegerField(default=0)
     error_message = models.TextField(
         blank=True, default="", help_text=_("The English message, as the API answers it.")
@@ -76,6 +87,7 @@ class Operation(models.Model):
         indexes = [
             models.Index(fields=["state", "lease_expires_at"], name="volumes_op_state_lease"),
             models.Index(fields=["volume", "-created"], name="volumes_op_volume_created"),
+            models.Index(fields=["reserved_on", "state"], name="volumes_op_reserved_state"),
         ]
         constraints = [
             models.CheckConstraint(

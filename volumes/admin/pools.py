@@ -188,6 +188,12 @@ class PoolAdmin(EditableConsoleAdmin):
         if usage.fs_total:
             used = usage.fs_total - usage.fs_free
             rows.append((gettext("filesystem used / size"), bar(used, usage.fs_total)))
+            rows.append(
+                (
+                    gettext("reserved by copies in progress / filesystem free"),
+                    bar(usage.reserved, usage.fs_free),
+                )
+            )
         return format_html(
             '<table class="ss-usage">{}</table>',
             format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),

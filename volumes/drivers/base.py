@@ -93,11 +93,13 @@ class FlattenResult:
 
 @dataclass(frozen=True)
 class ImportSource:
-    """A vetted import source: its resolved path, detected format and virtual size."""
+    """A vetted import source: its resolved path, detected format, virtual size and the bytes its copy
+    needs in a pool (`needs`, what the request reserves)."""
 
     path: str
     format: str
     virtual_size: int
+    needs: int = 0
     details: dict = field(default_factory=dict)
 
 

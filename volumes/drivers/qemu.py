@@ -146,9 +146,22 @@ def layer_allocated(path: str) -> int:
     return int(report.get("allocated-clusters", 0)) * int(report.get("cluster-size", 65536))
 
 
-def measure(path: str, *, fmt: str = "qcow2", out_fmt: str = "qcow2") -> dict:
+def measure(
+    path: str,
+    *,
+    fmt: str = "qcow2",
+    out_fmt: str = "qcow2",
+    pass_fds: Sequence[int] = (),
+    untrusted: bool = False,
+) -> dict:
     """Space a flattened copy of `path` (whole chain) needs as `out_fmt`: `required`, `fully-allocated`."""
-    return _json(_run([qemu_img(), "measure", "-f", fmt, "-O", out_fmt, "--output=json", path], "inspect"))
+    result = _run(
+        [qemu_img(), "measure", "-f", fmt, "-O", out_fmt, "--output=json", path],
+        "inspect",
+        pass_fds=pass_fds,
+        address_space=inspect_address_space() if untrusted else None,
+    )
+    return _json(result)
 
 
 def map_extents(path: str, *, fmt: str = "qcow2", layer_only: bool = False) -> list[dict]:

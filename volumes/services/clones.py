@@ -39,6 +39,7 @@ from volumes.services.snapshot_rules import (
     snapshot_readable,
 )
 from volumes.services.snapshot_tree import checkpoint_for, load_tree
+from volumes.services.space import pool_reservation
 from volumes.services.volumes import (
     pool_driver,
     start_operation,
@@ -184,9 +185,11 @@ def _refuse_if_layers_rewritten(volume: Volume, *, action: str, action_cn: str) 
 
 
 def _check_space(driver: StorageDriver, pool: Pool, needed: int) -> None:
+    """In the task, before writing: this copy's own need against free space (its reservation, checked
+    with every other one when the request was accepted, is still held)."""
     free = driver.space().free
     if needed > free:
-        raise errors.PoolSpaceShort(pool=pool.name, free=free, needed=needed)
+        raise errors.PoolSpaceShort(pool=pool.name, free=free, reserved=0, needed=needed)
 
 
 # -- clone ---------------------------------------------------------------------------------------
@@ -199,7 +202,7 @@ def clone_create(
     operation: a linked clone (overlay) or a full one (copy).
 
     For a full clone the space the copy needs is measured first (a qemu-img read of the chain, kept
-    out of the transaction); everything is checked again under the lock.
+    out of the transaction); everything is checked again under the lock, where the space is reserved.
     """
     validate_name(name, field="clone_dst_vol_name")
     needed = 0
@@ -218,7 +221,6 @@ def clone_create(
         driver = pool_driver(pool)
         driver.check_available()
         needed = driver.copy_needs(_source(snapshot))
-        _check_space(driver, pool, needed)
     return _clone_reserve(
         actor=actor,
         source=source,
@@ -278,6 +280,7 @@ def _clone_reserve(
         volume=volume,
         params={"source_volume": str(source.uuid), "snapshot": str(snapshot.uuid), "linked": linked},
         bytes_total=needed,
+        reservation=None if linked else pool_reservation(pool, needed),
     )
     audit(
         OperationContext.of(operation),
@@ -457,7 +460,6 @@ def volume_flatten(*, actor: str, volume: Volume) -> Operation:
     driver = pool_driver(volume.pool)
     driver.check_available()
     needed = driver.flatten_needs(volume.image_name, load_tree(volume))
-    _check_space(driver, volume.pool, needed)
     return _flatten_begin(actor=actor, volume=volume, needed=needed)
 
 
@@ -479,6 +481,7 @@ def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
         message=f"away from snapshot {snapshot.name!r} ({snapshot.uuid}) of volume {snapshot.volume.uuid}",
         params={"snapshot": str(snapshot.uuid), "source_volume": str(snapshot.volume.uuid)},
         bytes_total=needed,
+        reservation=pool_reservation(volume.pool, needed),
     )
 
 

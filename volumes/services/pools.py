@@ -17,6 +17,7 @@ from sharestore.core.services.state import audit, transition
 from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
 from volumes.drivers import DRIVERS, get_driver
 from volumes.models import Cluster, Host, Pool, PoolMount, Tenant, Volume, Zone
+from volumes.services.space import pool_reserved
 from volumes.services.volumes import pool_driver, validate_name
 
 
@@ -325,6 +326,7 @@ class PoolUsage:
     allocated: int
     fs_total: int | None
     fs_free: int | None
+    reserved: int = 0
 
 
 def pool_usage(pool: Pool, *, filesystem: bool = True) -> PoolUsage:
@@ -346,6 +348,8 @@ def pool_usage(pool: Pool, *, filesystem: bool = True) -> PoolUsage:
         allocated=(sums["used"] or 0) + (sums["snaps"] or 0),
         fs_total=fs_total,
         fs_free=fs_free,
+        # What the copies accepted into the pool have still to write (volumes.services.space).
+        reserved=pool_reserved(pool) if filesystem else 0,
     )
 
 

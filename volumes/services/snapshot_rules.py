@@ -112,6 +112,9 @@ def chain_depth(volume: Volume, snapshot_id: int | None) -> tuple[int, int]:
 def check_can_snapshot(volume: Volume, name: str) -> None:
     if Snapshot.objects.filter(volume=volume, name=name).exclude(status=SnapshotStatus.HIDDEN).exists():
         raise errors.SnapshotNameExists(volume=volume.uuid, name=name)
+    if volume.snap_cap == 0:
+        # Zero is a decision, not a full quota (docs/api.md): no snapshot, however many are deleted.
+        raise errors.SnapshotsDisabled(uuid=volume.uuid)
     if volume.snap_length >= volume.snap_cap:
         raise errors.SnapCapReached(
             uuid=volume.uuid, snap_length=volume.snap_length, snap_cap=volume.snap_cap

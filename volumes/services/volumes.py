@@ -20,11 +20,13 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.space import Reservation
 from sharestore.core.services.state import OperationContext, audit, transition
 from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
+from volumes.services.space import pool_reservation
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
@@ -63,10 +65,11 @@ def start_operation(
     target_uuid=None,
     params: dict | None = None,
     bytes_total: int = 0,
+    reservation: Reservation | None = None,
 ) -> Operation:
     """Move the volume into the operation's transitional state (compare-and-set from `from_states`) and
     queue the operation: how a snapshot create, delete, rollback or a flatten starts, in the caller's
-    transaction, after the caller validated everything."""
+    transaction, after the caller validated everything (and reserved the space a copy needs)."""
     transition(volume, allowed=list(from_states), to=to_state, action=action, actor=actor, message=message)
     return operation_create(
         kind=kind,
@@ -76,6 +79,7 @@ def start_operation(
         volume=volume,
         params=params,
         bytes_total=bytes_total,
+        reservation=reservation,
     )
 
 
@@ -299,6 +303,7 @@ def volume_create(
         volume=volume,
         params=params,
         bytes_total=source.virtual_size if source else 0,
+        reservation=pool_reservation(pool, source.needs) if source else None,
     )
     audit(
         OperationContext.of(operation),

@@ -44,6 +44,7 @@ from sharestore import errors
 from sharestore.core import faults, fencing, request_id
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
 from sharestore.core.models import Operation
+from sharestore.core.services.space import Reservation
 from sharestore.core.services.state import OperationContext, audit
 
 TASK_ENTRY = "sharestore.core.tasks.operation_task"
@@ -202,8 +203,10 @@ def operation_create(
     volume: models.Model | None = None,  # a volumes.Volume: core imports nothing from the apps above it
     params: dict | None = None,
     bytes_total: int = 0,
+    reservation: Reservation | None = None,
 ) -> Operation:
-    """Record a queued operation and enqueue its task after commit."""
+    """Record a queued operation and enqueue its task after commit. `reservation`: the space its copy
+    holds while the operation is active (`sharestore.core.services.space`)."""
     operation = Operation.objects.create(
         kind=kind,
         target_type=target_type,
@@ -213,6 +216,8 @@ def operation_create(
         requested_by=actor[:128],
         request_id=request_id.get(),
         bytes_total=bytes_total,
+        reserved_on=reservation.on if reservation else "",
+        reserved_bytes=reservation.size if reservation else 0,
     )
     enqueue(operation)
     return operation

@@ -6,18 +6,29 @@ This module holds what every image needs (names, create, import, inspect); the s
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 from sharestore import errors
-from volumes.drivers import marker, qemu
+from volumes.drivers import marker, probe, qemu
 from volumes.drivers.base import ImageInfo, ImportSource, ProgressCallback, StorageDriver
 from volumes.drivers.qcow2.clones import LayerClones
 from volumes.drivers.qcow2.export import LayerExports
 from volumes.drivers.qcow2.tree import LayerTree
 from volumes.drivers.qemu import supports_direct_io
 
-QCOW2_MAGIC = b"QFI\xfb"
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
+
+
+def _not_regular(kind: str) -> errors.ImportRejected:
+    return errors.ImportRejected(reason=f"backing_file is not a regular file ({kind})")
 
 
 def _within(path: str, roots: list[str]) -> bool:
@@ -129,15 +140,18 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
         if not _within(resolved, roots):
             raise errors.ImportRejected(reason="backing_file is outside the allowed import roots")
         try:
-            fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: opening a FIFO (or a device) must not wait for a writer; fstat refuses it next.
+            fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             raise errors.ImportRejected(reason="backing_file does not exist") from None
         except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
+                raise _not_regular("a socket or an unconnected device") from None
             raise errors.ImportRejected(reason=f"backing_file cannot be opened: {exc.strerror}") from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
             os.close(fd)
-            raise errors.ImportRejected(reason="backing_file is not a regular file")
+            raise _not_regular(_KINDS.get(stat.S_IFMT(mode), "not a file"))
         # What we opened must still be inside the roots (closes the gap between check and use).
         if not _within(os.readlink(f"/proc/self/fd/{fd}"), roots):
             os.close(fd)
@@ -153,10 +167,11 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
 
     def _inspect_fd(self, fd: int, resolved: str) -> ImportSource:
         # Detect the format from the magic ourselves: qemu's probing is fooled by zeroed headers,
-        # text files and VMDK descriptors that name other host files. Anything without the qcow2
-        # magic is copied as raw bytes, which cannot reach outside the file.
-        head = os.pread(fd, 4, 0)
-        fmt = "qcow2" if head == QCOW2_MAGIC else "raw"
+        # text files and VMDK descriptors that name other host files. Only qcow2 and raw import
+        # faithfully; other containers and text are refused rather than copied as raw bytes.
+        fmt = probe.sniff(fd, os.fstat(fd).st_size)
+        if isinstance(fmt, probe.Refused):
+            raise errors.ImportFormatUnsupported(format=fmt.name, format_cn=fmt.name_cn)
         source = f"file:/proc/self/fd/{fd}"
         try:
             data = qemu.info(source, fmt=fmt, pass_fds=(fd,), untrusted=True)
@@ -181,7 +196,11 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
                 qemu.check(source, pass_fds=(fd,), untrusted=True)
             except errors.StorageError as exc:
                 raise errors.ImportRejected(reason="qcow2 fails 'qemu-img check'", desc=exc.desc) from None
-        return ImportSource(path=resolved, format=fmt, virtual_size=virtual_size)
+        try:
+            needs = int(qemu.measure(source, fmt=fmt, pass_fds=(fd,), untrusted=True)["required"])
+        except (errors.StorageError, KeyError, ValueError):
+            needs = virtual_size  # what a fully written copy would take
+        return ImportSource(path=resolved, format=fmt, virtual_size=virtual_size, needs=needs)
 
     def import_image(
         self, source: ImportSource, allowed_roots: list[str], name: str, size: int, progress: ProgressCallback
