@@ -22,6 +22,7 @@ from backups.services.restore import backup_restore
 from sharestore import errors
 from sharestore.api.envelope import success
 from sharestore.api.schema import error_responses
+from sharestore.core.services.waits import busy_retry
 from volumes import selectors
 from volumes.api.fields import (
     NameField,
@@ -102,17 +103,19 @@ class VolumeShareBackupAddApi(BackupApi):
         point = backup_selectors.backup_point_get(
             uuid=data["backup_point_uuid"], cluster=cluster, tenant=volume.tenant
         )
-        backup = backup_add(
-            actor=self.actor(request),
-            volume=volume,
-            snapshot=snapshot,
-            backup_point=point,
-            name=data["backup_name"],
-            desc=data["desc"],
-            compress=data["compress"],
-            full=data["full_backup"],
-            expired_time=data["expired_time"],
-            protected=data["protected"],
+        backup = busy_retry(
+            lambda: backup_add(
+                actor=self.actor(request),
+                volume=volume,
+                snapshot=snapshot,
+                backup_point=point,
+                name=data["backup_name"],
+                desc=data["desc"],
+                compress=data["compress"],
+                full=data["full_backup"],
+                expired_time=data["expired_time"],
+                protected=data["protected"],
+            )
         )
         return success({"backup": _answer(backup)})
 
