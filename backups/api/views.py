@@ -104,18 +104,17 @@ class VolumeShareBackupAddApi(BackupApi):
             uuid=data["backup_point_uuid"], cluster=cluster, tenant=volume.tenant
         )
         backup = busy_retry(
-            lambda: backup_add(
-                actor=self.actor(request),
-                volume=volume,
-                snapshot=snapshot,
-                backup_point=point,
-                name=data["backup_name"],
-                desc=data["desc"],
-                compress=data["compress"],
-                full=data["full_backup"],
-                expired_time=data["expired_time"],
-                protected=data["protected"],
-            )
+            backup_add,
+            actor=self.actor(request),
+            volume=volume,
+            snapshot=snapshot,
+            backup_point=point,
+            name=data["backup_name"],
+            desc=data["desc"],
+            compress=data["compress"],
+            full=data["full_backup"],
+            expired_time=data["expired_time"],
+            protected=data["protected"],
         )
         return success({"backup": _answer(backup)})
 

@@ -7,55 +7,23 @@ Runs where a worker process can reach the test database (PostgreSQL in CI).
 
 from __future__ import annotations
 
-import copy
 import time
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from backups.models import Backup
-from backups.services.points import backup_point_create
 from sharestore.core.choices import ACTIVE_OPERATION_STATES
 from sharestore.core.models import Operation
-from tests.contract import EXAMPLES, assert_matches_contract
+from tests.api.test_backup_api import example, example_query, point  # noqa: F401  (the demo backup point)
+from tests.contract import assert_matches_contract
 from tests.helpers import POOL_DISKS, qemu_io, scoped
 from tests.services.test_real_worker import worker  # noqa: F401  (the real qcluster fixture)
 from volumes.choices import BackupStatus, EventState, SnapshotStatus
 from volumes.models import Volume
 
-BACKUP_POINT = "7f74897a-3084-45e1-a413-6cd168ddd4b5"
 COPY_TIMEOUT = 120.0
 # The name the list, tree and backup examples show (the tree is keyed by snapshot names).
 SNAPSHOT = "aaa"
-
-
-@pytest.fixture
-def point(topology, data_dir):
-    directory = data_dir / "backup" / f"bp-{BACKUP_POINT}"
-    directory.mkdir(parents=True)
-    return backup_point_create(
-        name="demo-backup-point",
-        cluster=topology["cluster"],
-        path=str(directory),
-        capacity=1 << 40,
-        uuid=BACKUP_POINT,
-    )
-
-
-def example(endpoint: str, **replace) -> dict:
-    body = copy.deepcopy(EXAMPLES[endpoint]["request"])
-    for key, value in replace.items():
-        assert key in body, key
-        body[key] = value
-    return body
-
-
-def example_query(endpoint: str, **replace) -> dict:
-    query = dict(parse_qsl(urlsplit(EXAMPLES[endpoint]["url"]).query, keep_blank_values=True))
-    for key, value in replace.items():
-        assert key in query, key
-        query[key] = value
-    return query
 
 
 def ok(endpoint: str, answer) -> dict:
@@ -76,7 +44,7 @@ def poll(call, done, what: str):
         time.sleep(0.2)
 
 
-@pytest.mark.usefixtures("worker", "point")
+@pytest.mark.usefixtures("worker")
 def test_contract_sequence_back_to_back_on_a_real_worker(api, settings):
     # Bounded waits, generous for a loaded CI machine (a worker's first task also waits for it to start).
     settings.SHARESTORE_SHORT_STEP_WAIT_SECONDS = 60
@@ -130,7 +98,7 @@ def test_contract_sequence_back_to_back_on_a_real_worker(api, settings):
         "backup/add",
         api.post("backup/add", example("backup/add", volume_uuid=vol, snapshot_uuid=snap)),
     )["backup"]
-    query = example_query("backup/list", filter_volume_uuid=vol, filter_start_time="", filter_end_time="")
+    query = example_query(filter_volume_uuid=vol, filter_start_time="", filter_end_time="")
     listed = poll(
         lambda: ok("backup/list", api.get("backup/list", query)),
         lambda data: data["backup"] and data["backup"][0]["Status"] == BackupStatus.COMPLETED,

@@ -70,15 +70,14 @@ class VolumeShareCloneApi(ScopedApi):
         snapshot = selectors.snapshot_get(volume=source, uuid=data["snapshot_uuid"])
         pool = selectors.pool_get(uuid=data["clone_dst_pool_uuid"], cluster=cluster, tenant=tenant)
         volume = busy_retry(
-            lambda: clone_services.clone_create(
-                actor=self.actor(request),
-                source=source,
-                snapshot=snapshot,
-                tenant=tenant,
-                pool=pool,
-                name=data["clone_dst_vol_name"],
-                linked=data["is_link"],
-            )
+            clone_services.clone_create,
+            actor=self.actor(request),
+            source=source,
+            snapshot=snapshot,
+            tenant=tenant,
+            pool=pool,
+            name=data["clone_dst_vol_name"],
+            linked=data["is_link"],
         )
         # A linked clone is constant time: it answers available (a full clone answers cloning).
         short_step_wait(latest_operation(target_uuid=volume.uuid))
@@ -131,5 +130,5 @@ class VolumeShareFlattenApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        busy_retry(lambda: clone_services.volume_flatten(actor=self.actor(request), volume=volume))
+        busy_retry(clone_services.volume_flatten, actor=self.actor(request), volume=volume)
         return success(_answer(volume, tenant=volume.tenant, cluster=volume.cluster))

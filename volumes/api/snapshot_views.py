@@ -51,9 +51,11 @@ class VolumeShareSnapshotCreateApi(VolumeApi):
         data = self.validated(request)
         volume = self.volume(request, data)
         snapshot = busy_retry(
-            lambda: snapshot_services.snapshot_create(
-                actor=self.actor(request), volume=volume, name=data["snapshot_name"], desc=data["desc"]
-            )
+            snapshot_services.snapshot_create,
+            actor=self.actor(request),
+            volume=volume,
+            name=data["snapshot_name"],
+            desc=data["desc"],
         )
         short_step_wait(latest_operation(target_uuid=snapshot.uuid))
         return success(snapshot_wrapper(_snapshot_answer(volume, snapshot.uuid)))
@@ -75,9 +77,11 @@ class VolumeShareSnapshotDeleteApi(VolumeApi):
         volume = self.volume(request, data)
         snapshot = selectors.snapshot_get(volume=volume, uuid=data["snapshot_uuid"])
         busy_retry(
-            lambda: snapshot_services.snapshot_delete(
-                actor=self.actor(request), volume=volume, snapshot=snapshot, name=data["snapshot_name"]
-            )
+            snapshot_services.snapshot_delete,
+            actor=self.actor(request),
+            volume=volume,
+            snapshot=snapshot,
+            name=data["snapshot_name"],
         )
         return success(snapshot_wrapper(None))
 
@@ -110,13 +114,12 @@ class VolumeShareSnapshotRollbackApi(VolumeApi):
         volume = self.volume(request, data)
         snapshot = selectors.snapshot_get(volume=volume, uuid=data["snapshot_uuid"])
         operation, first = busy_retry(
-            lambda: snapshot_services.snapshot_rollback(
-                actor=self.actor(request),
-                volume=volume,
-                snapshot=snapshot,
-                snapshot_first=data["snapshot_first"],
-                snapshot_first_name=data["snapshot_first_name"] or None,
-            )
+            snapshot_services.snapshot_rollback,
+            actor=self.actor(request),
+            volume=volume,
+            snapshot=snapshot,
+            snapshot_first=data["snapshot_first"],
+            snapshot_first_name=data["snapshot_first_name"] or None,
         )
         short_step_wait(operation)
         return success(snapshot_wrapper(_snapshot_answer(volume, first.uuid) if first else None))

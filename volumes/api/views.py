@@ -226,9 +226,7 @@ class VolumeShareDeleteApi(VolumeApi):
         data = self.validated(request)
         volume = self.volume(request, data)
         busy_retry(
-            lambda: volume_services.volume_delete(
-                actor=self.actor(request), volume=volume, force=data["force"]
-            )
+            volume_services.volume_delete, actor=self.actor(request), volume=volume, force=data["force"]
         )
         return success(volume_wrapper(None))
 
@@ -263,7 +261,7 @@ class VolumeUsageRefreshApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        busy_retry(lambda: volume_usage_refresh(actor=self.actor(request), volume=volume, fields=self.fields))
+        busy_retry(volume_usage_refresh, actor=self.actor(request), volume=volume, fields=self.fields)
         volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
         return success(volume_wrapper(volume_representation(volume)))
 
@@ -306,15 +304,14 @@ class VolumeShareAttachApi(VolumeApi):
         data = self.validated(request)
         volume = self.volume(request, data)
         busy_retry(
-            lambda: volume_services.volume_attach(
-                actor=self.actor(request),
-                volume=volume,
-                vm_uuid=data["vm_uuid"],
-                device=data["vm_device"],
-                host_uuid=str(data["vm_host_uuid"]) if data["vm_host_uuid"] else "",
-                vm_name=data["vm_name"],
-                vm_type=data["vm_type"],
-            )
+            volume_services.volume_attach,
+            actor=self.actor(request),
+            volume=volume,
+            vm_uuid=data["vm_uuid"],
+            device=data["vm_device"],
+            host_uuid=str(data["vm_host_uuid"]) if data["vm_host_uuid"] else "",
+            vm_name=data["vm_name"],
+            vm_type=data["vm_type"],
         )
         volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
         return success(volume_wrapper(volume_representation(volume)))

@@ -100,15 +100,14 @@ def volume_delete_after_merge(*, actor: str, volume: Volume, force: bool) -> Ope
     if rows != 1:
         raise busy_error(Volume.objects.get(pk=volume.pk), action="delete")
     VolumeAttachment.objects.filter(volume_id=volume.pk).delete()
-    audit(
-        actor=actor,
-        action="volume.delete.queued",
-        object_type="volume",
-        object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        message=f"after the snapshot merge {merge.uuid}" + (" (force)" if force else ""),
-    )
+    note = f"after the snapshot merge {merge.uuid}" + (" (force)" if force else "")
+    audit(actor=actor, message=note, object_type="volume", object_uuid=volume.uuid, **_queued(volume))
     return merge
+
+
+def _queued(volume: Volume) -> dict:
+    """The audit event that records a delete queued behind a merge (and keeps who asked)."""
+    return {"action": "volume.delete.queued", "volume_id": volume.pk}
 
 
 def merge_ended(operation: Operation, volume: Volume) -> bool:
@@ -116,26 +115,15 @@ def merge_ended(operation: Operation, volume: Volume) -> bool:
     volume went to deleting instead of back to available)."""
     if volume.deleted_at is None:
         return False
-    transition(
-        volume,
-        allowed=[EventState.MERGING],
-        to=EventState.DELETING,
-        action="volume.delete",
-        ctx=OperationContext.of(operation),
-        message="queued behind the snapshot merge",
-    )
+    ctx = OperationContext.of(operation)
+    transition(volume, ctx=ctx, allowed=[EventState.MERGING], to=EventState.DELETING, action="volume.delete")
     asked = (
-        AuditEvent.objects.filter(volume_id=volume.pk, action="volume.delete.queued")
-        .order_by("-created", "-id")
-        .values_list("actor", flat=True)
-        .first()
+        AuditEvent.objects.filter(**_queued(volume)).order_by("-created", "-id").values_list("actor").first()
     )
+    params = {"force": True, "after": str(operation.uuid)}
+    actor = asked[0] if asked else operation.requested_by
+    kind, target = OperationKind.VOLUME_DELETE, volume.uuid
     operation_create(
-        kind=OperationKind.VOLUME_DELETE,
-        target_type="volume",
-        target_uuid=volume.uuid,
-        actor=asked or operation.requested_by,
-        volume=volume,
-        params={"force": True, "after": str(operation.uuid)},
+        kind=kind, target_type="volume", target_uuid=target, actor=actor, volume=volume, params=params
     )
     return True

@@ -96,15 +96,15 @@ def short_step_wait(operation: Operation | None) -> Operation | None:
     return operation
 
 
-def busy_retry(call: Callable[[], T]) -> T:
-    """`call()` (a service, which opens and closes its own transaction), again after each short step
+def busy_retry(call: Callable[..., T], /, *args, **kwargs) -> T:
+    """`call(*args, **kwargs)` (a service, which opens and closes its own transaction), again after each short step
     that made it find its volume busy has ended, for at most SHARESTORE_BUSY_WAIT_SECONDS; then the
     last refusal is raised. A volume busy with a long operation is refused at once."""
     deadline = time.monotonic() + busy_wait_seconds()
     ended = set()
     while True:
         try:
-            return call()
+            return call(*args, **kwargs)
         except errors.VolumeBusy as busy:
             remaining = deadline - time.monotonic()
             if not busy.short or busy.operation_id in ended or remaining <= 0 or not can_wait():
