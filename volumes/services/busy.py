@@ -34,6 +34,9 @@ ACTION_WORDS = {
     "delete": ("delete it", "删除"),
     "attach": ("attach it", "挂载"),
     "update usage": ("measure its usage", "更新用量"),
+    "rolling back": ("roll back", "回滚"),
+    "deleting this snapshot": ("delete this snapshot", "删除此快照"),
+    "flattening": ("flatten it", "扁平化"),
 }
 
 
@@ -61,6 +64,26 @@ def busy_error(volume: Volume, *, action: str) -> errors.StateConflict:
     operation = active_operation(volume)
     if operation is None or volume.state == EventState.DELETING:
         return errors.StateConflict(kind="volume", uuid=volume.uuid, state=state, action=action)
+    return _named(volume, operation, action=action)
+
+
+def linking_error(volume: Volume, *, action: str) -> errors.VolumeBusy | None:
+    """A linked clone of one of the volume's snapshots being linked: it counts as a reader of the
+    layers (snapshot_rules.refuse_if_read) but is a short step, waited for like a busy volume."""
+    operation = (
+        Operation.objects.filter(
+            kind=OperationKind.CLONE_LINKED,
+            state__in=ACTIVE_OPERATION_STATES,
+            volume__parent_snapshot__volume_id=volume.pk,
+        )
+        .order_by("-created", "-id")
+        .first()
+    )
+    return None if operation is None else _named(volume, operation, action=action)
+
+
+def _named(volume: Volume, operation: Operation, *, action: str) -> errors.VolumeBusy:
+    state = f"{volume.state} ({volume.get_state_display()})"
     kind, kind_cn = _kind_words(operation.kind)
     action_en, action_cn = ACTION_WORDS.get(action, (action, action))
     error = errors.VolumeBusy(
