@@ -136,7 +136,8 @@ def _queued(volume: Volume) -> dict:
 def merge_ended(operation: Operation, volume: Volume) -> bool:
     """At the end of a merge: start the delete queued behind it, if one was. True when it did (the
     volume went to deleting instead of back to available)."""
-    if volume.deleted_at is None:
+    # Only a delete asked during this merge: one left by a merge an operator cancelled does not count.
+    if volume.deleted_at is None or volume.deleted_at < operation.created:
         return False
     ctx = OperationContext.of(operation)
     transition(volume, ctx=ctx, allowed=[EventState.MERGING], to=EventState.DELETING, action="volume.delete")
