@@ -378,6 +378,24 @@ class OperationNotRetryable(ServiceError):
     message_cn = "操作 {uuid} 无法重试：{reason}"
 
 
+class VolumeBusy(StateConflict):
+    """The volume is busy with another operation: a short one is waited for (bounded), a long one (a
+    copy or a merge) is named with its progress at once. A StateConflict, answered with its own scode."""
+
+    scode, http_status = 4010, 409
+    message = (
+        "volume {uuid} is busy: {operation_kind} (operation {operation}) is {progress}% done; "
+        "cannot {action} now, retry when it finishes"
+    )
+    message_cn = (
+        "卷 {uuid} 正忙：{operation_kind_cn}（操作 {operation}）已完成 {progress}%，"
+        "暂时无法{action_cn}，请在其完成后重试"
+    )
+    # Set by the raise site: which operation holds the volume, and whether a request may wait for it.
+    operation_id: int | None = None
+    short: bool = False
+
+
 # 41xx: the snapshot tree -------------------------------------------------------------------------
 
 

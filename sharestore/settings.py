@@ -123,6 +123,10 @@ SHARESTORE_MAX_PAGE_SIZE = 1000
 # within this bound everywhere, at once in the process that revoked it): docs/api.md, "Read path".
 SHARESTORE_READ_CACHE_SECONDS = env.float("SHARESTORE_READ_CACHE_SECONDS", default=5)
 # Most snapshot layers under a volume's active layer (deep chains slow every read: docs/snapshots.md).
+# Bounded waits of a request (docs/api.md, "Back-to-back calls"): for its own short step to finish,
+# and for a short step that holds its volume (like a lock wait). 0: answer at once.
+SHARESTORE_SHORT_STEP_WAIT_SECONDS = env.float("SHARESTORE_SHORT_STEP_WAIT_SECONDS", default=15)
+SHARESTORE_BUSY_WAIT_SECONDS = env.float("SHARESTORE_BUSY_WAIT_SECONDS", default=15)
 SHARESTORE_SNAPSHOT_MAX_DEPTH = env.int("SHARESTORE_SNAPSHOT_MAX_DEPTH", default=32)
 SHARESTORE_BACKUP_COMPRESS = _env_bool("SHARESTORE_BACKUP_COMPRESS", True)
 SHARESTORE_BACKUP_VERIFY_BATCH = env.int("SHARESTORE_BACKUP_VERIFY_BATCH", default=10)

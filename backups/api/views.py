@@ -22,6 +22,7 @@ from backups.services.restore import backup_restore
 from sharestore import errors
 from sharestore.api.envelope import success
 from sharestore.api.schema import error_responses
+from sharestore.core.services.waits import busy_retry
 from volumes import selectors
 from volumes.api.fields import (
     NameField,
@@ -102,7 +103,8 @@ class VolumeShareBackupAddApi(BackupApi):
         point = backup_selectors.backup_point_get(
             uuid=data["backup_point_uuid"], cluster=cluster, tenant=volume.tenant
         )
-        backup = backup_add(
+        backup = busy_retry(
+            backup_add,
             actor=self.actor(request),
             volume=volume,
             snapshot=snapshot,

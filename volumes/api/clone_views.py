@@ -15,6 +15,7 @@ from rest_framework import serializers
 
 from sharestore.api.envelope import success, volume_wrapper
 from sharestore.api.schema import error_responses
+from sharestore.core.services.waits import busy_retry, latest_operation, short_step_wait
 from volumes import selectors
 from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictUUIDField
 from volumes.api.representations import volume_representation
@@ -68,7 +69,8 @@ class VolumeShareCloneApi(ScopedApi):
         check_volume_name(source, data["volume_name"])
         snapshot = selectors.snapshot_get(volume=source, uuid=data["snapshot_uuid"])
         pool = selectors.pool_get(uuid=data["clone_dst_pool_uuid"], cluster=cluster, tenant=tenant)
-        volume = clone_services.clone_create(
+        volume = busy_retry(
+            clone_services.clone_create,
             actor=self.actor(request),
             source=source,
             snapshot=snapshot,
@@ -77,6 +79,8 @@ class VolumeShareCloneApi(ScopedApi):
             name=data["clone_dst_vol_name"],
             linked=data["is_link"],
         )
+        # A linked clone is constant time: it answers available (a full clone answers cloning).
+        short_step_wait(latest_operation(target_uuid=volume.uuid))
         return success(_answer(volume, tenant=tenant, cluster=cluster))
 
 
@@ -126,5 +130,5 @@ class VolumeShareFlattenApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        clone_services.volume_flatten(actor=self.actor(request), volume=volume)
+        busy_retry(clone_services.volume_flatten, actor=self.actor(request), volume=volume)
         return success(_answer(volume, tenant=volume.tenant, cluster=volume.cluster))

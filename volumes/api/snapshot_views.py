@@ -7,6 +7,7 @@ from drf_spectacular.utils import extend_schema
 
 from sharestore.api.envelope import snapshot_wrapper, success
 from sharestore.api.schema import error_responses
+from sharestore.core.services.waits import busy_retry, latest_operation, short_step_wait
 from volumes import selectors
 from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictUUIDField
 from volumes.api.snapshot_representations import SnapshotForest
@@ -49,9 +50,14 @@ class VolumeShareSnapshotCreateApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        snapshot = snapshot_services.snapshot_create(
-            actor=self.actor(request), volume=volume, name=data["snapshot_name"], desc=data["desc"]
+        snapshot = busy_retry(
+            snapshot_services.snapshot_create,
+            actor=self.actor(request),
+            volume=volume,
+            name=data["snapshot_name"],
+            desc=data["desc"],
         )
+        short_step_wait(latest_operation(target_uuid=snapshot.uuid))
         return success(snapshot_wrapper(_snapshot_answer(volume, snapshot.uuid)))
 
 
@@ -70,8 +76,12 @@ class VolumeShareSnapshotDeleteApi(VolumeApi):
         data = self.validated(request)
         volume = self.volume(request, data)
         snapshot = selectors.snapshot_get(volume=volume, uuid=data["snapshot_uuid"])
-        snapshot_services.snapshot_delete(
-            actor=self.actor(request), volume=volume, snapshot=snapshot, name=data["snapshot_name"]
+        busy_retry(
+            snapshot_services.snapshot_delete,
+            actor=self.actor(request),
+            volume=volume,
+            snapshot=snapshot,
+            name=data["snapshot_name"],
         )
         return success(snapshot_wrapper(None))
 
@@ -103,13 +113,15 @@ class VolumeShareSnapshotRollbackApi(VolumeApi):
         data = self.validated(request)
         volume = self.volume(request, data)
         snapshot = selectors.snapshot_get(volume=volume, uuid=data["snapshot_uuid"])
-        _operation, first = snapshot_services.snapshot_rollback(
+        operation, first = busy_retry(
+            snapshot_services.snapshot_rollback,
             actor=self.actor(request),
             volume=volume,
             snapshot=snapshot,
             snapshot_first=data["snapshot_first"],
             snapshot_first_name=data["snapshot_first_name"] or None,
         )
+        short_step_wait(operation)
         return success(snapshot_wrapper(_snapshot_answer(volume, first.uuid) if first else None))
 
 

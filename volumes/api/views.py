@@ -12,6 +12,7 @@ from sharestore import errors
 from sharestore.api.envelope import envelope_body, success, volume_wrapper
 from sharestore.api.renderers import FastEnvelopeJSONRenderer
 from sharestore.api.schema import error_responses
+from sharestore.core.services.waits import busy_retry, latest_operation, short_step_wait
 from volumes import selectors
 from volumes.api.fields import (
     NameField,
@@ -181,6 +182,8 @@ class VolumeShareCreateApi(ScopedApi):
             snap_capacity=data["snap_capacity"],
             backing_file=data["backing_file"] or None,
         )
+        # An empty volume is created in constant time: it answers available (an import answers importing).
+        short_step_wait(latest_operation(target_uuid=volume.uuid))
         volume = selectors.volume_get(uuid=volume.uuid, tenant=tenant, cluster=cluster)
         return success(volume_wrapper(volume_representation(volume)))
 
@@ -222,7 +225,9 @@ class VolumeShareDeleteApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        volume_services.volume_delete(actor=self.actor(request), volume=volume, force=data["force"])
+        busy_retry(
+            volume_services.volume_delete, actor=self.actor(request), volume=volume, force=data["force"]
+        )
         return success(volume_wrapper(None))
 
 
@@ -256,7 +261,7 @@ class VolumeUsageRefreshApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        volume_usage_refresh(actor=self.actor(request), volume=volume, fields=self.fields)
+        busy_retry(volume_usage_refresh, actor=self.actor(request), volume=volume, fields=self.fields)
         volume = selectors.volume_get(uuid=volume.uuid, tenant=volume.tenant, cluster=volume.cluster)
         return success(volume_wrapper(volume_representation(volume)))
 
@@ -298,7 +303,8 @@ class VolumeShareAttachApi(VolumeApi):
     def post(self, request):
         data = self.validated(request)
         volume = self.volume(request, data)
-        volume_services.volume_attach(
+        busy_retry(
+            volume_services.volume_attach,
             actor=self.actor(request),
             volume=volume,
             vm_uuid=data["vm_uuid"],

@@ -31,6 +31,7 @@ from sharestore.core.services.state import OperationContext, audit, transition
 from volumes.choices import LIVE_STATES, EventState
 from volumes.drivers import SnapshotSource, StorageDriver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
+from volumes.services.busy import refuse_if_busy
 from volumes.services.snapshot_rules import (
     chain_depth,
     max_chain_depth,
@@ -211,13 +212,7 @@ def clone_create(
         snapshot = Snapshot.objects.get(pk=snapshot.pk)
         source = Volume.objects.select_related("pool", "cluster").get(pk=source.pk)
         require_snapshot_readable(snapshot, source, action="clone")
-        if source.state != EventState.AVAILABLE:
-            raise errors.StateConflict(
-                kind="volume",
-                uuid=source.uuid,
-                state=f"{source.state} ({source.get_state_display()})",
-                action="clone",
-            )
+        refuse_if_busy(source, action="clone")
         driver = pool_driver(pool)
         driver.check_available()
         needed = driver.copy_needs(_source(snapshot))
@@ -449,13 +444,7 @@ def volume_flatten(*, actor: str, volume: Volume) -> Operation:
     if volume.parent_snapshot_id is None:
         raise errors.NotALinkedClone(uuid=volume.uuid)
     # Cheap refusals first (checked again under the lock), so a request that fails anyway does not measure.
-    if volume.state != EventState.AVAILABLE:
-        raise errors.StateConflict(
-            kind="volume",
-            uuid=volume.uuid,
-            state=f"{volume.state} ({volume.get_state_display()})",
-            action="flatten",
-        )
+    refuse_if_busy(volume, action="flatten")
     _refuse_if_attached(volume)
     driver = pool_driver(volume.pool)
     driver.check_available()

@@ -11,6 +11,7 @@ from sharestore import errors
 from volumes import selectors
 from volumes.choices import SnapshotStatus
 from volumes.models import Snapshot, Volume
+from volumes.services.busy import linking_error
 from volumes.services.volumes import pool_driver, validate_name
 
 DEFAULT_MAX_CHAIN_DEPTH = 32
@@ -81,6 +82,9 @@ def refuse_if_attached(volume: Volume, *, doing: str, doing_cn: str) -> None:
 def refuse_if_read(volume: Volume, *, action: str) -> None:
     readers = selectors.volume_snapshot_readers(volume=volume)
     if readers:
+        linking = linking_error(volume, action=action)
+        if linking is not None:
+            raise linking
         raise errors.SnapshotsBeingRead(uuid=volume.uuid, readers=", ".join(readers), action=action)
 
 

@@ -29,6 +29,7 @@ from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
+from volumes.services.busy import merge_ended
 from volumes.services.snapshot_rules import (
     check_can_snapshot,
     refuse_if_attached,
@@ -324,6 +325,8 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
             error=error,
         )
     volume.refresh_from_db()
+    if merge_ended(operation, volume):
+        return  # a volume delete waited for this merge: the volume went to deleting
     transition(
         volume,
         allowed=[EventState.MERGING],

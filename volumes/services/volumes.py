@@ -27,6 +27,7 @@ from volumes.drivers import StorageDriver, get_driver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
 from volumes.services.space import pool_reservation
+from volumes.services.busy import refuse_if_busy, volume_delete_after_merge
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
@@ -46,9 +47,9 @@ def volume_lock(volume: Volume, *, action: str) -> Volume:
     locked = (
         Volume.objects.select_for_update(of=("self",)).select_related("pool").filter(pk=volume.pk).first()
     )
-    if locked is None or locked.state != EventState.AVAILABLE:
-        state = "gone" if locked is None else f"{locked.state} ({locked.get_state_display()})"
-        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state=state, action=action)
+    if locked is None:
+        raise errors.StateConflict(kind="volume", uuid=volume.uuid, state="gone", action=action)
+    refuse_if_busy(locked, action=action)
     return locked
 
 
@@ -408,7 +409,8 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
     """
     # Lock the row before any check: attach, snapshot, clone and backup lock it too, so none of
     # them can slip in between the checks below and the state change.
-    Volume.objects.select_for_update().filter(pk=volume.pk).first()
+    volume = Volume.objects.select_for_update().get(pk=volume.pk)
+    refuse_if_busy(volume, action="delete", allowed=[*DELETABLE_STATES, EventState.MERGING])
     attachments = list(volume.attachments.all())
     if attachments and not force:
         raise errors.VolumeAttached(
@@ -434,6 +436,9 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
     readers = volume_snapshot_readers(volume=volume)
     if readers:
         raise errors.VolumeHasDependents(uuid=volume.uuid, dependents=", ".join(readers))
+    if volume.state == EventState.MERGING:
+        # The merge ends first (docs/api.md, "Back-to-back calls"); the delete starts from there.
+        return volume_delete_after_merge(actor=actor, volume=volume, force=force)
     transition(
         volume,
         allowed=DELETABLE_STATES,
@@ -526,10 +531,7 @@ def volume_attach(
 ) -> Volume:
     """Record that a VM has the volume attached. A block or fs volume takes one VM; share, several."""
     locked = Volume.objects.select_for_update().get(pk=volume.pk)
-    if locked.state != EventState.AVAILABLE:
-        raise errors.StateConflict(
-            kind="volume", uuid=volume.uuid, state=locked.get_state_display(), action="attach"
-        )
+    refuse_if_busy(locked, action="attach")
     current = list(locked.attachments.values_list("vm_uuid", flat=True))
     if any(str(vm) == str(vm_uuid) for vm in current):
         raise errors.AlreadyAttached(uuid=volume.uuid, vm=vm_uuid)

@@ -14,6 +14,7 @@ from sharestore.core.services.state import audit
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.models import Pool, Snapshot, Volume
+from volumes.services.busy import refuse_if_busy
 from volumes.services.repair.common import busy_uuids
 from volumes.services.repair.findings import ProgressFn
 from volumes.services.volumes import pool_driver, snap_length_of
@@ -102,10 +103,8 @@ def volume_usage_refresh(*, actor: str, volume: Volume, fields: Iterable[str] = 
     here, not a skip: the caller asked about this volume.
     """
     fields = tuple(fields)
-    if volume.state != EventState.AVAILABLE:
-        raise errors.StateConflict(
-            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action=f"update {fields[-1]}"
-        )
+    # As it is now: a request that waited for a short step retries with the same instance.
+    refuse_if_busy(Volume.objects.get(pk=volume.pk), action="update usage")
     snapshots = list(Snapshot.objects.filter(volume_id=volume.pk).order_by("pk"))
     changes = measure_volume(pool_driver(volume.pool), volume, snapshots, fields=fields, require_head=True)
     if changes:
