@@ -4,9 +4,11 @@ from django.urls import path
 
 from backups.api import point_views
 
-urlpatterns = [
-    path("add", point_views.BackupPointAddApi.as_view(), name="backuppoint-add"),
-    path("delete", point_views.BackupPointDeleteApi.as_view(), name="backuppoint-delete"),
-    path("update", point_views.BackupPointUpdateApi.as_view(), name="backuppoint-update"),
-    path("list", point_views.BackupPointListApi.as_view(), name="backuppoint-list"),
-]
+ROUTES = {
+    "add": point_views.BackupPointAddApi,
+    "delete": point_views.BackupPointDeleteApi,
+    "update": point_views.BackupPointUpdateApi,
+    "list": point_views.BackupPointListApi,
+}
+
+urlpatterns = [path(route, view.as_view(), name=f"backuppoint-{route}") for route, view in ROUTES.items()]

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
 from backups import point_selectors
@@ -13,12 +11,10 @@ from backups.api.point_schemas import (
     BACKUP_POINT_EMPTY_ENVELOPE,
     BACKUP_POINT_LIST_ENVELOPE,
 )
-from backups.api.views import BackupApi, QueryIntegerField
+from backups.api.views import BackupApi, VolumeShareBackupListApi
 from backups.models import BackupPoint
 from backups.services import points as point_services
-from sharestore import errors
 from sharestore.api.envelope import success
-from sharestore.api.schema import error_responses
 from volumes import pool_selectors
 from volumes.api.fields import (
     NameField,
@@ -27,7 +23,8 @@ from volumes.api.fields import (
     StrictIntegerField,
     StrictUUIDField,
 )
-from volumes.api.views import named
+from volumes.api.pool_representations import epoch_times
+from volumes.api.pool_views import api_schema, page_window
 from volumes.services.pools import check_name_matches
 
 
@@ -51,8 +48,7 @@ def point_representation(point: BackupPoint) -> dict:
             "Env": point.env,
             "Pwd": "",
         },
-        "Ctime": int(point.created.timestamp()),
-        "Mtime": int(point.modified.timestamp()),
+        **epoch_times(point),
         "Bpstate": point.status,
     }
 
@@ -66,6 +62,7 @@ class EnvField(serializers.DictField):
         super().__init__(**kwargs)
 
 
+@api_schema("BackupPointAddRequest", BACKUP_POINT_ADDED_ENVELOPE, 400, 401, 404)
 class BackupPointAddApi(BackupApi):
     """POST /v1/volume/internal/backuppoint/add: register a directory (root_dir/sub_dir) as the tenant's
     backup point. Extension: `capacity` (bytes; default what its filesystem has free)."""
@@ -83,10 +80,6 @@ class BackupPointAddApi(BackupApi):
         env = EnvField()
         capacity = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0)
 
-    @extend_schema(
-        request=named(InputSerializer, "BackupPointAddRequest"),
-        responses={200: BACKUP_POINT_ADDED_ENVELOPE, **error_responses(400, 401, 404)},
-    )
     def post(self, request):
         data = self.validated(request)
         tenant, cluster = self.scope(request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"])
@@ -113,6 +106,7 @@ class BackupPointAddApi(BackupApi):
         return success({"uuid": str(point.uuid), "name": point.name})
 
 
+@api_schema("BackupPointDeleteRequest", BACKUP_POINT_EMPTY_ENVELOPE, 400, 401, 404, 409)
 class BackupPointDeleteApi(BackupApi):
     """POST /v1/volume/internal/backuppoint/delete: forget a backup point that holds no backup."""
 
@@ -127,10 +121,6 @@ class BackupPointDeleteApi(BackupApi):
         def validate_tenant(self, value):
             return str(StrictUUIDField().run_validation(value)) if value else ""
 
-    @extend_schema(
-        request=named(InputSerializer, "BackupPointDeleteRequest"),
-        responses={200: BACKUP_POINT_EMPTY_ENVELOPE, **error_responses(400, 401, 404, 409)},
-    )
     def post(self, request):
         data = self.validated(request)
         tenant, cluster = self.optional_scope(
@@ -151,6 +141,7 @@ class BackupPointDeleteApi(BackupApi):
         return success({})
 
 
+@api_schema("BackupPointUpdateRequest", BACKUP_POINT_EMPTY_ENVELOPE, 400, 401, 404)
 class BackupPointUpdateApi(BackupApi):
     """POST /v1/volume/internal/backuppoint/update: rename a backup point or move it (the new
     root_directory/sub_dir must hold its backups' files)."""
@@ -165,10 +156,6 @@ class BackupPointUpdateApi(BackupApi):
         sub_dir = StrictCharField(allow_blank=True, max_length=1024)
         environment = EnvField()
 
-    @extend_schema(
-        request=named(InputSerializer, "BackupPointUpdateRequest"),
-        responses={200: BACKUP_POINT_EMPTY_ENVELOPE, **error_responses(400, 401, 404)},
-    )
     def post(self, request):
         data = self.validated(request)
         tenant, cluster = self.scope(
@@ -193,26 +180,16 @@ class BackupPointUpdateApi(BackupApi):
         return success({})
 
 
+@api_schema("BackupPointListQuery", BACKUP_POINT_LIST_ENVELOPE, 400, 401, 404, query=True)
 class BackupPointListApi(BackupApi):
     """GET /v1/volume/internal/backuppoint/list: a page of the cluster's backup points by name (the
     tenant's and the shared ones when a tenant is named or the token is a tenant's)."""
 
-    class InputSerializer(serializers.Serializer):
-        cluster_uuid = serializers.UUIDField()
-        tenant = OptionalUUIDField()
-        page_num = QueryIntegerField(required=False, default=0, min_value=0)
-        page_size = QueryIntegerField(
-            required=False, default=0, min_value=0, schema={"maximum": settings.SHARESTORE_MAX_PAGE_SIZE}
-        )
-        filter_name = serializers.CharField(required=False, allow_blank=True, default="", max_length=128)
+    class InputSerializer(VolumeShareBackupListApi.InputSerializer):
+        """backup/list's query: cluster, tenant, paging and name filter."""
 
-        def validate_tenant(self, value):
-            return str(serializers.UUIDField().run_validation(value)) if value else ""
+        filter_desc = filter_start_time = filter_end_time = filter_volume_uuid = None
 
-    @extend_schema(
-        parameters=[named(InputSerializer, "BackupPointListQuery")],
-        responses={200: BACKUP_POINT_LIST_ENVELOPE, **error_responses(400, 401, 404)},
-    )
     def get(self, request):
         data = self.validated(request, {k: v for k, v in request.query_params.items()})
         tenant, cluster = self.optional_scope(
@@ -220,11 +197,7 @@ class BackupPointListApi(BackupApi):
         )
         if tenant is None and request.user.tenant_id is not None:
             tenant = pool_selectors.tenant_of_caller(request.user.tenant_id)
-        maximum = settings.SHARESTORE_MAX_PAGE_SIZE
-        if data["page_size"] > maximum:
-            raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
-        limit = data["page_size"] or maximum
-        offset = (max(data["page_num"], 1) - 1) * limit
+        offset, limit = page_window(data)
         points, total = point_selectors.point_list(
             cluster=cluster, tenant=tenant, filter_name=data["filter_name"], offset=offset, limit=limit
         )

@@ -89,15 +89,9 @@ def backup_point_delete(*, actor: str, backup_point: BackupPoint) -> None:
     gone = Backup.objects.filter(backup_point=point)
     gone.update(base=None)
     gone.delete()
-    uuid, name = point.uuid, point.name
+    uuid, name, kind = point.uuid, point.name, "backup_point"
     point.delete()
-    audit(
-        actor=actor,
-        action="backup_point.delete",
-        object_type="backup_point",
-        object_uuid=uuid,
-        message=f"name={name}",
-    )
+    audit(actor=actor, action=f"{kind}.delete", object_type=kind, object_uuid=uuid, message=f"name={name}")
 
 
 EDITABLE_BACKUP_POINT_FIELDS = (

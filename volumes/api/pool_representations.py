@@ -14,6 +14,11 @@ def ratio_text(ratio: Decimal) -> str:
     return text if "." in text else f"{text}.0"
 
 
+def epoch_times(obj) -> dict:
+    """`Ctime` and `Mtime`: when the row was created and last changed, in epoch seconds."""
+    return {"Ctime": int(obj.created.timestamp()), "Mtime": int(obj.modified.timestamp())}
+
+
 def pool_representation(pool: Pool) -> dict:
     """Every key of the platform's pool object, with its JSON type (docs/api.md, Pools)."""
     hosts = [str(m.host.uuid) for m in pool.mounts.all()]
@@ -33,8 +38,7 @@ def pool_representation(pool: Pool) -> dict:
         "Username": pool.username,
         # Never stored, never returned: no driver of ours logs in to its storage.
         "Password": "",
-        "Ctime": int(pool.created.timestamp()),
-        "Mtime": int(pool.modified.timestamp()),
+        **epoch_times(pool),
         "VolumeTotalCount": pool.volume_count,
         "AvailHosts": hosts or None,
         "Volumes": None,

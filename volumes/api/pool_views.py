@@ -21,11 +21,23 @@ from volumes.api.fields import (
 )
 from volumes.api.pool_representations import pool_representation, pool_wrapper
 from volumes.api.pool_schemas import POOL_ENVELOPE, POOL_LIST_ENVELOPE, POOL_TYPES_ENVELOPE
-from volumes.api.views import ScopedApi, named
+from volumes.api.views import ScopedApi, VolumeShareListApi, named
 from volumes.services import pools as pool_services
 from volumes.services.pool_types import pool_type_from_code, supported_pool_types
 
 THRESHOLD = "overAllocationThreshold"
+
+
+def api_schema(component: str, answer, *statuses: int, query: bool = False):
+    """Documents a view class: its nested InputSerializer as the JSON body (or, with `query`, as
+    the query parameters) under `component`, `answer` as the 200 envelope, the error statuses."""
+
+    def decorate(view):
+        serializer = named(view.InputSerializer, component)
+        request = {"parameters": [serializer]} if query else {"request": serializer}
+        return extend_schema(**request, responses={200: answer, **error_responses(*statuses)})(view)
+
+    return decorate
 
 
 def overcommit_from_attr(attr: dict):
@@ -70,25 +82,29 @@ class PoolApi(ScopedApi):
         return pool, tenant, cluster
 
 
+def page_window(data: dict) -> tuple[int, int]:
+    """(offset, limit) of a list request, as in volume `list`: page_size 0 means the first
+    SHARESTORE_MAX_PAGE_SIZE rows, pages count from 1 (0 is the first page too)."""
+    maximum = settings.SHARESTORE_MAX_PAGE_SIZE
+    if data["page_size"] > maximum:
+        raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
+    limit = data["page_size"] or maximum
+    return (max(data["page_num"], 1) - 1) * limit, limit
+
+
+@api_schema("PoolShareListRequest", POOL_LIST_ENVELOPE, 400, 401, 404)
 class PoolShareListApi(PoolApi):
     """POST /v1/pool/share/list: a page of the cluster's pools (those the tenant may use when named)."""
 
-    class InputSerializer(serializers.Serializer):
-        cluster_uuid = StrictUUIDField()
+    class InputSerializer(VolumeShareListApi.InputSerializer):
+        """Volume `list`'s paging and name filter; `tenant` optional, no pool filter."""
+
         tenant = OptionalUUIDField()
-        filter_name = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
-        page_num = StrictIntegerField(required=False, default=0, min_value=0)
-        page_size = StrictIntegerField(
-            required=False, default=0, min_value=0, schema={"maximum": settings.SHARESTORE_MAX_PAGE_SIZE}
-        )
+        filter_pool_uuid = None
 
         def validate_tenant(self, value):
             return str(StrictUUIDField().run_validation(value)) if value else ""
 
-    @extend_schema(
-        request=named(InputSerializer, "PoolShareListRequest"),
-        responses={200: POOL_LIST_ENVELOPE, **error_responses(400, 401, 404)},
-    )
     def post(self, request):
         data = self.validated(request)
         cluster = selectors.cluster_get(uuid=data["cluster_uuid"])
@@ -97,12 +113,7 @@ class PoolShareListApi(PoolApi):
             tenant = selectors.tenant_get(uuid=data["tenant"], allowed_tenant_id=request.user.tenant_id)
         elif request.user.tenant_id is not None:
             tenant = pool_selectors.tenant_of_caller(request.user.tenant_id)
-        maximum = settings.SHARESTORE_MAX_PAGE_SIZE
-        if data["page_size"] > maximum:
-            raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
-        # As in the volume list: page_size 0 means the first `maximum` rows; pages count from 1.
-        limit = data["page_size"] or maximum
-        offset = (max(data["page_num"], 1) - 1) * limit
+        offset, limit = page_window(data)
         pools, total = pool_selectors.pool_list(
             cluster=cluster, tenant=tenant, filter_name=data["filter_name"], offset=offset, limit=limit
         )
@@ -136,18 +147,16 @@ class PoolShareListApi(PoolApi):
         )
 
 
+@api_schema("PoolShareGetRequest", POOL_ENVELOPE, 400, 401, 404)
 class PoolShareGetApi(PoolApi):
     """POST /v1/pool/share/get: one pool the tenant may use."""
 
-    @extend_schema(
-        request=named(PoolApi.InputSerializer, "PoolShareGetRequest"),
-        responses={200: POOL_ENVELOPE, **error_responses(400, 401, 404)},
-    )
     def post(self, request):
         pool, tenant, cluster = self.pool(request, self.validated(request))
         return success(pool_wrapper(pool_representation(pool), cluster=cluster, tenant=tenant))
 
 
+@api_schema("PoolShareCreateRequest", POOL_ENVELOPE, 400, 401, 403, 404, 503)
 class PoolShareCreateApi(PoolApi):
     """POST /v1/pool/share/create: register a pool (platform token). Extensions: `path` (where this
     service's workers reach the pool; default `source`), `capacity` (bytes; default the filesystem's)."""
@@ -169,10 +178,6 @@ class PoolShareCreateApi(PoolApi):
         path = StrictCharField(required=False, allow_blank=True, default="", max_length=1024)
         capacity = StrictIntegerField(required=False, allow_null=True, default=None, min_value=0)
 
-    @extend_schema(
-        request=named(InputSerializer, "PoolShareCreateRequest"),
-        responses={200: POOL_ENVELOPE, **error_responses(400, 401, 403, 404, 503)},
-    )
     def post(self, request):
         self.check_platform(request)
         data = self.validated(request)
@@ -210,16 +215,13 @@ class PoolNamedInput(PoolApi.InputSerializer):
     pool_name = StrictCharField(allow_blank=True, trim_whitespace=False)
 
 
+@api_schema("PoolShareDeleteRequest", POOL_ENVELOPE, 400, 401, 403, 404, 409)
 class PoolShareDeleteApi(PoolApi):
     """POST /v1/pool/share/delete: forget a pool that holds no volume (platform token)."""
 
     platform_only = True
     InputSerializer = PoolNamedInput
 
-    @extend_schema(
-        request=named(PoolNamedInput, "PoolShareDeleteRequest"),
-        responses={200: POOL_ENVELOPE, **error_responses(400, 401, 403, 404, 409)},
-    )
     def post(self, request):
         data = self.validated(request)
         pool, tenant, cluster = self.pool(request, data)
@@ -230,6 +232,7 @@ class PoolShareDeleteApi(PoolApi):
         return success(pool_wrapper({}, cluster=cluster, tenant=tenant))
 
 
+@api_schema("PoolShareSetRequest", POOL_ENVELOPE, 400, 401, 403, 404)
 class PoolShareSetApi(PoolApi):
     """POST /v1/pool/share/set: change the over-allocation threshold (platform token)."""
 
@@ -238,10 +241,6 @@ class PoolShareSetApi(PoolApi):
     class InputSerializer(PoolNamedInput):
         attr = AttrField()
 
-    @extend_schema(
-        request=named(InputSerializer, "PoolShareSetRequest"),
-        responses={200: POOL_ENVELOPE, **error_responses(400, 401, 403, 404)},
-    )
     def post(self, request):
         data = self.validated(request)
         pool, tenant, cluster = self.pool(request, data)
@@ -255,30 +254,24 @@ class PoolShareSetApi(PoolApi):
         return success(pool_wrapper(None, cluster=cluster, tenant=tenant))
 
 
+@api_schema("PoolShareStatusCheckRequest", POOL_ENVELOPE, 400, 401, 404, 503)
 class PoolShareStatusCheckApi(PoolApi):
     """POST /v1/pool/share/status/check: check the mount (identity marker) and the filesystem again;
     the pool's Status follows, and a problem answers its error after it is recorded."""
 
-    @extend_schema(
-        request=named(PoolApi.InputSerializer, "PoolShareStatusCheckRequest"),
-        responses={200: POOL_ENVELOPE, **error_responses(400, 401, 404, 503)},
-    )
     def post(self, request):
         pool, tenant, cluster = self.pool(request, self.validated(request))
         pool_services.pool_status_check(actor=self.actor(request), pool=pool)
         return success(pool_wrapper(None, cluster=cluster, tenant=tenant))
 
 
+@api_schema("PoolShareTypeSupportQuery", POOL_TYPES_ENVELOPE, 400, 401, 404, query=True)
 class PoolShareTypeSupportApi(PoolApi):
     """GET /v1/pool/share/pool_type/support: the pool types a registered driver runs."""
 
     class InputSerializer(serializers.Serializer):
         cluster_uuid = serializers.UUIDField()
 
-    @extend_schema(
-        parameters=[named(InputSerializer, "PoolShareTypeSupportQuery")],
-        responses={200: POOL_TYPES_ENVELOPE, **error_responses(400, 401, 404)},
-    )
     def get(self, request):
         data = self.validated(request, {k: v for k, v in request.query_params.items()})
         selectors.cluster_get(uuid=data["cluster_uuid"])
