@@ -53,6 +53,27 @@ def point_representation(point: BackupPoint) -> dict:
     }
 
 
+class LocationInput(serializers.Serializer):
+    """The fields add and update share: the cluster and the storage server's address."""
+
+    cluster_uuid = StrictUUIDField()
+    ip = StrictCharField(allow_blank=True, max_length=255)
+
+
+class PointApi(BackupApi):
+    """Base of the endpoints that change one backup point."""
+
+    def point(self, request, *, point_uuid, tenant_uuid, data) -> BackupPoint:
+        """The backup point the caller may change (`point_selectors.point_for_change`)."""
+        tenant, cluster = self.optional_scope(
+            request, tenant_uuid=tenant_uuid, cluster_uuid=data["cluster_uuid"]
+        )
+        allowed = request.user.tenant_id
+        return point_selectors.point_for_change(
+            uuid=point_uuid, cluster=cluster, tenant=tenant, allowed_tenant_id=allowed
+        )
+
+
 class EnvField(serializers.DictField):
     """`env` / `environment`: a JSON object, kept as sent."""
 
@@ -67,13 +88,11 @@ class BackupPointAddApi(BackupApi):
     """POST /v1/volume/internal/backuppoint/add: register a directory (root_dir/sub_dir) as the tenant's
     backup point. Extension: `capacity` (bytes; default what its filesystem has free)."""
 
-    class InputSerializer(serializers.Serializer):
-        cluster_uuid = StrictUUIDField()
+    class InputSerializer(LocationInput):
         tenant = StrictUUIDField()
         zone_uuid = StrictUUIDField()
         name = NameField()
         btype = StrictCharField()
-        ip = StrictCharField(allow_blank=True, max_length=255)
         root_dir = StrictCharField(max_length=1024)
         sub_dir = StrictCharField(required=False, allow_blank=True, default="", max_length=1024)
         pass_word = StrictCharField(required=False, allow_blank=True, default="", write_only=True)
@@ -107,7 +126,7 @@ class BackupPointAddApi(BackupApi):
 
 
 @api_schema("BackupPointDeleteRequest", BACKUP_POINT_EMPTY_ENVELOPE, 400, 401, 404, 409)
-class BackupPointDeleteApi(BackupApi):
+class BackupPointDeleteApi(PointApi):
     """POST /v1/volume/internal/backuppoint/delete: forget a backup point that holds no backup."""
 
     class InputSerializer(serializers.Serializer):
@@ -123,12 +142,7 @@ class BackupPointDeleteApi(BackupApi):
 
     def post(self, request):
         data = self.validated(request)
-        tenant, cluster = self.optional_scope(
-            request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
-        )
-        point = point_selectors.point_for_change(
-            uuid=data["uuid"], cluster=cluster, tenant=tenant, allowed_tenant_id=request.user.tenant_id
-        )
+        point = self.point(request, point_uuid=data["uuid"], tenant_uuid=data["tenant"], data=data)
         if data["backup_point_name"]:
             check_name_matches(
                 point,
@@ -142,30 +156,21 @@ class BackupPointDeleteApi(BackupApi):
 
 
 @api_schema("BackupPointUpdateRequest", BACKUP_POINT_EMPTY_ENVELOPE, 400, 401, 404)
-class BackupPointUpdateApi(BackupApi):
-    """POST /v1/volume/internal/backuppoint/update: rename a backup point or move it (the new
-    root_directory/sub_dir must hold its backups' files)."""
+class BackupPointUpdateApi(PointApi):
+    """POST /v1/volume/internal/backuppoint/update: rename or move a backup point (docs/api.md)."""
 
-    class InputSerializer(serializers.Serializer):
-        cluster_uuid = StrictUUIDField()
-        tenant_uuid = StrictUUIDField()
-        backup_point_uuid = StrictUUIDField()
-        backup_point_name = NameField()
-        ip = StrictCharField(allow_blank=True, max_length=255)
+    class InputSerializer(LocationInput):
         root_directory = StrictCharField(max_length=1024)
         sub_dir = StrictCharField(allow_blank=True, max_length=1024)
+        backup_point_uuid = StrictUUIDField()
+        tenant_uuid = StrictUUIDField()
+        backup_point_name = NameField()
         environment = EnvField()
 
     def post(self, request):
         data = self.validated(request)
-        tenant, cluster = self.scope(
-            request, tenant_uuid=data["tenant_uuid"], cluster_uuid=data["cluster_uuid"]
-        )
-        point = point_selectors.point_for_change(
-            uuid=data["backup_point_uuid"],
-            cluster=cluster,
-            tenant=tenant,
-            allowed_tenant_id=request.user.tenant_id,
+        point = self.point(
+            request, point_uuid=data["backup_point_uuid"], tenant_uuid=data["tenant_uuid"], data=data
         )
         point_services.backup_point_update(
             actor=self.actor(request),

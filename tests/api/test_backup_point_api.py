@@ -14,12 +14,12 @@ from backups.models import Backup, BackupPoint
 from backups.services.points import backup_point_create
 from sharestore.core.models import AuditEvent
 from sharestore.core.services.tokens import token_create
+from tests.api.test_pool_api import MISSING, overridden
 from tests.conftest import Api
 from tests.contract import shape_mismatches
 from tests.helpers import CLUSTER, TENANT, assert_error
 from volumes.models import Namespace, Tenant, Zone
 
-MISSING = object()
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 OTHER_TENANT = "11111111-2222-4333-8444-555555555555"
 SECRET = "s3cret-pass-w0rd"
@@ -69,11 +69,7 @@ def add_body(root: str, **overrides) -> dict:
         "pass_word": "",
         "env": {},
     }
-    for key, value in overrides.items():
-        if value is MISSING:
-            body.pop(key)
-        else:
-            body[key] = value
+    overridden(body, overrides)
     return body
 
 
@@ -88,11 +84,7 @@ def update_body(root: str, uuid: str, **overrides) -> dict:
         "sub_dir": "bp2",
         "environment": {"zone": "b"},
     }
-    for key, value in overrides.items():
-        if value is MISSING:
-            body.pop(key)
-        else:
-            body[key] = value
+    overridden(body, overrides)
     return body
 
 
@@ -312,11 +304,7 @@ DELETE_CASES = [
 )
 def test_delete_bad_input(api, root, overrides, http, scode):
     body = {"cluster_uuid": CLUSTER, "uuid": add(api, root), "tenant": TENANT, "backup_point_name": "bp-nfs"}
-    for key, value in overrides.items():
-        if value is MISSING:
-            body.pop(key)
-        else:
-            body[key] = value
+    overridden(body, overrides)
     before = unchanged_state()
     assert_error(*api.post(BASE + "delete", body), http, scode)
     assert unchanged_state() == before

@@ -87,6 +87,16 @@ def directory(topology, data_dir):
     return str(path)
 
 
+def overridden(body: dict, overrides: dict) -> dict:
+    """`body` with `overrides` applied in place: MISSING removes a key."""
+    for key, value in overrides.items():
+        if value is MISSING:
+            body.pop(key)
+        else:
+            body[key] = value
+    return body
+
+
 def create_body(directory: str, **overrides) -> dict:
     body = {
         "cluster_uuid": CLUSTER,
@@ -104,11 +114,7 @@ def create_body(directory: str, **overrides) -> dict:
         "attr": {"overAllocationThreshold": "1.0"},
         "capacity": GiB,
     }
-    for key, value in overrides.items():
-        if value is MISSING:
-            body.pop(key)
-        else:
-            body[key] = value
+    overridden(body, overrides)
     return body
 
 
@@ -364,11 +370,7 @@ POOL_CASES = [
 def test_pool_endpoint_bad_input(api, directory, endpoint, overrides, http, scode):
     uuid = create(api, directory)["UUID"]
     body = pool_body(uuid, pool_name="nfs-pool", attr={"overAllocationThreshold": "3.0"})
-    for key, value in overrides.items():
-        if value is MISSING:
-            body.pop(key)
-        else:
-            body[key] = value
+    overridden(body, overrides)
     before = unchanged_state()
     status, answer = api.post(f"/v1/pool/share/{endpoint}", body)
     assert_error(status, answer, http, scode)

@@ -11,14 +11,8 @@ from sharestore import errors
 from sharestore.api.envelope import envelope_body, success
 from sharestore.api.schema import error_responses
 from volumes import pool_selectors, selectors
-from volumes.api.fields import (
-    NameField,
-    OptionalUUIDField,
-    StrictBooleanField,
-    StrictCharField,
-    StrictIntegerField,
-    StrictUUIDField,
-)
+from volumes.api import fields
+from volumes.api.fields import NameField, StrictCharField, StrictIntegerField, StrictUUIDField
 from volumes.api.pool_representations import pool_representation, pool_wrapper
 from volumes.api.pool_schemas import POOL_ENVELOPE, POOL_LIST_ENVELOPE, POOL_TYPES_ENVELOPE
 from volumes.api.views import ScopedApi, VolumeShareListApi, named
@@ -99,7 +93,7 @@ class PoolShareListApi(PoolApi):
     class InputSerializer(VolumeShareListApi.InputSerializer):
         """Volume `list`'s paging and name filter; `tenant` optional, no pool filter."""
 
-        tenant = OptionalUUIDField()
+        tenant = fields.OptionalUUIDField()
         filter_pool_uuid = None
 
         def validate_tenant(self, value):
@@ -171,7 +165,7 @@ class PoolShareCreateApi(PoolApi):
         source = StrictCharField(required=False, allow_blank=True, default="", max_length=1024)
         username = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
         password = StrictCharField(required=False, allow_blank=True, default="", write_only=True)
-        limit_host = StrictBooleanField(required=False, default=False)
+        limit_host = fields.StrictBooleanField(required=False, default=False)
         avail_host = serializers.ListField(child=StrictUUIDField(), required=False, default=list)
         avail_tenant = serializers.ListField(child=StrictUUIDField(), required=False, default=list)
         attr = AttrField()
