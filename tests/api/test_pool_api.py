@@ -14,9 +14,10 @@ from sharestore.core.models import AuditEvent
 from sharestore.core.services.tokens import token_create
 from tests.conftest import Api
 from tests.contract import shape_mismatches
-from tests.helpers import CLUSTER, HOST, TENANT, assert_error, scoped
+from tests.helpers import CLUSTER, HOST, POOL_DISKS, TENANT, assert_error, scoped
 from volumes import drivers
 from volumes.models import Namespace, Pool, PoolMount, Tenant, Volume
+from volumes.services import demo
 
 GiB = 1 << 30
 MISSING = object()
@@ -210,6 +211,41 @@ def test_over_allocation_threshold_decides_volume_create(api, directory, ratio, 
     else:
         assert_error(status, answer, 409, 4006)
         assert not Volume.objects.filter(pool__uuid=uuid, name="over").exists()
+
+
+@pytest.mark.parametrize("ratio, accepted", [("1.0", False), ("2.0", True)])
+def test_over_allocation_threshold_decides_import_and_clone(api, directory, import_root, ratio, accepted):
+    demo.demo_import_files_seed(import_root=import_root)
+    uuid = create(api, directory, attr={"overAllocationThreshold": ratio})["UUID"]
+    assert api.post("/v1/volume/share/create", volume_body(uuid, GiB * 3 // 4, "first"))[0] == 200
+    body = dict(volume_body(uuid, GiB // 2, "imported"), backing_file=str(import_root / "my.qcow2"))
+    imported = api.post("/v1/volume/share/create", body)
+    status, answer = api.post(
+        "/v1/volume/share/create", dict(volume_body(POOL_DISKS, GiB // 2, "source"), snap_capacity=GiB)
+    )
+    source = answer["data"]["volume"]["UUID"]
+    status, answer = api.post(
+        "/v1/volume/share/snapshot/create", scoped(volume_uuid=source, snapshot_name="s", desc="")
+    )
+    assert status == 200, answer
+    clone = {
+        "cluster_uuid": CLUSTER,
+        "volume_uuid": source,
+        "volume_name": "source",
+        "clone_dst_pool_uuid": uuid,
+        "clone_dst_vol_name": "cloned",
+        "clone_dst_vol_tenant": TENANT,
+        "snapshot_uuid": answer["data"]["snapshot"]["UUID"],
+        "is_link": False,
+    }
+    cloned = api.post("/v1/volume/share/clone", clone)
+    for status, answer in (imported, cloned):
+        if accepted:
+            assert (status, answer["scode"]) == (200, 0), answer
+        else:
+            assert_error(status, answer, 409, 4006)
+    names = set(Volume.objects.filter(pool__uuid=uuid).live().values_list("name", flat=True))
+    assert names == ({"first", "imported", "cloned"} if accepted else {"first"})
 
 
 def test_set_lowers_the_threshold_for_the_next_create(api, directory):
