@@ -115,17 +115,8 @@ class PoolShareListApi(PoolApi):
         del scope["pool"], scope["PoolTypes"]
         return success(
             {
-                "infos": [
-                    {
-                        "tenant": scope["tenant"],
-                        "tenant_name": scope["tenant_name"],
-                        "pool": pool_representation(pool),
-                        "cluster_uuid": scope["cluster_uuid"],
-                        "cluster_name": scope["cluster_name"],
-                        "cluster_mode": scope["cluster_mode"],
-                    }
-                    for pool in pools
-                ],
+                # Every entry: {tenant, tenant_name, pool, cluster_uuid, cluster_name, cluster_mode}.
+                "infos": [{**scope, "pool": pool_representation(pool)} for pool in pools],
                 "each_range_list_state": [
                     {
                         "cluster_uuid": scope["cluster_uuid"],
