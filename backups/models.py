@@ -39,6 +39,11 @@ class BackupPoint(models.Model):
     status = models.CharField(
         max_length=16, choices=choices.BackupPointStatus.choices, default=choices.BackupPointStatus.HEALTHY
     )
+    # The platform's backup-point API (`indentify`): path = root_dir/sub_dir when registered through it.
+    ip = models.CharField(max_length=255, blank=True, default="", help_text=_("Storage server address."))
+    root_dir = models.CharField(max_length=1024, blank=True, default="")
+    sub_dir = models.CharField(max_length=1024, blank=True, default="")
+    env = models.JSONField(default=dict, blank=True, help_text=_("The platform's `env` map, kept as sent."))
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
 

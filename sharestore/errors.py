@@ -197,6 +197,32 @@ class ImportFormatUnsupported(ServiceError):
     )
 
 
+class PoolTypeUnsupported(ServiceError):
+    """A pool type that no registered storage driver serves (pool/share/pool_type/support lists those that are)."""
+
+    scode, http_status = 1021, 400
+    message = "pool type {value} is not supported here: supported types are {supported}"
+    message_cn = "不支持存储池类型 {value}：支持的类型为 {supported}"
+
+
+class ObjectNameMismatch(ServiceError):
+    """A request names a pool or backup point by UUID and by a name that is not its name."""
+
+    scode, http_status = 1022, 400
+    message = "{field} {given!r} does not match {kind} {uuid}"
+    message_cn = "{field} {given!r} 与{kind_cn} {uuid} 不符"
+
+
+class EncryptionUnavailable(ServiceError):
+    """A backup point was given a password, but this version does not encrypt backups yet."""
+
+    scode, http_status = 1023, 400
+    message = (
+        "backup point {name}: a password asks for encrypted backups, which this service does not offer yet"
+    )
+    message_cn = "备份点 {name}：设置密码即要求加密备份，本服务暂不支持加密备份"
+
+
 # 2xxx: authentication and authorization -------------------------------------------------------
 
 
@@ -289,6 +315,22 @@ class OperationNotFound(ServiceError):
     scode, http_status = 3008, 404
     message = "no operation found for {uuid}"
     message_cn = "未找到 {uuid} 的操作记录"
+
+
+class ZoneNotFound(ServiceError):
+    """No zone with this UUID."""
+
+    scode, http_status = 3009, 404
+    message = "zone {uuid} not found"
+    message_cn = "可用区 {uuid} 不存在"
+
+
+class HostNotFound(ServiceError):
+    """No host with this UUID in the cluster."""
+
+    scode, http_status = 3010, 404
+    message = "host {uuid} not found in cluster {cluster}"
+    message_cn = "集群 {cluster} 中不存在主机 {uuid}"
 
 
 class NotFoundRoute(ServiceError):
@@ -473,6 +515,25 @@ class SnapshotNameMismatch(ServiceError):
     scode, http_status = 4106, 400
     message = "snapshot_name {given!r} does not match snapshot {uuid}"
     message_cn = "快照名称 {given!r} 与快照 {uuid} 不符"
+
+
+# 46xx: pools and backup points ----------------------------------------------------------------
+
+
+class PoolHasVolumes(ServiceError):
+    """A pool that still holds volumes cannot be deleted."""
+
+    scode, http_status = 4600, 409
+    message = "pool {pool} holds {count} volume(s): delete them before the pool"
+    message_cn = "存储池 {pool} 中仍有 {count} 个卷：请先删除这些卷"
+
+
+class BackupPointHasBackups(ServiceError):
+    """A backup point that still holds backups cannot be deleted."""
+
+    scode, http_status = 4601, 409
+    message = "backup point {point} holds {count} backup(s): delete them before the backup point"
+    message_cn = "备份点 {point} 中仍有 {count} 个备份：请先删除这些备份"
 
 
 # 5xxx: storage and internal -------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""URL configuration: the /v1/volume/share/ API, the admin console, the OpenAPI schema and its
-offline docs (Swagger UI, Redoc), health and metrics."""
+"""URL configuration: the /v1/volume/share/ API, its pool and backup-point extensions, the admin
+console, the OpenAPI schema and its offline docs (Swagger UI, Redoc), health and metrics."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -12,6 +12,8 @@ urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("v1/volume/share/backup/", include("backups.api.urls")),
     path("v1/volume/share/", include("volumes.api.urls")),
+    path("v1/pool/share/", include("volumes.api.pool_urls")),
+    path("v1/volume/internal/backuppoint/", include("backups.api.point_urls")),
     path("admin/", admin.site.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -139,6 +139,17 @@ class Pool(NamedModel):
         related_name="pools",
         help_text=_("Tenants allowed to use the pool; empty means all."),
     )
+    # What the platform's pool API records about where the storage comes from (informational: the
+    # directory drivers reach the pool at `path`; docs/api.md "Pools").
+    ip = models.CharField(max_length=255, blank=True, default="", help_text=_("Storage server address."))
+    port = models.CharField(max_length=16, blank=True, default="", help_text=_("Storage server port."))
+    source = models.CharField(
+        max_length=1024, blank=True, default="", help_text=_("Export path or device WWN on the server.")
+    )
+    username = models.CharField(max_length=128, blank=True, default="")
+    limit_host = models.BooleanField(
+        default=False, help_text=_("Only the hosts named when the pool was registered mount it.")
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
 

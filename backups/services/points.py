@@ -10,7 +10,9 @@ from django.db import transaction
 
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
+from backups.storage import BackupStore
 from sharestore import errors
+from sharestore.core.services.state import audit
 from volumes.models import Cluster, Tenant
 from volumes.services.pools import (
     change_status,
@@ -23,24 +25,46 @@ from volumes.services.pools import (
 from volumes.services.volumes import validate_name
 
 
+def point_location(*, root_dir, sub_dir) -> str:
+    """The directory the platform names as `root_dir` and `sub_dir` (relative, inside root_dir)."""
+    for field, value in (("root_dir", root_dir), ("sub_dir", sub_dir)):
+        if not isinstance(value, str) or "\x00" in value:
+            raise errors.InvalidParameter(field=field, reason="must be a path")
+    if not os.path.isabs(root_dir):
+        raise errors.InvalidParameter(field="root_dir", reason="must be an absolute directory path")
+    if os.path.isabs(sub_dir) or ".." in sub_dir.split("/"):
+        raise errors.InvalidParameter(field="sub_dir", reason="must be a relative path inside root_dir")
+    return os.path.join(root_dir, sub_dir) if sub_dir else root_dir
+
+
 @transaction.atomic
 def backup_point_create(
     *,
     name: str,
     cluster: Cluster,
     path: str,
-    capacity: int,
+    capacity: int | None,
     btype: str = "local",
     tenant: Tenant | None = None,
     uuid=None,
+    password: str = "",
+    origin: dict | None = None,
 ) -> BackupPoint:
-    """Register a directory as a backup point (or return the one with this UUID)."""
+    """Register a directory as a backup point (or return the one with this UUID).
+
+    `capacity` None: the bytes its filesystem has free now. `origin`: what the platform's API
+    records (ip, root_dir, sub_dir, env). A `password` asks for encrypted backups."""
     if uuid is not None:
         existing = BackupPoint.objects.filter(uuid=uuid).first()
         if existing is not None:
             return existing
     name = validate_name(name, field="name")
     path = validate_directory(path)
+    validate_choice(btype, BackupPointType.values, field="btype")
+    if password:
+        raise errors.EncryptionUnavailable(name=name)
+    if capacity is None:
+        capacity = BackupStore(path).free_bytes()
     capacity = validate_byte_capacity(capacity)
     return BackupPoint.objects.create(
         uuid=uuid or uuid_lib.uuid4(),
@@ -50,10 +74,38 @@ def backup_point_create(
         capacity=capacity,
         btype=btype,
         tenant=tenant,
+        **(origin or {}),
     )
 
 
-EDITABLE_BACKUP_POINT_FIELDS = ("name", "tenant", "btype", "path", "capacity", "status")
+@transaction.atomic
+def backup_point_delete(*, actor: str, backup_point: BackupPoint) -> None:
+    """Forget a backup point that holds no backup (its directory stays). Rows of deleted backups go
+    with it; any other backup (kept, being written or being deleted) refuses."""
+    point = BackupPoint.objects.select_for_update().get(pk=backup_point.pk)
+    held = Backup.objects.filter(backup_point=point).exclude(status=BackupStatus.DELETED).count()
+    if held:
+        raise errors.BackupPointHasBackups(point=point.name, count=held)
+    gone = Backup.objects.filter(backup_point=point)
+    gone.update(base=None)
+    gone.delete()
+    uuid, name, kind = point.uuid, point.name, "backup_point"
+    point.delete()
+    audit(actor=actor, action=f"{kind}.delete", object_type=kind, object_uuid=uuid, message=f"name={name}")
+
+
+EDITABLE_BACKUP_POINT_FIELDS = (
+    "name",
+    "tenant",
+    "btype",
+    "path",
+    "capacity",
+    "status",
+    "ip",
+    "root_dir",
+    "sub_dir",
+    "env",
+)
 
 
 def backup_point_create_check(*, name: str, cluster, path: str, capacity: int) -> dict:
@@ -115,6 +167,9 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
         values["btype"] = validate_choice(changes["btype"], BackupPointType.values, field="btype")
     if "tenant" in changes:
         values["tenant"] = changes["tenant"]
+    for field in ("ip", "root_dir", "sub_dir", "env"):
+        if field in changes:
+            values[field] = changes[field]
     status = changes.get("status")
     if status is not None:
         validate_choice(status, BackupPointStatus.values, field="status")

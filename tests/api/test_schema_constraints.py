@@ -19,12 +19,17 @@ NAME_FIELDS = {
     "VolumeShareSnapshotCreateRequest": "snapshot_name",
     "VolumeShareBackupAddRequest": "backup_name",
     "VolumeShareBackupRestoreRequest": "new_volume_name",
+    "PoolShareCreateRequest": "pool_name",
+    "BackupPointAddRequest": "name",
+    "BackupPointUpdateRequest": "backup_point_name",
 }
 # Fields that name an existing object by UUID, where "" or absence means "no filter".
 OPTIONAL_UUID_FILTERS = {
     ("VolumeShareListRequest", "filter_pool_uuid"),
     ("backup/list", "tenant"),
     ("backup/list", "filter_volume_uuid"),
+    ("PoolShareListRequest", "tenant"),
+    ("BackupPointDeleteRequest", "tenant"),
 }
 UUID_NAMES = re.compile(r"(uuid|tenant)$")
 
@@ -64,6 +69,8 @@ def test_every_uuid_field_declares_the_uuid_format(schema):
         for field, field_schema in component["properties"].items():
             if UUID_NAMES.search(field):
                 main, blank = alternatives(field_schema)
+                if main.get("type") == "array":  # a list of UUIDs (the pool API's avail_tenant)
+                    main = main["items"]
                 assert main.get("format") == "uuid", (name, field)
                 assert (blank is not None) == ((name, field) in OPTIONAL_UUID_FILTERS), (name, field)
                 seen += 1

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import ProtectedError, Sum
 from django.utils import timezone
 
 from sharestore import errors
 from sharestore.core.services.state import audit, transition
-from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
+from volumes.choices import LIVE_STATES, EventState, PoolDriver, PoolStatus, PoolType
 from volumes.drivers import DRIVERS, get_driver
 from volumes.models import Cluster, Host, Pool, PoolMount, Tenant, Volume, Zone
 from volumes.services.space import pool_reserved
@@ -90,16 +90,27 @@ def change_status(obj, status, *, actor: str, object_type: str) -> None:
         )
 
 
-def validate_overcommit(ratio) -> Decimal:
+def validate_overcommit(ratio, *, field: str = "overcommit_ratio") -> Decimal:
+    """The one over-allocation rule: live volumes' capacities may sum to capacity x this ratio (the
+    pool API's `Attr.overAllocationThreshold` is this ratio written as a string)."""
+    if isinstance(ratio, bool):
+        raise errors.InvalidParameter(field=field, reason="must be a number")
     try:
-        value = Decimal(str(ratio))
+        value = Decimal(str(ratio).strip())
     except (InvalidOperation, ValueError):
-        raise errors.InvalidParameter(field="overcommit_ratio", reason="must be a number") from None
+        raise errors.InvalidParameter(field=field, reason="must be a number") from None
     if not value.is_finite() or value <= 0 or value >= 10000:
-        raise errors.InvalidParameter(
-            field="overcommit_ratio", reason="must be greater than 0 and below 10000"
-        )
-    return value.quantize(Decimal("0.01"))
+        raise errors.InvalidParameter(field=field, reason="must be greater than 0 and below 10000")
+    value = value.quantize(Decimal("0.01"))
+    if value <= 0:
+        raise errors.InvalidParameter(field=field, reason="must be at least 0.01")
+    return value
+
+
+def check_name_matches(obj, given: str, *, field: str, kind: str, kind_cn: str) -> None:
+    """A request that names an object by UUID and name: the name must be the object's."""
+    if given != obj.name:
+        raise errors.ObjectNameMismatch(field=field, given=given, kind=kind, kind_cn=kind_cn, uuid=obj.uuid)
 
 
 def _check_name_free(*, cluster: Cluster, name: str, exclude_pk: int | None = None) -> None:
@@ -138,13 +149,17 @@ def pool_create_check(
     overcommit_ratio=1,
     uuid=None,
 ) -> dict:
-    """Validate a new pool's settings without writing; return them cleaned (the form calls this too)."""
+    """Validate a new pool's settings without writing; return them cleaned (the form calls this too).
+
+    `capacity` None: the size of the filesystem under the pool (the driver's `space().total`)."""
     values = {
         "name": validate_name(name, field="name"),
         "path": validate_pool_location(driver, path),
-        "capacity": validate_byte_capacity(capacity),
         "overcommit_ratio": validate_overcommit(overcommit_ratio),
     }
+    if capacity is None:
+        capacity = get_driver(driver, values["path"]).space().total
+    values["capacity"] = validate_byte_capacity(capacity)
     validate_choice(pool_type, PoolType.values, field="pool_type")
     validate_choice(driver, PoolDriver.values, field="driver")
     if uuid is not None and Pool.objects.filter(uuid=uuid).exists():
@@ -162,7 +177,7 @@ def pool_create(
     name: str,
     cluster: Cluster,
     path: str,
-    capacity: int,
+    capacity: int | None,
     zone: Zone | None = None,
     pool_type: str = PoolType.DISK,
     driver: str = PoolDriver.QCOW2_DIRECTORY,
@@ -170,8 +185,12 @@ def pool_create(
     tenants: list[Tenant] | None = None,
     mounts: dict[Host, str] | None = None,
     uuid=None,
+    origin: dict | None = None,
 ) -> Pool:
-    """Register a directory as a pool. Without `mounts`, every host of the cluster mounts it at `path`."""
+    """Register a directory as a pool. Without `mounts`, every host of the cluster mounts it at `path`.
+
+    `origin`: what the platform's pool API records about the storage (ip, port, source, username,
+    limit_host), kept as given."""
     values = pool_create_check(
         name=name,
         cluster=cluster,
@@ -194,6 +213,7 @@ def pool_create(
         zone=zone or cluster.zone,
         pool_type=pool_type,
         driver=driver,
+        **(origin or {}),
         **values,
     )
     if tenants:
@@ -383,13 +403,15 @@ def pool_mark(*, actor: str, pool: Pool, force: bool = False) -> bool:
     return True
 
 
-def pools_health_refresh(*, actor: str, pools=None) -> dict[str, str]:
+def pools_health_refresh(*, actor: str, pools=None, problems: dict[str, str] | None = None) -> dict[str, str]:
     """Check the marker of each pool (default: all not in maintenance) and show the result in its
-    status: healthy <-> unavailable, with an audit event on each change. Returns {uuid: problem}."""
-    problems: dict[str, str] = {}
+    status: healthy <-> unavailable, with an audit event on each change. Returns {uuid: problem}.
+    `problems`: what was found already (by uuid), recorded instead of checking the marker."""
+    known = problems or {}
+    problems = {}
     queryset = pools if pools is not None else Pool.objects.exclude(status=PoolStatus.MAINTENANCE)
     for pool in queryset:
-        problem = pool_marker_problem(pool)
+        problem = known[str(pool.uuid)] if str(pool.uuid) in known else pool_marker_problem(pool)
         problems[str(pool.uuid)] = problem
         wanted = PoolStatus.UNAVAILABLE if problem else PoolStatus.HEALTHY
         if pool.status == PoolStatus.MAINTENANCE or pool.status == wanted:
@@ -408,3 +430,37 @@ def pools_health_refresh(*, actor: str, pools=None) -> dict[str, str]:
                 message=problem or "marker ok",
             )
     return problems
+
+
+@transaction.atomic
+def pool_delete(*, actor: str, pool: Pool) -> None:
+    """Forget a pool that holds no volume (its directory and files stay where they are).
+
+    Rows of deleted volumes go with it; any other volume (live, or still being deleted) refuses."""
+    pool = Pool.objects.select_for_update().get(pk=pool.pk)
+    held = Volume.objects.filter(pool=pool).exclude(state=EventState.DELETED).count()
+    if held:
+        raise errors.PoolHasVolumes(pool=pool.name, count=held)
+    try:
+        Volume.objects.filter(pool=pool, state=EventState.DELETED).delete()
+        uuid, name = pool.uuid, pool.name
+        pool.delete()
+    except ProtectedError as error:
+        raise errors.PoolHasVolumes(pool=pool.name, count=len(error.protected_objects)) from None
+    audit(actor=actor, action="pool.delete", object_type="pool", object_uuid=uuid, message=f"name={name}")
+
+
+def pool_status_check(*, actor: str, pool: Pool) -> Pool:
+    """Check the mount again (identity marker) and that its filesystem answers for its size: the
+    pool's status follows (healthy <-> unavailable, audited); a problem is raised after it is recorded."""
+    problem = pool_marker_problem(pool)
+    if not problem:
+        try:
+            pool_driver(pool).space()
+        except (OSError, errors.ServiceError) as error:
+            problem = f"its filesystem cannot be measured: {error}"
+    pools_health_refresh(actor=actor, pools=[pool], problems={str(pool.uuid): problem})
+    if problem:
+        raise errors.PoolUnavailable(pool=pool.name, reason=problem)
+    pool.refresh_from_db()
+    return pool

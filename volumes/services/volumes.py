@@ -180,7 +180,8 @@ def _check_pool_capacity(pool: Pool, requested: int) -> None:
     The pool row is locked first (a no-op on SQLite, where the IMMEDIATE transaction already
     serialises writers), so two concurrent creates cannot both take the last bytes.
     """
-    Pool.objects.select_for_update().filter(pk=pool.pk).first()
+    # The locked row's capacity and ratio: a concurrent change (pool API `set`) is seen once it commits.
+    pool = Pool.objects.select_for_update().filter(pk=pool.pk).first() or pool
     committed = (
         Volume.objects.filter(pool=pool, state__in=LIVE_STATES).aggregate(total=Sum("capacity"))["total"] or 0
     )
