@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import pytest
 from django.test import TestCase
+from django.urls import reverse
 
 from backups.services.create import backup_add
 from backups.storage import BackupStore
 from sharestore import errors
 from sharestore.core.choices import OperationKind, OperationState
+from sharestore.core.console import human_bytes
 from sharestore.core.models import Operation
 from sharestore.core.services.space import reserved_bytes
 from tests.helpers import qemu_img, qemu_io
@@ -140,3 +142,10 @@ def test_two_concurrent_copies_that_fit_only_one_at_a_time(shared_db, scope, sou
     assert list(Volume.objects.values_list("name", flat=True)) == [won[0].name]
     assert Operation.objects.get().reserved_bytes == needs
     assert pool_reserved(scope["pool"]) == needs
+
+
+def test_the_pool_page_shows_what_copies_reserve(admin_client, scope, source):  # noqa: F811
+    _, operation, _ = queue_import(scope, source, "queued")
+    html = admin_client.get(reverse("admin:volumes_pool_change", args=[scope["pool"].pk])).content.decode()
+    assert "reserved by copies in progress / filesystem free" in html
+    assert human_bytes(operation.reserved_bytes) in html

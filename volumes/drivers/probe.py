@@ -24,24 +24,42 @@ class Refused:
     name_cn: str
 
 
-# (offset, magic, refusal); a magic at a negative offset is read from the end of the file.
-_MAGICS: list[tuple[int, bytes, Refused]] = [
-    (0, b"KDMV", Refused("VMDK (sparse)", "VMDK（稀疏）")),
-    (0, b"COWD", Refused("VMDK (ESX sparse)", "VMDK（ESX 稀疏）")),
-    (0, b"# Disk DescriptorFile", Refused("VMDK descriptor", "VMDK 描述符文件")),
-    (0, b"vhdxfile", Refused("VHDX", "VHDX")),
-    (0, b"conectix", Refused("VHD (dynamic)", "VHD（动态）")),
-    (-512, b"conectix", Refused("VHD (fixed)", "VHD（固定）")),
-    (64, b"\x7f\x10\xda\xbe", Refused("VDI", "VDI")),
-    (0, b"QED\x00", Refused("QED", "QED")),
-    (0, b"LUKS\xba\xbe", Refused("LUKS (encrypted)", "LUKS（加密）")),
-    (0, b"WithoutFreeSpace", Refused("Parallels", "Parallels")),
-    (0, b"WithouFreSpacExt", Refused("Parallels", "Parallels")),
-    (0, b"Bochs Virtual HD Image", Refused("Bochs", "Bochs")),
-    (0, b"#!/bin/sh\n#V2.0 Format", Refused("cloop", "cloop")),
-    (-512, b"koly", Refused("DMG", "DMG")),
-    (257, b"ustar", Refused("tar archive (OVA)", "tar 归档（OVA）")),
-]
+# One format a line: offset | magic (Python escapes) | English name | Chinese name. A negative offset
+# is counted from the end of the file (VHD's fixed footer, DMG's trailer).
+_TABLE = r"""
+0    | KDMV                      | VMDK (sparse)      | VMDK（稀疏）
+0    | COWD                      | VMDK (ESX sparse)  | VMDK（ESX 稀疏）
+0    | # Disk DescriptorFile     | VMDK descriptor    | VMDK 描述符文件
+0    | vhdxfile                  | VHDX               | VHDX
+0    | conectix                  | VHD (dynamic)      | VHD（动态）
+-512 | conectix                  | VHD (fixed)        | VHD（固定）
+64   | \x7f\x10\xda\xbe          | VDI                | VDI
+0    | QED\x00                   | QED                | QED
+0    | LUKS\xba\xbe               | LUKS (encrypted)   | LUKS（加密）
+0    | WithoutFreeSpace          | Parallels          | Parallels
+0    | WithouFreSpacExt          | Parallels          | Parallels
+0    | Bochs Virtual HD Image    | Bochs              | Bochs
+0    | #!/bin/sh\n#V2.0 Format   | cloop              | cloop
+-512 | koly                      | DMG                | DMG
+257  | ustar                     | tar archive (OVA)  | tar 归档（OVA）
+"""
+
+
+def _parse(table: str) -> list[tuple[int, bytes, Refused]]:
+    rows = []
+    for line in table.strip().splitlines():
+        offset, magic, name, name_cn = (cell.strip() for cell in line.split("|"))
+        rows.append(
+            (
+                int(offset),
+                magic.encode("latin-1").decode("unicode_escape").encode("latin-1"),
+                Refused(name, name_cn),
+            )
+        )
+    return rows
+
+
+_MAGICS = _parse(_TABLE)
 
 TEXT = Refused(
     "a text file (a descriptor or a list, not a disk image)", "文本文件（描述文件或清单，而非磁盘镜像）"

@@ -34,6 +34,9 @@ ACTION_WORDS = {
     "delete": ("delete it", "删除"),
     "attach": ("attach it", "挂载"),
     "update usage": ("measure its usage", "更新用量"),
+}
+# The phrases the snapshot rules name a rewrite of layers by (snapshot_rules.refuse_if_read).
+READ_ACTION_WORDS = {
     "rolling back": ("roll back", "回滚"),
     "deleting this snapshot": ("delete this snapshot", "删除此快照"),
     "flattening": ("flatten it", "扁平化"),
@@ -85,7 +88,7 @@ def linking_error(volume: Volume, *, action: str) -> errors.VolumeBusy | None:
 def _named(volume: Volume, operation: Operation, *, action: str) -> errors.VolumeBusy:
     state = f"{volume.state} ({volume.get_state_display()})"
     kind, kind_cn = _kind_words(operation.kind)
-    action_en, action_cn = ACTION_WORDS.get(action, (action, action))
+    action_en, action_cn = {**ACTION_WORDS, **READ_ACTION_WORDS}.get(action, (action, action))
     error = errors.VolumeBusy(
         uuid=volume.uuid,
         state=state,
