@@ -157,7 +157,7 @@ class VolumeShareBackupRestoreApi(BackupApi):
 
     @extend_schema(
         request=named(InputSerializer, "VolumeShareBackupRestoreRequest"),
-        responses={200: BACKUP_RESTORE_ENVELOPE, **error_responses(400, 401, 404, 409, 503)},
+        responses={200: BACKUP_RESTORE_ENVELOPE, **error_responses(400, 401, 404, 409, 503, 507)},
     )
     def post(self, request):
         data = self.validated(request)

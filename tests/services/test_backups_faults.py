@@ -41,6 +41,8 @@ from tests.services.test_backups import (  # noqa: F401 - fixtures
 )
 from volumes.choices import EventState
 from volumes.drivers import marker, process
+from volumes.drivers.base import PoolSpace
+from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 from volumes.models import Pool, Volume
 
 needs_root = pytest.mark.skipif(
@@ -97,13 +99,19 @@ def test_a_full_backup_point_fails_the_backup_and_leaves_no_file(scope, point, t
 
 
 @needs_root
-def test_a_full_pool_fails_the_restore_and_leaves_no_file(scope, point, tmpfs):
+def test_a_full_pool_fails_the_restore_and_leaves_no_file(scope, point, tmpfs, monkeypatch):
     volume = make_volume(scope)
     write(volume, f"write -P 1 0 {6 * MiB}")
     b = backup(volume, snap(volume, "s1"), point, compress=False)
     Pool.objects.filter(pk=scope["pool"].pk).update(path=str(tmpfs))
     scope["pool"].refresh_from_db()
     marker.write_marker(str(tmpfs), str(scope["pool"].uuid))
+    # The request sees the pool cannot hold the copy: refused at once, nothing recorded.
+    with pytest.raises(errors.PoolSpaceShort):
+        backup_restore(actor="test", backup=b, name="r", **scope)
+    assert not Volume.objects.filter(name="r").exists() and files_under(tmpfs) == []
+    # The filesystem fills after the request was accepted: the copy fails late, and cleanly.
+    monkeypatch.setattr(Qcow2DirectoryDriver, "space", lambda self: PoolSpace(total=1 << 40, free=1 << 40))
     with run_tasks():
         restored = backup_restore(actor="test", backup=b, name="r", **scope)
     restored.refresh_from_db()

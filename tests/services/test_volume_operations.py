@@ -19,6 +19,8 @@ from sharestore.core.tasks import operation_task
 from tests.helpers import CLUSTER, POOL_DISKS, TENANT, qemu_img
 from volumes.choices import EventState
 from volumes.drivers import marker
+from volumes.drivers.base import PoolSpace
+from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.volumes import VOLUME_CREATE_HANDLER, volume_create, volume_delete
 
@@ -164,7 +166,7 @@ def test_delete_task_resumes_after_a_crash(scope, django_capture_on_commit_callb
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
 def test_full_pool_fails_the_import_and_leaves_no_partial_file(
-    scope, django_capture_on_commit_callbacks, import_root, tmp_path
+    scope, django_capture_on_commit_callbacks, import_root, tmp_path, monkeypatch
 ):
     source = import_root / "random.raw"
     source.write_bytes(os.urandom(8 << 20))
@@ -178,6 +180,20 @@ def test_full_pool_fails_the_import_and_leaves_no_partial_file(
         Pool.objects.filter(pk=scope["pool"].pk).update(path=str(small))
         scope["pool"].refresh_from_db()
         marker.write_marker(str(small), str(scope["pool"].uuid))
+        # The request sees the pool cannot hold the copy: refused at once, nothing recorded.
+        with pytest.raises(errors.PoolSpaceShort):
+            create(
+                scope,
+                django_capture_on_commit_callbacks,
+                name="too-big",
+                capacity=None,
+                backing_file=str(source),
+            )
+        assert not Volume.objects.filter(name="too-big").exists()
+        # The filesystem fills after the request was accepted: the copy fails late, and cleanly.
+        monkeypatch.setattr(
+            Qcow2DirectoryDriver, "space", lambda self: PoolSpace(total=1 << 40, free=1 << 40)
+        )
         volume, operation = create(
             scope, django_capture_on_commit_callbacks, name="too-big", capacity=None, backing_file=str(source)
         )

@@ -165,7 +165,7 @@ class VolumeShareCreateApi(ScopedApi):
 
     @extend_schema(
         request=named(InputSerializer, "VolumeShareCreateRequest"),
-        responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 422, 503)},
+        responses={200: VOLUME_ENVELOPE, **error_responses(400, 401, 404, 409, 422, 503, 507)},
     )
     def post(self, request):
         data = self.validated(request)

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("core", "0003_operation_request_id"),
+        ("core", "0004_operation_waiting_since"),
     ]
 
     operations = [
