@@ -10,14 +10,15 @@ from django.db import transaction
 
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
+from backups.storage import validate_directory
 from sharestore import errors
 from volumes.models import Cluster, Tenant
 from volumes.services.pools import (
     change_status,
+    changed_values,
     reject_unknown_fields,
     validate_byte_capacity,
     validate_choice,
-    validate_directory,
     write_changes,
 )
 from volumes.services.volumes import validate_name
@@ -115,10 +116,7 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
         values["btype"] = validate_choice(changes["btype"], BackupPointType.values, field="btype")
     if "tenant" in changes:
         values["tenant"] = changes["tenant"]
-    status = changes.get("status")
-    if status is not None:
-        validate_choice(status, BackupPointStatus.values, field="status")
-    return {k: v for k, v in values.items() if getattr(point, k) != v}
+    return changed_values(point, values, status=changes.get("status"), statuses=BackupPointStatus.values)
 
 
 @transaction.atomic
