@@ -3,18 +3,15 @@ reconcile; backups browsable (view-only: only the backup service writes them).""
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django import forms
 from django.contrib import admin
-from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from backups import models as backup_models
-from backups.choices import BackupPointStatus, BackupStatus
+from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.selectors import backup_point_used
 from backups.services.points import (
@@ -32,12 +29,17 @@ from sharestore.core.console import (
     choices,
     console_actor,
     count_of,
+    health_badge,
     human_bytes,
     localized_error,
+    location_filters,
     neutral_language,
     related,
-    service_error_message,
+    repair_redirect,
+    rows_link,
+    service_error_to_form,
     sum_of,
+    usage_table,
 )
 from sharestore.core.templatetags.console_tags import bar
 
@@ -66,9 +68,7 @@ class BackupPointForm(forms.ModelForm):
                     backup_point=BackupPoint.objects.get(pk=self.instance.pk), **self.changes()
                 )
         except errors.ServiceError as exc:
-            field = exc.params.get("field")
-            message = service_error_message(exc)
-            self.add_error(field if field in self.fields else None, message)
+            service_error_to_form(self, exc)
         return data
 
     def changes(self) -> dict:
@@ -93,12 +93,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
         "backup_count",
         "path",
     )
-    list_filter = (
-        ("cluster", related(_("cluster"))),
-        ("tenant", related(_("tenant"))),
-        ("btype", choices(_("type"))),
-        ("status", choices(_("status"))),
-    )
+    list_filter = location_filters("tenant", _("tenant"), "btype")
     list_select_related = ("cluster", "tenant")
     search_fields = ("name", "uuid", "path")
     actions = ["reconcile_action"]
@@ -120,11 +115,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj):
-        return badge(
-            obj.get_status_display(),
-            obj.status,
-            kind="ok" if obj.status == BackupPointStatus.HEALTHY else "bad",
-        )
+        return health_badge(obj)
 
     @admin.display(description=_("used / capacity"), ordering="used_bytes")
     def usage_bar(self, obj):
@@ -132,8 +123,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
 
     @admin.display(description=_("backups"), ordering="n_backups")
     def backup_count(self, obj):
-        url = reverse("admin:backups_backup_changelist") + f"?backup_point__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, obj.n_backups)
+        return rows_link("admin:backups_backup_changelist", "backup_point", obj, obj.n_backups)
 
     @admin.display(description=_("usage"))
     def usage(self, obj):
@@ -147,10 +137,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
             rows.append((gettext("filesystem used / size"), bar(disk.total - disk.free, disk.total)))
         except OSError:
             pass
-        return format_html(
-            '<table class="ss-usage">{}</table>',
-            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
-        )
+        return usage_table(rows)
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -175,8 +162,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
 
     @admin.action(description=_("Reconcile database and files (preview first)"), permissions=["run_repairs"])
     def reconcile_action(self, request, queryset):
-        query = urlencode([("backup_point", str(p.uuid)) for p in queryset])
-        return HttpResponseRedirect(f"{reverse('admin:volumes_pool_reconcile')}?{query}")
+        return repair_redirect("admin:volumes_pool_reconcile", "backup_point", queryset)
 
 
 @admin.register(Backup)

@@ -5,21 +5,18 @@ from __future__ import annotations
 import uuid as uuid_lib
 
 from django.db import models
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from backups import choices
-from volumes.models import Cluster, Snapshot, Tenant, Volume
+from volumes.models import Cluster, NamedModel, Snapshot, Tenant, Volume, location_constraints
 
 __all__ = ["BackupPoint", "Backup", "BackupVerification"]
 
 
-class BackupPoint(models.Model):
+class BackupPoint(NamedModel):
     """A directory (local or an NFS/CephFS mount) that holds backups."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    name = models.CharField(max_length=128)
     cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="backup_points")
     tenant = models.ForeignKey(
         Tenant,
@@ -47,21 +44,10 @@ class BackupPoint(models.Model):
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
 
-    class Meta:
+    class Meta(NamedModel.Meta):
         verbose_name = _("backup point")
         verbose_name_plural = _("backup points")
-        ordering = ["name"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"
-            ),
-            models.CheckConstraint(
-                condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"
-            ),
-        ]
-
-    def __str__(self):
-        return self.name
+        constraints = location_constraints()
 
 
 class Backup(models.Model):

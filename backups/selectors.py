@@ -11,8 +11,8 @@ from backups.choices import SPACE_HOLDING_STATUSES, BackupPointStatus, BackupSta
 from backups.filtersets import BackupFilterSet
 from backups.models import Backup, BackupPoint
 from sharestore import errors
-from volumes.choices import LIVE_STATES
 from volumes.models import Cluster, Tenant, Volume
+from volumes.selectors import live_volume_get
 
 
 def backup_point_get(*, uuid, cluster: Cluster, tenant: Tenant) -> BackupPoint:
@@ -34,17 +34,7 @@ def volume_for_backup(
 ) -> Volume:
     """The live volume to back up. backup/add names no tenant in the contract: a tenant-bound caller
     reaches its own volumes only; a platform caller any volume of the cluster, or the named tenant's."""
-    queryset = Volume.objects.select_related("tenant", "tenant__namespace", "cluster", "pool").filter(
-        uuid=uuid, cluster=cluster, state__in=LIVE_STATES
-    )
-    if tenant is not None:
-        queryset = queryset.filter(tenant=tenant)
-    if allowed_tenant_id is not None:
-        queryset = queryset.filter(tenant_id=allowed_tenant_id)
-    volume = queryset.first()
-    if volume is None:
-        raise errors.VolumeNotFound(uuid=uuid)
-    return volume
+    return live_volume_get(uuid=uuid, cluster=cluster, tenant=tenant, allowed_tenant_id=allowed_tenant_id)
 
 
 def backup_output_queryset(queryset: QuerySet[Backup]) -> QuerySet[Backup]:

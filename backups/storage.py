@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from sharestore import errors
 from volumes.drivers import qemu
+from volumes.drivers.paths import path_inside, writable_directory
 
 TMP_PREFIX = qemu.TMP_PREFIX
 # The suffix the pool driver's export gives its scratch file (an uncompressed delta) beside the target.
@@ -30,6 +31,12 @@ Progress = Callable[[float], None]
 
 def _no_progress(_percent: float) -> None:
     return None
+
+
+def validate_directory(path) -> str:
+    """A backup point's directory: absolute, existing and writable by this service, returned resolved
+    (a pool's location is its driver's to check: `validate_pool_location`)."""
+    return writable_directory(path)
 
 
 class BackupStore:
@@ -46,14 +53,7 @@ class BackupStore:
 
     def path(self, name: str) -> str:
         """Map a file name to its path, refusing anything that would leave the backup point."""
-        if (
-            not name
-            or name.startswith("/")
-            or "\x00" in name
-            or any(p in ("", ".", "..") for p in name.split("/"))
-        ):
-            raise errors.StorageError(reason=f"invalid backup file name {name!r}")
-        return os.path.join(self.root, name)
+        return path_inside(self.root, name, what="backup file")
 
     def tmp_path(self, name: str, suffix: str = "") -> str:
         return qemu.tmp_sibling(self.path(name), suffix)

@@ -39,6 +39,19 @@ class NamedModel(models.Model):
         return self.name
 
 
+def location_constraints() -> list[models.BaseConstraint]:
+    """What every storage location (a pool, a backup point) keeps: a name unique in its cluster and a
+    capacity that is not negative."""
+    return [
+        models.UniqueConstraint(
+            fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"
+        ),
+        models.CheckConstraint(
+            condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"
+        ),
+    ]
+
+
 class Zone(NamedModel):
     """An availability zone."""
 
@@ -157,12 +170,7 @@ class Pool(NamedModel):
         verbose_name = _("pool")
         verbose_name_plural = _("pools")
         constraints = [
-            models.UniqueConstraint(
-                fields=["cluster", "name"], name="%(app_label)s_%(class)s_unique_cluster_name"
-            ),
-            models.CheckConstraint(
-                condition=Q(capacity__gte=0), name="%(app_label)s_%(class)s_capacity_nonnegative"
-            ),
+            *location_constraints(),
             models.CheckConstraint(
                 condition=Q(overcommit_ratio__gt=0), name="%(app_label)s_%(class)s_overcommit_positive"
             ),

@@ -78,6 +78,25 @@ def volume_get(*, uuid, tenant: Tenant, cluster: Cluster, include_deleting: bool
     return volume
 
 
+def live_volume_get(
+    *, uuid, cluster: Cluster, tenant: Tenant | None = None, allowed_tenant_id: int | None
+) -> Volume:
+    """A live volume of the cluster for a request that may name no tenant (clone, backup add): only the
+    named `tenant`'s when given; a tenant-bound caller (`allowed_tenant_id`) reaches its own tenant's
+    only, another tenant's volume answers like a missing one."""
+    queryset = Volume.objects.select_related("tenant", "tenant__namespace", "cluster", "pool").filter(
+        uuid=uuid, cluster=cluster, state__in=LIVE_STATES
+    )
+    if tenant is not None:
+        queryset = queryset.filter(tenant=tenant)
+    if allowed_tenant_id is not None:
+        queryset = queryset.filter(tenant_id=allowed_tenant_id)
+    volume = queryset.first()
+    if volume is None:
+        raise errors.VolumeNotFound(uuid=uuid)
+    return volume
+
+
 # -- the read path of list and get (issue 12) -----------------------------------------------------
 # Tenants, clusters and pools change rarely and are read by every request: they come from small
 # per-process maps kept at most SHARESTORE_READ_CACHE_SECONDS (sharestore.core.services.readcache).
@@ -88,7 +107,8 @@ _scope_cache = readcache.TTLCache()
 _pool_cache = readcache.TTLCache(max_entries=4)
 readcache.clear_on_change(Tenant, Namespace, Cluster, Zone, Pool, PoolMount, Host)
 
-VOLUME_ROW_FIELDS = (
+# The volume's own columns, as both read paths name them.
+VOLUME_COLUMNS = (
     "id",
     "uuid",
     "name",
@@ -102,6 +122,9 @@ VOLUME_ROW_FIELDS = (
     "created",
     "modified",
     "state",
+)
+VOLUME_ROW_FIELDS = (
+    *VOLUME_COLUMNS,
     "source_volume_id",
     "source_volume__uuid",
     "parent_snapshot_id",
@@ -255,19 +278,7 @@ SELECT v.id, v.uuid::text, v.name, v.volume_type, v.pool_id, v.namespace_id, v.c
   LEFT JOIN volumes_snapshot ps ON ps.id = v.parent_snapshot_id
 """
 _ROW_KEYS = (
-    "id",
-    "uuid",
-    "name",
-    "volume_type",
-    "pool_id",
-    "namespace_id",
-    "capacity",
-    "used",
-    "snap_length",
-    "snap_cap",
-    "created",
-    "modified",
-    "state",
+    *VOLUME_COLUMNS,
     "parent",
     "parent_snapshot",
     "attachments",

@@ -4,7 +4,7 @@ built as plain dicts in `representations.py`)."""
 from rest_framework import serializers
 
 from backups.choices import BackupStatus, VerifyResult
-from sharestore.api.schema import envelope
+from sharestore.api.schema import OwnerSchema, envelope
 from volumes.api.schemas import VolumeSchema
 
 
@@ -15,11 +15,9 @@ class BackupErrorSchema(serializers.Serializer):
     message = serializers.CharField()
 
 
-class BackupSchema(serializers.Serializer):
-    """A backup object (contract keys, then extensions)."""
+class BackupSchema(OwnerSchema):
+    """A backup object (its tenant and cluster, the contract keys, then extensions)."""
 
-    tenant = serializers.UUIDField()
-    tenant_name = serializers.CharField()
     UUID = serializers.UUIDField()
     Name = serializers.CharField()
     BpUUID = serializers.UUIDField()
@@ -37,9 +35,6 @@ class BackupSchema(serializers.Serializer):
     VolumeEventStatus = serializers.IntegerField(help_text="the source volume's EventState; 6 once deleted")
     SnapshotUUID = serializers.UUIDField()
     Status = serializers.ChoiceField(choices=BackupStatus.values)
-    cluster_uuid = serializers.UUIDField()
-    cluster_name = serializers.CharField()
-    cluster_mode = serializers.CharField()
     BaseUUID = serializers.CharField(
         help_text="the backup this incremental one sits on; empty for a full backup"
     )

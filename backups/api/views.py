@@ -19,23 +19,22 @@ from backups.services.common import MAX_EPOCH
 from backups.services.create import backup_add
 from backups.services.delete import backup_delete
 from backups.services.restore import backup_restore
-from sharestore import errors
 from sharestore.api.envelope import success
-from sharestore.api.schema import error_responses
+from sharestore.api.paging import page_window
+from sharestore.api.schema import error_responses, request_schema
 from sharestore.core.services.waits import busy_retry
 from volumes import selectors
 from volumes.api.fields import (
+    DescField,
     NameField,
     OptionalUUIDField,
     SchemaDeclared,
     StrictBooleanField,
-    StrictCharField,
     StrictIntegerField,
     StrictUUIDField,
 )
 from volumes.api.representations import volume_representation
 from volumes.api.views import ScopedApi, named
-from volumes.services.volumes import DESC_MAX_LENGTH
 
 
 def _answer(backup) -> dict:
@@ -72,14 +71,7 @@ class VolumeShareBackupAddApi(BackupApi):
         snapshot_uuid = StrictUUIDField()
         backup_name = NameField()
         backup_point_uuid = StrictUUIDField()
-        desc = StrictCharField(
-            required=False,
-            allow_blank=True,
-            allow_null=True,
-            trim_whitespace=False,
-            default="",
-            schema={"maxLength": DESC_MAX_LENGTH},
-        )
+        desc = DescField()
         compress = StrictBooleanField(required=False, allow_null=True, default=None)
         full_backup = StrictBooleanField(required=False, default=False)
         expired_time = StrictIntegerField(
@@ -87,10 +79,7 @@ class VolumeShareBackupAddApi(BackupApi):
         )
         protected = StrictBooleanField(required=False, default=False)
 
-    @extend_schema(
-        request=named(InputSerializer, "VolumeShareBackupAddRequest"),
-        responses={200: BACKUP_ENVELOPE, **error_responses(400, 401, 404, 409, 503)},
-    )
+    @request_schema(InputSerializer, "VolumeShareBackupAddRequest", BACKUP_ENVELOPE, 400, 401, 404, 409, 503)
     def post(self, request):
         data = self.validated(request)
         tenant, cluster = self.optional_scope(
@@ -126,9 +115,8 @@ class VolumeShareBackupDeleteApi(BackupApi):
     class InputSerializer(ScopedApi.InputSerializer):
         backup_uuid = StrictUUIDField()
 
-    @extend_schema(
-        request=named(InputSerializer, "VolumeShareBackupDeleteRequest"),
-        responses={200: BACKUP_DELETE_ENVELOPE, **error_responses(400, 401, 404, 409)},
+    @request_schema(
+        InputSerializer, "VolumeShareBackupDeleteRequest", BACKUP_DELETE_ENVELOPE, 400, 401, 404, 409
     )
     def post(self, request):
         data = self.validated(request)
@@ -155,9 +143,16 @@ class VolumeShareBackupRestoreApi(BackupApi):
         new_volume_name = NameField()
         new_pool_uuid = StrictUUIDField()
 
-    @extend_schema(
-        request=named(InputSerializer, "VolumeShareBackupRestoreRequest"),
-        responses={200: BACKUP_RESTORE_ENVELOPE, **error_responses(400, 401, 404, 409, 503, 507)},
+    @request_schema(
+        InputSerializer,
+        "VolumeShareBackupRestoreRequest",
+        BACKUP_RESTORE_ENVELOPE,
+        400,
+        401,
+        404,
+        409,
+        503,
+        507,
     )
     def post(self, request):
         data = self.validated(request)
@@ -238,12 +233,7 @@ class VolumeShareBackupListApi(BackupApi):
         tenant, cluster = self.optional_scope(
             request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
         )
-        maximum = settings.SHARESTORE_MAX_PAGE_SIZE
-        if data["page_size"] > maximum:
-            raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
-        # As in the volume list: page_size 0 means the first `maximum` rows; pages count from 1.
-        limit = data["page_size"] or maximum
-        offset = (max(data["page_num"], 1) - 1) * limit
+        limit, offset = page_window(page_num=data["page_num"], page_size=data["page_size"])
         filters = {
             key: data[key]
             for key in (

@@ -76,6 +76,38 @@ def chain_busy(
     return busy
 
 
+def require_chain_idle(
+    *,
+    point: BackupPoint,
+    volume_uuid,
+    exclude_backup_id: int | None = None,
+    readers: bool = False,
+    deleting_only: bool = False,
+) -> None:
+    """Refuse (BackupChainBusy) while `chain_busy` finds work on the chain; with `deleting_only`, only
+    a backup being deleted counts (what reading a completed backup must wait for)."""
+    busy = chain_busy(
+        point=point, volume_uuid=volume_uuid, exclude_backup_id=exclude_backup_id, readers=readers
+    )
+    if deleting_only:
+        busy = [b for b in busy if "Deleting" in b]
+    if busy:
+        raise errors.BackupChainBusy(volume=volume_uuid, point=point.name, busy=", ".join(busy))
+
+
+def lock_completed_backup(backup: Backup, *, action: str, action_cn: str) -> tuple[BackupPoint, Backup]:
+    """Lock the backup's point and reload the backup, which must be completed, with no backup of its
+    chain being deleted: what restoring or verifying it (`action`, `action_cn`) reads."""
+    point = lock_point(backup.backup_point)
+    backup = Backup.objects.get(pk=backup.pk)
+    if backup.status != choices.BackupStatus.COMPLETED:
+        raise errors.BackupNotRestorable(
+            uuid=backup.uuid, status=backup.status, action=action, action_cn=action_cn
+        )
+    require_chain_idle(point=point, volume_uuid=backup.volume_uuid, deleting_only=True)
+    return point, backup
+
+
 def backup_of(operation: Operation) -> Backup:
     return Backup.objects.select_related("backup_point", "snapshot", "base", "volume__pool").get(
         uuid=operation.params["backup"]

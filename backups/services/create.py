@@ -14,18 +14,18 @@ from backups.selectors import backup_point_used
 from backups.services.common import (
     backup_of,
     backup_store,
-    chain_busy,
     default_compress,
     lock_point,
+    require_chain_idle,
     validate_expired_time,
 )
 from backups.storage import BackupStore
 from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_start
 from sharestore.core.services.space import reserved_on, space_reservation
-from sharestore.core.services.state import OperationContext, audit, status_transition
+from sharestore.core.services.state import OperationContext, status_transition
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
 from volumes.services.snapshot_rules import require_snapshot_readable
@@ -97,9 +97,7 @@ def backup_add(
     point = lock_point(backup_point)
     store = backup_store(point)
     store.check_available(point.name)
-    busy = chain_busy(point=point, volume_uuid=volume.uuid, readers=False)
-    if busy:
-        raise errors.BackupChainBusy(volume=volume.uuid, point=point.name, busy=", ".join(busy))
+    require_chain_idle(point=point, volume_uuid=volume.uuid)
     base = None
     if not full:
         base = (
@@ -155,21 +153,15 @@ def backup_add(
         expired_time=expired_time,
         protected=protected,
     )
-    operation = operation_create(
+    operation_start(
+        backup,
         kind=OperationKind.BACKUP_CREATE,
-        target_type="backup",
-        target_uuid=backup.uuid,
         actor=actor,
         volume=volume,
         params={"backup": str(backup.uuid)},
         bytes_total=volume.capacity,
         reservation=reservation,
-    )
-    audit(
-        OperationContext.of(operation),
         action="backup.add",
-        object_type="backup",
-        object_uuid=backup.uuid,
         to_state=choices.BackupStatus.STARTED,
         message=(
             f"{'incremental on ' + str(base.uuid) if base else 'full'} backup of snapshot {snapshot.name!r} "

@@ -11,15 +11,15 @@ from backups.models import Backup
 from backups.services.common import (
     backup_of,
     backup_store,
-    chain_busy,
     lock_point,
+    require_chain_idle,
 )
 from backups.storage import BackupStore
 from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import OperationContext, audit, status_transition
+from sharestore.core.services.state import OperationContext, audit_of, status_transition
 
 # -- delete --------------------------------------------------------------------------------------
 
@@ -56,9 +56,7 @@ def backup_delete(*, actor: str, backup: Backup, reason: str = "") -> Operation:
         raise errors.StateConflict(
             kind="backup", uuid=backup.uuid, state=backup.status, action="backup.delete"
         )
-    busy = chain_busy(point=point, volume_uuid=backup.volume_uuid, exclude_backup_id=backup.pk, readers=True)
-    if busy:
-        raise errors.BackupChainBusy(volume=backup.volume_uuid, point=point.name, busy=", ".join(busy))
+    require_chain_idle(point=point, volume_uuid=backup.volume_uuid, exclude_backup_id=backup.pk, readers=True)
     dependents = list(
         backup.dependents.exclude(status__in=[choices.BackupStatus.DELETED, choices.BackupStatus.FAILED])
     )
@@ -134,12 +132,10 @@ def _apply_merge(operation: Operation, backup: Backup, dependent: Backup) -> Non
     Backup.objects.filter(pk=dependent.pk).update(
         base=backup.base, size=operation.params["dependent_size"], modified=timezone.now()
     )
-    audit(
+    audit_of(
+        dependent,
         OperationContext.of(operation),
         action="backup.merge",
-        object_type="backup",
-        object_uuid=dependent.uuid,
-        volume_id=dependent.volume_id,
         message=(
             f"backup {backup.uuid} merged in; now "
             + (f"incremental on {backup.base.uuid}" if backup.base else "a full backup")
@@ -189,14 +185,8 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
         )
         return
     # Half done: the row stays out of service in BackupDeleting; deleting it again finishes the work.
-    audit(
-        OperationContext.of(operation),
-        action="backup.delete.stuck",
-        object_type="backup",
-        object_uuid=backup.uuid,
-        volume_id=backup.volume_id,
-        result="failed",
-        message=message,
+    audit_of(
+        backup, OperationContext.of(operation), action="backup.delete.stuck", result="failed", message=message
     )
 
 

@@ -10,16 +10,16 @@ from django.db import transaction
 
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
-from backups.storage import BackupStore
+from backups.storage import BackupStore, validate_directory
 from sharestore import errors
 from sharestore.core.services.state import audit
 from volumes.models import Cluster, Tenant
 from volumes.services.pools import (
     change_status,
+    changed_values,
     reject_unknown_fields,
     validate_byte_capacity,
     validate_choice,
-    validate_directory,
     write_changes,
 )
 from volumes.services.volumes import validate_name
@@ -170,10 +170,7 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
     for field in ("ip", "root_dir", "sub_dir", "env"):
         if field in changes:
             values[field] = changes[field]
-    status = changes.get("status")
-    if status is not None:
-        validate_choice(status, BackupPointStatus.values, field="status")
-    return {k: v for k, v in values.items() if getattr(point, k) != v}
+    return changed_values(point, values, status=changes.get("status"), statuses=BackupPointStatus.values)
 
 
 @transaction.atomic

@@ -6,23 +6,26 @@ import uuid as uuid_lib
 
 from django.db import transaction
 
-from backups import choices
 from backups.models import Backup
 from backups.services.common import (
     backup_of,
     backup_store,
-    chain_busy,
-    lock_point,
+    lock_completed_backup,
 )
 from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import OperationContext, audit, transition
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_start
 from volumes.choices import EventState
 from volumes.models import Cluster, Pool, Tenant, Volume
 from volumes.services.space import pool_reservation
-from volumes.services.volumes import pool_driver, volume_population_failed, volume_reserve
+from volumes.services.volumes import (
+    operation_volume,
+    pool_driver,
+    volume_population_failed,
+    volume_population_succeeded,
+    volume_reserve,
+)
 
 # -- restore -------------------------------------------------------------------------------------
 
@@ -49,17 +52,7 @@ def backup_restore(
 def _backup_restore_begin(
     *, actor: str, backup: Backup, tenant: Tenant, cluster: Cluster, pool: Pool, name: str, needed: int
 ) -> Volume:
-    point = lock_point(backup.backup_point)
-    backup = Backup.objects.get(pk=backup.pk)
-    if backup.status != choices.BackupStatus.COMPLETED:
-        raise errors.BackupNotRestorable(
-            uuid=backup.uuid, status=backup.status, action="restored", action_cn="恢复"
-        )
-    busy = [
-        b for b in chain_busy(point=point, volume_uuid=backup.volume_uuid, readers=False) if "Deleting" in b
-    ]
-    if busy:
-        raise errors.BackupChainBusy(volume=backup.volume_uuid, point=point.name, busy=", ".join(busy))
+    point, backup = lock_completed_backup(backup, action="restored", action_cn="恢复")
     backup_store(point).check_available(point.name)
     pool_driver(pool).check_available()
     volume = volume_reserve(
@@ -72,10 +65,9 @@ def _backup_restore_begin(
         snap_capacity=backup.volume_snap_cap,
         state=EventState.RESTORING,
     )
-    operation = operation_create(
+    operation_start(
+        volume,
         kind=OperationKind.BACKUP_RESTORE,
-        target_type="volume",
-        target_uuid=volume.uuid,
         actor=actor,
         volume=volume,
         params={
@@ -85,12 +77,7 @@ def _backup_restore_begin(
         },
         bytes_total=backup.volume_capacity,
         reservation=pool_reservation(pool, needed),
-    )
-    audit(
-        OperationContext.of(operation),
         action="backup.restore",
-        object_type="volume",
-        object_uuid=volume.uuid,
         to_state=str(EventState.RESTORING.label),
         message=f"from backup {backup.name!r} ({backup.uuid}) of volume {backup.volume_uuid} in {pool.name}",
     )
@@ -98,14 +85,11 @@ def _backup_restore_begin(
 
 
 def _backup_restore_run(operation: Operation, reporter: Reporter) -> None:
-    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
-    if volume.state != EventState.RESTORING:
-        raise errors.StateConflict(
-            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="restore"
-        )
+    volume, driver = operation_volume(
+        operation, allowed=[EventState.RESTORING], action="restore", with_value=False
+    )
     backup = backup_of(operation)
     store = backup_store(backup.backup_point)
-    driver = pool_driver(volume.pool)
     total = backup.volume_capacity
     if not driver.exists(volume.image_name):
         # A dead attempt's partial is ours now (the lease is); ours is tagged so a lost lease never
@@ -135,15 +119,7 @@ def _backup_restore_run(operation: Operation, reporter: Reporter) -> None:
 
 
 def _backup_restore_succeed(operation: Operation) -> None:
-    volume = Volume.objects.get(pk=operation.volume_id)
-    transition(
-        volume,
-        allowed=[EventState.RESTORING],
-        to=EventState.AVAILABLE,
-        action="backup.restore.finish",
-        ctx=OperationContext.of(operation),
-        extra={"used": operation.params.get("used", 0)},
-    )
+    volume_population_succeeded(operation, populating=[EventState.RESTORING], action="backup.restore.finish")
 
 
 def _backup_restore_fail(operation: Operation, error: errors.ServiceError) -> None:

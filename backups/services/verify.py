@@ -11,8 +11,7 @@ from backups.models import Backup, BackupVerification
 from backups.services.common import (
     backup_of,
     backup_store,
-    chain_busy,
-    lock_point,
+    lock_completed_backup,
 )
 from sharestore import errors
 from sharestore.core.choices import OperationKind
@@ -28,19 +27,7 @@ def backup_verify(*, actor: str, backup: Backup) -> BackupVerification:
     a scheduled task) as an operation, so progress shows and a crash is swept; the result is stored on
     the backup and in its history."""
     with transaction.atomic():
-        point = lock_point(backup.backup_point)
-        backup = Backup.objects.get(pk=backup.pk)
-        if backup.status != choices.BackupStatus.COMPLETED:
-            raise errors.BackupNotRestorable(
-                uuid=backup.uuid, status=backup.status, action="verified", action_cn="校验"
-            )
-        busy = [
-            b
-            for b in chain_busy(point=point, volume_uuid=backup.volume_uuid, readers=False)
-            if "Deleting" in b
-        ]
-        if busy:
-            raise errors.BackupChainBusy(volume=backup.volume_uuid, point=point.name, busy=", ".join(busy))
+        point, backup = lock_completed_backup(backup, action="verified", action_cn="校验")
         verification = BackupVerification.objects.create(
             backup=backup, actor=actor[:128], checksum_expected=backup.checksum
         )

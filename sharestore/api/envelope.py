@@ -34,26 +34,14 @@ def success(data: Any, *, status: int = 200) -> Response:
     return Response(envelope_body(data), status=status)
 
 
+# The scope keys that close the contract's wrappers; the contract's examples leave them empty.
+SCOPE_KEYS = ("cluster_uuid", "cluster_name", "cluster_mode", "tenant", "tenant_name")
+
+
 # The wrapper the contract puts around a volume in create/delete/get/update/clone answers.
 def volume_wrapper(volume: dict | None, *, clone_progress: float = 0) -> dict:
-    return {
-        "volume": volume,
-        "clone_progress": clone_progress,
-        "cluster_uuid": "",
-        "cluster_name": "",
-        "cluster_mode": "",
-        "tenant": "",
-        "tenant_name": "",
-    }
+    return {"volume": volume, "clone_progress": clone_progress, **dict.fromkeys(SCOPE_KEYS, "")}
 
 
 def snapshot_wrapper(snapshot: dict | None, tree: dict | None = None) -> dict:
-    return {
-        "snapshot": snapshot,
-        "tree": tree,
-        "cluster_uuid": "",
-        "cluster_name": "",
-        "cluster_mode": "",
-        "tenant": "",
-        "tenant_name": "",
-    }
+    return {"snapshot": snapshot, "tree": tree, **dict.fromkeys(SCOPE_KEYS, "")}

@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.utils import OpenApiResponse, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
+
+from sharestore.api.envelope import SCOPE_KEYS
 
 _cache: dict[str, serializers.Serializer] = {}
 
@@ -70,6 +72,27 @@ class JsonBodyAutoSchema(AutoSchema):
             schema.update(extra)
 
 
+class OwnerSchema(serializers.Serializer):
+    """An entry's cluster and tenant (those of `SCOPE_KEYS` named in `owner_keys`, the UUIDs as such),
+    before its own fields."""
+
+    owner_keys = SCOPE_KEYS
+
+    def get_fields(self):
+        uuids = ("cluster_uuid", "tenant")
+        owner = {
+            k: serializers.UUIDField() if k in uuids else serializers.CharField() for k in self.owner_keys
+        }
+        return {**owner, **super().get_fields()}
+
+
+class ScopeSchema(serializers.Serializer):
+    """The scope keys closing a wrapper (`SCOPE_KEYS`), as strings ("" where none applies)."""
+
+    def get_fields(self):
+        return {**super().get_fields(), **{key: serializers.CharField() for key in SCOPE_KEYS}}
+
+
 def envelope(name: str, data) -> serializers.Serializer:
     """A named envelope schema `{scode, desc, message, message_cn, stack, data}` around `data`."""
     if name not in _cache:
@@ -96,6 +119,22 @@ def error_responses(*statuses: int) -> dict:
         status: OpenApiResponse(ERROR_ENVELOPE, description="error envelope; scode from docs/errors.md")
         for status in statuses
     }
+
+
+def named(serializer_class, component_name: str):
+    """The request serializer under its own OpenAPI component name (nested classes are all 'Input')."""
+    return extend_schema_serializer(component_name=component_name)(
+        type(component_name, (serializer_class,), {"__module__": serializer_class.__module__})
+    )
+
+
+def request_schema(serializer_class, component_name: str, envelope, *statuses: int):
+    """`extend_schema` of an endpoint that takes a JSON body: the body under `component_name`, the
+    `envelope` answered on success, and the error answers of `statuses`."""
+    return extend_schema(
+        request=named(serializer_class, component_name),
+        responses={200: envelope, **error_responses(*statuses)},
+    )
 
 
 CONTRACT_PREFIX = "/v1/volume/share/"

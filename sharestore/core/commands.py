@@ -10,6 +10,7 @@ Exit codes (every console command):
 from __future__ import annotations
 
 import getpass
+import json
 import re
 import time
 import uuid
@@ -43,6 +44,53 @@ def uuid_arg(value: str) -> str:
 
 # argparse names the type in its message ("invalid _uuid value: ..."): keep the name users have seen.
 uuid_arg.__name__ = "_uuid"
+
+
+def add_uuid_list(parser, flag: str, help: str) -> None:
+    """A repeatable `--flag UUID` selecting rows (default: none named)."""
+    parser.add_argument(flag, action="append", type=uuid_arg, default=[], metavar="UUID", help=help)
+
+
+def add_location_arguments(parser, *, path_help: str) -> None:
+    """What registering a storage location (a pool, a backup point) asks for: its name, cluster,
+    directory (`path_help` says whose view of it) and capacity."""
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--cluster", required=True, type=uuid_arg, metavar="UUID")
+    parser.add_argument("--path", required=True, help=path_help)
+    parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
+
+
+def location_result(*, capacity: int, checked: dict | None = None, created=None, **extra) -> dict:
+    """What registering a storage location answers: the values the service checked (a dry run) or the
+    row it created (with `extra` entries)."""
+    if created is None:
+        return {
+            "dry_run": True,
+            "valid": True,
+            "name": checked["name"],
+            "path": checked["path"],
+            "capacity": capacity,
+        }
+    return {
+        "dry_run": False,
+        "uuid": str(created.uuid),
+        "name": created.name,
+        "path": created.path,
+        "capacity": created.capacity,
+        **extra,
+    }
+
+
+def write_location_result(stdout, what: str, result: dict, *, as_json: bool) -> None:
+    """`location_result` as JSON, or as one line naming `what` was registered (or would be)."""
+    if as_json:
+        stdout.write(json.dumps(result, indent=2))
+    elif result["dry_run"]:
+        stdout.write(f"valid: {what} {result['name']} at {result['path']} ({result['capacity']} bytes)")
+    else:
+        stdout.write(
+            f"{what} {result['name']} {result['uuid']} at {result['path']} ({result['capacity']} bytes)"
+        )
 
 
 def get_by_uuid(model, value, what: str):

@@ -5,14 +5,18 @@ with, bytes and bars, and errors in the reader's language from the one scode cat
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils import translation
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import get_language, gettext_lazy
 
 from sharestore import errors
@@ -167,6 +171,46 @@ def badge(label, value, *, kind: str = "", colours: dict | None = None) -> str:
     maps the value to one; anything else is shown as busy."""
     colour = kind or (OPERATION_COLOURS if colours is None else colours).get(value, "busy")
     return format_html('<span class="ss-badge ss-badge-{}">{}</span>', colour, label)
+
+
+def health_badge(obj) -> str:
+    """The status of a storage location (a pool, a backup point): healthy, or anything else (bad)."""
+    return badge(obj.get_status_display(), obj.status, kind="ok" if obj.status == "healthy" else "bad")
+
+
+def usage_table(rows) -> str:
+    """(label, bar) rows as the usage table of a storage location's page."""
+    return format_html(
+        '<table class="ss-usage">{}</table>', format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows)
+    )
+
+
+def location_filters(scope: str, scope_title, type_field: str) -> tuple:
+    """List filters of a storage location: its cluster, its `scope` (zone, tenant), type and status."""
+    return (
+        ("cluster", related(gettext_lazy("cluster"))),
+        (scope, related(scope_title)),
+        (type_field, choices(gettext_lazy("type"))),
+        ("status", choices(gettext_lazy("status"))),
+    )
+
+
+def repair_redirect(url_name: str, param: str, queryset) -> HttpResponseRedirect:
+    """An admin action's redirect to a repair page (`url_name`) previewing the selected rows, named by
+    UUID in the query parameter `param` (repeated)."""
+    query = urlencode([(param, str(row.uuid)) for row in queryset])
+    return HttpResponseRedirect(f"{reverse(url_name)}?{query}")
+
+
+def rows_link(url_name: str, field: str, obj, count) -> str:
+    """`count` linked to the changelist (`url_name`) of the rows whose `field` is `obj`."""
+    return format_html('<a href="{}">{}</a>', f"{reverse(url_name)}?{field}__id__exact={obj.pk}", count)
+
+
+def service_error_to_form(form, exc: errors.ServiceError) -> None:
+    """A service's refusal on the form: on the field it names, when the form has it, else on the form."""
+    field = exc.params.get("field")
+    form.add_error(field if field in form.fields else None, service_error_message(exc))
 
 
 class ConsoleAdmin(admin.ModelAdmin):

@@ -2,44 +2,34 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core.console import (
     EditableConsoleAdmin,
-    badge,
-    choices,
     console_actor,
     count_of,
+    health_badge,
+    location_filters,
     neutral_language,
-    related,
-    service_error_message,
+    repair_redirect,
+    rows_link,
     service_error_text,
+    service_error_to_form,
     sum_of,
+    usage_table,
 )
 from sharestore.core.templatetags.console_tags import bar
 from volumes.choices import LIVE_STATES
 from volumes.models import Pool, PoolMount, Volume
 from volumes.services import pools as pool_services
 from volumes.services import repair
-
-
-def _service_error_to_form(form: forms.Form, exc: errors.ServiceError) -> None:
-    field = exc.params.get("field")
-    message = service_error_message(exc)
-    if field in form.fields:
-        form.add_error(field, message)
-    else:
-        form.add_error(None, message)
 
 
 class PoolForm(forms.ModelForm):
@@ -85,7 +75,7 @@ class PoolForm(forms.ModelForm):
                 original = Pool.objects.get(pk=self.instance.pk)
                 pool_services.pool_update_check(pool=original, **self.changes())
         except errors.ServiceError as exc:
-            _service_error_to_form(self, exc)
+            service_error_to_form(self, exc)
         return data
 
     def changes(self) -> dict:
@@ -130,12 +120,7 @@ class PoolAdmin(EditableConsoleAdmin):
         "allocated_bar",
         "volume_count",
     )
-    list_filter = (
-        ("cluster", related(_("cluster"))),
-        ("zone", related(_("zone"))),
-        ("pool_type", choices(_("type"))),
-        ("status", choices(_("status"))),
-    )
+    list_filter = location_filters("zone", _("zone"), "pool_type")
     list_select_related = ("cluster", "zone")
     search_fields = ("name", "uuid", "path")
     filter_horizontal = ("tenants",)
@@ -155,7 +140,7 @@ class PoolAdmin(EditableConsoleAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj):
-        return badge(obj.get_status_display(), obj.status, kind="ok" if obj.status == "healthy" else "bad")
+        return health_badge(obj)
 
     @admin.display(description=_("committed / capacity x overcommit"), ordering="committed")
     def committed_bar(self, obj):
@@ -167,8 +152,7 @@ class PoolAdmin(EditableConsoleAdmin):
 
     @admin.display(description=_("live volumes"), ordering="n_volumes")
     def volume_count(self, obj):
-        url = reverse("admin:volumes_volume_changelist") + f"?pool__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, obj.n_volumes)
+        return rows_link("admin:volumes_volume_changelist", "pool", obj, obj.n_volumes)
 
     @admin.display(description=_("usage"))
     def usage(self, obj):
@@ -194,10 +178,7 @@ class PoolAdmin(EditableConsoleAdmin):
                     bar(usage.reserved, usage.fs_free),
                 )
             )
-        return format_html(
-            '<table class="ss-usage">{}</table>',
-            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows),
-        )
+        return usage_table(rows)
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -264,13 +245,11 @@ class PoolAdmin(EditableConsoleAdmin):
 
     @admin.action(description=_("Reconcile database and files (preview first)"), permissions=["run_repairs"])
     def reconcile_action(self, request, queryset):
-        query = urlencode([("pool", str(p.uuid)) for p in queryset])
-        return HttpResponseRedirect(f"{reverse('admin:volumes_pool_reconcile')}?{query}")
+        return repair_redirect("admin:volumes_pool_reconcile", "pool", queryset)
 
     @admin.action(description=_("Refresh usage from the files (preview first)"), permissions=["run_repairs"])
     def refresh_usage_action(self, request, queryset):
-        query = urlencode([("pool", str(p.uuid)) for p in queryset])
-        return HttpResponseRedirect(f"{reverse('admin:volumes_volume_refresh_usage')}?{query}")
+        return repair_redirect("admin:volumes_volume_refresh_usage", "pool", queryset)
 
     def reconcile_view(self, request):
         """GET: the dry run for the named pools / backup points (all if none). POST apply=1: fix."""

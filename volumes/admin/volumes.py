@@ -193,67 +193,66 @@ class VolumeAdmin(ConsoleAdmin):
             return HttpResponseRedirect(redirect_to)
         return None
 
-    def reset_state_view(self, request, object_id):
-        """GET: what the files support; POST: apply that proposal (compare-and-set)."""
+    def _volume_repair(self, request, object_id, *, apply, done, preview, title, template):
+        """A repair page of one volume: GET shows `preview(volume)` (context entries); POST runs
+        `apply(volume, form, actor)` and redirects with the message `done(volume, result)`."""
         self.guard_repairs(request)
         volume = get_object_or_404(Volume, pk=object_id)
         if request.method == "POST":
-
-            def reset():
-                return repair.reset_state(
-                    actor=console_actor(request),
-                    volume=volume,
-                    expected_from=int(request.POST["expected_from"]),
-                    to_state=int(request.POST["to_state"]),
-                )
-
-            def reset_done(_proposal):
-                volume.refresh_from_db()
-                return gettext("Volume %(name)s is now %(state)s.") % {
-                    "name": volume.name,
-                    "state": volume.get_state_display(),
-                }
-
-            if done := self._apply_repair(request, reset, reset_done, self._volume_url(volume)):
-                return done
-        proposal = repair.reset_state_preview(volume=volume)
+            answer = self._apply_repair(
+                request,
+                lambda: apply(volume, request.POST, console_actor(request)),
+                lambda result: done(volume, result),
+                self._volume_url(volume),
+            )
+            if answer:
+                return answer
         context = self.repair_context(
-            request,
-            gettext("Reset state of %(name)s: preview") % {"name": volume.name},
-            volume=volume,
-            proposal=proposal,
+            request, title % {"name": volume.name}, volume=volume, **preview(volume)
         )
-        return TemplateResponse(request, "admin/volumes/reset_state.html", context)
+        return TemplateResponse(request, template, context)
+
+    def reset_state_view(self, request, object_id):
+        """GET: what the files support; POST: apply that proposal (compare-and-set)."""
+
+        def reset_done(volume, _proposal):
+            volume.refresh_from_db()
+            return gettext("Volume %(name)s is now %(state)s.") % {
+                "name": volume.name,
+                "state": volume.get_state_display(),
+            }
+
+        return self._volume_repair(
+            request,
+            object_id,
+            apply=lambda volume, form, actor: repair.reset_state(
+                actor=actor,
+                volume=volume,
+                expected_from=int(form["expected_from"]),
+                to_state=int(form["to_state"]),
+            ),
+            done=reset_done,
+            preview=lambda volume: {"proposal": repair.reset_state_preview(volume=volume)},
+            title=gettext("Reset state of %(name)s: preview"),
+            template="admin/volumes/reset_state.html",
+        )
 
     def force_delete_view(self, request, object_id):
         """GET: the files and records a force delete touches; POST: queue it."""
-        self.guard_repairs(request)
-        volume = get_object_or_404(Volume, pk=object_id)
-        if request.method == "POST":
-
-            def delete():
-                return repair.force_delete(
-                    actor=console_actor(request),
-                    volume=volume,
-                    expected_state=int(request.POST["expected_state"]),
-                )
-
-            def delete_done(operation):
-                return gettext("Deletion of %(name)s queued as operation %(uuid)s.") % {
-                    "name": volume.name,
-                    "uuid": operation.uuid,
-                }
-
-            if done := self._apply_repair(request, delete, delete_done, self._volume_url(volume)):
-                return done
-        plan = repair.force_delete_preview(volume=volume)
-        context = self.repair_context(
+        return self._volume_repair(
             request,
-            gettext("Force delete %(name)s: preview") % {"name": volume.name},
-            volume=volume,
-            plan=plan,
+            object_id,
+            apply=lambda volume, form, actor: repair.force_delete(
+                actor=actor, volume=volume, expected_state=int(form["expected_state"])
+            ),
+            done=lambda volume, operation: (
+                gettext("Deletion of %(name)s queued as operation %(uuid)s.")
+                % {"name": volume.name, "uuid": operation.uuid}
+            ),
+            preview=lambda volume: {"plan": repair.force_delete_preview(volume=volume)},
+            title=gettext("Force delete %(name)s: preview"),
+            template="admin/volumes/force_delete.html",
         )
-        return TemplateResponse(request, "admin/volumes/force_delete.html", context)
 
     def refresh_usage_view(self, request):
         """GET: sizes the files measure against the database (?volume=pk, ?pool=uuid); POST: write them."""

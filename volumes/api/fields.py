@@ -4,6 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from sharestore.api.schema import name_pattern
+from volumes.services.volumes import DESC_MAX_LENGTH
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -90,6 +91,20 @@ class NameField(StrictCharField):
         kwargs.setdefault("allow_blank", True)
         kwargs.setdefault("trim_whitespace", False)
         kwargs.setdefault("schema", name_schema())
+        super().__init__(**kwargs)
+
+
+class DescField(StrictCharField):
+    """An optional description, kept as sent ("" or null: none); its length is the service's to check
+    (`validate_desc`), the schema declares it."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("allow_null", True)
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("default", "")
+        kwargs.setdefault("schema", {"maxLength": DESC_MAX_LENGTH})
         super().__init__(**kwargs)
 
 

@@ -3,7 +3,7 @@
 
 from rest_framework import serializers
 
-from sharestore.api.schema import envelope
+from sharestore.api.schema import OwnerSchema, ScopeSchema, envelope
 
 
 class VolumeAttrSchema(serializers.Serializer):
@@ -42,35 +42,24 @@ class VolumeSchema(serializers.Serializer):
     Children = serializers.ListField(child=serializers.UUIDField(), allow_null=True)
 
 
-class VolumeWrapperSchema(serializers.Serializer):
+class VolumeWrapperSchema(ScopeSchema):
     """The wrapper around one volume."""
 
     volume = VolumeSchema(allow_null=True)
     clone_progress = serializers.FloatField()
-    cluster_uuid = serializers.CharField()
-    cluster_name = serializers.CharField()
-    cluster_mode = serializers.CharField()
-    tenant = serializers.CharField()
-    tenant_name = serializers.CharField()
 
 
-class VolumeListItemSchema(serializers.Serializer):
+class VolumeListItemSchema(OwnerSchema):
     """One entry of the volume list."""
 
-    tenant = serializers.UUIDField()
-    tenant_name = serializers.CharField()
     volume = VolumeSchema()
-    cluster_uuid = serializers.UUIDField()
-    cluster_name = serializers.CharField()
-    cluster_mode = serializers.CharField()
 
 
-class RangeStateSchema(serializers.Serializer):
+class RangeStateSchema(OwnerSchema):
     """`each_range_list_state` entry."""
 
-    cluster_uuid = serializers.UUIDField()
-    cluster_name = serializers.CharField()
-    cluster_mode = serializers.CharField()
+    owner_keys = ("cluster_uuid", "cluster_name", "cluster_mode")
+
     namespace_uuid = serializers.UUIDField()
     result = serializers.JSONField()
     total_count = serializers.IntegerField()

@@ -3,7 +3,7 @@
 
 from rest_framework import serializers
 
-from sharestore.api.schema import envelope
+from sharestore.api.schema import ScopeSchema, envelope
 
 
 class SnapshotAttrSchema(serializers.Serializer):
@@ -52,16 +52,11 @@ class SnapshotTreeSchema(serializers.Serializer):
     Root = serializers.CharField()
 
 
-class SnapshotWrapperSchema(serializers.Serializer):
+class SnapshotWrapperSchema(ScopeSchema):
     """The wrapper around a snapshot or a tree."""
 
     snapshot = SnapshotSchema(allow_null=True)
     tree = SnapshotTreeSchema(allow_null=True)
-    cluster_uuid = serializers.CharField()
-    cluster_name = serializers.CharField()
-    cluster_mode = serializers.CharField()
-    tenant = serializers.CharField()
-    tenant_name = serializers.CharField()
 
 
 class SnapshotListSchema(serializers.Serializer):

@@ -9,13 +9,12 @@ from sharestore.api.envelope import snapshot_wrapper, success
 from sharestore.api.schema import error_responses
 from sharestore.core.services.waits import busy_retry, latest_operation, short_step_wait
 from volumes import selectors
-from volumes.api.fields import NameField, StrictBooleanField, StrictCharField, StrictUUIDField
+from volumes.api.fields import DescField, NameField, StrictBooleanField, StrictCharField, StrictUUIDField
 from volumes.api.snapshot_representations import SnapshotForest
 from volumes.api.snapshot_schemas import SNAPSHOT_ENVELOPE, SNAPSHOT_LIST_ENVELOPE
 from volumes.api.views import VolumeApi, named
 from volumes.models import Volume
 from volumes.services import snapshots as snapshot_services
-from volumes.services.volumes import DESC_MAX_LENGTH
 
 
 def _forest(volume: Volume) -> SnapshotForest:
@@ -34,14 +33,7 @@ class VolumeShareSnapshotCreateApi(VolumeApi):
 
     class InputSerializer(VolumeApi.InputSerializer):
         snapshot_name = NameField()
-        desc = StrictCharField(
-            required=False,
-            allow_blank=True,
-            allow_null=True,
-            trim_whitespace=False,
-            default="",
-            schema={"maxLength": DESC_MAX_LENGTH},
-        )
+        desc = DescField()
 
     @extend_schema(
         request=named(InputSerializer, "VolumeShareSnapshotCreateRequest"),

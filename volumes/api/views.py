@@ -4,14 +4,15 @@ or selector, and wrap the result in the envelope; every error is raised, never r
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from sharestore import errors
 from sharestore.api.envelope import envelope_body, success, volume_wrapper
+from sharestore.api.paging import page_window
 from sharestore.api.renderers import FastEnvelopeJSONRenderer
-from sharestore.api.schema import error_responses
+from sharestore.api.schema import error_responses, named
 from sharestore.core.services.waits import busy_retry, latest_operation, short_step_wait
 from volumes import selectors
 from volumes.api.fields import (
@@ -28,13 +29,6 @@ from volumes.choices import VolumeType
 from volumes.services import volumes as volume_services
 from volumes.services.repair.usage import SNAP_LENGTH, USED, volume_usage_refresh
 from volumes.services.volumes import MIN_VOLUME_BYTES, SECTOR, check_volume_name
-
-
-def named(serializer_class, component_name: str):
-    """The request serializer under its own OpenAPI component name (nested classes are all 'Input')."""
-    return extend_schema_serializer(component_name=component_name)(
-        type(component_name, (serializer_class,), {"__module__": serializer_class.__module__})
-    )
 
 
 class ScopedApi(APIView):
@@ -94,13 +88,7 @@ class VolumeShareListApi(ScopedApi):
         tenant, cluster = self.cached_scope(
             request, tenant_uuid=data["tenant"], cluster_uuid=data["cluster_uuid"]
         )
-        maximum = settings.SHARESTORE_MAX_PAGE_SIZE
-        if data["page_size"] > maximum:
-            raise errors.PageSizeTooLarge(page_size=data["page_size"], maximum=maximum)
-        # page_size 0 (the contract's default) asks for no paging: the first `maximum` rows.
-        limit = data["page_size"] or maximum
-        # Pages count from 1; the contract's default 0 means the first page too.
-        offset = (max(data["page_num"], 1) - 1) * limit
+        limit, offset = page_window(page_num=data["page_num"], page_size=data["page_size"])
         filters = {k: data[k] for k in ("filter_pool_uuid", "filter_name") if data[k]}
         rows, total = selectors.volume_list_rows(
             tenant=tenant, cluster=cluster, filters=filters, offset=offset, limit=limit

@@ -26,11 +26,12 @@ from django.db.models import Q
 from sharestore import errors
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
-from sharestore.core.services.state import OperationContext, audit, transition
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_start
+from sharestore.core.services.state import OperationContext, transition
 from volumes.choices import LIVE_STATES, EventState
 from volumes.drivers import SnapshotSource, StorageDriver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
+from volumes.selectors import live_volume_get
 from volumes.services.busy import refuse_if_busy
 from volumes.services.snapshot_rules import (
     chain_depth,
@@ -42,11 +43,13 @@ from volumes.services.snapshot_rules import (
 from volumes.services.snapshot_tree import checkpoint_for, load_tree
 from volumes.services.space import pool_reservation
 from volumes.services.volumes import (
+    operation_volume,
     pool_driver,
     start_operation,
     validate_name,
     volume_lock,
     volume_population_failed,
+    volume_population_succeeded,
     volume_reserve,
     volume_snap_length,
 )
@@ -67,15 +70,7 @@ def clone_source_get(*, uuid, cluster: Cluster, allowed_tenant_id: int | None) -
     """The live volume to clone. `clone` names no tenant in the contract: a tenant-bound caller reaches
     its own tenant's volumes only (another tenant's answers like a missing one), a platform caller any
     volume of the cluster."""
-    queryset = Volume.objects.select_related("tenant", "cluster", "pool").filter(
-        uuid=uuid, cluster=cluster, state__in=LIVE_STATES
-    )
-    if allowed_tenant_id is not None:
-        queryset = queryset.filter(tenant_id=allowed_tenant_id)
-    volume = queryset.first()
-    if volume is None:
-        raise errors.VolumeNotFound(uuid=uuid)
-    return volume
+    return live_volume_get(uuid=uuid, cluster=cluster, allowed_tenant_id=allowed_tenant_id)
 
 
 def clone_operation_for(*, volume: Volume) -> Operation:
@@ -267,21 +262,15 @@ def _clone_reserve(
         source_volume=source,
         parent_snapshot=snapshot if linked else None,
     )
-    operation = operation_create(
+    operation_start(
+        volume,
         kind=OperationKind.CLONE_LINKED if linked else OperationKind.CLONE_FULL,
-        target_type="volume",
-        target_uuid=volume.uuid,
         actor=actor,
         volume=volume,
         params={"source_volume": str(source.uuid), "snapshot": str(snapshot.uuid), "linked": linked},
         bytes_total=needed,
         reservation=None if linked else pool_reservation(pool, needed),
-    )
-    audit(
-        OperationContext.of(operation),
         action="volume.clone",
-        object_type="volume",
-        object_uuid=volume.uuid,
         to_state=str(EventState.CLONING.label),
         message=(
             f"{'linked' if linked else 'full'} clone of snapshot {snapshot.name!r} ({snapshot.uuid}) of "
@@ -297,18 +286,6 @@ def _source(snapshot: Snapshot) -> SnapshotSource:
     return SnapshotSource(
         driver=pool_driver(volume.pool), volume=volume.image_name, snapshot=snapshot.layer_name
     )
-
-
-def _target(operation: Operation, state: EventState, action: str) -> tuple[Volume, StorageDriver]:
-    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
-    if volume.state != state:
-        raise errors.StateConflict(
-            kind="volume",
-            uuid=volume.uuid,
-            state=f"{volume.state} ({volume.get_state_display()})",
-            action=action,
-        )
-    return volume, pool_driver(volume.pool)
 
 
 def _check_image(volume: Volume, driver: StorageDriver, *, independent: bool) -> int:
@@ -363,7 +340,7 @@ def _copy_into(
 
 
 def _clone_linked_run(operation: Operation, reporter: Reporter) -> None:
-    volume, driver = _target(operation, EventState.CLONING, "clone")
+    volume, driver = operation_volume(operation, allowed=[EventState.CLONING], action="clone")
     snapshot = Snapshot.objects.select_related("volume__pool").get(pk=volume.parent_snapshot_id)
     reporter.phase("linking")
     driver.linked_clone(volume.image_name, _source(snapshot))
@@ -371,7 +348,7 @@ def _clone_linked_run(operation: Operation, reporter: Reporter) -> None:
 
 
 def _clone_full_run(operation: Operation, reporter: Reporter) -> None:
-    volume, driver = _target(operation, EventState.CLONING, "clone")
+    volume, driver = operation_volume(operation, allowed=[EventState.CLONING], action="clone")
     if not driver.exists(volume.image_name):
         snapshot = (
             Snapshot.objects.select_related("volume__pool").filter(uuid=operation.params["snapshot"]).first()
@@ -398,15 +375,7 @@ def _clone_full_run(operation: Operation, reporter: Reporter) -> None:
 
 
 def _clone_succeed(operation: Operation) -> None:
-    volume = Volume.objects.get(pk=operation.volume_id)
-    transition(
-        volume,
-        allowed=[EventState.CLONING],
-        to=EventState.AVAILABLE,
-        action="volume.clone.finish",
-        ctx=OperationContext.of(operation),
-        extra={"used": operation.params.get("used", 0)},
-    )
+    volume_population_succeeded(operation, populating=[EventState.CLONING], action="volume.clone.finish")
 
 
 def _clone_fail(operation: Operation, error: errors.ServiceError) -> None:
@@ -465,8 +434,6 @@ def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
         volume,
         actor=actor,
         kind=OperationKind.FLATTEN,
-        to_state=EventState.FLATTENING,
-        action="volume.flatten",
         message=f"away from snapshot {snapshot.name!r} ({snapshot.uuid}) of volume {snapshot.volume.uuid}",
         params={"snapshot": str(snapshot.uuid), "source_volume": str(snapshot.volume.uuid)},
         bytes_total=needed,
@@ -475,7 +442,7 @@ def _flatten_begin(*, actor: str, volume: Volume, needed: int) -> Operation:
 
 
 def _flatten_run(operation: Operation, reporter: Reporter) -> None:
-    volume, driver = _target(operation, EventState.FLATTENING, "flatten")
+    volume, driver = operation_volume(operation, allowed=[EventState.FLATTENING], action="flatten")
     tree = load_tree(volume)
     reporter.phase("measuring")
     _check_space(driver, volume.pool, driver.flatten_needs(volume.image_name, tree))
@@ -504,7 +471,7 @@ def _keep_flattened(operation: Operation, volume: Volume, result) -> None:
 
 
 def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> None:
-    volume, driver = _target(operation, EventState.FLATTENING, "flatten")
+    volume, driver = operation_volume(operation, allowed=[EventState.FLATTENING], action="flatten")
     if error is not None:
         # What storage shows decides: a copy already published made the clone independent.
         _keep_flattened(operation, volume, driver.flatten_recover(volume.image_name, load_tree(volume)))

@@ -13,24 +13,12 @@ from django.db.models import ProtectedError, Sum
 from django.utils import timezone
 
 from sharestore import errors
-from sharestore.core.services.state import audit, transition
+from sharestore.core.services.state import audit, audit_of, transition
 from volumes.choices import LIVE_STATES, EventState, PoolDriver, PoolStatus, PoolType
 from volumes.drivers import DRIVERS, get_driver
 from volumes.models import Cluster, Host, Pool, PoolMount, Tenant, Volume, Zone
 from volumes.services.space import pool_reserved
 from volumes.services.volumes import pool_driver, validate_name
-
-
-def validate_directory(path: str) -> str:
-    """An absolute directory that exists and that this service can write (a backup point): returned
-    resolved. A pool's location is the driver's to check (`validate_pool_location`)."""
-    if not isinstance(path, str) or not path or not os.path.isabs(path) or "\x00" in path:
-        raise errors.InvalidParameter(field="path", reason="must be an absolute directory path")
-    if not os.path.isdir(path):
-        raise errors.InvalidParameter(field="path", reason=f"directory {path} does not exist")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise errors.InvalidParameter(field="path", reason=f"directory {path} is not writable")
-    return os.path.realpath(path)
 
 
 def validate_pool_location(driver_name: str, path) -> str:
@@ -62,6 +50,14 @@ def reject_unknown_fields(changes: dict, editable) -> None:
     unknown = set(changes) - set(editable)
     if unknown:
         raise errors.InvalidParameter(field=sorted(unknown)[0], reason="cannot be changed")
+
+
+def changed_values(obj, values: dict, *, status, statuses) -> dict:
+    """The end of an update check: the requested `status` (if any) must be one of `statuses`; answers
+    the `values` that differ from `obj`'s."""
+    if status is not None:
+        validate_choice(status, statuses, field="status")
+    return {k: v for k, v in values.items() if getattr(obj, k) != v}
 
 
 def write_changes(obj, values: dict, *, actor: str, object_type: str) -> None:
@@ -224,11 +220,10 @@ def pool_create(
         PoolMount.objects.create(pool=pool, host=host, mount_path=mount_path)
     # The identity marker: every storage step checks it, so an empty mount point is never written.
     pool_driver(pool).mark_identity(str(pool.uuid), name=pool.name)
-    audit(
+    audit_of(
+        pool,
         actor=actor,
         action="pool.create",
-        object_type="pool",
-        object_uuid=pool.uuid,
         message=f"name={pool.name} path={pool.path} capacity={pool.capacity} overcommit={pool.overcommit_ratio}",
     )
     return pool
@@ -271,10 +266,7 @@ def pool_update_check(*, pool: Pool, **changes) -> dict:
         values["pool_type"] = validate_choice(changes["pool_type"], PoolType.values, field="pool_type")
     if changes.get("zone") is not None:
         values["zone"] = changes["zone"]
-    status = changes.get("status")
-    if status is not None:
-        validate_choice(status, PoolStatus.values, field="status")
-    return {k: v for k, v in values.items() if getattr(pool, k) != v}
+    return changed_values(pool, values, status=changes.get("status"), statuses=PoolStatus.values)
 
 
 @transaction.atomic
@@ -291,11 +283,10 @@ def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
         after = {t.pk for t in changes["tenants"]}
         if before != after:
             pool.tenants.set(changes["tenants"])
-            audit(
+            audit_of(
+                pool,
                 actor=actor,
                 action="pool.update",
-                object_type="pool",
-                object_uuid=pool.uuid,
                 message=f"tenants: {sorted(before)} -> {sorted(after)}",
             )
     pool.refresh_from_db()
@@ -313,11 +304,10 @@ def pool_mount_set(*, actor: str, pool: Pool, host: Host, mount_path: str) -> Po
     mount, created = PoolMount.objects.update_or_create(
         pool=pool, host=host, defaults={"mount_path": mount_path}
     )
-    audit(
+    audit_of(
+        pool,
         actor=actor,
         action="pool.mount",
-        object_type="pool",
-        object_uuid=pool.uuid,
         message=f"{'added' if created else 'changed'}: host {host.uuid} at {mount_path}",
     )
     return mount
@@ -327,13 +317,7 @@ def pool_mount_set(*, actor: str, pool: Pool, host: Host, mount_path: str) -> Po
 def pool_mount_remove(*, actor: str, mount: PoolMount) -> None:
     pool, host = mount.pool, mount.host
     mount.delete()
-    audit(
-        actor=actor,
-        action="pool.unmount",
-        object_type="pool",
-        object_uuid=pool.uuid,
-        message=f"removed: host {host.uuid}",
-    )
+    audit_of(pool, actor=actor, action="pool.unmount", message=f"removed: host {host.uuid}")
 
 
 @dataclass(frozen=True)
@@ -393,13 +377,7 @@ def pool_mark(*, actor: str, pool: Pool, force: bool = False) -> bool:
     """
     if not pool_driver(pool).mark_identity(str(pool.uuid), name=pool.name, adopt=True, force=force):
         return False
-    audit(
-        actor=actor,
-        action="pool.mark",
-        object_type="pool",
-        object_uuid=pool.uuid,
-        message=f"marker written in {pool.path}",
-    )
+    audit_of(pool, actor=actor, action="pool.mark", message=f"marker written in {pool.path}")
     return True
 
 
@@ -420,11 +398,10 @@ def pools_health_refresh(*, actor: str, pools=None, problems: dict[str, str] | N
             status=wanted, modified=timezone.now()
         )
         if rows == 1:
-            audit(
+            audit_of(
+                pool,
                 actor=actor,
                 action="pool.status",
-                object_type="pool",
-                object_uuid=pool.uuid,
                 from_state=pool.status,
                 to_state=wanted,
                 message=problem or "marker ok",

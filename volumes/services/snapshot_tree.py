@@ -18,7 +18,7 @@ from django.utils import timezone
 from sharestore import errors
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import Reporter
-from sharestore.core.services.state import OperationContext, audit
+from sharestore.core.services.state import OperationContext, audit, audit_of
 from volumes import selectors
 from volumes.choices import LIVE_STATES, SnapshotStatus
 from volumes.drivers import SnapshotTree, TreeSnapshot
@@ -98,12 +98,10 @@ def keep_change(operation: Operation, volume: Volume, change: TreeChange) -> Non
 
 def audit_stopped(operation: Operation, volume: Volume, reason: str) -> None:
     logger.warning("collecting hidden snapshots of volume %s stopped: %s", volume.uuid, reason)
-    audit(
+    audit_of(
+        volume,
         OperationContext.of(operation),
         action="snapshot.merge_hidden.stopped",
-        object_type="volume",
-        object_uuid=volume.uuid,
-        volume_id=volume.pk,
         result="failed",
         message=reason,
     )

@@ -24,7 +24,13 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter
-from sharestore.core.services.state import OperationContext, audit, status_transition, transition
+from sharestore.core.services.state import (
+    OperationContext,
+    audit_of,
+    require_state,
+    status_transition,
+    transition,
+)
 from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
@@ -75,6 +81,17 @@ def _new_snapshot(volume: Volume, *, name: str, desc: str) -> Snapshot:
         raise errors.SnapshotNameExists(volume=volume.uuid, name=name) from None
 
 
+def _audit_new_snapshot(snapshot: Snapshot, operation: Operation, message: str) -> None:
+    """The audit row of a snapshot row recorded `creating` under the operation that freezes it."""
+    audit_of(
+        snapshot,
+        OperationContext.of(operation),
+        action="snapshot.create",
+        to_state=str(SnapshotStatus.CREATING.label),
+        message=message,
+    )
+
+
 # -- create --------------------------------------------------------------------------------------
 
 
@@ -87,24 +104,9 @@ def snapshot_create(*, actor: str, volume: Volume, name: str, desc: str = "") ->
     refuse_if_attached(volume, doing="taking a snapshot", doing_cn="创建快照")
     check_can_snapshot(volume, name)
     snapshot = _new_snapshot(volume, name=name, desc=desc)
-    operation = start_operation(
-        volume,
-        actor=actor,
-        kind=OperationKind.SNAPSHOT_CREATE,
-        to_state=EventState.SNAPSHOTTING,
-        action="snapshot.create",
-        message=f"snapshot {name!r} ({snapshot.uuid})",
-        target_type="snapshot",
-        target_uuid=snapshot.uuid,
-        params={"snapshot": str(snapshot.uuid)},
-    )
-    audit(
-        OperationContext.of(operation),
-        action="snapshot.create",
-        object_type="snapshot",
-        object_uuid=snapshot.uuid,
-        to_state=str(SnapshotStatus.CREATING.label),
-        message=f"name={name!r} parent={snapshot.parent_id and snapshot.parent.uuid}",
+    operation = start_operation(volume, actor=actor, kind=OperationKind.SNAPSHOT_CREATE, target=snapshot)
+    _audit_new_snapshot(
+        snapshot, operation, f"name={name!r} parent={snapshot.parent_id and snapshot.parent.uuid}"
     )
     return snapshot
 
@@ -114,18 +116,11 @@ def _handler_context(operation: Operation) -> tuple[Volume, StorageDriver]:
     return volume, pool_driver(volume.pool)
 
 
-def _require(instance, field: str, expected, *, kind: str, action: str) -> None:
-    value = getattr(instance, field)
-    if value != expected:
-        label = getattr(instance, f"get_{field}_display")()
-        raise errors.StateConflict(kind=kind, uuid=instance.uuid, state=f"{value} ({label})", action=action)
-
-
 def _snapshot_create_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _handler_context(operation)
     snapshot = Snapshot.objects.get(uuid=operation.params["snapshot"])
-    _require(volume, "state", EventState.SNAPSHOTTING, kind="volume", action="snapshot.create")
-    _require(snapshot, "status", SnapshotStatus.CREATING, kind="snapshot", action="snapshot.create")
+    require_state(volume, [EventState.SNAPSHOTTING], action="snapshot.create")
+    require_state(snapshot, [SnapshotStatus.CREATING], field="status", action="snapshot.create")
     reporter.phase("taking the snapshot")
     size, used = driver.snapshot_create(volume.image_name, snapshot.layer_name)
     operation.params["sizes"] = {str(snapshot.uuid): size}
@@ -201,6 +196,23 @@ SNAPSHOT_CREATE_HANDLER = OperationHandler(
 )
 
 
+def _tree_settled(
+    operation: Operation, volume: Volume, *, held: EventState, action: str, failed: bool, **audit
+):
+    """The volume back to available once a delete or rollback ended (`.finish`, or `.fail`), with the
+    space it uses and its SnapLength as they are now (`audit`: the message or error the row keeps)."""
+    volume.refresh_from_db()
+    transition(
+        volume,
+        allowed=[held],
+        to=EventState.AVAILABLE,
+        action=f"{action}.fail" if failed else f"{action}.finish",
+        ctx=OperationContext.of(operation),
+        extra={"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)},
+        **audit,
+    )
+
+
 # -- delete --------------------------------------------------------------------------------------
 
 DELETABLE_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR]
@@ -221,13 +233,7 @@ def snapshot_delete(
     volume = volume_lock(volume, action="snapshot.delete")
     # Read again under the lock: a concurrent delete may have removed or hidden it meanwhile.
     snapshot = selectors.snapshot_get(volume=volume, uuid=snapshot.uuid)
-    if snapshot.status not in DELETABLE_STATUSES:
-        raise errors.StateConflict(
-            kind="snapshot",
-            uuid=snapshot.uuid,
-            state=f"{snapshot.status} ({snapshot.get_status_display()})",
-            action="snapshot.delete",
-        )
+    require_state(snapshot, DELETABLE_STATUSES, field="status", action="snapshot.delete")
     refuse_if_attached(volume, doing="deleting a snapshot", doing_cn="删除快照")
     clones, backups = selectors.snapshot_dependents(snapshot=snapshot)
     if clones or backups:
@@ -257,22 +263,12 @@ def snapshot_delete(
         to=SnapshotStatus.DELETING,
         action="snapshot.delete",
     )
-    return start_operation(
-        volume,
-        actor=actor,
-        kind=OperationKind.SNAPSHOT_DELETE,
-        to_state=EventState.MERGING,
-        action="snapshot.delete",
-        message=f"snapshot {snapshot.name!r} ({snapshot.uuid})",
-        target_type="snapshot",
-        target_uuid=snapshot.uuid,
-        params={"snapshot": str(snapshot.uuid)},
-    )
+    return start_operation(volume, actor=actor, kind=OperationKind.SNAPSHOT_DELETE, target=snapshot)
 
 
 def _snapshot_delete_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _handler_context(operation)
-    _require(volume, "state", EventState.MERGING, kind="volume", action="snapshot.delete")
+    require_state(volume, [EventState.MERGING], action="snapshot.delete")
     reporter.phase("deleting the snapshot's data")
     change = driver.snapshot_delete(
         volume.image_name,
@@ -327,13 +323,12 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
     volume.refresh_from_db()
     if merge_ended(operation, volume):
         return  # a volume delete waited for this merge: the volume went to deleting
-    transition(
+    _tree_settled(
+        operation,
         volume,
-        allowed=[EventState.MERGING],
-        to=EventState.AVAILABLE,
-        action="snapshot.delete.finish" if error is None else "snapshot.delete.fail",
-        ctx=OperationContext.of(operation),
-        extra={"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)},
+        held=EventState.MERGING,
+        action="snapshot.delete",
+        failed=error is not None,
         error=error,
     )
 
@@ -374,13 +369,7 @@ def snapshot_rollback(
     volume = volume_lock(volume, action="snapshot.rollback")
     # Read again under the lock: a concurrent delete may have removed or hidden it meanwhile.
     snapshot = selectors.snapshot_get(volume=volume, uuid=snapshot.uuid)
-    if snapshot.status != SnapshotStatus.AVAILABLE:
-        raise errors.StateConflict(
-            kind="snapshot",
-            uuid=snapshot.uuid,
-            state=f"{snapshot.status} ({snapshot.get_status_display()})",
-            action="snapshot.rollback",
-        )
+    require_state(snapshot, [SnapshotStatus.AVAILABLE], field="status", action="snapshot.rollback")
     refuse_if_attached(volume, doing="a rollback", doing_cn="回滚")
     refuse_if_read(volume, action="rolling back")
     first = None
@@ -394,20 +383,13 @@ def snapshot_rollback(
         volume,
         actor=actor,
         kind=OperationKind.SNAPSHOT_ROLLBACK,
-        to_state=EventState.ROLLING_BACK,
-        action="snapshot.rollback",
         message=f"to snapshot {snapshot.name!r} ({snapshot.uuid})"
         + (f", first snapshot {first.name!r}" if first else ""),
         params={"snapshot": str(snapshot.uuid), "first": str(first.uuid) if first else None},
     )
     if first:
-        audit(
-            OperationContext.of(operation),
-            action="snapshot.create",
-            object_type="snapshot",
-            object_uuid=first.uuid,
-            to_state=str(SnapshotStatus.CREATING.label),
-            message=f"name={first.name!r}, before rolling back to {snapshot.name!r}",
+        _audit_new_snapshot(
+            first, operation, f"name={first.name!r}, before rolling back to {snapshot.name!r}"
         )
     return operation, first
 
@@ -422,11 +404,11 @@ def _rollback_rows(operation: Operation) -> tuple[Snapshot, Snapshot | None]:
 def _snapshot_rollback_run(operation: Operation, reporter: Reporter) -> None:
     volume, driver = _handler_context(operation)
     target, first = _rollback_rows(operation)
-    _require(volume, "state", EventState.ROLLING_BACK, kind="volume", action="snapshot.rollback")
-    _require(target, "status", SnapshotStatus.AVAILABLE, kind="snapshot", action="snapshot.rollback")
+    require_state(volume, [EventState.ROLLING_BACK], action="snapshot.rollback")
+    require_state(target, [SnapshotStatus.AVAILABLE], field="status", action="snapshot.rollback")
     head = volume.image_name
     if first is not None:
-        _require(first, "status", SnapshotStatus.CREATING, kind="snapshot", action="snapshot.create")
+        require_state(first, [SnapshotStatus.CREATING], field="status", action="snapshot.create")
         # Both present means the create finished (and maybe the rollback too): do not redo it.
         if not (driver.exists(first.layer_name) and driver.exists(head)):
             reporter.phase("snapshotting the current state")
@@ -479,13 +461,12 @@ def _snapshot_rollback_finish(operation: Operation, error: errors.ServiceError |
         # The create happened, the rollback did not: the head sits on the new snapshot.
         Volume.objects.filter(pk=volume.pk).update(current_snapshot=first)
     volume.refresh_from_db()
-    transition(
+    _tree_settled(
+        operation,
         volume,
-        allowed=[EventState.ROLLING_BACK],
-        to=EventState.AVAILABLE,
-        action="snapshot.rollback.finish" if error is None else "snapshot.rollback.fail",
-        ctx=OperationContext.of(operation),
-        extra={"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)},
+        held=EventState.ROLLING_BACK,
+        action="snapshot.rollback",
+        failed=error is not None,
         message=(
             f"head on {volume.current_snapshot.name if volume.current_snapshot else 'no snapshot'}"
             + (f"; scode {error.scode}: {error.render_message()}" if error else "")

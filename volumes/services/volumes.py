@@ -19,9 +19,9 @@ from django.utils import timezone
 from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_create
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create, operation_start
 from sharestore.core.services.space import Reservation
-from sharestore.core.services.state import OperationContext, audit, transition
+from sharestore.core.services.state import OperationContext, audit, audit_of, require_state, transition
 from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttachment
@@ -53,31 +53,62 @@ def volume_lock(volume: Volume, *, action: str) -> Volume:
     return locked
 
 
+def operation_volume(
+    operation: Operation, *, allowed, action: str, with_value: bool = True
+) -> tuple[Volume, StorageDriver]:
+    """Where a task's handler starts: the operation's volume (with its pool), which must be in one of
+    the `allowed` states (`require_state`), and its pool's driver."""
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    require_state(volume, allowed, action=action, with_value=with_value)
+    return volume, pool_driver(volume.pool)
+
+
+# The state in which each operation that `start_operation` starts holds its volume while it runs.
+HOLDING_STATES = {
+    OperationKind.SNAPSHOT_CREATE: EventState.SNAPSHOTTING,
+    OperationKind.SNAPSHOT_DELETE: EventState.MERGING,
+    OperationKind.SNAPSHOT_ROLLBACK: EventState.ROLLING_BACK,
+    OperationKind.FLATTEN: EventState.FLATTENING,
+}
+
+
 def start_operation(
     volume: Volume,
     *,
     actor: str,
     kind: OperationKind,
-    to_state: EventState,
-    action: str,
     message: str = "",
     from_states=(EventState.AVAILABLE,),
-    target_type: str = "volume",
-    target_uuid=None,
+    to_state: EventState | None = None,
+    action: str | None = None,
+    target: Snapshot | None = None,
     params: dict | None = None,
     bytes_total: int = 0,
     reservation: Reservation | None = None,
 ) -> Operation:
-    """Move the volume into the operation's transitional state (compare-and-set from `from_states`) and
-    queue the operation: how a snapshot create, delete, rollback or a flatten starts, in the caller's
-    transaction, after the caller validated everything (and reserved the space a copy needs)."""
-    transition(volume, allowed=list(from_states), to=to_state, action=action, actor=actor, message=message)
+    """Move the volume into the operation's holding state (`HOLDING_STATES`, compare-and-set from
+    `from_states`, audited as the kind) and queue the operation: how a snapshot create, delete,
+    rollback or a flatten starts, in the caller's transaction, after the caller validated everything
+    (and reserved the space a copy needs).
+    `to_state` and `action` override those defaults. With a `target` snapshot the operation is on it,
+    and its UUID (`params["snapshot"]`) and name (the audit message) are the defaults."""
+    if target is not None:
+        params = {"snapshot": str(target.uuid)} if params is None else params
+        message = message or f"snapshot {target.name!r} ({target.uuid})"
+    transition(
+        volume,
+        allowed=list(from_states),
+        to=HOLDING_STATES[kind] if to_state is None else to_state,
+        action=action or str(kind),
+        actor=actor,
+        message=message,
+    )
     return operation_create(
         kind=kind,
-        target_type=target_type,
-        target_uuid=volume.uuid if target_uuid is None else target_uuid,
         actor=actor,
         volume=volume,
+        target_type="volume" if target is None else "snapshot",
+        target_uuid=None if target is None else target.uuid,
         params=params,
         bytes_total=bytes_total,
         reservation=reservation,
@@ -297,21 +328,15 @@ def volume_create(
     params = {"capacity": capacity}
     if source:
         params.update(source_path=source.path, source_format=source.format)
-    operation = operation_create(
+    operation_start(
+        volume,
         kind=OperationKind.VOLUME_IMPORT if source else OperationKind.VOLUME_CREATE,
-        target_type="volume",
-        target_uuid=volume.uuid,
         actor=actor,
         volume=volume,
         params=params,
         bytes_total=source.virtual_size if source else 0,
         reservation=pool_reservation(pool, source.needs) if source else None,
-    )
-    audit(
-        OperationContext.of(operation),
         action="volume.create" if not source else "volume.import",
-        object_type="volume",
-        object_uuid=volume.uuid,
         to_state=str(state.label),
         message=f"capacity={capacity} pool={pool.name}"
         + (f" source={source.path} ({source.format})" if source else ""),
@@ -320,12 +345,9 @@ def volume_create(
 
 
 def _volume_create_run(operation: Operation, reporter: Reporter) -> None:
-    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
-    if volume.state not in (EventState.CREATING, EventState.IMPORTING):
-        raise errors.StateConflict(
-            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="create"
-        )
-    driver = pool_driver(volume.pool)
+    volume, driver = operation_volume(
+        operation, allowed=(EventState.CREATING, EventState.IMPORTING), action="create", with_value=False
+    )
     capacity = operation.params["capacity"]
     if "source_path" in operation.params:
         reporter.phase("copying")
@@ -345,15 +367,22 @@ def _volume_create_run(operation: Operation, reporter: Reporter) -> None:
     operation.params["used"] = image.allocated
 
 
-def _volume_create_succeed(operation: Operation) -> None:
-    volume = Volume.objects.get(pk=operation.volume_id)
+def volume_population_succeeded(operation: Operation, *, populating, action: str) -> None:
+    """End a create, import, clone or restore that succeeded: the volume is available, with the space
+    its image uses as the run measured it."""
     transition(
-        volume,
-        allowed=[EventState.CREATING, EventState.IMPORTING],
+        Volume.objects.get(pk=operation.volume_id),
+        allowed=list(populating),
         to=EventState.AVAILABLE,
-        action="volume.create.finish",
+        action=action,
         ctx=OperationContext.of(operation),
         extra={"used": operation.params.get("used", 0)},
+    )
+
+
+def _volume_create_succeed(operation: Operation) -> None:
+    volume_population_succeeded(
+        operation, populating=[EventState.CREATING, EventState.IMPORTING], action="volume.create.finish"
     )
 
 
@@ -452,12 +481,7 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
     if attachments:
         VolumeAttachment.objects.filter(volume=volume).delete()
     return operation_create(
-        kind=OperationKind.VOLUME_DELETE,
-        target_type="volume",
-        target_uuid=volume.uuid,
-        actor=actor,
-        volume=volume,
-        params={"force": force},
+        kind=OperationKind.VOLUME_DELETE, actor=actor, volume=volume, params={"force": force}
     )
 
 
@@ -468,13 +492,10 @@ def _volume_image_names(volume: Volume) -> list[str]:
 
 
 def _volume_delete_run(operation: Operation, reporter: Reporter) -> None:
-    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
-    if volume.state != EventState.DELETING:
-        raise errors.StateConflict(
-            kind="volume", uuid=volume.uuid, state=volume.get_state_display(), action="delete"
-        )
+    volume, driver = operation_volume(
+        operation, allowed=[EventState.DELETING], action="delete", with_value=False
+    )
     reporter.phase("removing files")
-    driver = pool_driver(volume.pool)
     names = _volume_image_names(volume)
     for index, name in enumerate(names, start=1):
         # The image and its partials of any attempt; the last one of a volume's own place (its snapshot
@@ -551,13 +572,8 @@ def volume_attach(
     except IntegrityError:
         raise errors.AlreadyAttached(uuid=volume.uuid, vm=vm_uuid) from None
     Volume.objects.filter(pk=volume.pk).update(modified=timezone.now())
-    audit(
-        actor=actor,
-        action="volume.attach",
-        object_type="volume",
-        object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        message=f"vm={vm_uuid} device={device} host={host_uuid}",
+    audit_of(
+        volume, actor=actor, action="volume.attach", message=f"vm={vm_uuid} device={device} host={host_uuid}"
     )
     return Volume.objects.get(pk=volume.pk)
 
@@ -569,12 +585,5 @@ def volume_detach(*, actor: str, volume: Volume, vm_uuid) -> Volume:
     if not deleted:
         raise errors.NotAttached(uuid=volume.uuid, vm=vm_uuid)
     Volume.objects.filter(pk=volume.pk).update(modified=timezone.now())
-    audit(
-        actor=actor,
-        action="volume.detach",
-        object_type="volume",
-        object_uuid=volume.uuid,
-        volume_id=volume.pk,
-        message=f"vm={vm_uuid}",
-    )
+    audit_of(volume, actor=actor, action="volume.detach", message=f"vm={vm_uuid}")
     return Volume.objects.get(pk=volume.pk)

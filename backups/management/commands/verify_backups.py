@@ -17,7 +17,7 @@ from backups.choices import BackupStatus, VerifyResult
 from backups.models import Backup, BackupPoint
 from backups.services.verify import backup_verify
 from sharestore import errors
-from sharestore.core.commands import Progress, uuid_arg
+from sharestore.core.commands import Progress, add_uuid_list, uuid_arg
 
 
 class Command(BaseCommand):
@@ -30,30 +30,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "backups", nargs="*", type=uuid_arg, metavar="UUID", help="backups to verify (as --backup)"
         )
-        parser.add_argument(
-            "--backup",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="this backup (repeatable)",
-        )
-        parser.add_argument(
-            "--point",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="backups on this backup point (repeatable)",
-        )
-        parser.add_argument(
-            "--volume",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="backups of this volume (repeatable)",
-        )
+        add_uuid_list(parser, "--backup", "this backup (repeatable)")
+        add_uuid_list(parser, "--point", "backups on this backup point (repeatable)")
+        add_uuid_list(parser, "--volume", "backups of this volume (repeatable)")
         parser.add_argument(
             "--older-than",
             type=float,

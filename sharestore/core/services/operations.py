@@ -45,7 +45,7 @@ from sharestore.core import faults, fencing, request_id
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
 from sharestore.core.models import Operation
 from sharestore.core.services.space import Reservation
-from sharestore.core.services.state import OperationContext, audit
+from sharestore.core.services.state import OperationContext, audit, audit_of
 
 TASK_ENTRY = "sharestore.core.tasks.operation_task"
 
@@ -197,20 +197,21 @@ def operations_waiting_dispatch() -> tuple[int, int]:
 def operation_create(
     *,
     kind: OperationKind,
-    target_type: str,
-    target_uuid,
     actor: str,
     volume: models.Model | None = None,  # a volumes.Volume: core imports nothing from the apps above it
+    target_type: str = "volume",
+    target_uuid=None,
     params: dict | None = None,
     bytes_total: int = 0,
     reservation: Reservation | None = None,
 ) -> Operation:
-    """Record a queued operation and enqueue its task after commit. `reservation`: the space its copy
-    holds while the operation is active (`sharestore.core.services.space`)."""
+    """Record a queued operation and enqueue its task after commit. Its target is the volume unless
+    `target_type` and `target_uuid` name another object. `reservation`: the space its copy holds while
+    the operation is active (`sharestore.core.services.space`)."""
     operation = Operation.objects.create(
         kind=kind,
         target_type=target_type,
-        target_uuid=target_uuid,
+        target_uuid=volume.uuid if target_uuid is None else target_uuid,
         volume=volume,
         params=params or {},
         requested_by=actor[:128],
@@ -220,6 +221,35 @@ def operation_create(
         reserved_bytes=reservation.size if reservation else 0,
     )
     enqueue(operation)
+    return operation
+
+
+def operation_start(
+    target: models.Model,
+    *,
+    kind: OperationKind,
+    actor: str,
+    volume: models.Model,
+    action: str,
+    to_state: str = "",
+    message: str = "",
+    params: dict | None = None,
+    bytes_total: int = 0,
+    reservation: Reservation | None = None,
+) -> Operation:
+    """`operation_create` on `target` (a volume, a backup: its model name and UUID), and the audit row
+    that records the request (`action`, the target's new state) under the new operation."""
+    operation = operation_create(
+        kind=kind,
+        target_type=target._meta.model_name,
+        target_uuid=target.uuid,
+        actor=actor,
+        volume=volume,
+        params=params,
+        bytes_total=bytes_total,
+        reservation=reservation,
+    )
+    audit_of(target, OperationContext.of(operation), action=action, to_state=to_state, message=message)
     return operation
 
 

@@ -83,6 +83,37 @@ def audit(
     )
 
 
+def require_state(
+    instance: models.Model,
+    allowed: Iterable[Any],
+    *,
+    action: str,
+    field: str = "state",
+    with_value: bool = True,
+) -> None:
+    """Refuse (StateConflict) unless `instance.<field>` is one of `allowed`; the state is shown as
+    "value (label)", or as its label alone without `with_value`."""
+    value = getattr(instance, field)
+    if value not in list(allowed):
+        label = getattr(instance, f"get_{field}_display")()
+        raise errors.StateConflict(
+            kind=instance._meta.model_name,
+            uuid=instance.uuid,
+            state=f"{value} ({label})" if with_value else label,
+            action=action,
+        )
+
+
+def audit_of(instance: models.Model, ctx: OperationContext | None = None, **kwargs) -> AuditEvent:
+    """`audit` of one row: its model's name is the object type and its UUID the object; the event is
+    filed under the volume (the row itself, or the volume a snapshot or a backup belongs to)."""
+    object_type = instance._meta.model_name
+    kwargs.setdefault(
+        "volume_id", instance.pk if object_type == "volume" else getattr(instance, "volume_id", None)
+    )
+    return audit(ctx, object_type=object_type, object_uuid=instance.uuid, **kwargs)
+
+
 def transition(
     instance: models.Model,
     *,

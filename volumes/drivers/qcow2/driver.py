@@ -13,6 +13,7 @@ import stat
 from sharestore import errors
 from volumes.drivers import marker, probe, qemu
 from volumes.drivers.base import ImageInfo, ImportSource, ProgressCallback, StorageDriver
+from volumes.drivers.paths import path_inside
 from volumes.drivers.qcow2.clones import LayerClones
 from volumes.drivers.qcow2.export import LayerExports
 from volumes.drivers.qcow2.tree import LayerTree
@@ -40,14 +41,7 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
 
     def path(self, name: str) -> str:
         """Map an image name to its file, refusing anything that would leave the pool."""
-        if (
-            not name
-            or name.startswith("/")
-            or "\x00" in name
-            or any(p in ("", ".", "..") for p in name.split("/"))
-        ):
-            raise errors.StorageError(reason=f"invalid image name {name!r}")
-        return os.path.join(self.root, name)
+        return path_inside(self.root, name, what="image")
 
     # The file steps go through these three methods so fault-injection tests can count them.
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from sharestore import errors
 from volumes.drivers import marker, nbd, qemu
 from volumes.drivers.base import ContentReader, Extent, PoolSpace, ProgressCallback, StoredObject
+from volumes.drivers.paths import writable_directory
 
 # An export is written through the page cache without flushes and fsynced once by whoever publishes
 # it: the file is not a backup until then. Measured in bench/backup.py with cold caches, this beat
@@ -190,14 +191,7 @@ class LayerExports:
         return PoolSpace(total=st.f_blocks * st.f_frsize, free=st.f_bavail * st.f_frsize)
 
     def validate_location(self) -> str:
-        path = self.root
-        if not isinstance(path, str) or not path or not os.path.isabs(path) or "\x00" in path:
-            raise errors.InvalidParameter(field="path", reason="must be an absolute directory path")
-        if not os.path.isdir(path):
-            raise errors.InvalidParameter(field="path", reason=f"directory {path} does not exist")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise errors.InvalidParameter(field="path", reason=f"directory {path} is not writable")
-        return os.path.realpath(path)
+        return writable_directory(self.root)
 
     # -- inventory -------------------------------------------------------------------------------
     # Partial writes are the files named `.tmp-<image>` (a publish outside an operation) or

@@ -3,17 +3,19 @@
 Exit codes: 0 created (or, with --dry-run, valid), 2 rejected (the message says why).
 """
 
-import json
-
 from django.core.management.base import BaseCommand, CommandError
 
 from sharestore.core.commands import (
     EXIT_USAGE,
+    add_location_arguments,
+    add_uuid_list,
     command_actor,
     get_by_uuid,
+    location_result,
     parse_size,
     service_errors_as_usage,
     uuid_arg,
+    write_location_result,
 )
 from volumes.choices import PoolDriver, PoolType
 from volumes.models import Cluster, Host, Tenant, Zone
@@ -24,12 +26,9 @@ class Command(BaseCommand):
     help = "Register a directory (existing, writable) as a pool of a cluster. Exit: 0 ok, 2 rejected."
 
     def add_arguments(self, parser):
-        parser.add_argument("--name", required=True)
-        parser.add_argument("--cluster", required=True, type=uuid_arg, metavar="UUID")
-        parser.add_argument(
-            "--path", required=True, help="absolute directory where this service's workers reach the pool"
+        add_location_arguments(
+            parser, path_help="absolute directory where this service's workers reach the pool"
         )
-        parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
         parser.add_argument("--zone", type=uuid_arg, metavar="UUID", help="default: the cluster's zone")
         # rbd is reserved until an RBD driver exists: every offered type is driven as a directory.
         parser.add_argument(
@@ -39,14 +38,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--overcommit", default="1", help="sum of capacities may reach capacity x this (default 1)"
         )
-        parser.add_argument(
-            "--tenant",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="restrict to these tenants (repeatable; default: every tenant)",
-        )
+        add_uuid_list(parser, "--tenant", "restrict to these tenants (repeatable; default: every tenant)")
         parser.add_argument(
             "--mount",
             action="append",
@@ -89,32 +81,15 @@ class Command(BaseCommand):
         )
         with service_errors_as_usage():
             if options["dry_run"]:
-                values = pool_create_check(**arguments)
-                result = {
-                    "dry_run": True,
-                    "valid": True,
-                    "name": values["name"],
-                    "path": values["path"],
-                    "capacity": capacity,
-                }
+                result = location_result(capacity=capacity, checked=pool_create_check(**arguments))
             else:
                 pool = pool_create(
                     actor=command_actor("add_pool"), zone=zone, tenants=tenants, mounts=mounts, **arguments
                 )
-                result = {
-                    "dry_run": False,
-                    "uuid": str(pool.uuid),
-                    "name": pool.name,
-                    "path": pool.path,
-                    "capacity": pool.capacity,
-                    "overcommit_ratio": str(pool.overcommit_ratio),
-                    "mounts": {str(m.host.uuid): m.mount_path for m in pool.mounts.select_related("host")},
-                }
-        if options["json"]:
-            self.stdout.write(json.dumps(result, indent=2))
-        elif options["dry_run"]:
-            self.stdout.write(f"valid: pool {result['name']} at {result['path']} ({capacity} bytes)")
-        else:
-            self.stdout.write(
-                f"pool {result['name']} {result['uuid']} at {result['path']} ({result['capacity']} bytes)"
-            )
+                result = location_result(
+                    capacity=capacity,
+                    created=pool,
+                    overcommit_ratio=str(pool.overcommit_ratio),
+                    mounts={str(m.host.uuid): m.mount_path for m in pool.mounts.select_related("host")},
+                )
+        write_location_result(self.stdout, "pool", result, as_json=options["json"])

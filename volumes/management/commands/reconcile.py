@@ -15,10 +15,10 @@ from sharestore.core.commands import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     Progress,
+    add_uuid_list,
     command_actor,
     exit_with,
     service_errors_as_usage,
-    uuid_arg,
 )
 from volumes.services.repair.findings import DEFAULT_GRACE_SECONDS
 from volumes.services.repair.reconcile import reconcile
@@ -40,22 +40,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run", action="store_true", help="only report (the default; wins over --fix)"
         )
-        parser.add_argument(
-            "--pool",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="only this pool (repeatable)",
-        )
-        parser.add_argument(
-            "--backup-point",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="only this backup point (repeatable)",
-        )
+        add_uuid_list(parser, "--pool", "only this pool (repeatable)")
+        add_uuid_list(parser, "--backup-point", "only this backup point (repeatable)")
         parser.add_argument(
             "--grace",
             type=int,

@@ -13,10 +13,10 @@ from sharestore.core.commands import (
     EXIT_OK,
     EXIT_USAGE,
     Progress,
+    add_uuid_list,
     command_actor,
     exit_with,
     service_errors_as_usage,
-    uuid_arg,
 )
 from volumes.models import Volume
 from volumes.services.repair.reconcile import pool_targets
@@ -30,22 +30,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--pool",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="only this pool (repeatable)",
-        )
-        parser.add_argument(
-            "--volume",
-            action="append",
-            type=uuid_arg,
-            default=[],
-            metavar="UUID",
-            help="only this volume (repeatable)",
-        )
+        add_uuid_list(parser, "--pool", "only this pool (repeatable)")
+        add_uuid_list(parser, "--volume", "only this volume (repeatable)")
         parser.add_argument("--dry-run", action="store_true", help="measure and report, write nothing")
         parser.add_argument("--json", action="store_true")
 

@@ -106,8 +106,6 @@ def force_delete(*, actor: str, volume: Volume, expected_state: int) -> Operatio
         VolumeAttachment.objects.filter(volume=volume).delete()
         return operation_create(
             kind=OperationKind.VOLUME_DELETE,
-            target_type="volume",
-            target_uuid=volume.uuid,
             actor=actor,
             volume=volume,
             params={"force": True, "forced_from": int(expected_state)},

@@ -66,56 +66,24 @@ def operation_retry(*, actor: str, operation: Operation) -> Operation:
     return retried
 
 
-def _create_retry_check(operation: Operation) -> str:
+def _volume_retry_check(operation: Operation, *, expected: EventState) -> str:
+    """Why the volume of `operation` cannot be retried from `expected` ("" when it can)."""
     volume = operation.volume
     if volume is None:
         return "the volume is gone"
-    if volume.state != EventState.ERROR:
-        return f"the volume is {volume.get_state_display()}, not error"
+    if volume.state != expected:
+        return f"the volume is {volume.get_state_display()}, not {EventState(expected).name.lower()}"
     if Operation.objects.filter(active_operations_filter(), volume=volume).exists():
         return "another operation on the volume is queued or running"
-    if pool_driver(volume.pool).exists(volume.image_name):
-        return "an image exists for the volume: use reset state instead"
     return ""
 
 
-def _create_retry(operation: Operation, actor: str) -> Operation:
-    volume = operation.volume
-    to = EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
-    transition(
-        volume,
-        allowed=[EventState.ERROR],
-        to=to,
-        action="volume.retry",
-        actor=actor,
-        message=f"retry of operation {operation.uuid}",
-    )
-    params = {k: v for k, v in operation.params.items() if k not in ("used",)}
+def _requeue(
+    operation: Operation, actor: str, *, drop: tuple[str, ...] = (), bytes_total: int = 0
+) -> Operation:
+    """A new operation repeating `operation` on its target, its parameters without `drop`."""
+    params = {k: v for k, v in operation.params.items() if k not in drop}
     params["retry_of"] = str(operation.uuid)
-    return operation_create(
-        kind=operation.kind,
-        target_type=operation.target_type,
-        target_uuid=operation.target_uuid,
-        actor=actor,
-        volume=volume,
-        params=params,
-        bytes_total=operation.bytes_total,
-    )
-
-
-def _delete_retry_check(operation: Operation) -> str:
-    volume = operation.volume
-    if volume is None:
-        return "the volume is gone"
-    if volume.state != EventState.DELETING:
-        return f"the volume is {volume.get_state_display()}, not deleting"
-    if Operation.objects.filter(active_operations_filter(), volume=volume).exists():
-        return "another operation on the volume is queued or running"
-    return ""
-
-
-def _delete_retry(operation: Operation, actor: str) -> Operation:
-    params = dict(operation.params, retry_of=str(operation.uuid))
     return operation_create(
         kind=operation.kind,
         target_type=operation.target_type,
@@ -123,7 +91,36 @@ def _delete_retry(operation: Operation, actor: str) -> Operation:
         actor=actor,
         volume=operation.volume,
         params=params,
+        bytes_total=bytes_total,
     )
+
+
+def _create_retry_check(operation: Operation) -> str:
+    reason = _volume_retry_check(operation, expected=EventState.ERROR)
+    if not reason and pool_driver(operation.volume.pool).exists(operation.volume.image_name):
+        return "an image exists for the volume: use reset state instead"
+    return reason
+
+
+def _create_retry(operation: Operation, actor: str) -> Operation:
+    to = EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
+    transition(
+        operation.volume,
+        allowed=[EventState.ERROR],
+        to=to,
+        action="volume.retry",
+        actor=actor,
+        message=f"retry of operation {operation.uuid}",
+    )
+    return _requeue(operation, actor, drop=("used",), bytes_total=operation.bytes_total)
+
+
+def _delete_retry_check(operation: Operation) -> str:
+    return _volume_retry_check(operation, expected=EventState.DELETING)
+
+
+def _delete_retry(operation: Operation, actor: str) -> Operation:
+    return _requeue(operation, actor)
 
 
 register_retry(OperationKind.VOLUME_CREATE, _create_retry_check, _create_retry)

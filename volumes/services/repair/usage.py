@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
-from sharestore.core.services.state import audit
+from sharestore.core.services.state import audit_of
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.models import Pool, Snapshot, Volume
@@ -166,11 +166,9 @@ def write_usage(volume: Volume, changes: list[UsageChange], actor: str) -> None:
             Volume.objects.filter(pk=volume.pk, **{change.field: change.old}).update(
                 **{change.field: change.new, "modified": now}
             )
-    audit(
+    audit_of(
+        volume,
         actor=actor,
         action="usage.refresh",
-        object_type="volume",
-        object_uuid=volume.uuid,
-        volume_id=volume.pk,
         message=", ".join(f"{c.field} {c.old} -> {c.new}" for c in changes),
     )
