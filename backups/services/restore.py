@@ -6,6 +6,7 @@ import uuid as uuid_lib
 
 from django.db import transaction
 
+from backups import choices
 from backups.models import Backup
 from backups.services.common import (
     backup_of,
