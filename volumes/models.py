@@ -22,6 +22,7 @@ __all__ = [
     "Volume",
     "VolumeAttachment",
     "Snapshot",
+    "TenantQuota",
 ]
 
 
@@ -346,3 +347,50 @@ class Snapshot(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.uuid})"
+
+
+class TenantQuota(models.Model):
+    """A tenant's limits on what it may hold; an empty limit (null) is unlimited, no row at all too."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
+    max_volumes = models.IntegerField(
+        null=True, blank=True, help_text=_("Volumes the tenant may hold (empty: unlimited).")
+    )
+    max_bytes = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text=_("Sum of the capacities of the tenant's volumes, in bytes (empty: unlimited)."),
+    )
+    max_snapshots = models.IntegerField(
+        null=True, blank=True, help_text=_("Snapshots the tenant may hold (empty: unlimited).")
+    )
+    max_backups = models.IntegerField(
+        null=True, blank=True, help_text=_("Backups the tenant may hold (empty: unlimited).")
+    )
+    modified = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = _("tenant quota")
+        verbose_name_plural = _("tenant quotas")
+        ordering = ["tenant__name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_volumes__isnull=True) | Q(max_volumes__gte=0),
+                name="%(app_label)s_%(class)s_volumes_nonnegative",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_bytes__isnull=True) | Q(max_bytes__gte=0),
+                name="%(app_label)s_%(class)s_bytes_nonnegative",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_snapshots__isnull=True) | Q(max_snapshots__gte=0),
+                name="%(app_label)s_%(class)s_snapshots_nonnegative",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_backups__isnull=True) | Q(max_backups__gte=0),
+                name="%(app_label)s_%(class)s_backups_nonnegative",
+            ),
+        ]
+
+    def __str__(self):
+        return f"quota of {self.tenant}"

@@ -27,6 +27,7 @@ from sharestore.core.services.operations import OperationHandler, Reporter, oper
 from sharestore.core.services.state import OperationContext, audit, status_transition
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
+from volumes.services.quotas import quota_check
 from volumes.services.snapshot_rules import require_snapshot_readable
 from volumes.services.volumes import pool_driver, validate_desc, validate_name, volume_lock
 
@@ -122,6 +123,7 @@ def backup_add(
         raise errors.BackupPointFull(
             point=point.name, needed=estimate, available=free, reason="filesystem free space"
         )
+    quota_check(tenant=volume.tenant_id, backups=1)
     backup_uuid = uuid_lib.uuid4()
     backup = Backup.objects.create(
         uuid=backup_uuid,

@@ -25,6 +25,7 @@ from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
+from volumes.services.quotas import quota_check
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
@@ -221,6 +222,7 @@ def volume_reserve(
     if Volume.objects.filter(tenant=tenant, cluster=cluster, name=name, state__in=LIVE_STATES).exists():
         raise errors.VolumeNameExists(name=name)
     _check_pool_capacity(pool, capacity)
+    quota_check(tenant=tenant, volumes=1, bytes=capacity)
     try:
         with transaction.atomic():
             return Volume.objects.create(
