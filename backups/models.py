@@ -39,6 +39,15 @@ class BackupPoint(models.Model):
     status = models.CharField(
         max_length=16, choices=choices.BackupPointStatus.choices, default=choices.BackupPointStatus.HEALTHY
     )
+    password_sealed = models.TextField(
+        blank=True,
+        default="",
+        editable=False,
+        help_text=_(
+            "The password backups are encrypted with, itself encrypted (Fernet, key from the settings); "
+            "empty: backups are not encrypted. Never shown."
+        ),
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
 
@@ -57,6 +66,11 @@ class BackupPoint(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether backups written to this point now are encrypted (it has a password)."""
+        return bool(self.password_sealed)
 
 
 class Backup(models.Model):
@@ -109,6 +123,11 @@ class Backup(models.Model):
     )
     compressed = models.BooleanField(
         default=False, editable=False, help_text=_("Data clusters written with zstd.")
+    )
+    encrypted = models.BooleanField(
+        default=False,
+        editable=False,
+        help_text=_("Written LUKS-encrypted with the backup point's password (always a full backup)."),
     )
     verify_result = models.CharField(
         max_length=8, choices=choices.VerifyResult.choices, blank=True, default="", editable=False
