@@ -14,6 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.services.state import audit
 from volumes.models import Tenant, TenantQuota
 from volumes.quota_selectors import QUOTA_FIELDS, tenant_usage
 
@@ -26,18 +27,22 @@ _NAMES = {
 }
 
 
+# Counts are 32-bit columns, bytes 64-bit.
+MAX_LIMIT = {"volumes": 2**31 - 1, "bytes": 2**63 - 1, "snapshots": 2**31 - 1, "backups": 2**31 - 1}
+
+
 def _validate_limit(value, *, field: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT[field]:
         raise errors.InvalidParameter(
-            field=field, reason="must be a non-negative integer, or null for unlimited"
+            field=field, reason=f"must be an integer from 0 to {MAX_LIMIT[field]}, or null for unlimited"
         )
     return value
 
 
 @transaction.atomic
-def quota_set(*, tenant: Tenant, **limits) -> TenantQuota:
+def quota_set(*, actor: str, tenant: Tenant, **limits) -> TenantQuota:
     """Set some of the tenant's limits (`volumes`, `bytes`, `snapshots`, `backups`; None = unlimited);
     limits not named keep their value. Lowering a limit under what the tenant holds is allowed: it
     only refuses new objects."""
@@ -48,10 +53,18 @@ def quota_set(*, tenant: Tenant, **limits) -> TenantQuota:
         )
     values = {QUOTA_FIELDS[k]: _validate_limit(v, field=k) for k, v in limits.items()}
     quota, _created = TenantQuota.objects.select_for_update().get_or_create(tenant=tenant)
+    changes = [f"{k}: {getattr(quota, c)} -> {values[c]}" for k, c in QUOTA_FIELDS.items() if c in values]
     for column, value in values.items():
         setattr(quota, column, value)
     quota.modified = timezone.now()
     quota.save()
+    audit(
+        actor=actor,
+        action="tenant.quota",
+        object_type="tenant",
+        object_uuid=tenant.uuid,
+        message=", ".join(changes) + " (None: unlimited)",
+    )
     return quota
 
 
