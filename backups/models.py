@@ -39,14 +39,9 @@ class BackupPoint(models.Model):
     status = models.CharField(
         max_length=16, choices=choices.BackupPointStatus.choices, default=choices.BackupPointStatus.HEALTHY
     )
+    # Sealed with Fernet under a key from the settings (backups.secrets); never shown anywhere.
     password_sealed = models.TextField(
-        blank=True,
-        default="",
-        editable=False,
-        help_text=_(
-            "The password backups are encrypted with, itself encrypted (Fernet, key from the settings); "
-            "empty: backups are not encrypted. Never shown."
-        ),
+        blank=True, default="", editable=False, help_text=_("Sealed password; empty: none.")
     )
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
@@ -125,9 +120,7 @@ class Backup(models.Model):
         default=False, editable=False, help_text=_("Data clusters written with zstd.")
     )
     encrypted = models.BooleanField(
-        default=False,
-        editable=False,
-        help_text=_("Written LUKS-encrypted with the backup point's password (always a full backup)."),
+        default=False, editable=False, help_text=_("LUKS-encrypted (always full).")
     )
     verify_result = models.CharField(
         max_length=8, choices=choices.VerifyResult.choices, blank=True, default="", editable=False

@@ -349,47 +349,38 @@ class Snapshot(models.Model):
         return f"{self.name} ({self.uuid})"
 
 
+def _limit(field_class, help_text):
+    """A quota limit column: empty (null) is unlimited."""
+    return field_class(null=True, blank=True, help_text=help_text)
+
+
+def _all_nonnegative(*fields: str) -> Q:
+    condition = Q()
+    for field in fields:
+        condition &= Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__gte": 0})
+    return condition
+
+
+_LIMITS_OK = _all_nonnegative("max_volumes", "max_bytes", "max_snapshots", "max_backups")
+
+
 class TenantQuota(models.Model):
     """A tenant's limits on what it may hold; an empty limit (null) is unlimited, no row at all too."""
 
     tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
-    max_volumes = models.IntegerField(
-        null=True, blank=True, help_text=_("Volumes the tenant may hold (empty: unlimited).")
-    )
-    max_bytes = models.BigIntegerField(
-        null=True,
-        blank=True,
-        help_text=_("Sum of the capacities of the tenant's volumes, in bytes (empty: unlimited)."),
-    )
-    max_snapshots = models.IntegerField(
-        null=True, blank=True, help_text=_("Snapshots the tenant may hold (empty: unlimited).")
-    )
-    max_backups = models.IntegerField(
-        null=True, blank=True, help_text=_("Backups the tenant may hold (empty: unlimited).")
-    )
     modified = models.DateTimeField(default=timezone.now)
+    max_volumes = _limit(models.IntegerField, _("Volumes the tenant may hold (empty: unlimited)."))
+    max_bytes = _limit(
+        models.BigIntegerField, _("Sum of its volumes' capacities in bytes (empty: unlimited).")
+    )
+    max_snapshots = _limit(models.IntegerField, _("Snapshots the tenant may hold (empty: unlimited)."))
+    max_backups = _limit(models.IntegerField, _("Backups the tenant may hold (empty: unlimited)."))
 
     class Meta:
-        verbose_name = _("tenant quota")
-        verbose_name_plural = _("tenant quotas")
         ordering = ["tenant__name"]
+        verbose_name, verbose_name_plural = _("tenant quota"), _("tenant quotas")
         constraints = [
-            models.CheckConstraint(
-                condition=Q(max_volumes__isnull=True) | Q(max_volumes__gte=0),
-                name="%(app_label)s_%(class)s_volumes_nonnegative",
-            ),
-            models.CheckConstraint(
-                condition=Q(max_bytes__isnull=True) | Q(max_bytes__gte=0),
-                name="%(app_label)s_%(class)s_bytes_nonnegative",
-            ),
-            models.CheckConstraint(
-                condition=Q(max_snapshots__isnull=True) | Q(max_snapshots__gte=0),
-                name="%(app_label)s_%(class)s_snapshots_nonnegative",
-            ),
-            models.CheckConstraint(
-                condition=Q(max_backups__isnull=True) | Q(max_backups__gte=0),
-                name="%(app_label)s_%(class)s_backups_nonnegative",
-            ),
+            models.CheckConstraint(condition=_LIMITS_OK, name="%(app_label)s_%(class)s_limits_nonnegative")
         ]
 
     def __str__(self):

@@ -181,10 +181,6 @@ def _password_write(point: BackupPoint, password, *, actor: str) -> None:
     BackupPoint.objects.filter(pk=point.pk).update(password_sealed=sealed, modified=timezone.now())
     # Neither the password nor its stored form goes into the audit trail.
     what = ("changed" if had else "set") if sealed else "removed"
-    audit(
-        actor=actor,
-        action="backup_point.password",
-        object_type="backup_point",
-        object_uuid=point.uuid,
-        message=f"password {what}: later backups are {'encrypted' if sealed else 'not encrypted'}",
-    )
+    text = f"password {what}: later backups are {'encrypted' if sealed else 'not encrypted'}"
+    kind = "backup_point"
+    audit(actor=actor, action=f"{kind}.password", object_type=kind, object_uuid=point.uuid, message=text)

@@ -58,13 +58,8 @@ def quota_set(*, actor: str, tenant: Tenant, **limits) -> TenantQuota:
         setattr(quota, column, value)
     quota.modified = timezone.now()
     quota.save()
-    audit(
-        actor=actor,
-        action="tenant.quota",
-        object_type="tenant",
-        object_uuid=tenant.uuid,
-        message=", ".join(changes) + " (None: unlimited)",
-    )
+    message = ", ".join(changes) + " (None: unlimited)"
+    audit(actor=actor, action="tenant.quota", object_type="tenant", object_uuid=tenant.uuid, message=message)
     return quota
 
 
