@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import stat
+import struct
 import subprocess
 
 import pytest
@@ -61,6 +62,21 @@ def encrypted_point(topology, data_dir) -> BackupPoint:
         uuid=BACKUP_POINT,
         password=PASSWORD,
     )
+
+
+def host_offset(path: str, guest_offset: int) -> int:
+    """Where a guest byte's cluster lies in a qcow2 file, from its L1/L2 tables (`qemu-img map` shows
+    no offsets for encrypted clusters)."""
+    with open(path, "rb") as handle:
+        header = handle.read(48)
+        cluster_bits = struct.unpack(">I", header[20:24])[0]
+        l1_offset = struct.unpack(">Q", header[40:48])[0]
+        per_l2 = (1 << cluster_bits) // 8
+        cluster = guest_offset >> cluster_bits
+        handle.seek(l1_offset + 8 * (cluster // per_l2))
+        l2_offset = struct.unpack(">Q", handle.read(8))[0] & 0x00FFFFFFFFFFFE00
+        handle.seek(l2_offset + 8 * (cluster % per_l2))
+        return struct.unpack(">Q", handle.read(8))[0] & 0x00FFFFFFFFFFFE00
 
 
 def call(api, endpoint, body, answers):
@@ -157,6 +173,15 @@ def test_an_encrypted_backup_hides_the_content_restores_equal_and_never_shows_th
     converts = [a for a in argv_log if a[1:2] == ("convert",) and any("encrypt.format=luks" in p for p in a)]
     assert len(converts) == 2
     assert all(any(p.startswith("secret,id=") and ",file=" in p for p in a) for a in converts)
+
+    # Verification hashes the decrypted content: bit rot in the ciphertext is found.
+    offset = host_offset(path, 4 * MiB)
+    with open(path, "r+b") as handle:
+        handle.seek(offset + 4096)
+        handle.write(b"\xff" * 512)
+    verification = backup_verify(actor="test", backup=Backup.objects.get(pk=backup.pk))
+    assert verification.result == choices.VerifyResult.FAILED and verification.scode == 5302
+    assert "chunks differ from the index" in verification.message
 
 
 def test_the_password_is_stored_sealed(encrypted_point, settings):
