@@ -160,7 +160,11 @@ def secret_objects(*paths: str) -> list[str]:
     for path in paths:
         scope = _encrypted(path)
         if scope is not None:
-            return ["--object", f"secret,id={SECRET_ID},format=raw,file={scope.secret_path}"]
+            # qemu's option syntax escapes a comma by doubling it.
+            return [
+                "--object",
+                f"secret,id={SECRET_ID},format=raw,file={scope.secret_path.replace(',', ',,')}",
+            ]
     return []
 
 
