@@ -47,6 +47,21 @@ from sharestore.core.templatetags.console_tags import bar
 class BackupPointForm(forms.ModelForm):
     """Add or edit a backup point; the directory must exist and be writable."""
 
+    # Write-only: never rendered back (the stored one is sealed; docs/backups.md). Left empty on an
+    # edit, the password is kept.
+    password = forms.CharField(
+        label=_("password"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=_("Fill in to encrypt every backup written here. Left empty on an edit: unchanged."),
+    )
+    remove_password = forms.BooleanField(
+        label=_("remove the password"),
+        required=False,
+        help_text=_("Later backups are not encrypted (refused while encrypted backups exist)."),
+    )
+
     class Meta:
         model = BackupPoint
         fields = ["name", "cluster", "tenant", "btype", "path", "capacity", "status"]
@@ -72,7 +87,12 @@ class BackupPointForm(forms.ModelForm):
         return data
 
     def changes(self) -> dict:
-        return {k: v for k, v in self.cleaned_data.items() if k in EDITABLE_BACKUP_POINT_FIELDS}
+        changes = {k: v for k, v in self.cleaned_data.items() if k in EDITABLE_BACKUP_POINT_FIELDS}
+        if self.cleaned_data.get("remove_password"):
+            changes["password"] = ""
+        elif self.cleaned_data.get("password"):
+            changes["password"] = self.cleaned_data["password"]
+        return changes
 
 
 @admin.register(BackupPoint)
@@ -80,7 +100,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
     """Backup points: usage bars, add and edit with the directory checked, reconcile."""
 
     form = BackupPointForm
-    editable_fields = tuple(BackupPointForm.Meta.fields)
+    editable_fields = (*BackupPointForm.Meta.fields, "password", "remove_password")
     fixed_fields = ("cluster",)
     list_display = (
         "name",
@@ -91,6 +111,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
         "status_badge",
         "usage_bar",
         "backup_count",
+        "encrypts",
         "path",
     )
     list_filter = location_filters("tenant", _("tenant"), "btype")
@@ -116,6 +137,19 @@ class BackupPointAdmin(EditableConsoleAdmin):
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj):
         return health_badge(obj)
+
+    @admin.display(description=_("encrypts"), boolean=True)
+    def encrypts(self, obj):
+        return obj.encrypts
+
+    @admin.display(description=_("password"))
+    def password(self, obj):
+        # Shown to viewers without the change permission: whether there is one, never what it is.
+        return gettext("set: backups are encrypted") if obj and obj.encrypts else gettext("none")
+
+    @admin.display(description=_("remove the password"))
+    def remove_password(self, obj):
+        return "-"
 
     @admin.display(description=_("used / capacity"), ordering="used_bytes")
     def usage_bar(self, obj):
@@ -152,6 +186,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
             capacity=data["capacity"],
             btype=data["btype"],
             tenant=data.get("tenant"),
+            password=data.get("password") or None,
         )
         obj.pk, obj.uuid, obj.path = point.pk, point.uuid, point.path
         obj._state.adding = False

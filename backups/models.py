@@ -41,6 +41,10 @@ class BackupPoint(NamedModel):
     root_dir = models.CharField(max_length=1024, blank=True, default="")
     sub_dir = models.CharField(max_length=1024, blank=True, default="")
     env = models.JSONField(default=dict, blank=True, help_text=_("The platform's `env` map, kept as sent."))
+    # Sealed with Fernet under a key from the settings (backups.secrets); never shown anywhere.
+    password_sealed = models.TextField(
+        blank=True, default="", editable=False, help_text=_("Sealed password; empty: none.")
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now)
 
@@ -48,6 +52,11 @@ class BackupPoint(NamedModel):
         verbose_name = _("backup point")
         verbose_name_plural = _("backup points")
         constraints = location_constraints()
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether backups written to this point now are encrypted (it has a password)."""
+        return bool(self.password_sealed)
 
 
 class Backup(models.Model):
@@ -100,6 +109,9 @@ class Backup(models.Model):
     )
     compressed = models.BooleanField(
         default=False, editable=False, help_text=_("Data clusters written with zstd.")
+    )
+    encrypted = models.BooleanField(
+        default=False, editable=False, help_text=_("LUKS-encrypted (always full).")
     )
     verify_result = models.CharField(
         max_length=8, choices=choices.VerifyResult.choices, blank=True, default="", editable=False

@@ -15,6 +15,7 @@ publish helpers).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -66,6 +67,14 @@ class BackupStore:
     def partial_paths(self, name: str) -> list[str]:
         """Every partial write of `name`, of any attempt (its scratch `.delta` and index ones too)."""
         return qemu.partials_of(self.path(name))
+
+    def encryption(self, name: str, password: str | None) -> contextlib.AbstractContextManager:
+        """Within the block, backup file `name` (and its partial writes) is LUKS-encrypted qcow2 with
+        `password`: written encrypted, opened with its key (a qemu secret object read from a 0600 file,
+        never an argv). Without a password, a plain file."""
+        if not password:
+            return contextlib.nullcontext()
+        return qemu.encrypted_files([self.path(name), *self.partial_paths(name)], password)
 
     # -- state of the directory -----------------------------------------------------------------
 

@@ -213,16 +213,6 @@ class ObjectNameMismatch(ServiceError):
     message_cn = "{field} {given!r} 与{kind_cn} {uuid} 不符"
 
 
-class EncryptionUnavailable(ServiceError):
-    """A backup point was given a password, but this version does not encrypt backups yet."""
-
-    scode, http_status = 1023, 400
-    message = (
-        "backup point {name}: a password asks for encrypted backups, which this service does not offer yet"
-    )
-    message_cn = "备份点 {name}：设置密码即要求加密备份，本服务暂不支持加密备份"
-
-
 # 2xxx: authentication and authorization -------------------------------------------------------
 
 
@@ -739,6 +729,75 @@ class PoolSpaceShort(ServiceError):
     message_cn = (
         "存储池 {pool} 的文件系统剩余 {free} 字节，其中 {reserved} 字节已为进行中的复制预留；"
         "本次复制约需 {needed} 字节"
+    )
+
+
+# 465x: tenant quotas ----------------------------------------------------------------------------
+
+
+class QuotaExceeded(ServiceError):
+    """Base of the tenant quota refusals: the request would take the tenant over one of its limits."""
+
+    http_status = 409
+    message = (
+        "tenant {tenant} is over its {quota} quota: limit {limit}, {used} in use, the request needs "
+        "{requested} more ({over} over the limit)"
+    )
+    message_cn = (
+        "租户 {tenant} 超出{quota_cn}配额：上限 {limit}，已使用 {used}，"
+        "本次请求需要 {requested}（超出 {over}）"
+    )
+
+
+class VolumeQuotaExceeded(QuotaExceeded):
+    """A new volume (create, import, clone, restore) would exceed the tenant's volume count quota."""
+
+    scode = 4650
+
+
+class CapacityQuotaExceeded(QuotaExceeded):
+    """A new volume's capacity would take the tenant's summed capacities over its bytes quota."""
+
+    scode = 4651
+
+
+class SnapshotQuotaExceeded(QuotaExceeded):
+    """A new snapshot would exceed the tenant's snapshot count quota."""
+
+    scode = 4652
+
+
+class BackupQuotaExceeded(QuotaExceeded):
+    """A new backup would exceed the tenant's backup count quota."""
+
+    scode = 4653
+
+
+# 466x / 501x: encrypted backups ------------------------------------------------------------------
+
+
+class BackupPasswordInUse(ServiceError):
+    """A backup point's password may not change while encrypted backups written with it exist."""
+
+    scode, http_status = 4660, 409
+    message = (
+        "the password of backup point {point} cannot change: {count} encrypted backup(s) were written "
+        "with it; delete them first"
+    )
+    message_cn = "备份点 {point} 的密码不能修改：已有 {count} 个使用该密码加密的备份，请先删除它们"
+
+
+class BackupSecretUnreadable(ServiceError):
+    """A stored backup-point password cannot be decrypted (the key setting changed since it was stored)."""
+
+    scode, http_status = 5010, 500
+    message = (
+        "the stored password of backup point {point} cannot be decrypted: the key setting "
+        "(SHARESTORE_BACKUP_SECRET_KEY or SECRET_KEY) changed since it was stored"
+    )
+    message_cn = (
+        "备份点 {point} 保存的密码无法解密：保存之后密钥设置（SHARESTORE_BACKUP_SECRET_KEY 或 SECRET_KEY）"
+        "已更改"
     )
 
 

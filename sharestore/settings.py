@@ -130,6 +130,9 @@ SHARESTORE_BUSY_WAIT_SECONDS = env.float("SHARESTORE_BUSY_WAIT_SECONDS", default
 SHARESTORE_SNAPSHOT_MAX_DEPTH = env.int("SHARESTORE_SNAPSHOT_MAX_DEPTH", default=32)
 SHARESTORE_BACKUP_COMPRESS = _env_bool("SHARESTORE_BACKUP_COMPRESS", True)
 SHARESTORE_BACKUP_VERIFY_BATCH = env.int("SHARESTORE_BACKUP_VERIFY_BATCH", default=10)
+# Key of the backup-point passwords stored encrypted at rest (docs/backups.md); empty: derived from
+# SECRET_KEY. Changing it (or SECRET_KEY when this is empty) makes the stored passwords unreadable.
+SHARESTORE_BACKUP_SECRET_KEY = env.str("SHARESTORE_BACKUP_SECRET_KEY", default="")
 SHARESTORE_NAME_MAX_LENGTH = 128
 
 INSTALLED_APPS = [

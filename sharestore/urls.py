@@ -11,6 +11,7 @@ from sharestore.monitoring import views as monitoring
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
     path("v1/volume/share/backup/", include("backups.api.urls")),
+    path("v1/volume/share/quota/", include("volumes.api.quota_urls")),
     path("v1/volume/share/", include("volumes.api.urls")),
     path("v1/pool/share/", include("volumes.api.pool_urls")),
     path("v1/volume/internal/backuppoint/", include("backups.api.point_urls")),

@@ -22,6 +22,7 @@ __all__ = [
     "Volume",
     "VolumeAttachment",
     "Snapshot",
+    "TenantQuota",
 ]
 
 
@@ -365,3 +366,41 @@ class Snapshot(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.uuid})"
+
+
+def _limit(field_class, help_text):
+    """A quota limit column: empty (null) is unlimited."""
+    return field_class(null=True, blank=True, help_text=help_text)
+
+
+def _all_nonnegative(*fields: str) -> Q:
+    condition = Q()
+    for field in fields:
+        condition &= Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__gte": 0})
+    return condition
+
+
+_LIMITS_OK = _all_nonnegative("max_volumes", "max_bytes", "max_snapshots", "max_backups")
+
+
+class TenantQuota(models.Model):
+    """A tenant's limits on what it may hold; an empty limit (null) is unlimited, no row at all too."""
+
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
+    modified = models.DateTimeField(default=timezone.now)
+    max_volumes = _limit(models.IntegerField, _("Volumes the tenant may hold (empty: unlimited)."))
+    max_bytes = _limit(
+        models.BigIntegerField, _("Sum of its volumes' capacities in bytes (empty: unlimited).")
+    )
+    max_snapshots = _limit(models.IntegerField, _("Snapshots the tenant may hold (empty: unlimited)."))
+    max_backups = _limit(models.IntegerField, _("Backups the tenant may hold (empty: unlimited)."))
+
+    class Meta:
+        ordering = ["tenant__name"]
+        verbose_name, verbose_name_plural = _("tenant quota"), _("tenant quotas")
+        constraints = [
+            models.CheckConstraint(condition=_LIMITS_OK, name="%(app_label)s_%(class)s_limits_nonnegative")
+        ]
+
+    def __str__(self):
+        return f"quota of {self.tenant}"

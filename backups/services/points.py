@@ -7,10 +7,12 @@ import os
 import uuid as uuid_lib
 
 from django.db import transaction
+from django.utils import timezone
 
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.storage import BackupStore, validate_directory
+from backups.secrets import seal, unseal, validate_password
 from sharestore import errors
 from sharestore.core.services.state import audit
 from volumes.models import Cluster, Tenant
@@ -47,13 +49,14 @@ def backup_point_create(
     btype: str = "local",
     tenant: Tenant | None = None,
     uuid=None,
-    password: str = "",
+    password: str | None = None,
     origin: dict | None = None,
 ) -> BackupPoint:
     """Register a directory as a backup point (or return the one with this UUID).
 
     `capacity` None: the bytes its filesystem has free now. `origin`: what the platform's API
-    records (ip, root_dir, sub_dir, env). A `password` asks for encrypted backups."""
+    records (ip, root_dir, sub_dir, env). With a `password` (the platform's `pass_word`, "fill in to
+    encrypt"), every backup written to it is encrypted."""
     if uuid is not None:
         existing = BackupPoint.objects.filter(uuid=uuid).first()
         if existing is not None:
@@ -61,8 +64,6 @@ def backup_point_create(
     name = validate_name(name, field="name")
     path = validate_directory(path)
     validate_choice(btype, BackupPointType.values, field="btype")
-    if password:
-        raise errors.EncryptionUnavailable(name=name)
     if capacity is None:
         capacity = BackupStore(path).free_bytes()
     capacity = validate_byte_capacity(capacity)
@@ -75,6 +76,7 @@ def backup_point_create(
         btype=btype,
         tenant=tenant,
         **(origin or {}),
+        password_sealed=seal(validate_password(password)),
     )
 
 
@@ -128,6 +130,9 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
     """Validate changes without writing; return the column values that differ. A new path must
     exist, be writable and hold the files of the backup point's completed backups."""
     point = backup_point
+    if "password" in changes:
+        changes = dict(changes)
+        _sealed_password(point, changes.pop("password"))
     reject_unknown_fields(changes, EDITABLE_BACKUP_POINT_FIELDS)
     values: dict = {}
     if "name" in changes and changes["name"] != point.name:
@@ -180,6 +185,50 @@ def backup_point_update(*, actor: str, backup_point: BackupPoint, **changes) -> 
     values = backup_point_update_check(backup_point=point, **changes)
     if values:
         write_changes(point, values, actor=actor, object_type="backup_point")
+    if "password" in changes:
+        _password_write(point, changes["password"], actor=actor)
     point.refresh_from_db()
     change_status(point, changes.get("status"), actor=actor, object_type="backup_point")
     return point
+
+
+# -- the password ----------------------------------------------------------------------------------
+# A password is refused to change (or to go) while encrypted backups written with it exist: they could
+# no longer be restored (qemu-img would need the old one) and re-keying them would rewrite every file.
+# Setting one on a point holding plain backups is allowed: new backups are encrypted, the old ones stay
+# readable as they are (docs/backups.md).
+
+
+def _sealed_password(point: BackupPoint, password) -> str | None:
+    """The stored form of the new password if it changes and may; None when it is the same."""
+    new = validate_password(password)
+    holding = (
+        Backup.objects.filter(backup_point=point, encrypted=True)
+        .exclude(status__in=[BackupStatus.FAILED, BackupStatus.DELETED])
+        .count()
+    )
+    if not point.password_sealed:
+        same = not new
+    else:
+        try:
+            same = new == unseal(point.password_sealed, point=point.name)
+        except errors.BackupSecretUnreadable:
+            same = False  # replaceable when nothing was encrypted with it
+    if same:
+        return None
+    if holding:
+        raise errors.BackupPasswordInUse(point=point.name, count=holding)
+    return seal(new)
+
+
+def _password_write(point: BackupPoint, password, *, actor: str) -> None:
+    had = bool(point.password_sealed)
+    sealed = _sealed_password(point, password)
+    if sealed is None:
+        return
+    BackupPoint.objects.filter(pk=point.pk).update(password_sealed=sealed, modified=timezone.now())
+    # Neither the password nor its stored form goes into the audit trail.
+    what = ("changed" if had else "set") if sealed else "removed"
+    text = f"password {what}: later backups are {'encrypted' if sealed else 'not encrypted'}"
+    kind = "backup_point"
+    audit(actor=actor, action=f"{kind}.password", object_type=kind, object_uuid=point.uuid, message=text)

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from backups import choices
 from backups.models import Backup
+from backups.secrets import backup_encryption
 from backups.services.common import (
     backup_of,
     backup_store,
@@ -98,13 +99,14 @@ def _backup_restore_run(operation: Operation, reporter: Reporter) -> None:
         driver.discard_partials(volume.image_name)
         reporter.phase("copying the backup into the volume")
         tag = f"a{operation.attempts}-{uuid_lib.uuid4().hex[:8]}"
-        partial = driver.restore_export(
-            store.path(backup.file_name),
-            volume.image_name,
-            volume.capacity,
-            tag,
-            lambda p, _done=0, _total=0: reporter.progress(p, int(total * p / 100), total),
-        )
+        with backup_encryption(store, backup):
+            partial = driver.restore_export(
+                store.path(backup.file_name),
+                volume.image_name,
+                volume.capacity,
+                tag,
+                lambda p, _done=0, _total=0: reporter.progress(p, int(total * p / 100), total),
+            )
         reporter.heartbeat()
         if reporter.lost:
             driver.remove_object(partial)

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from backups import choices, chunks
 from backups.models import Backup, BackupVerification
+from backups.secrets import backup_encryption
 from backups.services.common import (
     backup_of,
     backup_store,
@@ -53,6 +54,13 @@ def backup_verify(*, actor: str, backup: Backup) -> BackupVerification:
 def _backup_verify_run(operation: Operation, reporter: Reporter) -> None:
     backup = backup_of(operation)
     store = backup_store(backup.backup_point)
+    # An encrypted backup is checked and hashed through its key: the digests are of the decrypted
+    # content, like the index recorded at backup time (docs/backups.md).
+    with backup_encryption(store, backup):
+        _verify_files(operation, reporter, backup, store)
+
+
+def _verify_files(operation: Operation, reporter: Reporter, backup: Backup, store) -> None:
     reporter.phase("checking the backup files")
     chain = store.chain(backup.file_name)
     # One report per file, and the worst exit status (what `verify_backups` prints).

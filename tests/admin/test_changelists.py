@@ -24,6 +24,7 @@ from volumes.models import (
     PoolMount,
     Snapshot,
     Tenant,
+    TenantQuota,
     Volume,
     VolumeAttachment,
     Zone,
@@ -41,6 +42,7 @@ def add_rows(count: int, data_dir) -> None:
         host = Host.objects.create(name=f"host-{tag}", cluster=cluster)
         tenant = Tenant.objects.create(name=f"tenant-{tag}")
         namespace = Namespace.objects.create(tenant=tenant)
+        TenantQuota.objects.create(tenant=tenant, max_volumes=index, max_backups=index)
         pool = Pool.objects.create(
             name=f"pool-{tag}", cluster=cluster, zone=zone, path=str(data_dir / tag), capacity=1 << 40
         )

@@ -10,7 +10,7 @@ they render in a constant number of queries. The shared toolkit is `sharestore.c
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from volumes.admin import pools, topology, volumes  # noqa: F401 - each module registers its admins
+from volumes.admin import pools, quotas, topology, volumes  # noqa: F401 - each module registers its admins
 
 admin.site.site_header = _("sharestore console")
 admin.site.site_title = _("sharestore console")

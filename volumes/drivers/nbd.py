@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from sharestore import errors
-from volumes.drivers import process
+from volumes.drivers import process, qemu
 
 MAP_TIMEOUT = 600
 START_TIMEOUT = 30
@@ -83,7 +83,9 @@ def image_map(path: str, *, layer_only: bool = False) -> list[Extent]:
     if layer_only:
         argv = [qemu_img(), "map", "--output=json", _layer_only_name(path)]
     else:
-        argv = [qemu_img(), "map", "--output=json", "-f", "qcow2", os.path.abspath(path)]
+        # An encrypted backup file (inside `qemu.encrypted_files`) is named with its key secret.
+        name = qemu.open_name(os.path.abspath(path))
+        argv = [qemu_img(), "map", *qemu.secret_objects(path), "--output=json", "-f", "qcow2", name]
     result = process.run(argv, timeout=MAP_TIMEOUT)
     return [
         Extent(
@@ -197,7 +199,8 @@ def serve(path: str, *, fmt: str = "qcow2") -> Iterator[NbdClient]:
     """
     workdir = tempfile.mkdtemp(prefix="sharestore-nbd-")
     sock_path = os.path.join(workdir, "s")
-    argv = [qemu_nbd(), "-r", "-f", fmt, "-k", sock_path, os.path.abspath(path)]
+    name = qemu.open_name(os.path.abspath(path), fmt)
+    argv = [qemu_nbd(), "-r", *qemu.secret_objects(path), "-f", fmt, "-k", sock_path, name]
     err_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the server
     try:
         proc = subprocess.Popen(

@@ -15,8 +15,12 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings
@@ -91,6 +95,82 @@ def single_layer(path: str, fmt: str = "qcow2") -> str:
     return "json:" + json.dumps(spec, separators=(",", ":"))
 
 
+# -- encrypted images (LUKS in qcow2) ------------------------------------------------------------
+# The files of an encrypted backup are named for one `with encrypted_files(...)` block: inside it,
+# every command that opens one of them names it by a `json:` spec carrying `encrypt.key-secret`, and
+# gets the password as a qemu `secret` object read from a 0600 file in a private 0700 directory;
+# `convert` into one of them writes it LUKS-encrypted. The password itself never appears in an argv
+# (only the secret file's path does), nor in a log line or an error (stderr names the file, not its
+# content).
+
+SECRET_ID = "sharestore-key"
+
+
+@dataclass(frozen=True)
+class _Encrypted:
+    """Which files are encrypted, and the file holding their password, for the current block."""
+
+    files: frozenset[str]
+    secret_path: str
+
+
+_ENCRYPTED: ContextVar[_Encrypted | None] = ContextVar("sharestore_qemu_encrypted", default=None)
+
+
+@contextlib.contextmanager
+def encrypted_files(paths: Iterable[str], password: str) -> Iterator[None]:
+    """Within the block, `paths` are LUKS-encrypted qcow2 images with this password (read or written)."""
+    if not password or "\x00" in password:
+        raise errors.StorageError(reason="an encryption password must be a non-empty string")
+    directory = tempfile.mkdtemp(prefix="sharestore-secret-")  # mode 0700
+    secret_path = os.path.join(directory, "key")
+    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, password.encode("utf-8"))
+    finally:
+        os.close(fd)
+    token = _ENCRYPTED.set(_Encrypted(frozenset(os.path.abspath(p) for p in paths), secret_path))
+    try:
+        yield
+    finally:
+        _ENCRYPTED.reset(token)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _encrypted(path: str) -> _Encrypted | None:
+    scope = _ENCRYPTED.get()
+    if scope is None or path.startswith("json:") or os.path.abspath(path) not in scope.files:
+        return None
+    return scope
+
+
+def is_encrypted(path: str) -> bool:
+    """Whether `path` is one of the encrypted files of the current `encrypted_files` block."""
+    return _encrypted(path) is not None
+
+
+def open_name(path: str, fmt: str = "qcow2") -> str:
+    """How a command names `path` to open it: as is, or a `json:` spec with its key secret."""
+    if _encrypted(path) is None:
+        return path
+    spec = {"driver": fmt, "file": {"driver": "file", "filename": os.path.abspath(path)}}
+    spec["encrypt.key-secret"] = SECRET_ID
+    return "json:" + json.dumps(spec, separators=(",", ":"))
+
+
+def secret_objects(*paths: str) -> list[str]:
+    """The `--object secret,...` arguments a command opening or writing `paths` needs (or none)."""
+    for path in paths:
+        scope = _encrypted(path)
+        if scope is not None:
+            # qemu's option syntax escapes a comma by doubling it.
+            return [
+                "--object",
+                f"secret,id={SECRET_ID},format=raw,file={scope.secret_path.replace(',', ',,')}",
+            ]
+    return []
+
+
 # -- reading images -------------------------------------------------------------------------------
 
 
@@ -115,7 +195,7 @@ def check(
     untrusted: bool = False,
 ) -> dict:
     """`check -U` report plus `exit` (0 ok, 1 not checked, 2 corrupt, 3 leaks); raises unless in ok_codes."""
-    argv = [qemu_img(), "check", "-U", "--output=json", path]
+    argv = [qemu_img(), "check", "-U", *secret_objects(path), "--output=json", open_name(path, fmt)]
     if not path.startswith("json:"):
         argv[3:3] = ["-f", fmt]
     result = _run(
@@ -177,10 +257,11 @@ def compare(
     first: str, second: str, *, fmt: str = "qcow2", second_fmt: str = "qcow2", strict: bool = False
 ) -> bool:
     """Whether two images show the same guest-visible content (`-s`: allocation must match too)."""
-    argv = [qemu_img(), "compare", "-U", "-f", fmt, "-F", second_fmt]
+    argv = [qemu_img(), "compare", "-U", *secret_objects(first, second), "-f", fmt, "-F", second_fmt]
     if strict:
         argv.append("-s")
-    return _run([*argv, first, second], "copy", ok_codes=(0, 1)).returncode == 0
+    names = [open_name(first, fmt), open_name(second, second_fmt)]
+    return _run([*argv, *names], "copy", ok_codes=(0, 1)).returncode == 0
 
 
 # -- backing chains ------------------------------------------------------------------------------
@@ -280,7 +361,12 @@ def convert(
     `backing` (`-B`) writes only the clusters allocated in `source`'s top layer, over that backing:
     right only when that layer is exactly the change since the backing's content.
     """
-    argv = [qemu_img(), "convert", "-p", "-f", fmt, "-O", out_fmt]
+    argv = [qemu_img(), "convert", "-p", *secret_objects(source, target), "-f", fmt, "-O", out_fmt]
+    if is_encrypted(target):
+        if compress or backing is not None or out_fmt != "qcow2":
+            # qemu-img 7.2: "Compression and encryption not supported at the same time".
+            raise errors.StorageError(reason=f"an encrypted {target} is written uncompressed and whole")
+        argv += ["-o", f"encrypt.format=luks,encrypt.key-secret={SECRET_ID}"]
     if cache:
         argv += ["-t", cache]
     if source_cache:
@@ -292,7 +378,7 @@ def convert(
         argv += ["-c", "-o", "compression_type=zstd"]
     if backing is not None:
         argv += ["-B", backing, "-F", backing_fmt]
-    _run([*argv, source, target], "copy", progress=progress, pass_fds=pass_fds)
+    _run([*argv, open_name(source, fmt), target], "copy", progress=progress, pass_fds=pass_fds)
 
 
 def rebase(

@@ -36,6 +36,7 @@ from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
 from volumes.services.busy import merge_ended
+from volumes.services.quotas import quota_check
 from volumes.services.snapshot_rules import (
     check_can_snapshot,
     refuse_if_attached,
@@ -103,6 +104,7 @@ def snapshot_create(*, actor: str, volume: Volume, name: str, desc: str = "") ->
     volume = volume_lock(volume, action="snapshot.create")
     refuse_if_attached(volume, doing="taking a snapshot", doing_cn="创建快照")
     check_can_snapshot(volume, name)
+    quota_check(tenant=volume.tenant_id, snapshots=1)
     snapshot = _new_snapshot(volume, name=name, desc=desc)
     operation = start_operation(volume, actor=actor, kind=OperationKind.SNAPSHOT_CREATE, target=snapshot)
     _audit_new_snapshot(

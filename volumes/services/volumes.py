@@ -28,6 +28,7 @@ from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttach
 from volumes.selectors import volume_snapshot_readers
 from volumes.services.busy import refuse_if_busy, volume_delete_after_merge
 from volumes.services.space import pool_reservation
+from volumes.services.quotas import quota_check
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
@@ -258,6 +259,7 @@ def volume_reserve(
     if Volume.objects.filter(tenant=tenant, cluster=cluster, name=name, state__in=LIVE_STATES).exists():
         raise errors.VolumeNameExists(name=name)
     _check_pool_capacity(pool, capacity)
+    quota_check(tenant=tenant, volumes=1, bytes=capacity)
     try:
         with transaction.atomic():
             return Volume.objects.create(
