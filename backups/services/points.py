@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from backups.choices import BackupPointStatus, BackupPointType, BackupStatus
 from backups.models import Backup, BackupPoint
-from backups.storage import BackupStore, validate_directory
 from backups.secrets import seal, unseal, validate_password
+from backups.storage import BackupStore, validate_directory
 from sharestore import errors
 from sharestore.core.services.state import audit
 from volumes.models import Cluster, Tenant

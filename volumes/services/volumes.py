@@ -27,8 +27,8 @@ from volumes.drivers import StorageDriver, get_driver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
 from volumes.services.busy import refuse_if_busy, volume_delete_after_merge
-from volumes.services.space import pool_reservation
 from volumes.services.quotas import quota_check
+from volumes.services.space import pool_reservation
 
 MIN_VOLUME_BYTES = 1 << 20
 SECTOR = 512
