@@ -21,72 +21,85 @@ import re
 
 from django.utils import translation
 
+
+def _table(text: str) -> dict[str, tuple[str, str]]:
+    """`name | English | Chinese` lines as {name: (English, Chinese)}."""
+    rows = (line.split("|") for line in text.strip().splitlines())
+    return {name.strip(): (english.strip(), chinese.strip()) for name, english, chinese in rows}
+
+
 # Object kinds named by `kind`: (English, Chinese).
-KINDS = {
-    "volume": ("volume", "卷"),
-    "snapshot": ("snapshot", "快照"),
-    "backup": ("backup", "备份"),
-    "backup point": ("backup point", "备份点"),
-    "backuppoint": ("backup point", "备份点"),
-    "pool": ("pool", "存储池"),
-    "operation": ("operation", "操作"),
-    "attachment": ("attachment", "挂载"),
-}
+KINDS = _table(
+    """
+    volume       | volume       | 卷
+    snapshot     | snapshot     | 快照
+    backup       | backup       | 备份
+    backup point | backup point | 备份点
+    backuppoint  | backup point | 备份点
+    pool         | pool         | 存储池
+    operation    | operation    | 操作
+    attachment   | attachment   | 挂载
+    """
+)
 
 # Verbs of the actions (`<object>.<verb>[.<step>]` or plain words): (English, Chinese).
-VERBS = {
-    "create": ("create", "创建"),
-    "delete": ("delete", "删除"),
-    "remove": ("remove", "移除"),
-    "attach": ("attach", "挂载"),
-    "detach": ("detach", "卸载"),
-    "clone": ("clone", "克隆"),
-    "flatten": ("flatten", "扁平化"),
-    "rollback": ("roll back to", "回滚到"),
-    "restore": ("restore", "恢复"),
-    "add": ("create", "创建"),
-    "run": ("run", "运行"),
-    "merge": ("merge", "合并"),
-    "retry": ("retry", "重试"),
-    "cancel": ("cancel", "取消"),
-    "takeover": ("take over", "接管"),
-    "update": ("update", "更新"),
-    "status": ("change the status of {}", "更改{}的状态"),
-    "reset_state": ("reset the state of {}", "重置{}的状态"),
-    "force_delete": ("force delete", "强制删除"),
-    "verify": ("verify", "校验"),
-    "mount": ("mount", "挂载"),
-    "unmount": ("unmount", "卸载"),
-    "mark": ("mark", "标记"),
-    "refresh": ("refresh", "刷新"),
-}
+VERBS = _table(
+    """
+    create       | create                  | 创建
+    delete       | delete                  | 删除
+    remove       | remove                  | 移除
+    attach       | attach                  | 挂载
+    detach       | detach                  | 卸载
+    clone        | clone                   | 克隆
+    flatten      | flatten                 | 扁平化
+    rollback     | roll back to            | 回滚到
+    restore      | restore                 | 恢复
+    add          | create                  | 创建
+    run          | run                     | 运行
+    merge        | merge                   | 合并
+    retry        | retry                   | 重试
+    cancel       | cancel                  | 取消
+    takeover     | take over               | 接管
+    update       | update                  | 更新
+    status       | change the status of {} | 更改{}的状态
+    reset_state  | reset the state of {}   | 重置{}的状态
+    force_delete | force delete            | 强制删除
+    verify       | verify                  | 校验
+    mount        | mount                   | 挂载
+    unmount      | unmount                 | 卸载
+    mark         | mark                    | 标记
+    refresh      | refresh                 | 刷新
+    """
+)
 
 # Actions that are words already, or whose words differ from verb + object.
-ACTIONS = {
-    "backup.add": ("create backup", "创建备份"),
-    "backup.run": ("write backup", "写入备份"),
-    "backup.finish": ("complete backup", "完成备份"),
-    "backup.fail": ("mark backup failed", "将备份标记为失败"),
-    "backup.restore": ("restore backup", "恢复备份"),
-    "snapshot.delete.hide": ("delete snapshot", "删除快照"),
-    "reset state": ("reset state", "重置状态"),
-    "force delete": ("force delete", "强制删除"),
-    "flattening": ("flattening", "扁平化"),
-    "rolling back": ("rolling back", "回滚"),
-    "deleting": ("deleting", "删除"),
-    "deleting this snapshot": ("deleting this snapshot", "删除此快照"),
-    "verified": ("verified", "校验"),
-    "restored": ("restored", "恢复"),
-    "usage.refresh": ("refresh usage", "刷新用量"),
-    "update used": ("update used", "更新已用量"),
-    "update snap_length": ("update snap_length", "更新快照占用量"),
-    "update used, snap_length": ("update used, snap_length", "更新用量"),
-    "reconcile.fix": ("reconcile", "对账修复"),
-    "reconcile.missing_image": ("record a missing image", "记录缺失的镜像"),
-    "reconcile.missing_layer": ("record a missing layer", "记录缺失的层"),
-    "reconcile.missing_backup_file": ("record a missing backup file", "记录缺失的备份文件"),
-    "reconcile.remove_orphan": ("remove an orphan file", "移除孤立文件"),
-}
+ACTIONS = _table(
+    """
+    backup.add                    | create backup                | 创建备份
+    backup.run                    | write backup                 | 写入备份
+    backup.finish                 | complete backup              | 完成备份
+    backup.fail                   | mark backup failed           | 将备份标记为失败
+    backup.restore                | restore backup               | 恢复备份
+    snapshot.delete.hide          | delete snapshot              | 删除快照
+    reset state                   | reset state                  | 重置状态
+    force delete                  | force delete                 | 强制删除
+    flattening                    | flattening                   | 扁平化
+    rolling back                  | rolling back                 | 回滚
+    deleting                      | deleting                     | 删除
+    deleting this snapshot        | deleting this snapshot       | 删除此快照
+    verified                      | verified                     | 校验
+    restored                      | restored                     | 恢复
+    usage.refresh                 | refresh usage                | 刷新用量
+    update used                   | update used                  | 更新已用量
+    update snap_length            | update snap_length           | 更新快照占用量
+    update used, snap_length      | update used, snap_length     | 更新用量
+    reconcile.fix                 | reconcile                    | 对账修复
+    reconcile.missing_image       | record a missing image       | 记录缺失的镜像
+    reconcile.missing_layer       | record a missing layer       | 记录缺失的层
+    reconcile.missing_backup_file | record a missing backup file | 记录缺失的备份文件
+    reconcile.remove_orphan       | remove an orphan file        | 移除孤立文件
+    """
+)
 
 # Steps after the verb in an action name: they do not change what the caller asked for.
 _STEPS = {"finish", "fail", "stuck", "hide", "stopped", "succeeded", "failed"}
