@@ -24,6 +24,7 @@ from sharestore.api.envelope import success
 from sharestore.api.schema import error_responses
 from volumes import selectors
 from volumes.api.fields import (
+    MAX_PAGE_NUM,
     NameField,
     OptionalUUIDField,
     SchemaDeclared,
@@ -211,7 +212,7 @@ class VolumeShareBackupListApi(BackupApi):
     class InputSerializer(serializers.Serializer):
         cluster_uuid = serializers.UUIDField()
         tenant = OptionalUUIDField()
-        page_num = serializers.IntegerField(required=False, default=0, min_value=0)
+        page_num = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_PAGE_NUM)
         page_size = QueryIntegerField(
             required=False, default=0, min_value=0, schema={"maximum": settings.SHARESTORE_MAX_PAGE_SIZE}
         )

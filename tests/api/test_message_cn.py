@@ -212,6 +212,7 @@ def test_states_and_kinds_use_the_choices_chinese_labels():
         (scoped(page_size="ten"), "page_size", "必须是 JSON 整数"),
         (scoped(page_size=2**70), "page_size", "不能大于 9223372036854775807"),
         (scoped(page_num=-1), "page_num", "不能小于"),
+        (scoped(page_num=2**62), "page_num", "不能大于 2147483647"),
         (scoped(filter_pool_uuid="not-a-uuid"), "filter_pool_uuid", "必须是合法的 UUID"),
         ({"tenant": "nope", "cluster_uuid": scoped()["cluster_uuid"]}, "tenant", "必须是合法的 UUID"),
     ],

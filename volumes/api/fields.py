@@ -4,6 +4,9 @@ from django.conf import settings
 from rest_framework import serializers
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The highest page number a list takes: (page_num - 1) x page_size is the database's offset, a
+# signed 64-bit integer; 2**31 - 1 pages of at most SHARESTORE_MAX_PAGE_SIZE rows stay far inside it.
+MAX_PAGE_NUM = 2**31 - 1
 
 # Control characters (Unicode Cc: C0, DEL, C1), which `validate_name` refuses; it also refuses the
 # format, surrogate and private-use categories (Cf, Cs, Co), which no simple pattern spells.
