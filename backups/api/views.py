@@ -187,7 +187,10 @@ class EpochField(serializers.CharField):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.schema = {"pattern": "^[0-9]{1,12}$", "description": 'epoch seconds; "" or absent: no bound'}
+        self.schema = {
+            "pattern": "^[0-9]{1,12}$",
+            "description": 'epoch seconds ("" or absent: no bound; past 253402300799, the end of 9999, read as it)',
+        }
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data).strip()
@@ -195,7 +198,8 @@ class EpochField(serializers.CharField):
             return None
         if not value.isdigit() or len(value) > 12:
             raise serializers.ValidationError("epoch seconds are required")
-        return int(value)
+        # Past the end of year 9999 no date exists (nor a backup): such a bound is the last second.
+        return min(int(value), MAX_EPOCH)
 
 
 class QueryIntegerField(SchemaDeclared, serializers.IntegerField):
