@@ -99,3 +99,27 @@ def test_every_operation_answers_as_documented(topology, platform_token, keep_te
         case.validate_response(response, checks=CHECKS)
 
     run()
+
+
+# What the run found, kept as plain regressions.
+
+
+@pytest.mark.parametrize("path", ["list", "backup/list"])
+def test_a_page_number_past_the_bound_is_a_field_error(api, path):
+    """(page_num - 1) x page_size overflowed the database's 64-bit offset: 500 before the bound."""
+    query = {"cluster_uuid": CLUSTER, "tenant": TENANT, "page_num": 2**62, "page_size": 250}
+    status, answer = api.post(path, query) if path == "list" else api.get(path, query)
+    assert (status, answer["scode"]) == (400, 1001), answer
+    assert "page_num" in answer["message"] and "2147483647" in answer["message"]
+    query["page_num"] = 2**31 - 1
+    status, answer = api.post(path, query) if path == "list" else api.get(path, query)
+    assert (status, answer["scode"]) == (200, 0), answer
+
+
+def test_an_epoch_bound_past_year_9999_reads_as_its_last_second(api):
+    """A 12-digit bound past year 9999 made no date (500); it now bounds nothing away."""
+    query = {"cluster_uuid": CLUSTER, "tenant": TENANT}
+    status, answer = api.get("backup/list", {**query, "filter_start_time": "999999999999"})
+    assert (status, answer["scode"], answer["data"]["TotalCount"]) == (200, 0, 0), answer
+    status, answer = api.get("backup/list", {**query, "filter_end_time": "999999999999"})
+    assert (status, answer["scode"]) == (200, 0), answer
