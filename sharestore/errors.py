@@ -674,4 +674,6 @@ class RecordedFailure(ServiceError):
         return render(self.scode, self.params, fallback=self._message)
 
     def render_message_cn(self) -> str:
-        return render(self.scode, self.params, fallback=self._message, chinese=True)
+        text = render(self.scode, self.params, fallback=self._message, chinese=True)
+        # A stored English text that is not the template's (a cancellation): not quoted in Chinese.
+        return text if text != self._message or not text else f"操作失败（{self.scode}），详情见英文消息"

@@ -229,3 +229,12 @@ def test_a_body_that_is_not_json_has_a_chinese_reason(api):
     status, answer = api.post("list", raw="{not json")
     assert status == 400 and answer["scode"] == 1000, answer
     assert answer["message_cn"] == "请求体格式错误：不是合法的 JSON", answer
+
+
+def test_a_recorded_failure_stored_as_english_text_is_not_quoted_in_chinese():
+    """A cancelled operation keeps only its English text ("cancelled by reset state")."""
+    failure = errors.RecordedFailure(scode=5000, message="cancelled by reset state")
+    assert failure.render_message() == "cancelled by reset state"
+    assert failure.render_message_cn() == f"操作失败（5000），{UNTRANSLATED}"
+    recorded = errors.RecordedFailure(scode=5004, message="no space left on /p", params={"where": "/p"})
+    assert recorded.render_message_cn() == "/p 空间不足"
