@@ -14,12 +14,17 @@ __all__ = ["ServiceError", "CATALOGUE", "json_params", "render"]
 
 
 class _Missing(dict):
-    """Format parameters; a missing `<x>_cn` falls back to `<x>` (English detail beats a placeholder)."""
+    """Format parameters for one language: kinds, actions and states in words, a `<x>_cn` companion
+    (or a translation of `<x>`) in Chinese, `{x}` left as it is when missing (`sharestore.error_words`)."""
 
-    def __missing__(self, key):
-        if key.endswith("_cn") and key[:-3] in self:
-            return self[key[:-3]]
-        return "{" + key + "}"
+    def __init__(self, params: dict, *, chinese: bool = False):
+        super().__init__(params)
+        self.chinese = chinese
+
+    def __getitem__(self, key):
+        from sharestore.error_words import param_text
+
+        return param_text(dict(self), key, chinese=self.chinese)
 
 
 CATALOGUE: dict[int, type[ServiceError]] = {}
@@ -51,7 +56,7 @@ class ServiceError(Exception):
         return self.message.format_map(_Missing(self.params))
 
     def render_message_cn(self) -> str:
-        return self.message_cn.format_map(_Missing(self.params))
+        return self.message_cn.format_map(_Missing(self.params, chinese=True))
 
 
 class InternalError(ServiceError):
@@ -339,7 +344,7 @@ class StateConflict(ServiceError):
 
     scode, http_status = 4001, 409
     message = "{kind} {uuid} is {state}: cannot {action} now"
-    message_cn = "{kind} {uuid} 当前状态为 {state}，无法执行 {action}"
+    message_cn = "{kind} {uuid} 当前状态为 {state}，现在无法执行{action}"
 
 
 class VolumeNameExists(ServiceError):
@@ -595,7 +600,7 @@ class RepairBlocked(ServiceError):
 
     scode, http_status = 4500, 409
     message = "cannot {action} {kind} {uuid}: {reason}"
-    message_cn = "无法对 {kind} {uuid} 执行 {action}：{reason}"
+    message_cn = "无法对{kind} {uuid} 执行{action}：{reason}"
 
 
 class RepairPreviewStale(ServiceError):
@@ -648,7 +653,7 @@ class BackupNotRestorable(ServiceError):
 
     scode, http_status = 4305, 409
     message = "backup {uuid} is {status}: only a BackupCompleted backup can be {action}"
-    message_cn = "备份 {uuid} 的状态为 {status}：只有 BackupCompleted 状态的备份才能{action_cn}"
+    message_cn = "备份 {uuid} 的状态为 {status}：只有已完成的备份才能{action_cn}"
 
 
 # 53xx: backup storage ----------------------------------------------------------------------------
@@ -826,7 +831,7 @@ def render(scode: int, params: dict | None, *, fallback: str = "", chinese: bool
     if not params and fallback and fallback != cls.message:
         return fallback
     template = cls.message_cn if chinese else cls.message
-    return template.format_map(_Missing(params or {}))
+    return template.format_map(_Missing(params or {}, chinese=chinese))
 
 
 class RecordedFailure(ServiceError):
@@ -842,4 +847,6 @@ class RecordedFailure(ServiceError):
         return render(self.scode, self.params, fallback=self._message)
 
     def render_message_cn(self) -> str:
-        return render(self.scode, self.params, fallback=self._message, chinese=True)
+        text = render(self.scode, self.params, fallback=self._message, chinese=True)
+        # A stored English text that is not the template's (a cancellation): not quoted in Chinese.
+        return text if text != self._message or not text else f"操作失败（{self.scode}），详情见英文消息"

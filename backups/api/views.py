@@ -25,6 +25,7 @@ from sharestore.api.schema import error_responses, request_schema
 from sharestore.core.services.waits import busy_retry
 from volumes import selectors
 from volumes.api.fields import (
+    MAX_PAGE_NUM,
     DescField,
     NameField,
     OptionalUUIDField,
@@ -183,7 +184,10 @@ class EpochField(serializers.CharField):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.schema = {"pattern": "^[0-9]{1,12}$", "description": 'epoch seconds; "" or absent: no bound'}
+        self.schema = {
+            "pattern": "^[0-9]{1,12}$",
+            "description": 'epoch seconds ("" or absent: no bound; past 253402300799, the end of 9999, read as it)',
+        }
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data).strip()
@@ -191,7 +195,8 @@ class EpochField(serializers.CharField):
             return None
         if not value.isdigit() or len(value) > 12:
             raise serializers.ValidationError("epoch seconds are required")
-        return int(value)
+        # Past the end of year 9999 no date exists (nor a backup): such a bound is the last second.
+        return min(int(value), MAX_EPOCH)
 
 
 class QueryIntegerField(SchemaDeclared, serializers.IntegerField):
@@ -208,7 +213,7 @@ class VolumeShareBackupListApi(BackupApi):
     class InputSerializer(serializers.Serializer):
         cluster_uuid = serializers.UUIDField()
         tenant = OptionalUUIDField()
-        page_num = serializers.IntegerField(required=False, default=0, min_value=0)
+        page_num = serializers.IntegerField(required=False, default=0, min_value=0, max_value=MAX_PAGE_NUM)
         page_size = QueryIntegerField(
             required=False, default=0, min_value=0, schema={"maximum": settings.SHARESTORE_MAX_PAGE_SIZE}
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 
 from django.conf import settings
@@ -15,6 +16,49 @@ from rest_framework.views import set_rollback
 
 from sharestore import errors
 from sharestore.api.envelope import envelope_body
+from sharestore.error_words import reason_cn
+
+# DRF's field error codes in Chinese; `{n}` is the limit DRF's English text names.
+DRF_REASONS_CN = {
+    "required": "必填",
+    "null": "不能为 null",
+    "blank": "不能为空字符串",
+    "invalid": "格式无效",
+    "max_length": "长度不能超过 {n}",
+    "min_length": "长度不能少于 {n}",
+    "max_value": "不能大于 {n}",
+    "min_value": "不能小于 {n}",
+    "max_string_length": "数值过大",
+    "max_digits": "数字位数不能超过 {n} 位",
+    "max_decimal_places": "小数位数不能超过 {n} 位",
+    "max_whole_digits": "整数部分不能超过 {n} 位",
+    "invalid_choice": "不是可选的值",
+    "not_a_list": "必须是数组",
+    "not_a_dict": "必须是对象",
+    "empty": "不能为空",
+    "date": "必须是日期",
+    "datetime": "必须是日期时间",
+    "does_not_exist": "指向的对象不存在",
+    "incorrect_type": "类型不正确",
+    "unique": "已存在",
+    "null_characters_not_allowed": "不能包含空字符",
+    "surrogate_characters_not_allowed": "不能包含代理字符",
+    "overflow": "数值超出范围",
+    "parse_error": "不是合法的 JSON",
+    "permission_denied": "无权执行此操作",
+}
+_LIMIT = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def drf_reason_cn(code: str, text: str) -> str:
+    """The Chinese reason for one DRF field error: the project's own texts first, then DRF's codes."""
+    known = reason_cn(text)
+    if known is not None:
+        return known
+    template = DRF_REASONS_CN.get(code, "取值无效")
+    limit = _LIMIT.search(text)
+    return template.format(n=limit.group(0) if limit else "")
+
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +84,18 @@ def to_service_error(exc: Exception) -> errors.ServiceError:
         field, reason, code = _first_validation_error(exc.detail)
         if code in {"required", "null"} and field != "body":
             return errors.MissingParameter(field=field)
-        return errors.InvalidParameter(field=field, reason=reason)
+        return errors.InvalidParameter(field=field, reason=reason, reason_cn=drf_reason_cn(code, reason))
     if isinstance(exc, drf_exceptions.ParseError):
-        return errors.MalformedRequest(reason=str(exc.detail))
+        return errors.MalformedRequest(
+            reason=str(exc.detail), reason_cn=drf_reason_cn("parse_error", str(exc.detail))
+        )
     if isinstance(exc, drf_exceptions.NotAuthenticated):
         return errors.NotAuthenticated()
     if isinstance(exc, drf_exceptions.AuthenticationFailed):
         return errors.InvalidToken()
     if isinstance(exc, (drf_exceptions.PermissionDenied, DjangoPermissionDenied)):
-        return errors.PermissionDenied(reason=str(getattr(exc, "detail", exc)))
+        reason = str(getattr(exc, "detail", exc))
+        return errors.PermissionDenied(reason=reason, reason_cn=drf_reason_cn("permission_denied", reason))
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
         return errors.MethodNotAllowed(
             method=str(exc.detail).split('"')[1] if '"' in str(exc.detail) else "?"

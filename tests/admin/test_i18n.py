@@ -84,7 +84,7 @@ def test_switch_sets_the_language_for_the_session(admin_client, topology):
     html = admin_client.get(
         url, HTTP_ACCEPT_LANGUAGE="en"
     ).content.decode()  # the cookie wins over the browser
-    assert "1010: 已有卷文件不可导入：encrypted qcow2" in html
+    assert "1010: 已有卷文件不可导入：qcow2 镜像已加密" in html
     assert "导入卷" in html and "失败" in html
     admin_client.post(reverse("set_language"), {"language": "en", "next": url})
     assert "1010: backing_file rejected: encrypted qcow2" in admin_client.get(url).content.decode()

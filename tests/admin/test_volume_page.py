@@ -131,5 +131,5 @@ def test_volume_page_in_chinese_shows_catalogue_message_cn(admin_client, topolog
     html = admin_client.get(
         reverse("admin:volumes_volume_change", args=[volume.pk]), HTTP_ACCEPT_LANGUAGE="zh-hans"
     ).content.decode()
-    assert f"4001: volume {volume.uuid} 当前状态为 5 (deleting)，无法执行 delete" in html
+    assert f"4001: 卷 {volume.uuid} 当前状态为 5（删除中），现在无法执行删除" in html
     assert "快照树" in html  # "Snapshot tree"

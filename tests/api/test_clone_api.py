@@ -238,7 +238,7 @@ def test_a_failed_clone_answers_its_failure(api, source):
     status, answer = api.get("clone/progress", progress_query(clone["UUID"]))
     assert (status, answer["scode"]) == (500, 5001), answer
     assert answer["message"] == "storage operation failed: injected failure after step 5"
-    assert answer["message_cn"] == "存储操作失败：injected failure after step 5"
+    assert answer["message_cn"] == "存储操作失败：详情见英文消息"
     assert answer["data"] is None
     _, got = api.post("get", scoped(volume_uuid=clone["UUID"]))
     assert (got["data"]["volume"]["EventState"], got["data"]["volume"]["ParentSnapshot"]) == (

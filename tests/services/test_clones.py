@@ -459,7 +459,7 @@ def test_progress_of_a_queued_clone_is_0_and_a_failed_one_answers_its_error(sour
         clones.clone_progress(operation)
     assert (raised.value.scode, raised.value.http_status) == (5001, 500)
     assert raised.value.render_message() == "storage operation failed: injected failure after step 1"
-    assert raised.value.render_message_cn() == "存储操作失败：injected failure after step 1"
+    assert raised.value.render_message_cn() == "存储操作失败：详情见英文消息"
     with pytest.raises(errors.OperationNotFound):
         clones.clone_operation_for(volume=new_volume_like(source["volume"]))
 

@@ -7,6 +7,9 @@ from sharestore.api.schema import name_pattern
 from volumes.services.volumes import DESC_MAX_LENGTH
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The highest page number a list takes: (page_num - 1) x page_size is the database's offset, a
+# signed 64-bit integer; 2**31 - 1 pages of at most SHARESTORE_MAX_PAGE_SIZE rows stay far inside it.
+MAX_PAGE_NUM = 2**31 - 1
 
 UUID_SCHEMA = {"format": "uuid"}
 

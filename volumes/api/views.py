@@ -16,6 +16,7 @@ from sharestore.api.schema import error_responses, named
 from sharestore.core.services.waits import busy_retry, latest_operation, short_step_wait
 from volumes import selectors
 from volumes.api.fields import (
+    MAX_PAGE_NUM,
     NameField,
     OptionalUUIDField,
     StrictBooleanField,
@@ -67,7 +68,7 @@ class VolumeShareListApi(ScopedApi):
     class InputSerializer(ScopedApi.InputSerializer):
         filter_pool_uuid = OptionalUUIDField()
         filter_name = StrictCharField(required=False, allow_blank=True, default="", max_length=128)
-        page_num = StrictIntegerField(required=False, default=0, min_value=0)
+        page_num = StrictIntegerField(required=False, default=0, min_value=0, max_value=MAX_PAGE_NUM)
         page_size = StrictIntegerField(
             required=False, default=0, min_value=0, schema={"maximum": settings.SHARESTORE_MAX_PAGE_SIZE}
         )
