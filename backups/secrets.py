@@ -34,7 +34,9 @@ def validate_password(value) -> str:
         return ""
     if not isinstance(value, str) or len(value) > MAX_PASSWORD_LENGTH or "\x00" in value:
         raise errors.InvalidParameter(
-            field="password", reason=f"must be a string of at most {MAX_PASSWORD_LENGTH} characters"
+            field="password",
+            reason=f"must be a string of at most {MAX_PASSWORD_LENGTH} characters",
+            reason_cn=f"必须是不超过 {MAX_PASSWORD_LENGTH} 个字符的字符串",
         )
     return value
 

@@ -254,6 +254,12 @@ _REASONS_TABLE = [
     (r"backing_file contains a NUL byte", "backing_file 包含 NUL 字节"),
     (r"backing_file does not exist", "backing_file 不存在"),
     (r"backing_file is not a regular file", "backing_file 不是普通文件"),
+    (r"backing_file is not a regular file \(a FIFO\)", "backing_file 不是普通文件（是命名管道）"),
+    (r"backing_file is not a regular file \(a socket\)", "backing_file 不是普通文件（是套接字）"),
+    (r"backing_file is not a regular file \(a character device\)", "backing_file 不是普通文件（是字符设备）"),
+    (r"backing_file is not a regular file \(a block device\)", "backing_file 不是普通文件（是块设备）"),
+    (r"backing_file is not a regular file \(a directory\)", "backing_file 不是普通文件（是目录）"),
+    (r"backing_file is not a regular file \(.+\)", "backing_file 不是普通文件"),
     (r"backing_file is outside the allowed import roots", "backing_file 不在允许的导入目录内"),
     (r"backing_file changed format since the request", "backing_file 的格式在请求之后发生了变化"),
     (r"backing_file cannot be opened: .*", "backing_file 无法打开"),
@@ -280,6 +286,20 @@ _REASONS_TABLE = [
         "操作 {uuid}（{op_cn}）已重新运行，请重新预览",
     ),
     (r"expired at (?P<time>.+)", "已于 {time} 过期"),
+    # pools, backup points and quotas
+    (r"limit_host needs at least one host", "limit_host 至少需要一个主机"),
+    (r"must be a path", "必须是路径"),
+    (r"must be at least (?P<n>[0-9.]+)", "不能小于 {n}"),
+    (
+        r"not a quota \(volumes, bytes, snapshots, backups\)",
+        "不是配额项（volumes、bytes、snapshots、backups）",
+    ),
+    (r"must be a relative path inside root_dir", "必须是 root_dir 之内的相对路径"),
+    (r"unknown attribute \(known: (?P<known>.+)\)", "未知属性（已知：{known}）"),
+    (
+        r"filesystem free space, (?P<n>\d+) bytes of it reserved by backups in progress",
+        "文件系统可用空间，其中 {n} 字节已被进行中的备份预留",
+    ),
     # permissions (DRF's texts)
     (r"You do not have permission to perform this action\.", "无权执行此操作"),
 ]

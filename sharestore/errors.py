@@ -800,10 +800,7 @@ class BackupSecretUnreadable(ServiceError):
         "the stored password of backup point {point} cannot be decrypted: the key setting "
         "(SHARESTORE_BACKUP_SECRET_KEY or SECRET_KEY) changed since it was stored"
     )
-    message_cn = (
-        "备份点 {point} 保存的密码无法解密：保存之后密钥设置（SHARESTORE_BACKUP_SECRET_KEY 或 SECRET_KEY）"
-        "已更改"
-    )
+    message_cn = "备份点 {point} 保存的密码无法解密：保存之后备份密钥设置已更改（见配置文档）"
 
 
 # Not a condition of its own ----------------------------------------------------------------------

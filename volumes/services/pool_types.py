@@ -48,7 +48,9 @@ def pool_type_from_code(code: int) -> tuple[str, str]:
     """(type name, driver name) of a requested `pool_type` number; refused unless supported."""
     if not 1 <= code <= len(PLATFORM_POOL_TYPES):
         raise errors.InvalidParameter(
-            field="pool_type", reason=f"must be 1-{len(PLATFORM_POOL_TYPES)} (docs/api.md, Pools)"
+            field="pool_type",
+            reason=f"must be a pool type number from 1 to {len(PLATFORM_POOL_TYPES)}",
+            reason_cn=f"必须是 1 到 {len(PLATFORM_POOL_TYPES)} 之间的存储池类型编号",
         )
     name = PLATFORM_POOL_TYPES[code - 1]
     driver = pool_type_driver(name)

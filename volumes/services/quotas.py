@@ -36,7 +36,9 @@ def _validate_limit(value, *, field: str) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_LIMIT[field]:
         raise errors.InvalidParameter(
-            field=field, reason=f"must be an integer from 0 to {MAX_LIMIT[field]}, or null for unlimited"
+            field=field,
+            reason=f"must be an integer from 0 to {MAX_LIMIT[field]}, or null for unlimited",
+            reason_cn=f"必须是 0 到 {MAX_LIMIT[field]} 之间的整数，或 null 表示不限",
         )
     return value
 
