@@ -197,7 +197,9 @@ def serve(path: str, *, fmt: str = "qcow2") -> Iterator[NbdClient]:
     """
     workdir = tempfile.mkdtemp(prefix="sharestore-nbd-")
     sock_path = os.path.join(workdir, "s")
-    argv = [qemu_nbd(), "-r", "-f", fmt, "-k", sock_path, os.path.abspath(path)]
+    # A protocol name (an RBD driver's `rbd:pool/image@snap:conf=…`) is passed as it is.
+    target = path if path.startswith("rbd:") else os.path.abspath(path)
+    argv = [qemu_nbd(), "-r", "-f", fmt, "-k", sock_path, target]
     err_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the server
     try:
         proc = subprocess.Popen(

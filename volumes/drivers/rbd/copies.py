@@ -1,0 +1,234 @@
+"""Clones, partial writes, exports and restores of the RBD driver (mixed into `RbdDriver`).
+
+Linked clones are RBD clones of a snapshot (protected while a clone reads it); full clones, imports
+and restores are qemu-img copies into a partial image `.tmp~<tag>~<image>` renamed into place.
+Exports are qcow2 files written by qemu-img from `rbd:` names: a full export is a standalone image,
+an incremental one an overlay on the base export holding the clusters that differ (content diff over
+the whole image: qemu's rbd driver cannot write only `rbd diff`'s extents into a qcow2 overlay).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from sharestore import errors
+from volumes.drivers import nbd, qemu
+from volumes.drivers.base import (
+    Checkpoint,
+    Extent,
+    FlattenResult,
+    ImageInfo,
+    ProgressCallback,
+    SnapshotSource,
+    SnapshotTree,
+    StorageDriver,
+)
+from volumes.drivers.rbd import cli
+
+
+def _percent(progress: ProgressCallback, total: int = 0):
+    def on_progress(percent: float) -> None:
+        progress(percent, int(total * percent / 100), total)
+
+    return on_progress
+
+
+def _accept_export_backing(path: str, raw: str) -> None:
+    # An incremental export names its base by bare file name in its own directory, never by path.
+    if os.path.isabs(raw) or "/" in raw or ":" in raw:
+        raise errors.StorageError(reason=f"export {os.path.basename(path)} names an unexpected backing {raw!r}")
+
+
+def source_of(driver: StorageDriver, name: str) -> tuple[str, str]:
+    """(qemu name, format) of an image of any driver: RBD images by `rbd:` name, qcow2 files by path."""
+    if hasattr(driver, "qemu_source"):
+        return driver.qemu_source(name)
+    return driver.path(name), "qcow2"
+
+
+class RbdCopies:
+    """The copying half of `RbdDriver`: clones, partials, exports and restores."""
+
+    cluster: cli.Cluster
+
+    # -- partial images --------------------------------------------------------------------------
+
+    def _drop(self, image: str) -> None:
+        if cli.image_info(self.cluster, image) is not None:
+            cli.remove(self.cluster, image)
+
+    def _copy_in(self, source, fmt, partial, size, total, progress, pass_fds=()) -> None:
+        """qemu-img copies `source` into the new image `partial`, grown to `size` if it is smaller."""
+        qemu.convert(
+            source,
+            self.cluster.qemu_name(partial),
+            fmt=fmt,
+            out_fmt="raw",
+            progress=_percent(progress, total),
+            pass_fds=pass_fds,
+        )
+        if size > total:
+            cli.resize(self.cluster, partial, size)
+
+    def publish_partial(self, partial: str, name: str) -> None:
+        """RBD has no rename-over: the old image is removed first (a crash between leaves the partial,
+        and publishing again finishes)."""
+        image = self._image(name)
+        if cli.image_info(self.cluster, partial) is None:
+            if cli.image_info(self.cluster, image) is not None:
+                return  # published by an earlier call
+            raise errors.StorageError(reason=f"partial {partial} is missing")
+        self._drop(image)
+        cli.rename(self.cluster, partial, image)
+
+    def discard_partials(self, name: str) -> int:
+        suffix = "~" + self._image(name)
+        partials = [i for i in cli.list_names(self.cluster) if i.startswith(".tmp~") and i.endswith(suffix)]
+        for partial in partials:
+            cli.remove(self.cluster, partial)
+        return len(partials)
+
+    # -- clones ----------------------------------------------------------------------------------
+
+    def can_link_from(self, source: StorageDriver) -> bool:
+        """RBD clones reach any pool and namespace of the same cluster (clone v2)."""
+        return isinstance(source, RbdCopies) and source.cluster.conf == self.cluster.conf
+
+    def link_reachable(self, source: StorageDriver, source_mount: str, mount: str) -> bool:
+        """Hosts attach RBD images by name through the cluster: mounts do not matter."""
+        return self.can_link_from(source)
+
+    def image_ref(self, name: str) -> str:
+        image, snap = self._split(name)
+        return f"rbd:{self.cluster.spec(image, snap)}"
+
+    def linked_clone(self, name: str, source: SnapshotSource) -> ImageInfo:
+        image = self._image(name)
+        if cli.image_info(self.cluster, image) is None:
+            origin = source.driver
+            src_image, snap = origin._split(source.snapshot)
+            listed = {s["name"]: s for s in cli.snaps(origin.cluster, src_image)}
+            if snap not in listed:
+                raise errors.StorageError(reason=f"snapshot {source.snapshot} is missing")
+            if listed[snap].get("protected") not in ("true", True):
+                cli.snap_protect(origin.cluster, src_image, snap)
+            # A clone is one RBD call: it is there whole or not at all.
+            cli.clone(origin.cluster, src_image, snap, self.cluster, image)
+        return self.info(name)
+
+    def copy_needs(self, source: SnapshotSource) -> int:
+        src, _fmt = source.driver, None
+        if isinstance(src, RbdCopies):
+            image, snap = src._split(source.snapshot)
+            return sum(int(e["length"]) for e in cli.diff(src.cluster, image, snap))
+        return src.info(source.snapshot).virtual_size
+
+    def full_clone(self, source: SnapshotSource, name: str, tag: str, progress: ProgressCallback) -> str:
+        partial = self._partial(name, tag)
+        self._drop(partial)
+        qemu_name, fmt = source_of(source.driver, source.snapshot)
+        size = source.driver.info(source.snapshot).virtual_size
+        self._copy_in(qemu_name, fmt, partial, size, size, progress)
+        return partial
+
+    def flatten_needs(self, volume: str, tree: SnapshotTree) -> int:
+        info = cli.image_info(self.cluster, self._image(volume)) or {}
+        parent = info.get("parent")
+        if not parent:
+            return 0
+        where = cli.Cluster(parent["pool"], parent.get("pool_namespace", ""), *self._access())
+        return sum(int(e["length"]) for e in cli.diff(where, parent["image"], parent["snapshot"]))
+
+    def flatten(
+        self, volume: str, tree: SnapshotTree, *, tag: str, progress: ProgressCallback, checkpoint: Checkpoint
+    ) -> FlattenResult:
+        """`rbd flatten` copies the parent's data into the clone and its snapshots (deep-flatten)."""
+        image = self._image(volume)
+        if (cli.image_info(self.cluster, image) or {}).get("parent"):
+            checkpoint()
+            cli.flatten(self.cluster, image)
+        progress(100.0, 0, 0)
+        return self.flatten_recover(volume, tree)
+
+    def flatten_recover(self, volume: str, tree: SnapshotTree) -> FlattenResult:
+        info = cli.image_info(self.cluster, self._image(volume)) or {}
+        sizes = {s.name: self.usage(s.name) for s in tree.snapshots if self.exists(s.name)}
+        return FlattenResult(independent=not info.get("parent"), sizes=sizes, used=self.usage(volume))
+
+    # -- exports and restore ---------------------------------------------------------------------
+
+    def _ancestor(self, image: str, snap: str | None, since: str | None) -> str | None:
+        """The RBD snapshot of `since` if it is an ancestor of (`image`, `snap`) on the same image."""
+        if since is None:
+            return None
+        since_image, since_snap = self._split(since)
+        if since_image != image or since_snap == snap:
+            return None
+        metadata = cli.meta(self.cluster, image)
+        start = metadata.get(f"sharestore.parent.{snap}") if snap else metadata.get("sharestore.head-on")
+        chain = self._ancestors(metadata, self._snap_ids(image), start or None)
+        return since_snap if since_snap in chain else None
+
+    def export(
+        self,
+        image: str,
+        target_path: str,
+        *,
+        base_export: str | None = None,
+        since: str | None = None,
+        compress: bool = False,
+        progress: ProgressCallback,
+    ) -> None:
+        source, _fmt = self.qemu_source(image)
+        size = self.info(image).virtual_size
+        scratch = target_path + ".delta"
+        qemu.unlink(scratch)
+        if base_export is None:
+            qemu.convert(source, target_path, fmt="raw", compress=compress, progress=_percent(progress, size))
+            return
+        # An empty overlay on the image itself, safely rebased onto the base export: it then holds
+        # exactly the clusters whose content differs from the base; its backing name is made the
+        # base's bare file name (same directory).
+        qemu.create(scratch, size, backing=source, backing_fmt="raw")
+        qemu.rebase(scratch, base_export, backing_fmt="qcow2", progress=_percent(progress, size))
+        qemu.rebase(scratch, os.path.basename(base_export), safe=False)
+        if compress:
+            base = os.path.basename(base_export)
+            qemu.convert(scratch, target_path, compress=True, backing=base, progress=None)
+            qemu.unlink(scratch)
+        else:
+            qemu.rename(scratch, target_path)
+
+    def changed_extents(self, image: str, *, since: str | None = None) -> list[Extent] | None:
+        rbd_image, snap = self._split(image)
+        from_snap = self._ancestor(rbd_image, snap, since)
+        if since is not None and from_snap is None:
+            return None
+        extents = cli.diff(self.cluster, rbd_image, snap, since=from_snap)
+        return [Extent(int(e["offset"]), int(e["length"])) for e in extents]
+
+    @contextlib.contextmanager
+    def open_reader(self, image: str):
+        source, fmt = self.qemu_source(image)
+        with nbd.serve(source, fmt=fmt) as client:
+            yield client
+
+    def restore_export(self, export_path: str, name: str, size: int, tag: str, progress: ProgressCallback) -> str:
+        if not isinstance(export_path, str) or not os.path.isabs(export_path) or "\x00" in export_path:
+            raise errors.StorageError(reason=f"invalid export path {export_path!r}")
+        if not os.path.isfile(export_path):
+            raise errors.StorageError(reason=f"export {os.path.basename(export_path)} is missing")
+        qemu.walk_chain(export_path, accept=_accept_export_backing)
+        virtual_size = int(qemu.info(export_path)["virtual-size"])
+        if size < virtual_size:
+            raise errors.CapacityTooSmall(capacity=size, virtual_size=virtual_size)
+        partial = self._partial(name, tag)
+        self._drop(partial)
+        try:
+            self._copy_in(export_path, "qcow2", partial, size, virtual_size, progress)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._drop(partial)
+            raise
+        return partial
