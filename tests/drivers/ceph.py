@@ -1,5 +1,5 @@
-"""A throw-away single-node Ceph for tests: one monitor and one memstore OSD under a temporary
-directory, no manager, no authentication, pool size 1. Started as root (CI); `CephUnavailable`
+"""A throw-away single-node Ceph for tests: one monitor, one memstore OSD and a manager (for `ceph df`) under a temporary
+directory, no authentication, pool size 1. Started as root (CI); `CephUnavailable`
 says why it could not start, and the fixture skips with that reason.
 
 Images are made with 64 KiB objects (`rbd default order = 16`) so that usage figures are exact to a
@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-BINARIES = ("ceph", "ceph-mon", "ceph-osd", "monmaptool", "rbd")
+BINARIES = ("ceph", "ceph-mon", "ceph-osd", "ceph-mgr", "monmaptool", "rbd")
 START_TIMEOUT = 90.0
 
 
@@ -102,6 +102,9 @@ admin socket = {directory}/run/$name.asok
 pid file = {directory}/run/$name.pid
 mon data = {directory}/mon/$cluster-$id
 osd data = {directory}/osd/$cluster-$id
+mgr data = {directory}/mgr/$cluster-$id
+mgr stats period = 1
+mon pg warn min per osd = 0
 osd journal size = 100
 ms bind ipv6 = false
 """
@@ -114,7 +117,7 @@ def start(directory: Path) -> CephCluster:
     missing = [b for b in BINARIES if shutil.which(b) is None]
     if missing:
         raise CephUnavailable(f"not installed: {', '.join(missing)} (apt-get install ceph ceph-common)")
-    for sub in ("run", "log", "mon/ceph-a", "osd/ceph-0"):
+    for sub in ("run", "log", "mon/ceph-a", "osd/ceph-0", "mgr/ceph-x"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     fsid, port = str(uuid.uuid4()), _free_port()
     conf = directory / "ceph.conf"
@@ -128,6 +131,8 @@ def start(directory: Path) -> CephCluster:
         osd_id = cluster.cli("ceph", "osd", "create", timeout=START_TIMEOUT).strip()
         _run(["ceph-osd", "--conf", str(conf), "--mkfs", "-i", osd_id])
         cluster.processes.append(_daemon(["ceph-osd", "--conf", str(conf), "-f", "-i", osd_id], directory))
+        # A manager only for capacity figures (`ceph df`): the pool serves I/O without it.
+        cluster.processes.append(_daemon(["ceph-mgr", "--conf", str(conf), "-f", "-i", "x"], directory))
         _wait_osd_up(cluster)
         # Clone v2 (clones across namespaces, no protect needed) needs mimic clients or newer.
         cluster.cli("ceph", "osd", "set-require-min-compat-client", "mimic")
@@ -135,6 +140,7 @@ def start(directory: Path) -> CephCluster:
         # The first write to the pool waits for its placement groups to peer (no manager reports
         # them): `rbd pool init` returning means the pool serves I/O.
         cluster.cli("rbd", "pool", "init", cluster.pool, timeout=START_TIMEOUT)
+        _wait_capacity(cluster)
     except BaseException:
         cluster.stop()
         raise
@@ -150,6 +156,16 @@ def _run(argv: list[str]) -> None:
 def _daemon(argv: list[str], directory: Path) -> subprocess.Popen:
     log = open(directory / "log" / f"{argv[0]}.stderr", "ab")  # noqa: SIM115 (kept by the daemon)
     return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_capacity(cluster: CephCluster) -> None:
+    """Until the manager reports the cluster's capacity (the RBD driver's `space()`)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if json.loads(cluster.cli("ceph", "df", "--format", "json"))["stats"].get("total_bytes"):
+            return
+        time.sleep(0.5)
+    raise CephUnavailable(f"the manager reports no capacity after {START_TIMEOUT:.0f} s")
 
 
 def _wait_osd_up(cluster: CephCluster) -> None:
