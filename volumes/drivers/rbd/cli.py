@@ -108,8 +108,12 @@ def list_long(cluster: Cluster) -> list[dict]:
     return rbd_json(cluster, "ls", "-l", cluster.scope) or []
 
 
-def list_names(cluster: Cluster) -> list[str]:
-    return rbd_json(cluster, "ls", cluster.scope) or []
+def list_names(cluster: Cluster, *, connect_timeout: int | None = None) -> list[str]:
+    """The pool's image names; with `connect_timeout`, give up connecting after that many seconds."""
+    if connect_timeout is None:
+        return rbd_json(cluster, "ls", cluster.scope) or []
+    argv = ["ls", "--client_mount_timeout", str(connect_timeout), "--format", "json", cluster.scope]
+    return _json(process.run(["rbd", *cluster.options(), *argv], timeout=connect_timeout + 5.0)) or []
 
 
 def image_info(cluster: Cluster, image: str) -> dict | None:

@@ -41,6 +41,7 @@ HEAD_GONE = "sharestore.head-removed"
 # An internal snapshot taken right after a rollback: `rbd snap rollback` rewrites every object it
 # restores, so the head's own usage is counted from this copy of the restored content instead.
 HEAD_BASE = ".head"
+CONNECT_TIMEOUT = 15  # seconds a pool validation waits for the cluster
 
 
 class RbdDriver(RbdCopies, StorageDriver):
@@ -123,8 +124,11 @@ class RbdDriver(RbdCopies, StorageDriver):
         return True
 
     def validate_location(self) -> str:
+        """Connects: the location is valid when the pool (and namespace) can be listed in time."""
+        if self.cluster.conf and not os.path.isfile(self.cluster.conf):
+            raise errors.InvalidParameter(field="path", reason=f"ceph.conf {self.cluster.conf} does not exist")
         try:
-            cli.list_names(self.cluster)
+            cli.list_names(self.cluster, connect_timeout=CONNECT_TIMEOUT)
         except errors.ServiceError as exc:
             desc = (getattr(exc, "desc", "") or "").strip().splitlines()[-1:] or [str(exc)]
             raise errors.InvalidParameter(field="path", reason=f"cannot list the RBD pool: {desc[0]}") from None
