@@ -1,5 +1,5 @@
-"""A throw-away single-node Ceph for tests: one monitor, one memstore OSD and a manager (for `ceph df`) under a temporary
-directory, no authentication, pool size 1. Started as root (CI); `CephUnavailable`
+"""A throw-away single-node Ceph for tests: one monitor, one memstore OSD and a manager (for
+`ceph df`) under a temporary directory, no authentication, pool size 1. Started as root (CI); `CephUnavailable`
 says why it could not start, and the fixture skips with that reason.
 
 Images are made with 64 KiB objects (`rbd default order = 16`) so that usage figures are exact to a
@@ -55,7 +55,9 @@ class CephCluster:
             check=False,
         )
         if done.returncode != 0:
-            raise CephUnavailable(f"{' '.join(argv[:3])} exited {done.returncode}: {done.stderr.strip()[-800:]}")
+            raise CephUnavailable(
+                f"{' '.join(argv[:3])} exited {done.returncode}: {done.stderr.strip()[-800:]}"
+            )
         return done.stdout
 
     def stop(self) -> None:

@@ -362,7 +362,9 @@ def test_a_restore_interrupted_after_any_step_is_finished_by_another_attempt(
         # An RBD publish is itself a command (`rbd rename`, the last step): a failure injected after
         # it finds the restore published, and complete (compared below).
         published_last = not driver_factory.kit.directory and target.exists(name)
-        assert not target.exists(name) or finished or published_last, "nothing is published by a failed attempt"
+        assert not target.exists(name) or finished or published_last, (
+            "nothing is published by a failed attempt"
+        )
         if not finished and not published_last:
             # The next attempt clears what any earlier one left and publishes its own copy.
             target.discard_partials(name)

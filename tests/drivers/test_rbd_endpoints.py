@@ -10,7 +10,7 @@ import pytest
 
 from backups.services.points import backup_point_create
 from tests.contract import EXAMPLES
-from tests.helpers import CLUSTER, POOL_DISKS, TENANT, scoped
+from tests.helpers import POOL_DISKS, scoped
 from volumes.drivers import get_driver, qemu
 from volumes.drivers.rbd.copies import source_of
 from volumes.models import Pool, Volume
@@ -91,7 +91,11 @@ def test_the_contract_endpoints_on_an_rbd_pool(api, rbd_pool, point):
     ok(api.post("snapshot/rollback", scoped(volume_uuid=vol, snapshot_uuid=s2)))
     assert same(image(vol), snapshot_image(vol, s2)), "rollback kept the newer snapshot"
 
-    for is_link, name, pool in ((True, "linked", POOL_RBD), (False, "full", POOL_RBD), (False, "todir", POOL_DISKS)):
+    for is_link, name, pool in (
+        (True, "linked", POOL_RBD),
+        (False, "full", POOL_RBD),
+        (False, "todir", POOL_DISKS),
+    ):
         clone_body = copy.deepcopy(EXAMPLES["clone"]["request"])
         clone_body.update(
             volume_uuid=vol,
@@ -107,8 +111,15 @@ def test_the_contract_endpoints_on_an_rbd_pool(api, rbd_pool, point):
     backups = []
     for snap in (s1, s2):
         add = copy.deepcopy(EXAMPLES["backup/add"]["request"])
-        add.update(volume_uuid=vol, snapshot_uuid=snap, backup_name=f"b-{snap[:4]}", backup_point_uuid=BACKUP_POINT)
+        add.update(
+            volume_uuid=vol, snapshot_uuid=snap, backup_name=f"b-{snap[:4]}", backup_point_uuid=BACKUP_POINT
+        )
         backups.append(ok(api.post("backup/add", add))["backup"]["UUID"])
+    # The second backup is incremental: an overlay on the first, holding about what changed since s1.
+    from backups.models import Backup
+
+    second = Backup.objects.select_related("base").get(uuid=backups[1])
+    assert second.base is not None and str(second.base.uuid) == backups[0]
     for backup, snap, pool in ((backups[1], s2, POOL_DISKS), (backups[0], s1, POOL_RBD)):
         restore = copy.deepcopy(EXAMPLES["backup/restore"]["request"])
         restore.update(backup_uuid=backup, new_volume_name=f"r-{snap[:4]}", new_pool_uuid=pool)

@@ -21,7 +21,16 @@ def add_rbd_pool(topology, name: str, *extra: str) -> None:
 def test_add_pool_rbd_connects_and_the_pool_runs_the_rbd_driver(topology, ceph_cluster, rbd_namespace):
     location = rbd_namespace("added")
     ceph_pool, namespace = location.split(":", 1)[0].split("/")
-    add_rbd_pool(topology, "ceph1", "--ceph-pool", ceph_pool, "--ceph-namespace", namespace, "--ceph-conf", ceph_cluster.conf)
+    add_rbd_pool(
+        topology,
+        "ceph1",
+        "--ceph-pool",
+        ceph_pool,
+        "--ceph-namespace",
+        namespace,
+        "--ceph-conf",
+        ceph_cluster.conf,
+    )
     pool = Pool.objects.get(name="ceph1")
     assert (pool.pool_type, pool.driver, pool.path) == ("rbd", "rbd", location)
     driver = get_driver(pool.driver, pool.path, pool.uuid)
@@ -37,5 +46,7 @@ def test_add_pool_rbd_refuses_a_pool_it_cannot_reach(topology, ceph_cluster, tmp
     with pytest.raises(CommandError, match="does not exist"):
         add_rbd_pool(topology, "ghost", "--ceph-pool", "rbd", "--ceph-conf", str(tmp_path / "none.conf"))
     with pytest.raises(CommandError, match="pool type rbd goes with driver rbd"):
-        add_rbd_pool(topology, "ghost", "--ceph-pool", "rbd", "--ceph-conf", ceph_cluster.conf, "--driver", "qcow2-dir")
+        add_rbd_pool(
+            topology, "ghost", "--ceph-pool", "rbd", "--ceph-conf", ceph_cluster.conf, "--driver", "qcow2-dir"
+        )
     assert not Pool.objects.filter(name="ghost").exists()

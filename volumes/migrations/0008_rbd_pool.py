@@ -4,20 +4,32 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('volumes', '0007_host_worker_liveness'),
+        ("volumes", "0007_host_worker_liveness"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='pool',
-            name='driver',
-            field=models.CharField(choices=[('qcow2-dir', 'qcow2 images in a directory'), ('rbd', 'RBD images in a Ceph pool')], default='qcow2-dir', max_length=16),
+            model_name="pool",
+            name="driver",
+            field=models.CharField(
+                choices=[("qcow2-dir", "qcow2 images in a directory"), ("rbd", "RBD images in a Ceph pool")],
+                default="qcow2-dir",
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='pool',
-            name='pool_type',
-            field=models.CharField(choices=[('disk', 'local disk'), ('nfs', 'NFS mount'), ('cephfs', 'CephFS mount'), ('rbd', 'Ceph RBD pool')], default='disk', max_length=16),
+            model_name="pool",
+            name="pool_type",
+            field=models.CharField(
+                choices=[
+                    ("disk", "local disk"),
+                    ("nfs", "NFS mount"),
+                    ("cephfs", "CephFS mount"),
+                    ("rbd", "Ceph RBD pool"),
+                ],
+                default="disk",
+                max_length=16,
+            ),
         ),
     ]

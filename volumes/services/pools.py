@@ -61,7 +61,9 @@ def rbd_location(*, ceph_pool: str, conf: str, namespace: str = "", user: str = 
 def validate_pool_kind(pool_type: str, driver: str) -> None:
     """An `rbd` pool runs the RBD driver, and the RBD driver runs only `rbd` pools."""
     if (pool_type == PoolType.RBD) != (driver == PoolDriver.RBD):
-        raise errors.InvalidParameter(field="driver", reason="pool type rbd goes with driver rbd (and only it)")
+        raise errors.InvalidParameter(
+            field="driver", reason="pool type rbd goes with driver rbd (and only it)"
+        )
 
 
 def validate_byte_capacity(capacity) -> int:

@@ -44,7 +44,9 @@ class Cluster:
     @property
     def location(self) -> str:
         where = f"{self.pool}/{self.namespace}" if self.namespace else self.pool
-        options = [f"{k}={v}" for k, v in (("conf", self.conf), ("id", self.user), ("keyring", self.keyring)) if v]
+        options = [
+            f"{k}={v}" for k, v in (("conf", self.conf), ("id", self.user), ("keyring", self.keyring)) if v
+        ]
         return ":".join([where, *options])
 
     @property
@@ -89,7 +91,9 @@ def _json(result: process.CommandResult):
     try:
         return json.loads(result.stdout or "null")
     except ValueError as exc:
-        raise errors.StorageError(reason=f"{result.argv[0]} printed no JSON", desc=result.stdout[-2000:]) from exc
+        raise errors.StorageError(
+            reason=f"{result.argv[0]} printed no JSON", desc=result.stdout[-2000:]
+        ) from exc
 
 
 def missing(exc: errors.StorageError) -> bool:
@@ -154,7 +158,12 @@ def osd_stat(cluster: Cluster) -> dict:
 
 
 def create(cluster: Cluster, image: str, size: int) -> None:
-    _run(cluster, "rbd", ["create", "--image-format", "2", "--size", f"{int(size)}B", cluster.spec(image)], "metadata")
+    _run(
+        cluster,
+        "rbd",
+        ["create", "--image-format", "2", "--size", f"{int(size)}B", cluster.spec(image)],
+        "metadata",
+    )
 
 
 def remove(cluster: Cluster, image: str) -> None:
@@ -166,7 +175,12 @@ def rename(cluster: Cluster, source: str, target: str) -> None:
 
 
 def resize(cluster: Cluster, image: str, size: int) -> None:
-    _run(cluster, "rbd", ["resize", "--no-progress", "--size", f"{int(size)}B", cluster.spec(image)], "metadata")
+    _run(
+        cluster,
+        "rbd",
+        ["resize", "--no-progress", "--size", f"{int(size)}B", cluster.spec(image)],
+        "metadata",
+    )
 
 
 def set_meta(cluster: Cluster, image: str, key: str, value: str) -> None:

@@ -37,7 +37,9 @@ def _percent(progress: ProgressCallback, total: int = 0):
 def _accept_export_backing(path: str, raw: str) -> None:
     # An incremental export names its base by bare file name in its own directory, never by path.
     if os.path.isabs(raw) or "/" in raw or ":" in raw:
-        raise errors.StorageError(reason=f"export {os.path.basename(path)} names an unexpected backing {raw!r}")
+        raise errors.StorageError(
+            reason=f"export {os.path.basename(path)} names an unexpected backing {raw!r}"
+        )
 
 
 def source_of(driver: StorageDriver, name: str) -> tuple[str, str]:
@@ -214,7 +216,9 @@ class RbdCopies:
         with nbd.serve(source, fmt=fmt) as client:
             yield client
 
-    def restore_export(self, export_path: str, name: str, size: int, tag: str, progress: ProgressCallback) -> str:
+    def restore_export(
+        self, export_path: str, name: str, size: int, tag: str, progress: ProgressCallback
+    ) -> str:
         if not isinstance(export_path, str) or not os.path.isabs(export_path) or "\x00" in export_path:
             raise errors.StorageError(reason=f"invalid export path {export_path!r}")
         if not os.path.isfile(export_path):

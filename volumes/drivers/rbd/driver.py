@@ -126,12 +126,16 @@ class RbdDriver(RbdCopies, StorageDriver):
     def validate_location(self) -> str:
         """Connects: the location is valid when the pool (and namespace) can be listed in time."""
         if self.cluster.conf and not os.path.isfile(self.cluster.conf):
-            raise errors.InvalidParameter(field="path", reason=f"ceph.conf {self.cluster.conf} does not exist")
+            raise errors.InvalidParameter(
+                field="path", reason=f"ceph.conf {self.cluster.conf} does not exist"
+            )
         try:
             cli.list_names(self.cluster, connect_timeout=CONNECT_TIMEOUT)
         except errors.ServiceError as exc:
             desc = (getattr(exc, "desc", "") or "").strip().splitlines()[-1:] or [str(exc)]
-            raise errors.InvalidParameter(field="path", reason=f"cannot list the RBD pool: {desc[0]}") from None
+            raise errors.InvalidParameter(
+                field="path", reason=f"cannot list the RBD pool: {desc[0]}"
+            ) from None
         return self.cluster.location
 
     def space(self) -> PoolSpace:

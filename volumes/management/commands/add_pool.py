@@ -40,7 +40,9 @@ class Command(BaseCommand):
         parser.add_argument("--zone", type=uuid_arg, metavar="UUID", help="default: the cluster's zone")
         # Directory types are driven as directories; rbd runs the RBD driver (validated by connecting).
         parser.add_argument("--type", default=PoolType.DISK, choices=PoolType.values)
-        parser.add_argument("--driver", choices=PoolDriver.values, help="default: rbd for --type rbd, else qcow2-dir")
+        parser.add_argument(
+            "--driver", choices=PoolDriver.values, help="default: rbd for --type rbd, else qcow2-dir"
+        )
         parser.add_argument(
             "--overcommit", default="1", help="sum of capacities may reach capacity x this (default 1)"
         )
