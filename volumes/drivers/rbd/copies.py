@@ -13,36 +13,19 @@ import contextlib
 import os
 
 from sharestore import errors
-from volumes.drivers import nbd, qemu
-from volumes.drivers.base import (
-    Checkpoint,
-    Extent,
-    FlattenResult,
-    ImageInfo,
-    ProgressCallback,
-    SnapshotSource,
-    SnapshotTree,
-    StorageDriver,
-)
+from volumes.drivers import base, nbd, qemu
+from volumes.drivers.qcow2.export import _accept_export_backing as accept_export_backing
 from volumes.drivers.rbd import cli
 
 
-def _percent(progress: ProgressCallback, total: int = 0):
+def _percent(progress: base.ProgressCallback, total: int = 0):
     def on_progress(percent: float) -> None:
         progress(percent, int(total * percent / 100), total)
 
     return on_progress
 
 
-def _accept_export_backing(path: str, raw: str) -> None:
-    # An incremental export names its base by bare file name in its own directory, never by path.
-    if os.path.isabs(raw) or "/" in raw or ":" in raw:
-        raise errors.StorageError(
-            reason=f"export {os.path.basename(path)} names an unexpected backing {raw!r}"
-        )
-
-
-def source_of(driver: StorageDriver, name: str) -> tuple[str, str]:
+def source_of(driver: base.StorageDriver, name: str) -> tuple[str, str]:
     """(qemu name, format) of an image of any driver: RBD images by `rbd:` name, qcow2 files by path."""
     if hasattr(driver, "qemu_source"):
         return driver.qemu_source(name)
@@ -93,11 +76,11 @@ class RbdCopies:
 
     # -- clones ----------------------------------------------------------------------------------
 
-    def can_link_from(self, source: StorageDriver) -> bool:
+    def can_link_from(self, source: base.StorageDriver) -> bool:
         """RBD clones reach any pool and namespace of the same cluster (clone v2)."""
         return isinstance(source, RbdCopies) and source.cluster.conf == self.cluster.conf
 
-    def link_reachable(self, source: StorageDriver, source_mount: str, mount: str) -> bool:
+    def link_reachable(self, source: base.StorageDriver, source_mount: str, mount: str) -> bool:
         """Hosts attach RBD images by name through the cluster: mounts do not matter."""
         return self.can_link_from(source)
 
@@ -105,7 +88,7 @@ class RbdCopies:
         image, snap = self._split(name)
         return f"rbd:{self.cluster.spec(image, snap)}"
 
-    def linked_clone(self, name: str, source: SnapshotSource) -> ImageInfo:
+    def linked_clone(self, name: str, source: base.SnapshotSource) -> base.ImageInfo:
         image = self._image(name)
         if cli.image_info(self.cluster, image) is None:
             origin = source.driver
@@ -119,14 +102,16 @@ class RbdCopies:
             cli.clone(origin.cluster, src_image, snap, self.cluster, image)
         return self.info(name)
 
-    def copy_needs(self, source: SnapshotSource) -> int:
+    def copy_needs(self, source: base.SnapshotSource) -> int:
         src, _fmt = source.driver, None
         if isinstance(src, RbdCopies):
             image, snap = src._split(source.snapshot)
             return sum(int(e["length"]) for e in cli.diff(src.cluster, image, snap))
         return src.info(source.snapshot).virtual_size
 
-    def full_clone(self, source: SnapshotSource, name: str, tag: str, progress: ProgressCallback) -> str:
+    def full_clone(
+        self, source: base.SnapshotSource, name: str, tag: str, progress: base.ProgressCallback
+    ) -> str:
         partial = self._partial(name, tag)
         self._drop(partial)
         qemu_name, fmt = source_of(source.driver, source.snapshot)
@@ -134,7 +119,7 @@ class RbdCopies:
         self._copy_in(qemu_name, fmt, partial, size, size, progress)
         return partial
 
-    def flatten_needs(self, volume: str, tree: SnapshotTree) -> int:
+    def flatten_needs(self, volume: str, tree: base.SnapshotTree) -> int:
         info = cli.image_info(self.cluster, self._image(volume)) or {}
         parent = info.get("parent")
         if not parent:
@@ -143,8 +128,14 @@ class RbdCopies:
         return sum(int(e["length"]) for e in cli.diff(where, parent["image"], parent["snapshot"]))
 
     def flatten(
-        self, volume: str, tree: SnapshotTree, *, tag: str, progress: ProgressCallback, checkpoint: Checkpoint
-    ) -> FlattenResult:
+        self,
+        volume: str,
+        tree: base.SnapshotTree,
+        *,
+        tag: str,
+        progress: base.ProgressCallback,
+        checkpoint: base.Checkpoint,
+    ) -> base.FlattenResult:
         """`rbd flatten` copies the parent's data into the clone and its snapshots (deep-flatten)."""
         image = self._image(volume)
         if (cli.image_info(self.cluster, image) or {}).get("parent"):
@@ -153,10 +144,10 @@ class RbdCopies:
         progress(100.0, 0, 0)
         return self.flatten_recover(volume, tree)
 
-    def flatten_recover(self, volume: str, tree: SnapshotTree) -> FlattenResult:
+    def flatten_recover(self, volume: str, tree: base.SnapshotTree) -> base.FlattenResult:
         info = cli.image_info(self.cluster, self._image(volume)) or {}
         sizes = {s.name: self.usage(s.name) for s in tree.snapshots if self.exists(s.name)}
-        return FlattenResult(independent=not info.get("parent"), sizes=sizes, used=self.usage(volume))
+        return base.FlattenResult(independent=not info.get("parent"), sizes=sizes, used=self.usage(volume))
 
     # -- exports and restore ---------------------------------------------------------------------
 
@@ -172,16 +163,10 @@ class RbdCopies:
         chain = self._ancestors(metadata, self._snap_ids(image), start or None)
         return since_snap if since_snap in chain else None
 
-    def export(
-        self,
-        image: str,
-        target_path: str,
-        *,
-        base_export: str | None = None,
-        since: str | None = None,
-        compress: bool = False,
-        progress: ProgressCallback,
-    ) -> None:
+    def export(self, image: str, target_path: str, *, progress: base.ProgressCallback, **options) -> None:
+        """As `base.StorageDriver.export` (`options`: base_export, since, compress). `since` is not needed:
+        the overlay holds the clusters whose content differs from the base export."""
+        base_export, compress = options.get("base_export"), bool(options.get("compress"))
         source, _fmt = self.qemu_source(image)
         size = self.info(image).virtual_size
         scratch = target_path + ".delta"
@@ -202,13 +187,13 @@ class RbdCopies:
         else:
             qemu.rename(scratch, target_path)
 
-    def changed_extents(self, image: str, *, since: str | None = None) -> list[Extent] | None:
+    def changed_extents(self, image: str, *, since: str | None = None) -> list[base.Extent] | None:
         rbd_image, snap = self._split(image)
         from_snap = self._ancestor(rbd_image, snap, since)
         if since is not None and from_snap is None:
             return None
         extents = cli.diff(self.cluster, rbd_image, snap, since=from_snap)
-        return [Extent(int(e["offset"]), int(e["length"])) for e in extents]
+        return [base.Extent(int(e["offset"]), int(e["length"])) for e in extents]
 
     @contextlib.contextmanager
     def open_reader(self, image: str):
@@ -217,15 +202,15 @@ class RbdCopies:
             yield client
 
     def restore_export(
-        self, export_path: str, name: str, size: int, tag: str, progress: ProgressCallback
+        self, export_path: str, name: str, size: int, tag: str, progress: base.ProgressCallback
     ) -> str:
-        if not isinstance(export_path, str) or not os.path.isabs(export_path) or "\x00" in export_path:
-            raise errors.StorageError(reason=f"invalid export path {export_path!r}")
-        if not os.path.isfile(export_path):
-            raise errors.StorageError(reason=f"export {os.path.basename(export_path)} is missing")
-        qemu.walk_chain(export_path, accept=_accept_export_backing)
+        usable = isinstance(export_path, str) and os.path.isabs(export_path) and "\x00" not in export_path
+        if not usable or not os.path.isfile(export_path):
+            raise errors.StorageError(reason=f"export {export_path!r} is missing or not an absolute path")
+        # Every file of the chain must name its base as exports do before qemu-img opens the chain.
+        qemu.walk_chain(export_path, accept=accept_export_backing)
         virtual_size = int(qemu.info(export_path)["virtual-size"])
-        if size < virtual_size:
+        if virtual_size > size:
             raise errors.CapacityTooSmall(capacity=size, virtual_size=virtual_size)
         partial = self._partial(name, tag)
         self._drop(partial)

@@ -18,7 +18,6 @@ import time
 from sharestore import errors
 from volumes.drivers import qemu
 from volumes.drivers.base import (
-    Checkpoint,
     ImageInfo,
     ImportSource,
     Journal,
@@ -198,33 +197,18 @@ class RbdDriver(RbdCopies, StorageDriver):
             metadata = cli.meta(self.cluster, image)
         except errors.ServiceError as exc:
             return [StoredObject(name=name, error=exc)]
-        objects = []
         snap_names = {s: self.snapshot_name(name, s) for s in entry["snaps"]}
-        for snap, storage_name in snap_names.items():
-            chain = self._ancestors(metadata, entry["snaps"], metadata.get(PARENT + snap) or None)
+
+        def stored(object_name: str, snap: str | None, start: str | None) -> StoredObject:
+            chain = self._ancestors(metadata, entry["snaps"], start or None)
             used = self._usage(image, snap, metadata, entry["snaps"])
-            objects.append(
-                StoredObject(
-                    name=storage_name,
-                    size=used,
-                    virtual_size=entry["size"],
-                    allocated=used,
-                    backing=snap_names[chain[0]] if chain else self._parent_ref(entry),
-                    reads=tuple(snap_names[s] for s in chain),
-                )
-            )
+            backing = snap_names[chain[0]] if chain else self._parent_ref(entry)
+            reads = tuple(snap_names[s] for s in chain)
+            return StoredObject(object_name, None, used, 0.0, entry["size"], used, backing, reads)
+
+        objects = [stored(snap_names[s], s, metadata.get(PARENT + s)) for s in snap_names]
         if metadata.get(HEAD_GONE) != "1":
-            chain = self._ancestors(metadata, entry["snaps"], metadata.get(HEAD_ON) or None)
-            used = self._usage(image, None, metadata, entry["snaps"])
-            head = StoredObject(
-                name=name,
-                size=used,
-                virtual_size=entry["size"],
-                allocated=used,
-                backing=snap_names[chain[0]] if chain else self._parent_ref(entry),
-                reads=tuple(snap_names[s] for s in chain),
-            )
-            objects.insert(0, head)
+            objects.insert(0, stored(name, None, metadata.get(HEAD_ON)))
         return objects
 
     def _parent_ref(self, entry: dict) -> str | None:
@@ -357,17 +341,19 @@ class RbdDriver(RbdCopies, StorageDriver):
     ) -> ImageInfo:
         if self.exists(name):
             return self.info(name)
+        # Opened and vetted again (the file may have changed since the request), copied from the fd.
         fd, resolved = self._open_source(source.path, allowed_roots)
         try:
             vetted = self._inspect_fd(fd, resolved)
-            if vetted.format != source.format:
-                raise errors.ImportRejected(reason="backing_file changed format since the request")
-            if size < vetted.virtual_size:
+            problem = vetted.format != source.format and "backing_file changed format since the request"
+            if problem:
+                raise errors.ImportRejected(reason=problem)
+            if vetted.virtual_size > size:
                 raise errors.CapacityTooSmall(capacity=size, virtual_size=vetted.virtual_size)
             partial = self._partial(name, "import")
             self._drop(partial)
-            total = vetted.virtual_size
-            self._copy_in(f"file:/proc/self/fd/{fd}", vetted.format, partial, size, total, progress, (fd,))
+            source_name = f"file:/proc/self/fd/{fd}"
+            self._copy_in(source_name, vetted.format, partial, size, vetted.virtual_size, progress, (fd,))
         finally:
             os.close(fd)
         self.publish_partial(partial, name)
@@ -412,43 +398,29 @@ class RbdDriver(RbdCopies, StorageDriver):
         target = tree.get(snapshot_id)
         return bool(target and target.clones)
 
-    def snapshot_delete(
-        self,
-        volume: str,
-        snapshot_id: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
-    ) -> TreeChange:
+    def snapshot_delete(self, volume: str, snapshot_id: str, tree: SnapshotTree, **work) -> TreeChange:
+        """As `StorageDriver.snapshot_delete` (`work`: journal, progress, checkpoint); no journal: each RBD
+        step is atomic and repeating it is harmless."""
         if self.snapshot_delete_keeps(tree, snapshot_id):
             return TreeChange(kept=True, used=self.usage(volume))
         target = tree.get(snapshot_id)
         image, snap = self._split(target.name)
-        checkpoint()
+        work["checkpoint"]()
         self._snap_remove(image, snap)
         change = TreeChange(gone=[snapshot_id], how={snapshot_id: "rbd snap rm"})
         return self._collect(volume, tree, change, skip={snapshot_id})
 
-    def snapshot_rollback(
-        self,
-        volume: str,
-        snapshot_id: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
-    ) -> TreeChange:
+    def snapshot_rollback(self, volume: str, snapshot_id: str, tree: SnapshotTree, **work) -> TreeChange:
+        """As `StorageDriver.snapshot_rollback` (`work`: journal, progress, checkpoint); no journal: each RBD
+        step is atomic and repeating it is harmless."""
         target = tree.get(snapshot_id)
         image, snap = self._split(target.name)
-        checkpoint()
+        work["checkpoint"]()
         cli.snap_rollback(self.cluster, image, snap)
         self._snap_remove(image, HEAD_BASE)
         cli.snap_create(self.cluster, image, HEAD_BASE)
         cli.set_meta(self.cluster, image, HEAD_ON, snap)
-        progress(100.0, 0, 0)
+        work["progress"](100.0, 0, 0)
         return self._collect(volume, tree, TreeChange(), skip={snapshot_id})
 
     def _collect(self, volume: str, tree: SnapshotTree, change: TreeChange, skip: set[str]) -> TreeChange:
