@@ -137,9 +137,12 @@ def children(cluster: Cluster, image: str, snap: str) -> list[dict]:
     return rbd_json(cluster, "children", "--all", cluster.spec(image, snap)) or []
 
 
-def diff(cluster: Cluster, image: str, snap: str | None = None, *, since: str | None = None) -> list[dict]:
+def diff(
+    cluster: Cluster, image: str, snap: str | None = None, *, since: str | None = None, holes: bool = False
+) -> list[dict]:
+    """`rbd diff` extents holding data (`holes`: also those that became holes, `exists` false)."""
     args = ["diff"] + (["--from-snap", since] if since else []) + [cluster.spec(image, snap)]
-    return [e for e in rbd_json(cluster, *args) or [] if e.get("exists") in ("true", True)]
+    return [e for e in rbd_json(cluster, *args) or [] if holes or e.get("exists") in ("true", True)]
 
 
 def meta(cluster: Cluster, image: str) -> dict[str, str]:

@@ -3,19 +3,23 @@
 Linked clones are RBD clones of a snapshot (protected while a clone reads it); full clones, imports
 and restores are qemu-img copies into a partial image `.tmp~<tag>~<image>` renamed into place.
 Exports are qcow2 files written by qemu-img from `rbd:` names: a full export is a standalone image,
-an incremental one an overlay on the base export holding the clusters that differ (content diff over
-the whole image: qemu's rbd driver cannot write only `rbd diff`'s extents into a qcow2 overlay).
+an incremental one an overlay on the base export holding `rbd diff --from-snap`'s extents (or, when
+the snapshot it was made from is gone, the clusters whose content differs).
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 
 from sharestore import errors
 from volumes.drivers import base, nbd, qemu
 from volumes.drivers.qcow2.export import _accept_export_backing as accept_export_backing
 from volumes.drivers.rbd import cli
+
+PIECE = 16 << 20  # bytes of one write (and one NBD read) of an incremental export
+BATCH = 32  # pieces per qemu-io process
 
 
 def _percent(progress: base.ProgressCallback, total: int = 0):
@@ -164,28 +168,62 @@ class RbdCopies:
         return since_snap if since_snap in chain else None
 
     def export(self, image: str, target_path: str, *, progress: base.ProgressCallback, **options) -> None:
-        """As `base.StorageDriver.export` (`options`: base_export, since, compress). `since` is not needed:
-        the overlay holds the clusters whose content differs from the base export."""
+        """As `StorageDriver.export` (`options`: base_export, since, compress). With `since` an
+        ancestor snapshot of `image`, the overlay holds `rbd diff --from-snap`'s extents only;
+        otherwise the clusters whose content differs from the base export (reads the whole image)."""
         base_export, compress = options.get("base_export"), bool(options.get("compress"))
         source, _fmt = self.qemu_source(image)
         size = self.info(image).virtual_size
         scratch = target_path + ".delta"
-        qemu.unlink(scratch)
+        for leftover in glob.glob(glob.escape(scratch) + "*"):
+            qemu.unlink(leftover)  # what an interrupted call left
         if base_export is None:
             qemu.convert(source, target_path, fmt="raw", compress=compress, progress=_percent(progress, size))
             return
-        # An empty overlay on the image itself, safely rebased onto the base export: it then holds
-        # exactly the clusters whose content differs from the base; its backing name is made the
-        # base's bare file name (same directory).
-        qemu.create(scratch, size, backing=source, backing_fmt="raw")
-        qemu.rebase(scratch, base_export, backing_fmt="qcow2", progress=_percent(progress, size))
-        qemu.rebase(scratch, os.path.basename(base_export), safe=False)
+        base_name = os.path.basename(base_export)
+        rbd_image, snap = self._split(image)
+        since = self._ancestor(rbd_image, snap, options.get("since"))
+        if since is not None:
+            qemu.create(scratch, size, backing=base_name)
+            changes = cli.diff(self.cluster, rbd_image, snap, since=since, holes=True)
+            self._write_changes(image, scratch, changes, progress)
+        else:
+            # An empty overlay on the image itself, safely rebased onto the base export, then named
+            # by the base's bare file name (same directory).
+            qemu.create(scratch, size, backing=source, backing_fmt="raw")
+            qemu.rebase(scratch, base_export, backing_fmt="qcow2", progress=_percent(progress, size))
+            qemu.rebase(scratch, base_name, safe=False)
         if compress:
-            base = os.path.basename(base_export)
-            qemu.convert(scratch, target_path, compress=True, backing=base, progress=None)
+            qemu.convert(scratch, target_path, compress=True, backing=base_name, progress=None)
             qemu.unlink(scratch)
         else:
             qemu.rename(scratch, target_path)
+
+    def _write_changes(self, image: str, overlay: str, changes: list[dict], progress) -> None:
+        """Copy the changed extents of `image` into `overlay` (holes as zeros), a batch of pieces per
+        qemu-io process, each piece's bytes staged in a scratch file `<overlay>.<offset>`."""
+        pieces = []
+        for extent in changes:
+            start, end = int(extent["offset"]), int(extent["offset"]) + int(extent["length"])
+            data = extent.get("exists") in ("true", True)
+            pieces += [(at, min(PIECE, end - at), data) for at in range(start, end, PIECE)]
+        total = sum(length for _at, length, _data in pieces) or 1
+        done = 0
+        with self.open_reader(image) as reader:
+            for first in range(0, len(pieces), BATCH):
+                batch = pieces[first : first + BATCH]
+                staged = {}
+                try:
+                    for offset, data in reader.read_many([(at, n) for at, n, has in batch if has]):
+                        staged[offset] = f"{overlay}.{offset}"
+                        with open(staged[offset], "wb") as handle:
+                            handle.write(data)
+                    qemu.io_write(overlay, [(at, n, staged.get(at) if has else None) for at, n, has in batch])
+                finally:
+                    for path in staged.values():
+                        qemu.unlink(path)
+                done += sum(n for _at, n, _has in batch)
+                progress(100.0 * done / total, done, total)
 
     def changed_extents(self, image: str, *, since: str | None = None) -> list[base.Extent] | None:
         rbd_image, snap = self._split(image)
