@@ -145,6 +145,12 @@ def diff(
     return [e for e in rbd_json(cluster, *args) or [] if holes or e.get("exists") in ("true", True)]
 
 
+def du(cluster: Cluster, image: str, snap: str | None = None) -> int:
+    """`rbd du` used bytes of the image's head (or of one snapshot): its own objects, from the object map."""
+    rows = rbd_json(cluster, "du", cluster.spec(image, snap)).get("images", [])
+    return sum(int(r["used_size"]) for r in rows if r.get("snapshot") == snap and r["name"] == image)
+
+
 def meta(cluster: Cluster, image: str) -> dict[str, str]:
     return rbd_json(cluster, "image-meta", "list", cluster.spec(image)) or {}
 

@@ -285,17 +285,11 @@ class RbdDriver(RbdCopies, StorageDriver):
         since = self._ancestors(metadata, snap_ids, base or None)
         if snap is None and HEAD_BASE in self._snap_ids(image, internal=True):
             since = [HEAD_BASE]
+        if not since and (cli.image_info(self.cluster, image) or {}).get("parent"):
+            # A clone's own data only (`rbd diff` would list what it reads from its parent too, and
+            # walks the parent's whole range): `rbd du`, from the object map, exact to an object.
+            return cli.du(self.cluster, image, snap)
         extents = cli.diff(self.cluster, image, snap, since=since[0] if since else None)
-        parent = None if since else (cli.image_info(self.cluster, image) or {}).get("parent")
-        if parent:
-            # A clone's own data only: `rbd diff` of a clone also lists the extents it reads from its
-            # parent, which are the parent's (an extent the clone rewrote exactly in place is
-            # counted as the parent's: an undercount RBD's CLI gives no way to avoid).
-            where = cli.Cluster(parent["pool"], parent.get("pool_namespace", ""), *self._access())
-            inherited = {
-                (e["offset"], e["length"]) for e in cli.diff(where, parent["image"], parent["snapshot"])
-            }
-            extents = [e for e in extents if (e["offset"], e["length"]) not in inherited]
         return sum(int(e["length"]) for e in extents)
 
     def _access(self) -> tuple[str, str, str]:
