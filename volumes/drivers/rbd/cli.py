@@ -138,10 +138,23 @@ def children(cluster: Cluster, image: str, snap: str) -> list[dict]:
 
 
 def diff(
-    cluster: Cluster, image: str, snap: str | None = None, *, since: str | None = None, holes: bool = False
+    cluster: Cluster,
+    image: str,
+    snap: str | None = None,
+    *,
+    since: str | None = None,
+    holes: bool = False,
+    whole_objects: bool = False,
 ) -> list[dict]:
-    """`rbd diff` extents holding data (`holes`: also those that became holes, `exists` false)."""
-    args = ["diff"] + (["--from-snap", since] if since else []) + [cluster.spec(image, snap)]
+    """`rbd diff` extents holding data (`holes`: also those that became holes, `exists` false).
+    `whole_objects`: whole RBD objects, answered from the object map (fast-diff) in time independent
+    of the image's size; otherwise exact byte ranges, which visits every object."""
+    args = [
+        "diff",
+        *(["--whole-object"] if whole_objects else []),
+        *(["--from-snap", since] if since else []),
+    ]
+    args.append(cluster.spec(image, snap))
     return [e for e in rbd_json(cluster, *args) or [] if holes or e.get("exists") in ("true", True)]
 
 
