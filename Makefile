@@ -25,11 +25,13 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq qemu-utils libnbd-bin; \
 	fi
 
-# The console's browser tests drive Debian's Chromium through Playwright (no browser download).
+# The console's browser tests drive Debian's Chromium through Playwright (no browser download); the
+# RBD driver's tests start a throw-away single-node Ceph (ceph-mon, ceph-osd, the rbd CLI).
 test-system-deps: system-deps
-	@if ! command -v chromium >/dev/null || ! command -v msgfmt >/dev/null || ! fc-list 2>/dev/null | grep -qi wenquanyi; then \
+	@if ! command -v chromium >/dev/null || ! command -v msgfmt >/dev/null || ! fc-list 2>/dev/null | grep -qi wenquanyi \
+	    || ! command -v ceph-osd >/dev/null || ! command -v rbd >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium gettext fonts-wqy-microhei; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium gettext fonts-wqy-microhei ceph ceph-common; \
 	fi
 
 # manage.py creates var/ and the secret key file on first use (importing settings writes nothing);

@@ -44,18 +44,19 @@ class SnapshotStatus(models.IntegerChoices):
 
 
 class PoolType(models.TextChoices):
-    """What lies under a pool's directory (informational; every type is driven as a directory)."""
+    """What lies under a pool (informational for directories; `rbd` pools run the RBD driver)."""
 
     DISK = "disk", _("local disk")
     NFS = "nfs", _("NFS mount")
     CEPHFS = "cephfs", _("CephFS mount")
-    RBD = "rbd", _("Ceph RBD (reserved for an RBD driver)")
+    RBD = "rbd", _("Ceph RBD pool")
 
 
 class PoolDriver(models.TextChoices):
     """Which storage driver runs a pool."""
 
     QCOW2_DIRECTORY = "qcow2-dir", _("qcow2 images in a directory")
+    RBD = "rbd", _("RBD images in a Ceph pool")
 
 
 class PoolStatus(models.TextChoices):

@@ -51,12 +51,12 @@ def add_uuid_list(parser, flag: str, help: str) -> None:
     parser.add_argument(flag, action="append", type=uuid_arg, default=[], metavar="UUID", help=help)
 
 
-def add_location_arguments(parser, *, path_help: str) -> None:
+def add_location_arguments(parser, *, path_help: str, path_required: bool = True) -> None:
     """What registering a storage location (a pool, a backup point) asks for: its name, cluster,
     directory (`path_help` says whose view of it) and capacity."""
     parser.add_argument("--name", required=True)
     parser.add_argument("--cluster", required=True, type=uuid_arg, metavar="UUID")
-    parser.add_argument("--path", required=True, help=path_help)
+    parser.add_argument("--path", required=path_required, help=path_help)
     parser.add_argument("--capacity", required=True, help="bytes, or with a unit: 500G, 2T")
 
 

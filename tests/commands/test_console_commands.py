@@ -203,20 +203,11 @@ def test_bad_arguments_exit_2_from_the_command_line():
     assert "argument --pool: invalid _uuid value: 'not-a-uuid'" in result.stderr
 
 
-def test_add_pool_does_not_offer_rbd(topology, data_dir):
-    """rbd is reserved for a driver that does not exist yet."""
-    with pytest.raises(CommandError):
+def test_add_pool_rbd_needs_a_ceph_pool(topology, data_dir):
+    """rbd runs the RBD driver (tests/drivers/test_rbd_pools.py connects to a real Ceph)."""
+    with pytest.raises(CommandError, match="ceph_pool"):
         call_command(
-            "add_pool",
-            "--name",
-            "r",
-            "--cluster",
-            str(topology["cluster"].uuid),
-            "--path",
-            str(data_dir),
-            "--capacity",
-            "1T",
-            "--type",
-            "rbd",
-        )
+            "add_pool", "--name", "r", "--cluster", str(topology["cluster"].uuid), "--capacity", "1T",
+            "--type", "rbd",
+        )  # fmt: skip
     assert not Pool.objects.filter(name="r").exists()

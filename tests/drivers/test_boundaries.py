@@ -9,7 +9,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("sharestore", "volumes", "backups")
-ENGINE = {"volumes/drivers/process.py", "volumes/drivers/qemu.py", "volumes/drivers/nbd.py"}
+# The RBD driver's rbd/ceph CLI layer runs its commands through the same runner.
+ENGINE = {
+    "volumes/drivers/process.py",
+    "volumes/drivers/qemu.py",
+    "volumes/drivers/nbd.py",
+    "volumes/drivers/rbd/cli.py",
+}
 PROGRAMS = {"qemu-img", "qemu-io", "qemu-nbd", "nbdcopy"}
 PROCESS_MODULES = {"subprocess", "pty", "volumes.drivers.process"}
 OS_STARTERS = {"system", "popen", "posix_spawn", "posix_spawnp", "fork", "forkpty"}

@@ -22,6 +22,7 @@ import pytest
 
 from volumes.drivers import SnapshotSource, SnapshotTree, StorageDriver, TreeSnapshot, qemu
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
+from volumes.drivers.rbd import RbdDriver, cli
 
 CLUSTER = 64 << 10  # the figures below are exact to a cluster: qcow2's default, and an RBD object divides it
 REGION = CLUSTER
@@ -44,6 +45,25 @@ BACKENDS = {
         engine=qemu,
         steps=("create", "convert", "rebase", "commit", "resize", "publish", "rename", "unlink"),
     ),
+    # Each pool a fresh namespace of the session's test Ceph (tests/drivers/ceph.py).
+    "rbd": lambda request: Backend(
+        make=lambda _name: RbdDriver(request.getfixturevalue("rbd_namespace")()),
+        engine=cli,
+        steps=(
+            "create",
+            "remove",
+            "rename",
+            "resize",
+            "set_meta",
+            "snap_create",
+            "snap_remove",
+            "snap_protect",
+            "snap_unprotect",
+            "snap_rollback",
+            "clone",
+            "flatten",
+        ),
+    ),
 }
 
 
@@ -55,7 +75,7 @@ def _directory_pool(tmp_path, name: str) -> StorageDriver:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def driver_factory(request, tmp_path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+    return BACKENDS[request.param](request if request.param == "rbd" else tmp_path)
 
 
 # -- the service's part, played by the test ---------------------------------------------------------

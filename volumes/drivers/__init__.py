@@ -9,8 +9,11 @@ from volumes.drivers.base import (
     TreeSnapshot,
 )
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
+from volumes.drivers.rbd import RbdDriver
 
-DRIVERS: dict[str, type[StorageDriver]] = {"qcow2-dir": Qcow2DirectoryDriver}
+# A pool's `driver` name -> its class; an RBD pool's root is its location
+# `pool[/namespace]:conf=<ceph.conf>[:id=<user>][:keyring=<path>]`.
+DRIVERS: dict[str, type[StorageDriver]] = {"qcow2-dir": Qcow2DirectoryDriver, "rbd": RbdDriver}
 
 __all__ = [
     "DRIVERS",

@@ -199,7 +199,9 @@ def serve(path: str, *, fmt: str = "qcow2") -> Iterator[NbdClient]:
     """
     workdir = tempfile.mkdtemp(prefix="sharestore-nbd-")
     sock_path = os.path.join(workdir, "s")
-    name = qemu.open_name(os.path.abspath(path), fmt)
+    # A protocol name (an RBD driver's `rbd:pool/image@snap:conf=…`) is passed as it is.
+    target = path if path.startswith("rbd:") else os.path.abspath(path)
+    name = qemu.open_name(target, fmt)
     argv = [qemu_nbd(), "-r", *qemu.secret_objects(path), "-f", fmt, "-k", sock_path, name]
     err_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the server
     try:

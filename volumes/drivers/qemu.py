@@ -423,11 +423,14 @@ def commit(
 # -- qemu-io (patterns written and read back by demos and tests) ---------------------------------
 
 
-def io_write(path: str, chunks: Sequence[tuple[int, int, int]], *, fmt: str = "qcow2") -> None:
-    """Write (offset, length, pattern byte) chunks through one qemu-io process."""
+def io_write(path: str, chunks: Sequence[tuple[int, int, int | str | None]], *, fmt: str = "qcow2") -> None:
+    """Write (offset, length, fill) chunks through one qemu-io process. The fill is a pattern byte,
+    the path of a file holding exactly those bytes (`write -s`: an RBD export copies changed extents
+    so), or None for zeros (`write -z`)."""
     argv = [qemu_io(), "-f", fmt]
-    for offset, length, byte in chunks:
-        argv += ["-c", f"write -P {int(byte)} {int(offset)} {int(length)}"]
+    for offset, length, fill in chunks:
+        how = "-z" if fill is None else f"-s {fill}" if isinstance(fill, str) else f"-P {int(fill)}"
+        argv += ["-c", f"write {how} {int(offset)} {int(length)}"]
     result = _run([*argv, path], "copy")
     if "error" in result.stdout.lower() or "failed" in result.stdout.lower():
         raise errors.StorageError(reason=f"qemu-io write into {path} failed", desc=result.stdout[-2000:])

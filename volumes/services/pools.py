@@ -31,6 +31,30 @@ def validate_pool_location(driver_name: str, path) -> str:
     return get_driver(driver_name, path).validate_location()
 
 
+def rbd_location(*, ceph_pool: str, conf: str, namespace: str = "", user: str = "", keyring: str = "") -> str:
+    """An RBD pool's location (its `path`) from its settings: the Ceph pool (and namespace), the
+    cluster's ceph.conf, and the client's id and keyring (docs/storage.md "Ceph RBD pools")."""
+    for field_name, value in (("ceph_pool", ceph_pool), ("namespace", namespace), ("user", user)):
+        if any(c in value for c in ":@/\x00"):
+            raise errors.InvalidParameter(field=field_name, reason="must not contain ':', '@' or '/'")
+    for field_name, value in (("conf", conf), ("keyring", keyring)):
+        if value and (not os.path.isabs(value) or ":" in value or "\x00" in value):
+            raise errors.InvalidParameter(field=field_name, reason="must be an absolute path without ':'")
+    if not ceph_pool or not conf:
+        raise errors.InvalidParameter(field="ceph_pool" if not ceph_pool else "conf", reason="is required")
+    where = f"{ceph_pool}/{namespace}" if namespace else ceph_pool
+    options = [f"{k}={v}" for k, v in (("conf", conf), ("id", user), ("keyring", keyring)) if v]
+    return ":".join([where, *options])
+
+
+def validate_pool_kind(pool_type: str, driver: str) -> None:
+    """An `rbd` pool runs the RBD driver, and the RBD driver runs only `rbd` pools."""
+    if (pool_type == PoolType.RBD) != (driver == PoolDriver.RBD):
+        raise errors.InvalidParameter(
+            field="driver", reason="pool type rbd goes with driver rbd (and only it)"
+        )
+
+
 def validate_byte_capacity(capacity) -> int:
     """A capacity in bytes: a non-negative integer."""
     if capacity is None or isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
@@ -148,6 +172,7 @@ def pool_create_check(
     """Validate a new pool's settings without writing; return them cleaned (the form calls this too).
 
     `capacity` None: the size of the filesystem under the pool (the driver's `space().total`)."""
+    validate_pool_kind(pool_type, driver)
     values = {
         "name": validate_name(name, field="name"),
         "path": validate_pool_location(driver, path),

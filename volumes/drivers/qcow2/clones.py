@@ -85,16 +85,26 @@ class LayerClones:
         return int(qemu.measure(path)["required"])
 
     def copy_needs(self, source: SnapshotSource) -> int:
+        if self._foreign(source):
+            return source.driver.copy_needs(source)
         return self._needs(self._source_path(source))
+
+    def _foreign(self, source: SnapshotSource) -> bool:
+        """A snapshot of another kind of pool (Ceph RBD) that qemu-img reads by its protocol name:
+        full clones copy from it (cross-kind moves); linked clones cannot read it."""
+        return not self.can_link_from(source.driver) and hasattr(source.driver, "qemu_source")
 
     def _partial_path(self, name: str, tag: str) -> str:
         if not tag or not all(c.isalnum() or c == "-" for c in tag):
             raise errors.StorageError(reason=f"invalid partial tag {tag!r}")
         return qemu.tmp_sibling(self.path(name), f".{tag}")
 
-    def _flat_copy(self, source: str, name: str, tag: str, progress: ProgressCallback) -> str:
+    def _flat_copy(
+        self, source: str, name: str, tag: str, progress: ProgressCallback, fmt: str = "qcow2"
+    ) -> str:
         """Copy `source`'s guest-visible content (its whole chain) into a new partial of `name`."""
-        qemu.walk_chain(source)
+        if fmt == "qcow2":
+            qemu.walk_chain(source)
         self._ensure_dir(name)
         partial = self._partial_path(name, tag)
 
@@ -103,7 +113,12 @@ class LayerClones:
 
         try:
             qemu.convert(
-                source, partial, cache=COPY_CACHE, source_cache=COPY_SOURCE_CACHE, progress=on_progress
+                source,
+                partial,
+                fmt=fmt,
+                cache=COPY_CACHE,
+                source_cache=COPY_SOURCE_CACHE,
+                progress=on_progress,
             )
         except BaseException:
             self._unlink(partial)
@@ -111,6 +126,9 @@ class LayerClones:
         return self._name_of(partial)
 
     def full_clone(self, source: SnapshotSource, name: str, tag: str, progress: ProgressCallback) -> str:
+        if self._foreign(source):
+            qemu_name, fmt = source.driver.qemu_source(source.snapshot)
+            return self._flat_copy(qemu_name, name, tag, progress, fmt=fmt)
         return self._flat_copy(self._source_path(source), name, tag, progress)
 
     def publish_partial(self, partial: str, name: str) -> None:

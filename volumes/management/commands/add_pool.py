@@ -19,7 +19,7 @@ from sharestore.core.commands import (
 )
 from volumes.choices import PoolDriver, PoolType
 from volumes.models import Cluster, Host, Tenant, Zone
-from volumes.services.pools import pool_create, pool_create_check
+from volumes.services.pools import pool_create, pool_create_check, rbd_location
 
 
 class Command(BaseCommand):
@@ -27,14 +27,22 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         add_location_arguments(
-            parser, path_help="absolute directory where this service's workers reach the pool"
+            parser,
+            path_required=False,
+            path_help="absolute directory where this service's workers reach the pool (an RBD pool: built "
+            "from the --ceph-* options unless given as pool[/namespace]:conf=…[:id=…][:keyring=…])",
         )
+        parser.add_argument("--ceph-pool", help="rbd: the Ceph pool holding the images")
+        parser.add_argument("--ceph-namespace", default="", help="rbd: an RBD namespace of that pool")
+        parser.add_argument("--ceph-conf", default="/etc/ceph/ceph.conf", help="rbd: the cluster's ceph.conf")
+        parser.add_argument("--ceph-user", default="", help="rbd: the client id (default: admin)")
+        parser.add_argument("--keyring", default="", help="rbd: the client's keyring file")
         parser.add_argument("--zone", type=uuid_arg, metavar="UUID", help="default: the cluster's zone")
-        # rbd is reserved until an RBD driver exists: every offered type is driven as a directory.
+        # Directory types are driven as directories; rbd runs the RBD driver (validated by connecting).
+        parser.add_argument("--type", default=PoolType.DISK, choices=PoolType.values)
         parser.add_argument(
-            "--type", default=PoolType.DISK, choices=[t for t in PoolType.values if t != PoolType.RBD]
+            "--driver", choices=PoolDriver.values, help="default: rbd for --type rbd, else qcow2-dir"
         )
-        parser.add_argument("--driver", default=PoolDriver.QCOW2_DIRECTORY, choices=PoolDriver.values)
         parser.add_argument(
             "--overcommit", default="1", help="sum of capacities may reach capacity x this (default 1)"
         )
@@ -69,13 +77,27 @@ class Command(BaseCommand):
                     ) from None
                 mounts[get_by_uuid(Host, host_uuid, "host")] = mount_path
         capacity = parse_size(options["capacity"])
+        rbd = options["type"] == PoolType.RBD
+        driver = options["driver"] or (PoolDriver.RBD if rbd else PoolDriver.QCOW2_DIRECTORY)
+        path = options["path"]
+        if rbd and not path:
+            with service_errors_as_usage():
+                path = rbd_location(
+                    ceph_pool=options["ceph_pool"] or "",
+                    namespace=options["ceph_namespace"],
+                    conf=options["ceph_conf"],
+                    user=options["ceph_user"],
+                    keyring=options["keyring"],
+                )
+        if not path:
+            raise CommandError("--path is required", returncode=EXIT_USAGE)
         arguments = dict(
             name=options["name"],
             cluster=cluster,
-            path=options["path"],
+            path=path,
             capacity=capacity,
             pool_type=options["type"],
-            driver=options["driver"],
+            driver=driver,
             overcommit_ratio=options["overcommit"],
             uuid=options["uuid"],
         )
