@@ -300,6 +300,19 @@ _REASONS_TABLE = [
         r"filesystem free space, (?P<n>\d+) bytes of it reserved by backups in progress",
         "文件系统可用空间，其中 {n} 字节已被进行中的备份预留",
     ),
+    # RBD pools
+    (r"pool type rbd goes with driver rbd \(and only it\)", "存储池类型 rbd 只能使用 rbd 驱动"),
+    (r"must not contain ':', '@' or '/'", "不能包含 ':'、'@' 或 '/'"),
+    (r"must be an absolute path without ':'", "必须是不含 ':' 的绝对路径"),
+    (r"is required", "为必填项"),
+    (r"cannot list the RBD pool: (?P<detail>.+)", "无法列出 RBD 存储池：{detail}"),
+    (r"Ceph configuration file (?P<path>.+) does not exist", "Ceph 配置文件 {path} 不存在"),
+    (
+        r"an RBD location is pool\[/namespace\]:conf=<conf file>\[:id=<user>\]\[:keyring=<path>\]",
+        "RBD 位置的格式为 pool[/namespace]:conf=<配置文件>[:id=<用户>][:keyring=<路径>]",
+    ),
+    (r"the pool is empty; pass force to mark it anyway", "存储池为空；如仍要标记请使用 force"),
+    (r"the pool marker names (?P<name>.+)", "存储池标记指向 {name}"),
     # permissions (DRF's texts)
     (r"You do not have permission to perform this action\.", "无权执行此操作"),
 ]

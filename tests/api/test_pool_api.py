@@ -137,7 +137,7 @@ def volume_body(pool_uuid: str, capacity: int, name: str = "v1") -> dict:
 
 def test_pool_lifecycle_answers_every_documented_key(api, directory):
     status, answer = api.get("/v1/pool/share/pool_type/support", {"cluster_uuid": CLUSTER})
-    assert (status, answer["data"]) == (200, {"PoolTypes": ["nfs", "disk", "cephfs"]})
+    assert (status, answer["data"]) == (200, {"PoolTypes": ["nfs", "disk", "rbd", "cephfs"]})
 
     status, answer = api.post("/v1/pool/share/create", create_body(directory))
     assert (status, answer["scode"]) == (200, 0), answer
@@ -290,9 +290,9 @@ def test_create_defaults_and_restrictions(api, directory):
 
 
 def test_pool_types_come_from_the_driver_registry(api, monkeypatch):
-    monkeypatch.setitem(drivers.DRIVERS, "rbd", drivers.DRIVERS["qcow2-dir"])
+    monkeypatch.delitem(drivers.DRIVERS, "rbd")
     status, answer = api.get("/v1/pool/share/pool_type/support", {"cluster_uuid": CLUSTER})
-    assert answer["data"]["PoolTypes"] == ["nfs", "disk", "rbd", "cephfs"]
+    assert answer["data"]["PoolTypes"] == ["nfs", "disk", "cephfs"]
 
 
 def test_a_tenant_token_reads_but_does_not_manage_pools(
@@ -339,7 +339,7 @@ CREATE_CASES = [
     ("string pool_type", dict(pool_type="2"), 400, 1001),
     ("pool_type out of range", dict(pool_type=9), 400, 1001),
     ("iscsi has no driver", dict(pool_type=1), 400, 1021),
-    ("rbd has no driver yet", dict(pool_type=6), 400, 1021),
+    ("rbd with a directory path", dict(pool_type=6), 400, 1001),
     ("unknown zone", dict(zone_uuid=UNKNOWN), 404, 3009),
     ("unknown host", dict(avail_host=[UNKNOWN]), 404, 3010),
     ("unknown tenant", dict(avail_tenant=[UNKNOWN]), 404, 3002),

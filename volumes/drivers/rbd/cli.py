@@ -37,7 +37,7 @@ class Cluster:
         if not pool or "@" in where or "/" in namespace or unknown or len(values) != len(options):
             raise errors.InvalidParameter(
                 field="path",
-                reason="an RBD location is pool[/namespace]:conf=<ceph.conf>[:id=<user>][:keyring=<path>]",
+                reason="an RBD location is pool[/namespace]:conf=<conf file>[:id=<user>][:keyring=<path>]",
             )
         return cls(pool, namespace, values.get("conf", ""), values.get("id", ""), values.get("keyring", ""))
 

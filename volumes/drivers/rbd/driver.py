@@ -126,7 +126,7 @@ class RbdDriver(RbdCopies, StorageDriver):
         """Connects: the location is valid when the pool (and namespace) can be listed in time."""
         if self.cluster.conf and not os.path.isfile(self.cluster.conf):
             raise errors.InvalidParameter(
-                field="path", reason=f"ceph.conf {self.cluster.conf} does not exist"
+                field="path", reason=f"Ceph configuration file {self.cluster.conf} does not exist"
             )
         try:
             cli.list_names(self.cluster, connect_timeout=CONNECT_TIMEOUT)
