@@ -494,8 +494,7 @@ class SnapshotChainTooDeep(ServiceError):
 
 
 class SnapshotsBeingRead(ServiceError):
-    """Backups or clones read the volume's snapshot layers; the action would rewrite layers they read.
-    Each reader is named with its operation, kind and progress (volumes.services.busy.readers_error)."""
+    """Backups or clones read the volume's snapshot layers (each named with its operation and progress)."""
 
     scode, http_status = 4105, 409
     message = (

@@ -109,6 +109,19 @@ def test_a_running_backup_is_named_by_every_rewrite_of_the_layers(api, volume):
     assert body["message"].endswith(f"retry when these finish: {reader}")
     assert body["message"].startswith(f"volume {vol}: deleting this snapshot would rewrite")
 
+    status, body = api.post(
+        "snapshot/delete",
+        example("snapshot/delete", volume_uuid=vol, snapshot_uuid=snapshots["a"], snapshot_name="a"),
+    )
+    assert_error(status, body, 409, 4103)
+    assert body["message"] == (
+        f"snapshot {snapshots['a']} (a) is read by running {reader}: "
+        "it cannot be deleted while they depend on it"
+    )
+    assert (
+        body["message_cn"] == f"快照 {snapshots['a']}（a）正被 运行中的{reader_cn} 读取，存在依赖时无法删除"
+    )
+
     status, body = api.post("delete", example("delete", volume_uuid=vol, volume_name=volume["Name"]))
     assert_error(status, body, 409, 4005)
     assert body["message"] == f"volume {vol} has dependents that read its snapshots: {reader}"
