@@ -426,7 +426,7 @@ class LayerReader:
     operation: Operation | None  # None when no operation runs for it (a row left by hand)
 
 
-# The operations that read a volume's snapshot layers while they run (VolumeBusy names them).
+# The operations that read a volume's snapshot layers while they run (the refusals name them).
 READER_OPERATION_KINDS = [
     OperationKind.BACKUP_CREATE,
     OperationKind.CLONE_FULL,
