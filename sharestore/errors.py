@@ -494,14 +494,14 @@ class SnapshotChainTooDeep(ServiceError):
 
 
 class SnapshotsBeingRead(ServiceError):
-    """Backups or clones read the volume's snapshot layers; the action would rewrite layers they read."""
+    """Backups or clones read the volume's snapshot layers (each named with its operation and progress)."""
 
     scode, http_status = 4105, 409
     message = (
-        "volume {uuid}: {readers} read its snapshot layers; {action} would rewrite layers under them, "
-        "retry when they finish"
+        "volume {uuid}: {action} would rewrite snapshot layers that are being read, "
+        "retry when these finish: {readers}"
     )
-    message_cn = "卷 {uuid}：{readers} 正在读取其快照层；{action} 会改写这些层，请在其完成后重试"
+    message_cn = "卷 {uuid}：{action}会改写正被读取的快照层，请在以下读取完成后重试：{readers}"
 
 
 class SnapshotNameMismatch(ServiceError):

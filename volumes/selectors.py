@@ -4,11 +4,14 @@ and cluster, so another tenant's object answers exactly like a missing one."""
 from __future__ import annotations
 
 import uuid as uuid_lib
+from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from sharestore import errors
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
+from sharestore.core.models import Operation
 from sharestore.core.services import readcache
 from volumes.choices import BACKUP_READING_STATUSES, LIVE_STATES, EventState, SnapshotStatus
 from volumes.models import (
@@ -413,25 +416,57 @@ def linked_family(*, volume: Volume) -> set[int]:
     return family
 
 
-def volume_snapshot_readers(*, volume: Volume) -> list[str]:
+@dataclass(frozen=True)
+class LayerReader:
+    """One reader of a volume's snapshot layers, and the queued or running operation reading them."""
+
+    noun: str  # "backup", "clone" (being copied or linked), "linked clone" (being flattened)
+    uuid: uuid_lib.UUID
+    snapshot_name: str | None  # the snapshot a backup reads
+    operation: Operation | None  # None when no operation runs for it (a row left by hand)
+
+
+# The operations that read a volume's snapshot layers while they run (the refusals name them).
+READER_OPERATION_KINDS = [
+    OperationKind.BACKUP_CREATE,
+    OperationKind.CLONE_FULL,
+    OperationKind.CLONE_LINKED,
+    OperationKind.FLATTEN,
+]
+
+
+def volume_snapshot_readers(*, volume: Volume) -> list[LayerReader]:
     """What reads any of the volume's snapshot layers right now: running backups, clones being copied and
-    linked clones being flattened, of this volume or of linked clones below it (they read its layers)."""
+    linked clones being flattened, of this volume or of linked clones below it (they read its layers),
+    each with the operation doing the reading."""
     family = linked_family(volume=volume)
-    backups = (
+    backups = list(
         Snapshot.objects.filter(volume_id__in=family, backups__status__in=BACKUP_READING_STATUSES)
         .order_by("backups__created")
         .values_list("backups__uuid", "name")
     )
-    cloning = Volume.objects.filter(
-        Q(source_volume_id__in=family) | Q(parent_snapshot__volume_id__in=family), state=EventState.CLONING
-    ).values_list("uuid", flat=True)
-    flattening = (
+    cloning = list(
+        Volume.objects.filter(
+            Q(source_volume_id__in=family) | Q(parent_snapshot__volume_id__in=family),
+            state=EventState.CLONING,
+        )
+        .order_by("created", "id")
+        .values_list("uuid", flat=True)
+    )
+    flattening = list(
         Volume.objects.filter(pk__in=family - {volume.pk}, state=EventState.FLATTENING)
         .order_by("created", "id")
         .values_list("uuid", flat=True)
     )
+    targets = [b for b, _ in backups] + cloning + flattening
+    operations = {
+        operation.target_uuid: operation
+        for operation in Operation.objects.filter(
+            target_uuid__in=targets, kind__in=READER_OPERATION_KINDS, state__in=ACTIVE_OPERATION_STATES
+        ).order_by("created", "id")
+    }
     return (
-        [f"backup {b} (of snapshot {name!r})" for b, name in backups]
-        + [f"clone {c} (being copied)" for c in cloning]
-        + [f"linked clone {c} (being flattened)" for c in flattening]
+        [LayerReader("backup", b, name, operations.get(b)) for b, name in backups]
+        + [LayerReader("clone", c, None, operations.get(c)) for c in cloning]
+        + [LayerReader("linked clone", c, None, operations.get(c)) for c in flattening]
     )

@@ -487,7 +487,9 @@ def test_a_clone_being_copied_blocks_snapshot_delete_rollback_and_volume_delete(
     src = source["volume"]
     full = clone(src, source["s1"], "copying", linked=False, execute=False)
     assert full.state == EventState.CLONING
-    with pytest.raises(errors.SnapshotsBeingRead, match=f"clone {full.uuid} \\(being copied\\)"):
+    copying = Operation.objects.get(target_uuid=full.uuid)
+    named = f"clone {full.uuid} being copied \\(full clone, operation {copying.uuid}, 0.0% done\\)"
+    with pytest.raises(errors.SnapshotsBeingRead, match=named):
         snapshot_delete(actor=ACTOR, volume=src, snapshot=source["s1"])
     with pytest.raises(errors.SnapshotsBeingRead, match=str(full.uuid)):
         snapshot_rollback(actor=ACTOR, volume=src, snapshot=source["s2"])
@@ -517,7 +519,8 @@ def test_copies_from_a_linked_clone_block_rewrites_of_its_origin(source):
         operation_task(Operation.objects.get(target_uuid=full.uuid).pk)
     other = clone(src, source["s2"], "other", linked=True)
     operation = flatten(other, execute=False)
-    with pytest.raises(errors.SnapshotsBeingRead, match=f"linked clone {other.uuid} \\(being flattened\\)"):
+    named = f"linked clone {other.uuid} being flattened \\(flatten volume, operation {operation.uuid}"
+    with pytest.raises(errors.SnapshotsBeingRead, match=named):
         snapshot_rollback(actor=ACTOR, volume=src, snapshot=source["s1"])
     with run_tasks():
         operation_task(operation.pk)

@@ -481,7 +481,7 @@ def test_snapshots_in_transit_or_in_error_refuse_what_they_cannot_do(topology):
     m.create("s1")
     for status in (SnapshotStatus.CREATING, SnapshotStatus.DELETING, SnapshotStatus.ERROR):
         Snapshot.objects.filter(volume=m.volume, name="s1").update(status=status)
-        with pytest.raises(errors.StateConflict, match="rollback"):
+        with pytest.raises(errors.StateConflict, match="cannot roll back to snapshot"):
             m.rollback("s1")
         if status != SnapshotStatus.ERROR:
             with pytest.raises(errors.StateConflict, match="delete"):

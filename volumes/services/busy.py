@@ -17,6 +17,7 @@ from sharestore.core.models import AuditEvent, Operation
 from sharestore.core.services.operations import operation_create
 from sharestore.core.services.state import OperationContext, audit, transition
 from sharestore.core.services.waits import SHORT_KINDS
+from volumes import selectors
 from volumes.choices import EventState
 from volumes.models import Volume, VolumeAttachment
 
@@ -70,19 +71,49 @@ def busy_error(volume: Volume, *, action: str) -> errors.StateConflict:
     return _named(volume, operation, action=action)
 
 
-def linking_error(volume: Volume, *, action: str) -> errors.VolumeBusy | None:
-    """A linked clone of one of the volume's snapshots being linked: it counts as a reader of the
-    layers (snapshot_rules.refuse_if_read) but is a short step, waited for like a busy volume."""
-    operation = (
-        Operation.objects.filter(
-            kind=OperationKind.CLONE_LINKED,
-            state__in=ACTIVE_OPERATION_STATES,
-            volume__parent_snapshot__volume_id=volume.pk,
-        )
-        .order_by("-created", "-id")
-        .first()
+def readers_error(volume: Volume, *, action: str) -> errors.ServiceError | None:
+    """The refusal of a rewrite of the volume's snapshot layers while something reads them, naming each
+    reader's operation, its kind and progress: VolumeBusy (short, waited for by `busy_retry`) when every
+    reader is a short step (a linked clone being linked), SnapshotsBeingRead (4105) at once otherwise."""
+    readers = selectors.volume_snapshot_readers(volume=volume)
+    if not readers:
+        return None
+    operations = [reader.operation for reader in readers]
+    if all(operation is not None and operation.kind in SHORT_KINDS for operation in operations):
+        return _named(volume, operations[0], action=action)
+    english, chinese = readers_words(readers)
+    return errors.SnapshotsBeingRead(uuid=volume.uuid, action=action, readers=english, readers_cn=chinese)
+
+
+def readers_words(readers: list[selectors.LayerReader]) -> tuple[str, str]:
+    """Readers of the layers in words, joined, in English and Chinese (`reader_words`)."""
+    words = [reader_words(reader) for reader in readers]
+    return "; ".join(english for english, _ in words), "；".join(chinese for _, chinese in words)
+
+
+# A reader without its operation in both languages (formats of the UUID and the snapshot's name).
+_READER_NOUNS = {
+    "backup": ("backup {uuid} of snapshot {name!r}", "快照 {name!r} 的备份 {uuid}"),
+    "clone": ("clone {uuid} being copied", "正在复制的克隆 {uuid}"),
+    "linked clone": ("linked clone {uuid} being flattened", "正在扁平化的链接克隆 {uuid}"),
+}
+
+
+def reader_words(reader: selectors.LayerReader) -> tuple[str, str]:
+    """A reader of the layers in words: what it is, and its operation with kind and progress."""
+    english, chinese = (
+        template.format(uuid=reader.uuid, name=reader.snapshot_name)
+        for template in _READER_NOUNS[reader.noun]
     )
-    return None if operation is None else _named(volume, operation, action=action)
+    operation = reader.operation
+    if operation is None:
+        return english, chinese
+    kind, kind_cn = _kind_words(operation.kind)
+    progress = round(float(operation.progress), 1)
+    return (
+        f"{english} ({kind}, operation {operation.uuid}, {progress}% done)",
+        f"{chinese}（{kind_cn}，操作 {operation.uuid}，已完成 {progress}%）",
+    )
 
 
 def _named(volume: Volume, operation: Operation, *, action: str) -> errors.VolumeBusy:

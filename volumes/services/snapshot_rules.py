@@ -8,10 +8,9 @@ from __future__ import annotations
 from django.conf import settings
 
 from sharestore import errors
-from volumes import selectors
 from volumes.choices import SnapshotStatus
 from volumes.models import Snapshot, Volume
-from volumes.services.busy import linking_error
+from volumes.services.busy import readers_error
 from volumes.services.volumes import pool_driver, validate_name
 
 DEFAULT_MAX_CHAIN_DEPTH = 32
@@ -80,12 +79,10 @@ def refuse_if_attached(volume: Volume, *, doing: str, doing_cn: str) -> None:
 
 
 def refuse_if_read(volume: Volume, *, action: str) -> None:
-    readers = selectors.volume_snapshot_readers(volume=volume)
-    if readers:
-        linking = linking_error(volume, action=action)
-        if linking is not None:
-            raise linking
-        raise errors.SnapshotsBeingRead(uuid=volume.uuid, readers=", ".join(readers), action=action)
+    """Refuse to rewrite layers that backups or clones read, naming their operations (busy.readers_error)."""
+    error = readers_error(volume, action=action)
+    if error is not None:
+        raise error
 
 
 def chain_depth(volume: Volume, snapshot_id: int | None) -> tuple[int, int]:

@@ -35,7 +35,7 @@ from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
-from volumes.services.busy import merge_ended
+from volumes.services.busy import merge_ended, readers_words
 from volumes.services.quotas import quota_check
 from volumes.services.snapshot_rules import (
     check_can_snapshot,
@@ -239,14 +239,7 @@ def snapshot_delete(
     refuse_if_attached(volume, doing="deleting a snapshot", doing_cn="删除快照")
     clones, backups = selectors.snapshot_dependents(snapshot=snapshot)
     if clones or backups:
-        parts = []
-        if clones:
-            parts.append("linked clone(s) " + ", ".join(clones))
-        if backups:
-            parts.append("running backup(s) " + ", ".join(backups))
-        raise errors.SnapshotHasDependents(
-            uuid=snapshot.uuid, name=snapshot.name, dependents="; ".join(parts)
-        )
+        raise _has_dependents(volume, snapshot, clones, backups)
     if pool_driver(volume.pool).snapshot_delete_keeps(load_tree(volume), str(snapshot.uuid)):
         status_transition(
             snapshot,
@@ -266,6 +259,21 @@ def snapshot_delete(
         action="snapshot.delete",
     )
     return start_operation(volume, actor=actor, kind=OperationKind.SNAPSHOT_DELETE, target=snapshot)
+
+
+def _has_dependents(volume: Volume, snapshot: Snapshot, clones, backups) -> errors.SnapshotHasDependents:
+    """4103 naming the linked clones, and the running backups with their operations and progress."""
+    parts = [("linked clone(s) " + ", ".join(clones), "链接克隆 " + ", ".join(clones))] if clones else []
+    readers = [r for r in selectors.volume_snapshot_readers(volume=volume) if str(r.uuid) in backups]
+    if readers:
+        english, chinese = readers_words(readers)
+        parts.append((f"running {english}", f"运行中的{chinese}"))
+    return errors.SnapshotHasDependents(
+        uuid=snapshot.uuid,
+        name=snapshot.name,
+        dependents="; ".join(english for english, _ in parts),
+        dependents_cn="；".join(chinese for _, chinese in parts),
+    )
 
 
 def _snapshot_delete_run(operation: Operation, reporter: Reporter) -> None:

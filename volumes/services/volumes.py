@@ -26,7 +26,7 @@ from volumes.choices import LIVE_STATES, EventState, SnapshotStatus, VolumeType
 from volumes.drivers import StorageDriver, get_driver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttachment
 from volumes.selectors import volume_snapshot_readers
-from volumes.services.busy import refuse_if_busy, volume_delete_after_merge
+from volumes.services.busy import readers_words, refuse_if_busy, volume_delete_after_merge
 from volumes.services.quotas import quota_check
 from volumes.services.space import pool_reservation
 
@@ -467,7 +467,8 @@ def volume_delete(*, actor: str, volume: Volume, force: bool = False) -> Operati
     # A full clone being copied (or a backup) reads the layers this delete would remove.
     readers = volume_snapshot_readers(volume=volume)
     if readers:
-        raise errors.VolumeHasDependents(uuid=volume.uuid, dependents=", ".join(readers))
+        english, chinese = readers_words(readers)  # each named with its operation and progress
+        raise errors.VolumeHasDependents(uuid=volume.uuid, dependents=english, dependents_cn=chinese)
     if volume.state == EventState.MERGING:
         # The merge ends first (docs/api.md, "Back-to-back calls"); the delete starts from there.
         return volume_delete_after_merge(actor=actor, volume=volume, force=force)
