@@ -74,7 +74,9 @@ class BackupStore:
         never an argv). Without a password, a plain file."""
         if not password:
             return contextlib.nullcontext()
-        return qemu.encrypted_files([self.path(name), *self.partial_paths(name)], password)
+        own = self.tmp_path(name)  # this attempt's partial write: it does not exist yet
+        files = [self.path(name), own, own + DELTA_SUFFIX, *self.partial_paths(name)]
+        return qemu.encrypted_files(files, password)
 
     # -- state of the directory -----------------------------------------------------------------
 

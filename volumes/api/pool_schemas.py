@@ -3,7 +3,7 @@
 from rest_framework import serializers
 
 from sharestore.api.schema import envelope
-from volumes.api.schemas import VolumeListItemSchema, VolumeListSchema
+from volumes.api.schemas import RangeStateSchema, VolumeListItemSchema, VolumeListSchema
 
 
 def schema_class(name: str, doc: str, *, strings=(), integers=(), **fields) -> type[serializers.Serializer]:
@@ -57,12 +57,25 @@ class PoolListItemSchema(VolumeListItemSchema):
     volume = None
     pool = PoolSchema()
 
+    def get_fields(self):
+        # A pool every tenant shares has no tenant: its entry says "".
+        return super().get_fields() | {
+            "tenant": serializers.CharField(help_text='the tenant\'s UUID; "" for a shared pool')
+        }
+
+
+class PoolRangeStateSchema(RangeStateSchema):
+    """`each_range_list_state` entry of the pool list ("" namespace for shared pools)."""
+
+    namespace_uuid = serializers.CharField(help_text='the namespace\'s UUID; "" for shared pools')
+
 
 class PoolListSchema(VolumeListSchema):
     """`data` of the pool list."""
 
     list = None
     infos = PoolListItemSchema(many=True)
+    each_range_list_state = PoolRangeStateSchema(many=True)
 
 
 PoolTypesSchema = schema_class(
