@@ -26,7 +26,12 @@ from django.db.models import Q
 from sharestore import errors
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_start
+from sharestore.core.services.operations import (
+    OperationHandler,
+    Reporter,
+    operation_start,
+    raise_recorded_failure,
+)
 from sharestore.core.services.state import OperationContext, transition
 from volumes.choices import LIVE_STATES, EventState
 from volumes.drivers import SnapshotSource, StorageDriver
@@ -95,13 +100,7 @@ def clone_progress(operation: Operation) -> float:
     its own recorded failure (scode, messages, details)."""
     if operation.state == OperationState.SUCCEEDED:
         return 100.0
-    if operation.state in (OperationState.FAILED, OperationState.CANCELLED):
-        raise errors.RecordedFailure(
-            scode=operation.error_scode or errors.InternalError.scode,
-            message=operation.error_message or f"{operation.get_kind_display()} {operation.state}",
-            params=operation.error_params,
-            desc=operation.error_detail,
-        )
+    raise_recorded_failure(operation)
     return round(min(float(operation.progress), COPY_SHARE), 2)
 
 

@@ -194,6 +194,18 @@ def operations_waiting_dispatch() -> tuple[int, int]:
     return sent, failed
 
 
+def raise_recorded_failure(operation: Operation) -> None:
+    """Raise a failed or cancelled operation's own recorded failure (its scode, messages and details),
+    as an answer about it shows it; nothing for any other state."""
+    if operation.state in (OperationState.FAILED, OperationState.CANCELLED):
+        raise errors.RecordedFailure(
+            scode=operation.error_scode or errors.InternalError.scode,
+            message=operation.error_message or f"{operation.get_kind_display()} {operation.state}",
+            params=operation.error_params,
+            desc=operation.error_detail,
+        )
+
+
 def operation_create(
     *,
     kind: OperationKind,

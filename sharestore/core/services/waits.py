@@ -23,8 +23,9 @@ from django.conf import settings
 from django.db import connection
 
 from sharestore import errors
-from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
 from sharestore.core.models import Operation
+from sharestore.core.services.operations import raise_recorded_failure
 
 T = TypeVar("T")
 
@@ -86,13 +87,8 @@ def short_step_wait(operation: Operation | None) -> Operation | None:
     if operation is None or operation.kind not in SHORT_KINDS:
         return operation
     operation = operation_wait(operation.pk, seconds=short_step_wait_seconds())
-    if operation is not None and operation.state in (OperationState.FAILED, OperationState.CANCELLED):
-        raise errors.RecordedFailure(
-            scode=operation.error_scode or errors.InternalError.scode,
-            message=operation.error_message or f"{operation.get_kind_display()} {operation.state}",
-            params=operation.error_params,
-            desc=operation.error_detail,
-        )
+    if operation is not None:
+        raise_recorded_failure(operation)
     return operation
 
 
