@@ -17,6 +17,7 @@ Field names, UUIDs, object names, paths and numbers are values: they stay as the
 
 from __future__ import annotations
 
+import functools
 import re
 
 from django.utils import translation
@@ -110,13 +111,20 @@ def kind_words(value) -> tuple[str, str]:
     return KINDS.get(text.lower(), (text, "对象"))
 
 
+@functools.cache
 def _operation_kinds() -> dict[str, tuple[str, str]]:
-    """Operation kinds (`backup.restore`) in the words of their choice labels, both languages."""
+    """Operation kinds (`backup.restore`) in the words of their choice labels, both languages (the
+    labels and catalogues are fixed for the process: read once)."""
     from sharestore.core.choices import OperationKind
 
     with translation.override("en"):
         english = {kind.value: str(kind.label) for kind in OperationKind}
     return {value: (label, label_cn(label)) for value, label in english.items()}
+
+
+def operation_kind_words(kind) -> tuple[str, str]:
+    """(English, Chinese) words of an operation kind: `snapshot.create` -> create snapshot / 创建快照."""
+    return _operation_kinds()[str(kind)]
 
 
 def action_words(value) -> tuple[str, str]:

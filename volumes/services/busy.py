@@ -9,7 +9,7 @@ transaction); a long one (a copy or a merge) is answered at once with its kind a
 
 from __future__ import annotations
 
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
@@ -17,6 +17,7 @@ from sharestore.core.models import AuditEvent, Operation
 from sharestore.core.services.operations import operation_create
 from sharestore.core.services.state import OperationContext, audit, transition
 from sharestore.core.services.waits import SHORT_KINDS
+from sharestore.error_words import operation_kind_words
 from volumes import selectors
 from volumes.choices import EventState
 from volumes.models import Volume, VolumeAttachment
@@ -52,13 +53,6 @@ def active_operation(volume: Volume) -> Operation | None:
         .order_by("-created", "-id")
         .first()
     )
-
-
-def _kind_words(kind: str) -> tuple[str, str]:
-    label = OperationKind(kind).label
-    with translation.override("zh-hans"):
-        chinese = str(label)
-    return str(label), chinese
 
 
 def busy_error(volume: Volume, *, action: str) -> errors.StateConflict:
@@ -108,7 +102,7 @@ def reader_words(reader: selectors.LayerReader) -> tuple[str, str]:
     operation = reader.operation
     if operation is None:
         return english, chinese
-    kind, kind_cn = _kind_words(operation.kind)
+    kind, kind_cn = operation_kind_words(operation.kind)
     progress = round(float(operation.progress), 1)
     return (
         f"{english} ({kind}, operation {operation.uuid}, {progress}% done)",
@@ -118,7 +112,7 @@ def reader_words(reader: selectors.LayerReader) -> tuple[str, str]:
 
 def _named(volume: Volume, operation: Operation, *, action: str) -> errors.VolumeBusy:
     state = f"{volume.state} ({volume.get_state_display()})"
-    kind, kind_cn = _kind_words(operation.kind)
+    kind, kind_cn = operation_kind_words(operation.kind)
     action_en, action_cn = {**ACTION_WORDS, **READ_ACTION_WORDS}.get(action, (action, action))
     error = errors.VolumeBusy(
         uuid=volume.uuid,
