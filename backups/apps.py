@@ -25,3 +25,7 @@ class BackupsConfig(AppConfig):
         register(OperationKind.BACKUP_DELETE, BACKUP_DELETE_HANDLER)
         register(OperationKind.BACKUP_RESTORE, BACKUP_RESTORE_HANDLER)
         register(OperationKind.BACKUP_VERIFY, BACKUP_VERIFY_HANDLER)
+        # A failed restore may be retried from the operations screen (volumes' retry service).
+        from backups.services import retry
+
+        retry.register()

@@ -611,6 +611,21 @@ class RepairPreviewStale(ServiceError):
     message_cn = "{kind} {uuid} 在预览之后已发生变化（{reason}），请重新预览"
 
 
+class RepairAwaitingTakeover(ServiceError):
+    """An operation on the object lost its lease, but the sweeper has not had its chance to give it to
+    a live worker yet: a repair now could throw away work that is about to finish."""
+
+    scode, http_status = 4740, 409
+    message = (
+        "cannot {action} {kind} {uuid} yet: the lease of operation {operation} ({operation_kind}) "
+        "expired at {expired_at} and the sweeper takes it over by {takeover_at}; retry after {retry_at}"
+    )
+    message_cn = (
+        "暂时无法对{kind} {uuid} 执行{action}：操作 {operation}（{operation_kind_cn}）的租约已于 "
+        "{expired_at} 过期，清扫器将在 {takeover_at} 之前接管它；请在 {retry_at} 之后重试"
+    )
+
+
 # 43xx: backups ---------------------------------------------------------------------------------
 
 

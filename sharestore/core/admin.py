@@ -6,30 +6,72 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
-from django.http import HttpResponseRedirect
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core import dispatch
+from sharestore.core.choices import ACTIVE_OPERATION_STATES
 from sharestore.core.console import (
     ConsoleAdmin,
+    LeaseListFilter,
     badge,
+    can_run_repairs,
     choices,
     console_actor,
+    error_cause,
     human_bytes,
+    human_duration,
+    human_rate,
+    lease_marker,
     localized_error,
     localized_event_message,
     neutral_language,
+    operation_rates,
     related,
     service_error_text,
     titled,
 )
 from sharestore.core.models import ApiToken, AuditEvent, Operation
+from sharestore.core.services.leases import expected_takeover_at, lease_expired
 from sharestore.core.templatetags.console_tags import progress_bar
+
+
+def _bytes_text(operation) -> str:
+    if not operation.bytes_total:
+        return human_bytes(operation.bytes_done) if operation.bytes_done else "-"
+    return f"{human_bytes(operation.bytes_done)} / {human_bytes(operation.bytes_total)}"
+
+
+def _progress_entry(operation, now) -> dict:
+    """One operation's live figures, with their texts in the reader's language."""
+    rates = operation_rates(operation, now)
+    expired = lease_expired(operation, now)
+    return {
+        "id": operation.pk,
+        "uuid": str(operation.uuid),
+        "state": operation.state,
+        "state_label": str(operation.get_state_display()),
+        "active": operation.state in ACTIVE_OPERATION_STATES,
+        "phase": operation.phase,
+        "progress": round(float(operation.progress), 1),
+        "bytes_done": operation.bytes_done,
+        "bytes_total": operation.bytes_total,
+        "bytes_text": _bytes_text(operation),
+        "throughput": None if rates["throughput"] is None else round(rates["throughput"]),
+        "throughput_text": human_rate(rates["throughput"]),
+        "eta_seconds": None if rates["eta"] is None else round(rates["eta"]),
+        "eta_text": human_duration(rates["eta"]),
+        "lease_expired": expired,
+        "takeover_at": expected_takeover_at(operation.lease_expires_at).isoformat() if expired else None,
+        "lease_html": str(lease_marker(operation, now)),
+    }
 
 
 @admin.register(Operation)
@@ -41,9 +83,12 @@ class OperationAdmin(ConsoleAdmin):
         "target",
         "state_badge",
         "progress_bar",
-        "phase",
+        "phase_text",
         "bytes_h",
+        "throughput",
+        "eta",
         "error",
+        "next_step",
         "owner",
         "requested_by",
         "attempts",
@@ -52,6 +97,7 @@ class OperationAdmin(ConsoleAdmin):
     )
     list_filter = (
         ("state", choices(_("state"))),
+        LeaseListFilter,
         ("kind", choices(_("kind"))),
         ("volume__cluster", related(_("cluster"))),
         ("volume__pool", related(_("pool"))),
@@ -93,34 +139,104 @@ class OperationAdmin(ConsoleAdmin):
             return format_html('<a href="{}">{}</a>', url, label)
         return f"{obj.target_type} {obj.target_uuid}"
 
+    class Media:
+        # Live progress: polls progress.json while an operation on the page runs (no external script).
+        js = ("core/progress.js",)
+
+    def get_list_display(self, request):
+        shown = list(super().get_list_display(request))
+        # The retry link leads to a repair screen: only for those who may use it.
+        return shown if can_run_repairs(request.user) else [c for c in shown if c != "next_step"]
+
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj):
-        return badge(obj.get_state_display(), obj.state)
+        return format_html(
+            '<span data-ss-op="{}" data-ss-field="state" data-ss-active="{}" data-ss-url="{}">{}</span>'
+            '<span data-ss-op="{}" data-ss-field="lease">{}</span>',
+            obj.pk,
+            "1" if obj.state in ACTIVE_OPERATION_STATES else "",
+            reverse("admin:core_operation_progress"),
+            badge(obj.get_state_display(), obj.state),
+            obj.pk,
+            lease_marker(obj),
+        )
 
     @admin.display(description=_("progress"), ordering="progress")
     def progress_bar(self, obj):
-        return progress_bar(obj.progress)
+        return format_html(
+            '<span data-ss-op="{}" data-ss-field="progress">{}</span>', obj.pk, progress_bar(obj.progress)
+        )
+
+    @admin.display(description=_("phase"), ordering="phase")
+    def phase_text(self, obj):
+        return format_html('<span data-ss-op="{}" data-ss-field="phase">{}</span>', obj.pk, obj.phase or "-")
 
     @admin.display(description=_("bytes"))
     def bytes_h(self, obj):
-        if not obj.bytes_total:
-            return human_bytes(obj.bytes_done) if obj.bytes_done else "-"
-        return format_html("{} / {}", human_bytes(obj.bytes_done), human_bytes(obj.bytes_total))
+        return format_html('<span data-ss-op="{}" data-ss-field="bytes">{}</span>', obj.pk, _bytes_text(obj))
+
+    @admin.display(description=_("throughput"))
+    def throughput(self, obj):
+        rate = operation_rates(obj)["throughput"]
+        return format_html(
+            '<span data-ss-op="{}" data-ss-field="throughput">{}</span>', obj.pk, human_rate(rate)
+        )
+
+    @admin.display(description=_("time left"))
+    def eta(self, obj):
+        left = operation_rates(obj)["eta"]
+        return format_html(
+            '<span data-ss-op="{}" data-ss-field="eta">{}</span>', obj.pk, human_duration(left)
+        )
 
     @admin.display(description=_("error"))
     def error(self, obj):
         if not obj.error_scode and not obj.error_message:
             return "-"
+        cause = error_cause(obj.error_detail)
         return format_html(
-            '<span class="ss-error" title="{}">{}: {}</span>',
+            '<span class="ss-error" title="{}">{}: {}</span>{}',
             obj.error_detail[:2000],
             obj.error_scode,
             localized_error(obj.error_scode, obj.error_message, obj.error_params),
+            format_html('<br><span class="ss-cause">{}: {}</span>', gettext("cause"), cause) if cause else "",
+        )
+
+    @admin.display(description=_("next step"))
+    def next_step(self, obj):
+        if obj.state != "failed":
+            return "-"
+        url = f"{reverse('admin:core_operation_retry')}?{urlencode([('operation', obj.pk)])}"
+        return format_html('<a class="ss-retry" href="{}">{}</a>', url, gettext("retry…"))
+
+    def progress_view(self, request):
+        """progress.json?ids=1,2,3: the live figures of those operations, in one query, for the
+        console's polling script (the list and the volume page)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        ids = [int(v) for v in request.GET.get("ids", "").split(",") if v.strip().isdigit()][:500]
+        now = timezone.now()
+        rows = Operation.objects.filter(pk__in=ids).only(
+            "pk", "uuid", "kind", "state", "phase", "progress", "bytes_done", "bytes_total",
+            "started", "finished", "lease_expires_at",
+        )  # fmt: skip
+        answer = [_progress_entry(operation, now) for operation in rows.order_by("pk")]
+        return JsonResponse(
+            {
+                "now": now.isoformat(),
+                "running": any(entry["active"] for entry in answer),
+                "operations": answer,
+            }
         )
 
     def get_urls(self):
         return [
             path("retry/", self.admin_site.admin_view(self.retry_view), name="core_operation_retry"),
+            path(
+                "progress.json",
+                self.admin_site.admin_view(self.progress_view),
+                name="core_operation_progress",
+            ),
             *super().get_urls(),
         ]
 

@@ -15,9 +15,10 @@ from django.db.models import Count, IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import HttpResponseRedirect
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import get_language, gettext_lazy
+from django.utils.timezone import localtime
+from django.utils.translation import get_language, gettext, gettext_lazy
 
 from sharestore import errors
 from sharestore.core.choices import OperationState
@@ -285,3 +286,106 @@ class EditableConsoleAdmin(ConsoleAdmin):
             (gettext_lazy("Usage"), {"fields": ["usage"]}),
             (gettext_lazy("Times"), {"fields": ["created", "modified"]}),
         ]
+
+
+# -- live work: rates, leases, causes -------------------------------------------------------------------
+
+
+def error_cause(detail: str) -> str:
+    """The meaningful line of a failing command's output (its stderr, `Operation.error_detail`): the
+    last non-empty line, without the program's name, reduced to its last clause when it is a chain of
+    "context: context: cause" (`qemu-img: Could not open 'x': Operation not permitted` -> `Operation
+    not permitted`). "" when there is nothing to say."""
+    lines = [line.strip() for line in (detail or "").splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    head, sep, rest = line.partition(": ")
+    if sep and " " not in head and "/" not in head.strip("'\""):
+        line = rest  # `qemu-img: ...`, `qemu-nbd: ...`
+    clause = line.rsplit(": ", 1)[-1].strip()
+    # A last clause that is a value (a quoted name, a number) says less than the line.
+    return clause if clause and clause[0].isalpha() and "'" not in clause else line
+
+
+def operation_rates(operation, now=None) -> dict:
+    """Throughput (bytes/s, over the running time of the current attempt) and the time left (s) of an
+    operation; None where nothing can be said (queued, no bytes yet, finished for the ETA)."""
+    now = now or timezone.now()
+    rates = {"throughput": None, "eta": None}
+    if not operation.started or operation.state == OperationState.QUEUED:
+        return rates
+    end = operation.finished or now
+    elapsed = (end - operation.started).total_seconds()
+    if elapsed <= 0:
+        return rates
+    if operation.bytes_done:
+        rates["throughput"] = operation.bytes_done / elapsed
+    if operation.state != OperationState.RUNNING:
+        return rates
+    if rates["throughput"] and operation.bytes_total > operation.bytes_done:
+        rates["eta"] = (operation.bytes_total - operation.bytes_done) / rates["throughput"]
+    elif 0 < operation.progress < 100:
+        rates["eta"] = elapsed * (100 - operation.progress) / operation.progress
+    return rates
+
+
+def human_rate(value) -> str:
+    return "-" if value is None else f"{human_bytes(int(value))}/s"
+
+
+def human_duration(seconds) -> str:
+    """62 -> '1 min 2 s' (the words translated)."""
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return gettext("%(h)d h %(m)d min") % {"h": hours, "m": minutes}
+    if minutes:
+        return gettext("%(m)d min %(s)d s") % {"m": minutes, "s": secs}
+    return gettext("%(s)d s") % {"s": secs}
+
+
+def lease_marker(operation, now=None) -> str:
+    """For a running operation whose lease expired: the marker, and when the sweeper takes it over."""
+    from sharestore.core.services.leases import expected_takeover_at, lease_expired
+
+    now = now or timezone.now()
+    if not lease_expired(operation, now):
+        return ""
+    takeover = expected_takeover_at(operation.lease_expires_at)
+    if takeover > now:
+        when = gettext("takeover expected by %(time)s (in %(left)s)") % {
+            "time": localtime(takeover).strftime("%H:%M:%S"),
+            "left": human_duration((takeover - now).total_seconds()),
+        }
+    else:
+        when = gettext("takeover overdue since %(time)s: is any worker running?") % {
+            "time": localtime(takeover).strftime("%H:%M:%S")
+        }
+    return format_html(
+        '<span class="ss-badge ss-badge-bad ss-lease-expired" title="{}">{}</span> <small>{}</small>',
+        gettext("The worker stopped renewing the lease at %(time)s.")
+        % {"time": localtime(operation.lease_expires_at).strftime("%H:%M:%S")},
+        gettext("lease expired"),
+        when,
+    )
+
+
+class LeaseListFilter(admin.SimpleListFilter):
+    """Operations by lease: running ones whose worker stopped renewing it (awaiting takeover)."""
+
+    title = gettext_lazy("lease")
+    parameter_name = "lease"
+
+    def lookups(self, request, model_admin):
+        return [("expired", gettext_lazy("lease expired"))]
+
+    def queryset(self, request, queryset):
+        from sharestore.core.services.leases import expired_lease_q
+
+        if self.value() == "expired":
+            return queryset.filter(expired_lease_q())
+        return queryset

@@ -416,7 +416,8 @@ def _claim(operation_id: int, owner: str) -> Operation | None:
             object_type=operation.target_type,
             object_uuid=operation.target_uuid,
             message=(
-                f"attempt {operation.attempts} took over from {stale['owner']} (attempt {stale['attempts']}), "
+                f"attempt {operation.attempts} ({owner}) took over from {stale['owner']} "
+                f"(attempt {stale['attempts']}), "
                 f"whose lease expired at {stale['lease_expires_at'].isoformat()}"
             ),
         )

@@ -52,3 +52,34 @@ def error_text(scode, message, params=None):
 def event_message(event):
     """An audit event's message in the reader's language."""
     return localized_event_message(event)
+
+
+@register.simple_tag
+def operation_figures(operation):
+    """An operation's live figures for a page that lists it: `{% operation_figures op as f %}`, then
+    f.throughput, f.eta, f.lease (the lease-expired marker), f.badge (the state), f.cause (of a
+    failure), f.active, f.url (progress.json)."""
+    from django.urls import reverse
+    from django.utils import timezone
+
+    from sharestore.core.choices import ACTIVE_OPERATION_STATES
+    from sharestore.core.console import (
+        badge,
+        error_cause,
+        human_duration,
+        human_rate,
+        lease_marker,
+        operation_rates,
+    )
+
+    now = timezone.now()
+    rates = operation_rates(operation, now)
+    return {
+        "throughput": human_rate(rates["throughput"]),
+        "eta": human_duration(rates["eta"]),
+        "lease": lease_marker(operation, now),
+        "badge": badge(operation.get_state_display(), operation.state),
+        "cause": error_cause(operation.error_detail),
+        "active": operation.state in ACTIVE_OPERATION_STATES,
+        "url": reverse("admin:core_operation_progress"),
+    }

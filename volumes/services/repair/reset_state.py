@@ -4,12 +4,16 @@ compare-and-set from the state the operator saw."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC
 
 from django.db import transaction
 from django.utils import timezone
 
 from sharestore import errors
+from sharestore.core.models import Operation
+from sharestore.core.services.leases import awaiting_takeover, expected_takeover_at, takeover_window_end
 from sharestore.core.services.state import transition
+from sharestore.error_words import operation_kind_words
 from volumes.choices import EventState, SnapshotStatus
 from volumes.models import Volume
 from volumes.services.repair.inspection import (
@@ -34,6 +38,11 @@ class ResetProposal:
     inspection: VolumeInspection | None = None
     live_operations: list[str] = field(default_factory=list)
     stale_operations: list[str] = field(default_factory=list)
+    # An operation whose lease expired but that the sweeper may still give to a live worker: when it
+    # will have had its chance, and when the reset may be tried again (ISO times, UTC).
+    awaiting_operation: str = ""
+    takeover_at: str = ""
+    retry_at: str = ""
 
     @property
     def current_label(self):
@@ -48,6 +57,34 @@ class ResetProposal:
         data["current_label"] = str(self.current_label)
         data["proposed_label"] = str(self.proposed_label)
         return data
+
+
+def awaiting_takeover_error(
+    volume: Volume, operations: list[Operation]
+) -> errors.RepairAwaitingTakeover | None:
+    """The refusal while one of `operations` (the volume's stale ones) lost its lease less than a sweep
+    interval and a margin ago: the sweeper may still give it to a live worker that finishes it."""
+    now = timezone.now()
+    waiting = [o for o in operations if awaiting_takeover(o, now)]
+    if not waiting:
+        return None
+    operation = max(waiting, key=lambda o: o.lease_expires_at)
+    kind, kind_cn = operation_kind_words(operation.kind)
+    return errors.RepairAwaitingTakeover(
+        action="reset state",
+        kind="volume",
+        uuid=volume.uuid,
+        operation=operation.uuid,
+        operation_kind=kind,
+        operation_kind_cn=kind_cn,
+        expired_at=_iso(operation.lease_expires_at),
+        takeover_at=_iso(expected_takeover_at(operation.lease_expires_at)),
+        retry_at=_iso(takeover_window_end(operation.lease_expires_at)),
+    )
+
+
+def _iso(moment) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def reset_state_preview(*, volume: Volume) -> ResetProposal:
@@ -67,6 +104,13 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
             f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: "
             "wait for it or let the sweeper take it over"
         )
+        return proposal
+    waiting = awaiting_takeover_error(volume, stale)
+    if waiting is not None:
+        proposal.blocked = waiting.render_message()
+        proposal.awaiting_operation = str(waiting.params["operation"])
+        proposal.takeover_at = waiting.params["takeover_at"]
+        proposal.retry_at = waiting.params["retry_at"]
         return proposal
     if volume.state == EventState.DELETED:
         proposal.blocked = "the volume is deleted"
@@ -123,6 +167,10 @@ def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int
     read before the transaction opens: no lock is held while qemu-img runs.
     """
     proposal = reset_state_preview(volume=volume)
+    if proposal.retry_at:
+        raise awaiting_takeover_error(volume, live_operations(volume)[1]) or errors.RepairPreviewStale(
+            kind="volume", uuid=volume.uuid, reason="the sweeper took the operation over"
+        )
     if proposal.blocked:
         raise errors.RepairBlocked(
             action="reset state", kind="volume", uuid=volume.uuid, reason=proposal.blocked
@@ -134,6 +182,10 @@ def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int
             reason=f"now {EventState(proposal.current_state).label} -> {proposal.proposed_label}",
         )
     with transaction.atomic():
+        # Under the rows' lock: an operation whose lease expired since the preview has its chance too.
+        waiting = awaiting_takeover_error(volume, live_operations(volume, lock=True)[1])
+        if waiting is not None:
+            raise waiting
         cancel_stale_operations(volume, actor=actor, action="reset state")
         if to_state == EventState.DELETED:
             volume.snapshots.all().update(status=SnapshotStatus.DELETING, modified=timezone.now())

@@ -1,4 +1,9 @@
-"""Retry of a failed operation: the app that owns a kind says when and how it is safely retried."""
+"""Retry of a failed operation: the app that owns a kind says when and how it is safely retried.
+
+A retry is a new operation with the same parameters (`params["retry_of"]` names the failed one, which
+stays as history). Volume creations, imports, full clones and restores are retried from `error` when
+the failed run left no image; a delete from `deleting`. The backups app registers the restore's check
+(the backup must still be complete) through `register_retry`."""
 
 from __future__ import annotations
 
@@ -10,9 +15,13 @@ from sharestore import errors
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import operation_create
+from sharestore.core.services.space import Reservation
 from sharestore.core.services.state import audit, transition
 from volumes.choices import EventState
+from volumes.models import Snapshot, Volume
 from volumes.services.repair.common import active_operations_filter
+from volumes.services.snapshot_rules import snapshot_readable
+from volumes.services.space import pool_reservation
 from volumes.services.volumes import pool_driver
 
 # -- retry of a failed operation ---------------------------------------------------------------------
@@ -79,7 +88,12 @@ def _volume_retry_check(operation: Operation, *, expected: EventState) -> str:
 
 
 def _requeue(
-    operation: Operation, actor: str, *, drop: tuple[str, ...] = (), bytes_total: int = 0
+    operation: Operation,
+    actor: str,
+    *,
+    drop: tuple[str, ...] = (),
+    bytes_total: int = 0,
+    reservation: Reservation | None = None,
 ) -> Operation:
     """A new operation repeating `operation` on its target, its parameters without `drop`."""
     params = {k: v for k, v in operation.params.items() if k not in drop}
@@ -92,27 +106,70 @@ def _requeue(
         volume=operation.volume,
         params=params,
         bytes_total=bytes_total,
+        reservation=reservation,
     )
 
 
-def _create_retry_check(operation: Operation) -> str:
+def population_retry_check(operation: Operation) -> str:
+    """Why a failed create, import, clone or restore cannot be populated again ("" when it can): the
+    volume must be in error, idle, and have no image (a published one needs reset state instead)."""
     reason = _volume_retry_check(operation, expected=EventState.ERROR)
     if not reason and pool_driver(operation.volume.pool).exists(operation.volume.image_name):
         return "an image exists for the volume: use reset state instead"
     return reason
 
 
-def _create_retry(operation: Operation, actor: str) -> Operation:
-    to = EventState.IMPORTING if operation.kind == OperationKind.VOLUME_IMPORT else EventState.CREATING
+# The state a volume is populated in, by the kind that populates it (a retry moves it back there).
+POPULATING_STATES = {
+    OperationKind.VOLUME_CREATE: EventState.CREATING,
+    OperationKind.VOLUME_IMPORT: EventState.IMPORTING,
+    OperationKind.CLONE_FULL: EventState.CLONING,
+    OperationKind.BACKUP_RESTORE: EventState.RESTORING,
+}
+
+
+def population_retry(operation: Operation, actor: str) -> Operation:
+    """Populate the volume again: error -> its populating state (audited), and a new operation with
+    the same parameters; a copy reserves its space in the pool again (or is refused, 5201)."""
+    volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
+    reservation = None
+    if operation.kind in (OperationKind.CLONE_FULL, OperationKind.BACKUP_RESTORE):
+        reservation = pool_reservation(volume.pool, operation.reserved_bytes)
     transition(
-        operation.volume,
+        volume,
         allowed=[EventState.ERROR],
-        to=to,
+        to=POPULATING_STATES[operation.kind],
         action="volume.retry",
         actor=actor,
         message=f"retry of operation {operation.uuid}",
     )
-    return _requeue(operation, actor, drop=("used",), bytes_total=operation.bytes_total)
+    return _requeue(
+        operation, actor, drop=("used",), bytes_total=operation.bytes_total, reservation=reservation
+    )
+
+
+def _full_clone_retry_check(operation: Operation) -> str:
+    """A full clone is copied again from the same snapshot: it must still be readable, and no layer
+    of its volume may be being rewritten (the copy reads every layer down the chain)."""
+    reason = population_retry_check(operation)
+    if reason:
+        return reason
+    snapshot = Snapshot.objects.select_related("volume").filter(uuid=operation.params.get("snapshot")).first()
+    if snapshot is None:
+        return "its source snapshot is gone"
+    if not snapshot_readable(snapshot):
+        return f"its source snapshot is {snapshot.get_status_display()}"
+    return ""
+
+
+def _full_clone_retry(operation: Operation, actor: str) -> Operation:
+    # The rule a new clone checks (private to the clone service: one home, read from there).
+    from volumes.services.clones import _refuse_if_layers_rewritten as refuse_if_layers_rewritten
+
+    snapshot = Snapshot.objects.select_related("volume").get(uuid=operation.params["snapshot"])
+    # Locks the source's chain as a new clone does: a delete or rollback of it sees this reader.
+    refuse_if_layers_rewritten(snapshot.volume, action="clone", action_cn="克隆")
+    return population_retry(operation, actor)
 
 
 def _delete_retry_check(operation: Operation) -> str:
@@ -123,6 +180,7 @@ def _delete_retry(operation: Operation, actor: str) -> Operation:
     return _requeue(operation, actor)
 
 
-register_retry(OperationKind.VOLUME_CREATE, _create_retry_check, _create_retry)
-register_retry(OperationKind.VOLUME_IMPORT, _create_retry_check, _create_retry)
+register_retry(OperationKind.VOLUME_CREATE, population_retry_check, population_retry)
+register_retry(OperationKind.VOLUME_IMPORT, population_retry_check, population_retry)
+register_retry(OperationKind.CLONE_FULL, _full_clone_retry_check, _full_clone_retry)
 register_retry(OperationKind.VOLUME_DELETE, _delete_retry_check, _delete_retry)
