@@ -61,9 +61,15 @@
     });
   }
 
+  function polling(state) {
+    // "on" while a poll is due, "stopped" once nothing on the page is active (tests read it).
+    document.documentElement.setAttribute("data-ss-polling", state);
+  }
+
   function poll() {
     var ids = activeIds();
     if (!ids.length) {
+      polling("stopped");
       return;
     }
     var first = document.querySelector('[data-ss-field="state"][data-ss-url]');
@@ -78,8 +84,10 @@
       .then(function (data) {
         data.operations.forEach(update);
         document.documentElement.setAttribute("data-ss-polled", data.now);
-        if (data.running) {
+        if (data.running && activeIds().length) {
           window.setTimeout(poll, INTERVAL_MS);
+        } else {
+          polling("stopped");
         }
       })
       .catch(function () {
@@ -90,7 +98,10 @@
 
   function start() {
     if (activeIds().length) {
+      polling("on");
       window.setTimeout(poll, INTERVAL_MS);
+    } else {
+      polling("stopped");
     }
   }
 
