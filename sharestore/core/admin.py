@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
@@ -175,14 +175,14 @@ class OperationAdmin(ConsoleAdmin):
     def bytes_h(self, obj):
         return format_html('<span data-ss-op="{}" data-ss-field="bytes">{}</span>', obj.pk, _bytes_text(obj))
 
-    @admin.display(description=_("throughput"))
+    @admin.display(description=pgettext_lazy("operations console", "throughput"))
     def throughput(self, obj):
         rate = operation_rates(obj)["throughput"]
         return format_html(
             '<span data-ss-op="{}" data-ss-field="throughput">{}</span>', obj.pk, human_rate(rate)
         )
 
-    @admin.display(description=_("time left"))
+    @admin.display(description=pgettext_lazy("operations console", "time left"))
     def eta(self, obj):
         left = operation_rates(obj)["eta"]
         return format_html(
@@ -199,15 +199,21 @@ class OperationAdmin(ConsoleAdmin):
             obj.error_detail[:2000],
             obj.error_scode,
             localized_error(obj.error_scode, obj.error_message, obj.error_params),
-            format_html('<br><span class="ss-cause">{}: {}</span>', gettext("cause"), cause) if cause else "",
+            format_html(
+                '<br><span class="ss-cause">{}: {}</span>', pgettext("operations console", "cause"), cause
+            )
+            if cause
+            else "",
         )
 
-    @admin.display(description=_("next step"))
+    @admin.display(description=pgettext_lazy("operations console", "next step"))
     def next_step(self, obj):
         if obj.state != "failed":
             return "-"
         url = f"{reverse('admin:core_operation_retry')}?{urlencode([('operation', obj.pk)])}"
-        return format_html('<a class="ss-retry" href="{}">{}</a>', url, gettext("retry…"))
+        return format_html(
+            '<a class="ss-retry" href="{}">{}</a>', url, pgettext("operations console", "retry…")
+        )
 
     def progress_view(self, request):
         """progress.json?ids=1,2,3: the live figures of those operations, in one query, for the

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.html import format_html, format_html_join
 from django.utils.timezone import localtime
-from django.utils.translation import get_language, gettext, gettext_lazy
+from django.utils.translation import get_language, gettext, gettext_lazy, pgettext, pgettext_lazy
 
 from sharestore import errors
 from sharestore.core.choices import OperationState
@@ -369,7 +369,7 @@ def lease_marker(operation, now=None) -> str:
         '<span class="ss-badge ss-badge-bad ss-lease-expired" title="{}">{}</span> <small>{}</small>',
         gettext("The worker stopped renewing the lease at %(time)s.")
         % {"time": localtime(operation.lease_expires_at).strftime("%H:%M:%S")},
-        gettext("lease expired"),
+        pgettext("operations console", "lease expired"),
         when,
     )
 
@@ -377,11 +377,11 @@ def lease_marker(operation, now=None) -> str:
 class LeaseListFilter(admin.SimpleListFilter):
     """Operations by lease: running ones whose worker stopped renewing it (awaiting takeover)."""
 
-    title = gettext_lazy("lease")
+    title = pgettext_lazy("operations console", "lease")
     parameter_name = "lease"
 
     def lookups(self, request, model_admin):
-        return [("expired", gettext_lazy("lease expired"))]
+        return [("expired", pgettext_lazy("operations console", "lease expired"))]
 
     def queryset(self, request, queryset):
         from sharestore.core.services.leases import expired_lease_q

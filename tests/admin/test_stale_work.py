@@ -260,3 +260,18 @@ def test_failed_full_clone_shows_its_cause_and_retry_makes_the_clone(
     failed.refresh_from_db()
     assert failed.state == OperationState.FAILED
     assert repair.operation_retry_check(failed) == "a newer operation exists for the same object"
+
+
+def test_markers_columns_and_refusal_read_in_chinese(admin_client, topology, disks):
+    volume = new_volume(topology, pool=disks, name="v")
+    build_tree(volume, [("s1", None)], head_on="s1")
+    Volume.objects.filter(pk=volume.pk).update(state=EventState.SNAPSHOTTING)
+    running(volume, expired_seconds_ago=1)
+    zh = {"HTTP_ACCEPT_LANGUAGE": "zh-CN,zh;q=0.9"}
+    listing = admin_client.get(reverse("admin:core_operation_changelist"), **zh).content.decode()
+    for words in ("租约已过期", "预计在", "吞吐量", "剩余时间", "租约"):
+        assert words in listing, words
+    preview = admin_client.get(reverse("admin:volumes_volume_reset_state", args=[volume.pk]), **zh)
+    assert "暂不可行：操作" in preview.content.decode()
+    page = admin_client.get(reverse("admin:volumes_volume_change", args=[volume.pk]), **zh).content.decode()
+    assert "租约已过期" in page and "吞吐量" in page
