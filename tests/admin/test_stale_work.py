@@ -16,6 +16,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.timezone import localtime
 
+from backups.choices import BackupStatus
+from backups.models import Backup
 from sharestore import errors
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.console import error_cause
@@ -24,6 +26,16 @@ from sharestore.core.services import leases
 from sharestore.core.services.operations import OperationHandler, heartbeat_seconds, operation_run
 from tests.admin.storage import build_tree, new_volume, pool_named, write_pattern
 from tests.helpers import identical, run_tasks
+from tests.services.test_backups import (  # noqa: F401 - point: a fixture
+    backup,
+    head_path,
+    layer_path,
+    make_volume,
+    point,
+    restore,
+    snap,
+    write,
+)
 from volumes.choices import EventState
 from volumes.models import Volume
 from volumes.services import clones, repair
@@ -166,24 +178,42 @@ def test_a_takeover_writes_an_audit_event_naming_both_owners(topology, disks):
 # -- a failed full clone: its cause in the list, and retry ------------------------------------------
 
 
+class RefusingConvert:
+    """A qemu-img whose `convert` fails as a filesystem that forbids writing would, while `refusing`
+    (fault injection: a flag file the wrapper reads); every other subcommand is the real one."""
+
+    def __init__(self, tmp_path, real: str):
+        self.real, self.flag = real, tmp_path / "refuse-convert"
+        self.path = tmp_path / "qemu-img-eperm"
+        self.path.write_text(
+            "#!/bin/sh\n"
+            f'if [ "$1" = convert ] && [ -e {self.flag} ]; then\n'
+            "  for last; do :; done\n"
+            "  echo \"qemu-img: Could not create '$last': Operation not permitted\" >&2\n"
+            "  exit 1\n"
+            "fi\n"
+            f'exec {real} "$@"\n'
+        )
+        self.path.chmod(self.path.stat().st_mode | stat.S_IXUSR)
+
+    @property
+    def refusing(self) -> bool:
+        return self.flag.exists()
+
+    @refusing.setter
+    def refusing(self, value: bool) -> None:
+        if value:
+            self.flag.touch()
+        else:
+            self.flag.unlink(missing_ok=True)
+
+
 @pytest.fixture
 def refusing_convert(tmp_path, settings):
-    """A qemu-img that refuses `convert` as a filesystem that forbids writing would (fault injection);
-    every other subcommand is the real one."""
-    real = settings.SHARESTORE_QEMU_IMG
-    wrapper = tmp_path / "qemu-img-eperm"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        'if [ "$1" = convert ]; then\n'
-        "  for last; do :; done\n"
-        "  echo \"qemu-img: Could not create '$last': Operation not permitted\" >&2\n"
-        "  exit 1\n"
-        "fi\n"
-        f'exec {real} "$@"\n'
-    )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    settings.SHARESTORE_QEMU_IMG = str(wrapper)
-    return real
+    wrapper = RefusingConvert(tmp_path, settings.SHARESTORE_QEMU_IMG)
+    settings.SHARESTORE_QEMU_IMG = str(wrapper.path)
+    wrapper.refusing = True
+    return wrapper
 
 
 def test_error_cause_is_the_meaningful_line():
@@ -199,7 +229,7 @@ def test_error_cause_is_the_meaningful_line():
 
 
 def test_failed_full_clone_shows_its_cause_and_retry_makes_the_clone(
-    admin_client, topology, disks, refusing_convert, settings
+    admin_client, topology, disks, refusing_convert
 ):
     source = new_volume(topology, pool=disks, name="src")
     write_pattern(os.path.join(disks.path, source.image_name), 2 * 1024 * 1024, 1024 * 1024, 0x5A)
@@ -236,7 +266,7 @@ def test_failed_full_clone_shows_its_cause_and_retry_makes_the_clone(
     # The preview says it can be retried; applying it (run inline) copies the snapshot for real.
     preview = admin_client.get(retry_url)
     assert preview.context["retryable"] == 1
-    settings.SHARESTORE_QEMU_IMG = refusing_convert  # the filesystem lets us write again
+    refusing_convert.refusing = False  # the filesystem lets us write again
     with run_tasks():
         response = admin_client.post(
             reverse("admin:core_operation_retry"), {"operation": failed.pk, "apply": "1"}
@@ -275,3 +305,63 @@ def test_markers_columns_and_refusal_read_in_chinese(admin_client, topology, dis
     assert "暂不可行：操作" in preview.content.decode()
     page = admin_client.get(reverse("admin:volumes_volume_change", args=[volume.pk]), **zh).content.decode()
     assert "租约已过期" in page and "吞吐量" in page
+
+
+def test_failed_restore_is_retried_from_the_same_backup(admin_client, topology, point, refusing_convert):
+    scope = {
+        "tenant": topology["tenant"],
+        "cluster": topology["cluster"],
+        "pool": pool_named(topology, "disks"),
+    }
+    refusing_convert.refusing = False
+    source = make_volume(scope, "src")
+    write(source, "write -P 0x6b 1M 2M")
+    snapshot = snap(source, "s1")
+    made = backup(source, snapshot, point)
+    assert made.status == BackupStatus.COMPLETED
+
+    refusing_convert.refusing = True
+    restored = restore(made, scope, "restored")
+    failed = Operation.objects.get(target_uuid=restored.uuid)
+    assert (restored.state, failed.state, failed.kind) == (
+        EventState.ERROR,
+        OperationState.FAILED,
+        OperationKind.BACKUP_RESTORE,
+    )
+    listing = admin_client.get(
+        reverse("admin:core_operation_changelist") + "?state__exact=failed"
+    ).content.decode()
+    assert "cause: Operation not permitted" in listing
+    assert repair.operation_retry_check(failed) == ""
+
+    refusing_convert.refusing = False
+    with run_tasks():
+        response = admin_client.post(
+            reverse("admin:core_operation_retry"), {"operation": failed.pk, "apply": "1"}
+        )
+    assert response.status_code == 302
+    retried = Operation.objects.exclude(pk=failed.pk).get(target_uuid=restored.uuid)
+    assert retried.state == OperationState.SUCCEEDED, retried.error_message
+    assert retried.params["backup"] == failed.params["backup"] == str(made.uuid)
+    restored.refresh_from_db()
+    assert restored.state == EventState.AVAILABLE
+    assert identical(head_path(restored), layer_path(snapshot))
+
+
+def test_a_restore_whose_backup_is_gone_is_not_retried(topology, point, refusing_convert):
+    scope = {
+        "tenant": topology["tenant"],
+        "cluster": topology["cluster"],
+        "pool": pool_named(topology, "disks"),
+    }
+    refusing_convert.refusing = False
+    source = make_volume(scope, "src")
+    made = backup(source, snap(source, "s1"), point)
+    refusing_convert.refusing = True
+    restored = restore(made, scope, "restored")
+    failed = Operation.objects.get(target_uuid=restored.uuid)
+    Backup.objects.filter(pk=made.pk).update(status=BackupStatus.DELETING)
+    assert repair.operation_retry_check(failed).startswith("its backup is ")
+    with pytest.raises(errors.OperationNotRetryable):
+        repair.operation_retry(actor="test", operation=failed)
+    assert Operation.objects.filter(target_uuid=restored.uuid).count() == 1
