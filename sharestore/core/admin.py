@@ -108,8 +108,11 @@ class OperationAdmin(ConsoleAdmin):
     actions = ["retry_action"]
     fieldsets = (
         (None, {"fields": ("uuid", "kind", "state", "volume", "target_type", "target_uuid", "params")}),
-        (_("Progress"), {"fields": ("phase", "progress", "bytes_done", "bytes_total")}),
-        (_("Error"), {"fields": ("error_scode", "error", "error_params", "error_detail")}),
+        (
+            _("Progress"),
+            {"fields": ("phase", "progress", "bytes_done", "bytes_total", "throughput", "eta")},
+        ),
+        (_("Error"), {"fields": ("error_scode", "error", "cause", "error_params", "error_detail")}),
         (
             _("Lease"),
             {
@@ -118,6 +121,7 @@ class OperationAdmin(ConsoleAdmin):
                     "request_id",
                     "owner",
                     "lease_expires_at",
+                    "lease_state",
                     "attempts",
                     "created",
                     "started",
@@ -205,6 +209,14 @@ class OperationAdmin(ConsoleAdmin):
             if cause
             else "",
         )
+
+    @admin.display(description=pgettext_lazy("operations console", "cause"))
+    def cause(self, obj):
+        return error_cause(obj.error_detail) or "-"
+
+    @admin.display(description=pgettext_lazy("operations console", "lease"))
+    def lease_state(self, obj):
+        return lease_marker(obj) or "-"
 
     @admin.display(description=pgettext_lazy("operations console", "next step"))
     def next_step(self, obj):

@@ -365,3 +365,18 @@ def test_a_restore_whose_backup_is_gone_is_not_retried(topology, point, refusing
     with pytest.raises(errors.OperationNotRetryable):
         repair.operation_retry(actor="test", operation=failed)
     assert Operation.objects.filter(target_uuid=restored.uuid).count() == 1
+
+
+def test_the_operation_page_shows_the_marker_the_rates_and_the_cause(admin_client, topology, disks):
+    volume = new_volume(topology, pool=disks, name="v")
+    stale = running(volume, expired_seconds_ago=2)
+    Operation.objects.filter(pk=stale.pk).update(
+        bytes_done=64 << 20,
+        bytes_total=256 << 20,
+        error_detail="qemu-img: Could not open 'x': Permission denied",
+    )
+    html = admin_client.get(reverse("admin:core_operation_change", args=[stale.pk])).content.decode()
+    takeover = leases.expected_takeover_at(stale.lease_expires_at)
+    assert "lease expired" in html and f"takeover expected by {localtime(takeover):%H:%M:%S}" in html
+    assert "/s</span>" in html and "time left" in html.lower()
+    assert "Permission denied" in html
