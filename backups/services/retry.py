@@ -1,14 +1,22 @@
-"""Retry of a failed restore: the volume is populated again from the same backup, which must still be
-complete and readable (its point available, no backup of its chain being deleted)."""
+"""Retries of the backups app's failed operations, through volumes' retry service.
+
+A failed restore populates its volume again from the same backup, which must still be complete and
+readable (its point available, no backup of its chain being deleted). A failed backup is asked for
+again: a new backup of the same snapshot to the same point, with the same name, description,
+compression, full/incremental choice, expiry and protection, through `backup_add` (every rule of a
+new backup is checked again); the failed backup stays as history."""
 
 from __future__ import annotations
 
 from backups import choices
 from backups.models import Backup
 from backups.services.common import backup_store, lock_completed_backup
+from backups.services.create import backup_add
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
+from volumes.choices import LIVE_STATES
 from volumes.services.repair.retry import population_retry, population_retry_check, register_retry
+from volumes.services.snapshot_rules import snapshot_readable
 
 
 def _restore_retry_check(operation: Operation) -> str:
@@ -31,5 +39,47 @@ def _restore_retry(operation: Operation, actor: str) -> Operation:
     return population_retry(operation, actor)
 
 
+def _backup_retry_check(operation: Operation) -> str:
+    backup = (
+        Backup.objects.select_related("volume", "snapshot")
+        .filter(uuid=operation.params.get("backup"))
+        .first()
+    )
+    if backup is None:
+        return "its backup is gone"
+    if backup.status != choices.BackupStatus.FAILED:
+        return f"its backup is {backup.get_status_display()}"
+    if backup.volume is None or backup.volume.state not in LIVE_STATES:
+        return "the volume is gone"
+    if backup.snapshot is None:
+        return "its source snapshot is gone"
+    if not snapshot_readable(backup.snapshot):
+        return f"its source snapshot is {backup.snapshot.get_status_display()}"
+    return ""
+
+
+def _backup_retry(operation: Operation, actor: str) -> Operation:
+    failed = Backup.objects.select_related("volume", "snapshot", "backup_point").get(
+        uuid=operation.params["backup"]
+    )
+    backup = backup_add(
+        actor=actor,
+        volume=failed.volume,
+        snapshot=failed.snapshot,
+        backup_point=failed.backup_point,
+        name=failed.name,
+        desc=failed.desc,
+        compress=failed.compressed,
+        full=failed.base_id is None,
+        expired_time=failed.expired_time,
+        protected=failed.protected,
+    )
+    retried = Operation.objects.get(target_uuid=backup.uuid, kind=OperationKind.BACKUP_CREATE)
+    retried.params["retry_of"] = str(operation.uuid)
+    Operation.objects.filter(pk=retried.pk).update(params=retried.params)
+    return retried
+
+
 def register() -> None:
     register_retry(OperationKind.BACKUP_RESTORE, _restore_retry_check, _restore_retry)
+    register_retry(OperationKind.BACKUP_CREATE, _backup_retry_check, _backup_retry)

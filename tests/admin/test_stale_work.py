@@ -28,6 +28,7 @@ from tests.admin.storage import build_tree, new_volume, pool_named, write_patter
 from tests.helpers import identical, run_tasks
 from tests.services.test_backups import (  # noqa: F401 - point: a fixture
     backup,
+    backup_file,
     head_path,
     layer_path,
     make_volume,
@@ -380,3 +381,47 @@ def test_the_operation_page_shows_the_marker_the_rates_and_the_cause(admin_clien
     assert "lease expired" in html and f"takeover expected by {localtime(takeover):%H:%M:%S}" in html
     assert "/s</span>" in html and "time left" in html.lower()
     assert "Permission denied" in html
+
+
+def test_failed_backup_is_asked_for_again_with_the_same_parameters(
+    admin_client, topology, point, refusing_convert
+):
+    scope = {
+        "tenant": topology["tenant"],
+        "cluster": topology["cluster"],
+        "pool": pool_named(topology, "disks"),
+    }
+    refusing_convert.refusing = False
+    source = make_volume(scope, "src")
+    write(source, "write -P 0x3c 0 1M")
+    snapshot = snap(source, "s1")
+    refusing_convert.refusing = True
+    failed_backup = backup(source, snapshot, point, name="nightly", protected=True)
+    assert failed_backup.status == BackupStatus.FAILED
+    failed = Operation.objects.get(target_uuid=failed_backup.uuid)
+    listing = admin_client.get(
+        reverse("admin:core_operation_changelist") + "?state__exact=failed"
+    ).content.decode()
+    assert "cause: Operation not permitted" in listing
+    assert repair.operation_retry_check(failed) == ""
+
+    refusing_convert.refusing = False
+    with run_tasks():
+        response = admin_client.post(
+            reverse("admin:core_operation_retry"), {"operation": failed.pk, "apply": "1"}
+        )
+    assert response.status_code == 302
+    retried = Operation.objects.get(params__retry_of=str(failed.uuid))
+    assert retried.kind == OperationKind.BACKUP_CREATE and retried.state == OperationState.SUCCEEDED
+    again = Backup.objects.get(uuid=retried.target_uuid)
+    assert (again.status, again.name, again.snapshot_id, again.backup_point_id, again.protected) == (
+        BackupStatus.COMPLETED,
+        "nightly",
+        snapshot.pk,
+        point.pk,
+        True,
+    )
+    assert identical(backup_file(again), layer_path(snapshot))
+    # The failed one stays as history and is not retried twice.
+    assert Backup.objects.get(pk=failed_backup.pk).status == BackupStatus.FAILED
+    assert repair.operation_retry_check(failed) == "it was retried already"

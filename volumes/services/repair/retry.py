@@ -52,6 +52,9 @@ def operation_retry_check(operation: Operation) -> str:
         return f"no safe retry is defined for {operation.get_kind_display()}"
     if not _is_latest_for_volume(operation):
         return "a newer operation exists for the same object"
+    # A retry that made a new object (a backup asked for again) is not on the failed one's target.
+    if Operation.objects.filter(params__retry_of=str(operation.uuid)).exists():
+        return "it was retried already"
     return handler[0](operation)
 
 
