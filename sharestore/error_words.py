@@ -294,6 +294,13 @@ _REASONS_TABLE = [
         "操作 {uuid}（{op_cn}）已重新运行，请重新预览",
     ),
     (r"expired at (?P<time>.+)", "已于 {time} 过期"),
+    # retries of full clones, restores and backups (volumes/services/repair/retry.py, backups/services/retry.py)
+    (r"its source snapshot is gone", "其源快照已不存在"),
+    (r"its source snapshot is (?P<label>.+)", "其源快照为{label_cn}"),
+    (r"its backup is gone", "其备份已不存在"),
+    (r"its backup is (?P<label>.+)", "其备份为{label_cn}"),
+    (r"the volume is gone", "卷已不存在"),
+    (r"it was retried already", "已经重试过"),
     # pools, backup points and quotas
     (r"limit_host needs at least one host", "limit_host 至少需要一个主机"),
     (r"must be a path", "必须是路径"),
