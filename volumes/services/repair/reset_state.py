@@ -162,15 +162,15 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
 def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int) -> ResetProposal:
     """Apply the preview's proposal: inspect again, cancel stale operations, compare-and-set the state.
 
-    Refuses with RepairPreviewStale when the state or the files changed since the preview, and with
-    RepairBlocked when a live operation holds the volume or nothing can be proposed. The files are
+    Refuses with RepairPreviewStale when the state or the files changed since the preview, with
+    RepairBlocked when a live operation holds the volume or nothing can be proposed, and with
+    RepairAwaitingTakeover while an operation whose lease expired may still be taken over. The files are
     read before the transaction opens: no lock is held while qemu-img runs.
     """
+    waiting = awaiting_takeover_error(volume, live_operations(volume)[1])
+    if waiting is not None:
+        raise waiting
     proposal = reset_state_preview(volume=volume)
-    if proposal.retry_at:
-        raise awaiting_takeover_error(volume, live_operations(volume)[1]) or errors.RepairPreviewStale(
-            kind="volume", uuid=volume.uuid, reason="the sweeper took the operation over"
-        )
     if proposal.blocked:
         raise errors.RepairBlocked(
             action="reset state", kind="volume", uuid=volume.uuid, reason=proposal.blocked
