@@ -12,7 +12,7 @@ from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from backups import selectors as backup_selectors
@@ -55,13 +55,15 @@ def point_room(point: BackupPoint) -> dict:
 class BackupCreateForm(forms.Form):
     """Back up a snapshot of the volume into a backup point."""
 
-    name = forms.CharField(label=_("backup name"), max_length=128)
-    desc = forms.CharField(label=_("description"), max_length=1024, required=False)
+    name = forms.CharField(label=pgettext_lazy("action", "backup name"), max_length=128)
+    desc = forms.CharField(label=pgettext_lazy("action", "description"), max_length=1024, required=False)
     compress = forms.BooleanField(label=_("compress (zstd)"), required=False)
     full = forms.BooleanField(
-        label=_("full backup"), required=False, help_text=_("Not incremental on the previous backup.")
+        label=pgettext_lazy("action", "full backup"),
+        required=False,
+        help_text=_("Not incremental on the previous backup."),
     )
-    protected = forms.BooleanField(label=_("protected"), required=False)
+    protected = forms.BooleanField(label=pgettext_lazy("action", "protected"), required=False)
 
     def __init__(self, *args, volume: Volume, **kwargs):
         super().__init__(*args, **kwargs)
@@ -90,7 +92,7 @@ class RestoreForm(forms.Form):
         self.fields["pool"] = forms.ModelChoiceField(
             Pool.objects.filter(cluster=backup.cluster).order_by("name"),
             to_field_name="uuid",
-            label=_("target pool"),
+            label=pgettext_lazy("action", "target pool"),
         )
 
 
@@ -102,8 +104,8 @@ class ProtectForm(forms.Form):
     """Protect or unprotect a backup."""
 
     protected = forms.TypedChoiceField(
-        label=_("protection"),
-        choices=[("1", _("protect")), ("0", _("unprotect"))],
+        label=pgettext_lazy("action", "protection"),
+        choices=[("1", pgettext_lazy("action", "protect")), ("0", pgettext_lazy("action", "unprotect"))],
         coerce=lambda value: value == "1",
     )
 
@@ -132,8 +134,7 @@ class BackupActionsMixin:
 
     def backup_create_view(self, request):
         """Back up a snapshot of a volume (?volume=pk; ?snapshot=uuid preselects it)."""
-        source = request.POST if request.method == "POST" else request.GET
-        volume_id = source.get("volume", "")
+        volume_id = request.POST.get("volume") or request.GET.get("volume", "")
         volume = get_object_or_404(
             Volume.objects.select_related("cluster", "tenant", "current_snapshot"),
             pk=int(volume_id) if volume_id.isdigit() else 0,

@@ -10,7 +10,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sharestore.core.console_actions import action_view, bound_data
@@ -26,7 +26,9 @@ class TokenIssueForm(forms.Form):
 
     name = forms.CharField(label=_("name"), max_length=128)
     expires_at = forms.DateTimeField(
-        label=_("expires at"), required=False, help_text=_("YYYY-MM-DD HH:MM; empty: never.")
+        label=pgettext_lazy("action", "expires at"),
+        required=False,
+        help_text=_("YYYY-MM-DD HH:MM; empty: never."),
     )
 
     def __init__(self, *args, **kwargs):

@@ -10,7 +10,7 @@ from django.db.models import Sum
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
@@ -86,8 +86,8 @@ class SnapshotChoice(forms.ModelChoiceField):
 class SnapshotCreateForm(forms.Form):
     """Take a snapshot: its name and description."""
 
-    name = forms.CharField(label=_("snapshot name"), max_length=128)
-    desc = forms.CharField(label=_("description"), max_length=1024, required=False)
+    name = forms.CharField(label=pgettext_lazy("action", "snapshot name"), max_length=128)
+    desc = forms.CharField(label=pgettext_lazy("action", "description"), max_length=1024, required=False)
 
 
 class RollbackForm(forms.Form):
@@ -144,7 +144,7 @@ class CloneForm(forms.Form):
         self.fields["pool"] = forms.ModelChoiceField(
             Pool.objects.filter(cluster=volume.cluster).order_by("name"),
             to_field_name="uuid",
-            label=_("target pool"),
+            label=pgettext_lazy("action", "target pool"),
         )
 
 
