@@ -289,7 +289,32 @@ def test_backup_restore_verify_and_protect_from_the_console(
     assert not backup.protected
 
 
-def test_restore_into_a_pool_of_another_cluster_is_a_form_error(admin_client, volume, point, data_dir):
+def test_a_backup_being_deleted_cannot_be_protected(admin_client, volume, point, data_dir):
+    backup = Backup.objects.create(
+        name="going",
+        backup_point=point,
+        tenant=volume.tenant,
+        cluster=volume.cluster,
+        volume=volume,
+        volume_uuid=volume.uuid,
+        volume_capacity=volume.capacity,
+        volume_type="block",
+        snapshot_uuid=volume.current_snapshot.uuid,
+        snapshot_name="s1",
+        status=BackupStatus.DELETING,
+    )
+    events = AuditEvent.objects.count()
+    response = admin_client.post(
+        reverse("admin:backups_backup_protect", args=[backup.pk]), {"protected": "1"}
+    )
+    assert response.status_code == 200 and "BackupDeleting" in form_errors(response)
+    backup.refresh_from_db()
+    assert not backup.protected and AuditEvent.objects.count() == events
+
+
+def test_a_backup_to_an_unknown_point_is_a_form_error_and_a_missing_backup_404(
+    admin_client, volume, point, data_dir
+):
     url = reverse("admin:backups_backup_restore", args=[0])
     assert admin_client.get(url).status_code == 404
     before = storage_state(data_dir)
