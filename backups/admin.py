@@ -11,6 +11,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from backups import models as backup_models
+from backups.admin_actions import BackupActionsMixin
 from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.selectors import backup_point_used
@@ -201,8 +202,8 @@ class BackupPointAdmin(EditableConsoleAdmin):
 
 
 @admin.register(Backup)
-class BackupAdmin(ConsoleAdmin):
-    """Backups of volume snapshots (full or incremental)."""
+class BackupAdmin(BackupActionsMixin, ConsoleAdmin):
+    """Backups of volume snapshots (full or incremental); back up, restore, verify, protect."""
 
     list_display = (
         "name",
@@ -228,6 +229,9 @@ class BackupAdmin(ConsoleAdmin):
     )
     list_select_related = ("backup_point", "tenant", "cluster", "volume")
     search_fields = ("name", "uuid", "volume_uuid", "snapshot_uuid", "snapshot_name")
+
+    def get_urls(self):
+        return [*self.get_action_urls(), *super().get_urls()]
 
     @admin.display(description=_("volume"), ordering="volume_uuid")
     def volume_link(self, obj):

@@ -126,6 +126,13 @@ class Backup(models.Model):
         verbose_name = _("backup")
         verbose_name_plural = _("backups")
         ordering = ["-created", "-id"]
+        # The console's everyday actions, one permission per kind (docs/console.md "Actions").
+        permissions = [
+            ("backup_volume", "Can back up volumes"),
+            ("restore_backup", "Can restore backups into new volumes"),
+            ("verify_backup", "Can verify backups"),
+            ("protect_backup", "Can protect and unprotect backups"),
+        ]
         indexes = [
             models.Index(fields=["tenant", "cluster", "-created"], name="backups_bk_tenant_cl_created"),
             models.Index(

@@ -268,7 +268,13 @@ class Volume(models.Model):
         verbose_name_plural = _("volumes")
         ordering = ["-created", "-id"]
         # Repairs act on volumes (and on pools and backup points through them); `volumes.run_repairs`.
-        permissions = [("run_repairs", "Can run repair actions (reconcile, reset state, force delete)")]
+        permissions = [
+            ("run_repairs", "Can run repair actions (reconcile, reset state, force delete)"),
+            # The console's everyday actions, one permission per kind (docs/console.md "Actions").
+            ("snapshot_volume", "Can take and delete snapshots of volumes"),
+            ("rollback_volume", "Can roll volumes back to a snapshot"),
+            ("clone_volume", "Can clone volumes (linked or full)"),
+        ]
         indexes = [
             models.Index(
                 fields=["tenant", "cluster", "-created", "-id"], name="volumes_vol_tenant_cl_created"

@@ -64,6 +64,23 @@ def _estimate(snapshot: Snapshot, base: Backup | None, capacity: int) -> int:
     return min(total, capacity) + metadata
 
 
+def backup_plan(
+    *, volume: Volume, snapshot: Snapshot, point: BackupPoint, full: bool
+) -> tuple[Backup | None, int]:
+    """The backup a new one would be incremental on (None: full) and the bytes it may write, from
+    recorded sizes (the console's preview shows them; `backup_add` decides with them)."""
+    base = None
+    if not full and not point.encrypts:
+        base = (
+            Backup.objects.filter(
+                backup_point=point, volume_uuid=volume.uuid, status=choices.BackupStatus.COMPLETED
+            )
+            .order_by("-created", "-id")
+            .first()
+        )
+    return base, _estimate(snapshot, base, volume.capacity)
+
+
 @transaction.atomic
 def backup_add(
     *,
@@ -100,20 +117,11 @@ def backup_add(
     store = backup_store(point)
     store.check_available(point.name)
     require_chain_idle(point=point, volume_uuid=volume.uuid)
-    base = None
     # An encrypted backup is always full and uncompressed (docs/backups.md: qemu-img 7.2 neither
     # compresses encrypted images nor rebases onto an encrypted base).
     encrypted = point.encrypts
     compress = compress and not encrypted
-    if not full and not encrypted:
-        base = (
-            Backup.objects.filter(
-                backup_point=point, volume_uuid=volume.uuid, status=choices.BackupStatus.COMPLETED
-            )
-            .order_by("-created", "-id")
-            .first()
-        )
-    estimate = _estimate(snapshot, base, volume.capacity)
+    base, estimate = backup_plan(volume=volume, snapshot=snapshot, point=point, full=full)
     used = backup_point_used(point)
     if used + estimate > point.capacity:
         raise errors.BackupPointFull(

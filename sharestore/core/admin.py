@@ -41,6 +41,7 @@ from sharestore.core.console import (
 from sharestore.core.models import ApiToken, AuditEvent, Operation
 from sharestore.core.services.leases import expected_takeover_at, lease_expired
 from sharestore.core.templatetags.console_tags import progress_bar
+from sharestore.core.token_actions import TokenActionsMixin
 
 
 def _bytes_text(operation) -> str:
@@ -342,8 +343,12 @@ class AuditEventAdmin(ConsoleAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(ConsoleAdmin):
-    """API tokens (only their hash is stored; issue them with `manage.py create_token`)."""
+class ApiTokenAdmin(TokenActionsMixin, ConsoleAdmin):
+    """API tokens (only their hash is stored): issue (the key shown once) and revoke, as
+    `manage.py create_token` does."""
+
+    def get_urls(self):
+        return [*self.get_action_urls(), *super().get_urls()]
 
     list_display = ("name", "key_prefix", "tenant", "created", "expires_at", "revoked_at", "last_used")
     list_filter = (("tenant", related(_("tenant"))),)

@@ -162,6 +162,11 @@ class ApiToken(models.Model):
         verbose_name = _("API token")
         verbose_name_plural = _("API tokens")
         ordering = ["name"]
+        # The console's token actions (docs/console.md "Actions").
+        permissions = [
+            ("issue_token", "Can issue API tokens"),
+            ("revoke_token", "Can revoke API tokens"),
+        ]
 
     def __str__(self):
         return f"{self.name} ({self.key_prefix}…)"

@@ -28,6 +28,7 @@ from sharestore.core.console import (
     related,
     service_error_text,
 )
+from volumes.admin.actions import VolumeActionsMixin
 from volumes.choices import EventState, SnapshotStatus
 from volumes.models import Snapshot, Volume, VolumeAttachment
 from volumes.services import repair
@@ -58,7 +59,7 @@ class AttachmentInline(admin.TabularInline):
 
 
 @admin.register(Volume)
-class VolumeAdmin(ConsoleAdmin):
+class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
     """Volumes: filters, the per-volume page (tree, clones, backups, timeline) and its repairs."""
 
     change_form_template = "admin/volumes/volume/change_form.html"
@@ -166,6 +167,7 @@ class VolumeAdmin(ConsoleAdmin):
                 name="volumes_volume_force_delete",
             ),
             path("refresh-usage/", view(self.refresh_usage_view), name="volumes_volume_refresh_usage"),
+            *self.get_action_urls(),
             *super().get_urls(),
         ]
 

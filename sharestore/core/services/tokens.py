@@ -24,6 +24,16 @@ def token_create(*, name: str, tenant=None, expires_at=None, key: str | None = N
     return token, key
 
 
+def token_revoke(*, token: ApiToken) -> ApiToken:
+    """Revoke a token (its requests are refused from now on; the row stays as history). Revoking a
+    revoked token keeps its first revocation time."""
+    ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    token.refresh_from_db()
+    # `update()` sends no signal: forget the cached token here (other processes within the TTL).
+    _tokens.clear()
+    return token
+
+
 # key hash -> the live token: a request with a known key costs no query. A token revoked (or
 # expiring, or deleted) in another process is refused within SHARESTORE_READ_CACHE_SECONDS (5 s);
 # in this process at once when revoked through the ORM (`save()`, the admin).
