@@ -17,27 +17,27 @@ from backups.services.common import (
 from sharestore import errors
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import OperationHandler, Reporter, operation_run
+from sharestore.core.services.operations import OperationHandler, Reporter, operation_create, operation_run
 
 # -- verification --------------------------------------------------------------------------------
 
 
-def backup_verify(*, actor: str, backup: Backup) -> BackupVerification:
+def backup_verify(*, actor: str, backup: Backup, wait: bool = True) -> BackupVerification:
     """`qemu-img check` every file of the backup's chain and recompute every chunk digest of its content
     against the chunk index recorded at backup time (`backups.chunks`). Runs in the caller (a command or
     a scheduled task) as an operation, so progress shows and a crash is swept; the result is stored on
-    the backup and in its history."""
+    the backup and in its history. `wait=False` (the console: no hashing inside a request) enqueues the
+    operation on a worker instead and returns the verification still pending."""
     with transaction.atomic():
         point, backup = lock_completed_backup(backup, action="verified", action_cn="校验")
         verification = BackupVerification.objects.create(
             backup=backup, actor=actor[:128], checksum_expected=backup.checksum
         )
-        operation = Operation.objects.create(
+        fields = dict(
             kind=OperationKind.BACKUP_VERIFY,
             target_type="backup",
             target_uuid=backup.uuid,
             volume=backup.volume,
-            requested_by=actor[:128],
             bytes_total=backup.volume_capacity,
             params={
                 "backup": str(backup.uuid),
@@ -46,6 +46,10 @@ def backup_verify(*, actor: str, backup: Backup) -> BackupVerification:
                 "source_volume": str(backup.volume_uuid),
             },
         )
+        if not wait:
+            operation_create(actor=actor, **fields)
+            return verification
+        operation = Operation.objects.create(requested_by=actor[:128], **fields)
     operation_run(operation.pk, BACKUP_VERIFY_HANDLER)
     verification.refresh_from_db()
     return verification

@@ -237,7 +237,7 @@ def test_verify_a_backup(live_server, browser_page, scene):  # noqa: F811
     page.wait_for_selector("#ss-preview-result")
     assert not BackupVerification.objects.exists()
     preview_and_confirm(page, "verify")
-    assert "Backup b1 verified: ok." in success_text(page)
+    assert "Verification of backup b1 is queued" in success_text(page)
     assert BackupVerification.objects.get(backup=backup).result == "ok"
 
 
