@@ -61,6 +61,21 @@ def source_snapshot(scope, name="src") -> tuple[Volume, Snapshot]:
     return Volume.objects.get(pk=volume.pk), snapshot
 
 
+def copying(operation: Operation, pool_dir: str) -> Operation | None:
+    """The operation once its copy is under way: running, phase copying, its partial file in the pool.
+
+    (qemu-img's `-p` counts requests as they are issued: under a write rate limit it reports 100 %
+    early and then waits for the writes, so bytes reported are no sign of a copy under way.)"""
+    return wait_for(
+        lambda: (
+            partials(pool_dir)
+            and Operation.objects.filter(
+                pk=operation.pk, state=OperationState.RUNNING, phase="copying"
+            ).first()
+        )
+    )
+
+
 def ended(operation_id):
     operation = Operation.objects.get(pk=operation_id)
     return operation if operation.state not in (OperationState.QUEUED, OperationState.RUNNING) else None
@@ -91,20 +106,15 @@ def test_a_running_full_clone_is_stopped_its_partial_removed_and_it_ends_cancell
     on = reserved_on("pool", scope["pool"].uuid)
     assert reserved_bytes(on) > 0
 
-    # The copy is under way: bytes reported, and its partial file is in the pool directory.
-    copying = wait_for(
-        lambda: Operation.objects.filter(
-            pk=operation.pk, state=OperationState.RUNNING, bytes_done__gt=0
-        ).first()
-    )
-    assert copying is not None, Operation.objects.filter(pk=operation.pk).values()
-    assert partials(pool_dir), os.listdir(pool_dir)
+    # The copy is under way: its partial file is in the pool directory.
+    running = copying(operation, pool_dir)
+    assert running is not None, Operation.objects.filter(pk=operation.pk).values()
 
-    answered = operation_cancel(actor="operator-7", operation=copying)
+    answered = operation_cancel(actor="operator-7", operation=running)
     assert answered.state == OperationState.RUNNING and answered.cancel_requested_by == "operator-7"
     # Asking again while the worker stops it changes nothing.
     assert (
-        operation_cancel(actor="operator-7", operation=copying).cancel_requested_at
+        operation_cancel(actor="operator-7", operation=running).cancel_requested_at
         == answered.cancel_requested_at
     )
 
