@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
@@ -148,14 +148,14 @@ class OperationAdmin(ConsoleAdmin):
         shown = super().get_list_display(request)
         return (*shown, "cancel_link") if self._may_cancel(request) else shown
 
-    @admin.display(description=_("cancel"))
+    @admin.display(description=pgettext_lazy("operation cancel", "cancel"))
     def cancel_link(self, obj):
         if cancel_refusal(obj) is not None:
             return "-"
         return format_html(
             '<a class="ss-cancel" href="{}">{}</a>',
             reverse("admin:core_operation_cancel", args=[obj.pk]),
-            gettext("Cancel…"),
+            pgettext("operation cancel", "Cancel…"),
         )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
