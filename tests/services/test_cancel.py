@@ -8,8 +8,11 @@ own rate limit) to `convert`: the real qemu-img copies real data, only slower.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import subprocess
+import threading
 
 import pytest
 
@@ -17,6 +20,7 @@ from backups.models import Backup
 from backups.services.create import backup_add
 from backups.services.points import backup_point_create
 from sharestore import errors
+from sharestore.core import fencing
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import AuditEvent, Operation
 from sharestore.core.services.cancel import operation_cancel
@@ -25,6 +29,7 @@ from sharestore.core.tasks import operation_task
 from tests.helpers import POOL_DISKS, qemu_io, run_tasks
 from tests.services.test_hosts_real import partials, scope_of, wait_for, workers  # noqa: F401
 from volumes.choices import BackupStatus, EventState
+from volumes.drivers import process, qemu
 from volumes.models import Snapshot, Volume
 from volumes.services import clones
 from volumes.services.snapshots import snapshot_create
@@ -224,3 +229,25 @@ def test_cancel_of_a_finished_copy_or_of_a_kind_that_is_no_copy_is_refused(backu
     assert done.state == OperationState.SUCCEEDED and done.cancel_requested_at is None
     assert Backup.objects.get(pk=backup.pk).status == BackupStatus.COMPLETED
     assert AuditEvent.objects.count() == events
+
+
+def test_the_engine_kills_a_copy_once_its_cancel_event_is_set_and_finishes_metadata_steps(tmp_path, settings):
+    source, target = str(tmp_path / "src.qcow2"), str(tmp_path / "dst.qcow2")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", source, str(64 * MiB)], check=True)
+    qemu_io(source, "qcow2", f"write -P 9 0 {16 * MiB}")
+    settings.SHARESTORE_QEMU_IMG = slow_qemu_img(tmp_path)  # 16 MiB at 1 MiB/s: a copy that runs
+    cancel = threading.Event()
+    started = threading.Timer(0.5, cancel.set)
+    started.start()
+    try:
+        with fencing.installed(contextlib.nullcontext, operation_id=1, attempt=1, cancel=cancel):
+            with pytest.raises(process.CommandCancelled) as stopped:
+                qemu.convert(source, target)
+            assert stopped.value.scode == errors.OperationCancelled.scode
+            # The event stays set: a metadata read after it still runs to its end.
+            assert qemu.info(source)["virtual-size"] == 64 * MiB
+    finally:
+        started.cancel()
+    # The killed qemu-img is gone (reaped): nothing writes to the target any more.
+    running = subprocess.run(["pgrep", "-f", target], capture_output=True, text=True)
+    assert running.stdout.strip() == ""
