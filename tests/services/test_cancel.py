@@ -162,6 +162,41 @@ def test_a_running_full_clone_is_stopped_its_partial_removed_and_it_ends_cancell
     assert Volume.objects.get(pk=clone.pk).state == EventState.ERROR
 
 
+def test_a_running_backup_is_stopped_and_leaves_no_file_on_the_backup_point(
+    workers, topology, data_dir, tmp_path
+):
+    workers.start(
+        "w",
+        SHARESTORE_QEMU_IMG=slow_qemu_img(tmp_path),
+        SHARESTORE_LEASE_SECONDS="6",
+        SHARESTORE_HEARTBEAT_SECONDS="1",
+    )
+    scope = scope_of(POOL_DISKS)
+    source, snapshot = source_snapshot(scope)
+    directory = data_dir / "backup" / "bp"
+    directory.mkdir(parents=True)
+    point = backup_point_create(name="bp", cluster=topology["cluster"], path=str(directory), capacity=1 << 40)
+    backup = backup_add(actor="t", volume=source, snapshot=snapshot, backup_point=point, name="nightly")
+    operation = Operation.objects.get(target_uuid=backup.uuid, kind=OperationKind.BACKUP_CREATE)
+    running = wait_for(
+        lambda: (
+            partials(str(directory))
+            and Operation.objects.filter(pk=operation.pk, state=OperationState.RUNNING).first()
+        )
+    )
+    assert running is not None, Operation.objects.filter(pk=operation.pk).values()
+
+    operation_cancel(actor="operator-9", operation=running)
+
+    final = wait_for(lambda: ended(operation.pk), 60)
+    assert final is not None and final.state == OperationState.CANCELLED, final and final.error_message
+    assert Backup.objects.get(pk=backup.pk).status == BackupStatus.FAILED
+    files = [os.path.join(d, f) for d, _s, names in os.walk(directory) for f in names]
+    assert files == []
+    assert reserved_bytes(reserved_on("backup-point", point.uuid)) == 0
+    assert AuditEvent.objects.filter(action="backup.create.cancelled", operation=operation).count() == 1
+
+
 @pytest.fixture
 def backup_source(topology, data_dir):
     scope = scope_of(POOL_DISKS)
