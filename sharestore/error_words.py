@@ -103,7 +103,7 @@ ACTIONS = _table(
 )
 
 # Steps after the verb in an action name: they do not change what the caller asked for.
-_STEPS = {"finish", "fail", "stuck", "hide", "stopped", "succeeded", "failed"}
+_STEPS = {"finish", "fail", "stuck", "hide", "stopped", "succeeded", "failed", "cancelled"}
 
 
 def kind_words(value) -> tuple[str, str]:

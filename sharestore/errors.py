@@ -752,6 +752,39 @@ class PoolSpaceShort(ServiceError):
     )
 
 
+# 472x: cancelling copies ------------------------------------------------------------------------
+
+
+class OperationCancelled(ServiceError):
+    """A copy (full clone, backup, restore, flatten) stopped because an operator or a client cancelled
+    it: its partial output was removed (the operation's recorded end, not an answer to a request)."""
+
+    scode, http_status = 4720, 409
+    message = "{action} operation {uuid} was cancelled by {actor}"
+    message_cn = "{action}操作 {uuid} 已被 {actor} 取消"
+
+
+class OperationNotCancellable(ServiceError):
+    """Only a copy can be cancelled: the operation's kind is constant time or rewrites layers in place."""
+
+    scode, http_status = 4721, 409
+    message = (
+        "{action} operation {uuid} cannot be cancelled: only copies (full clone, create backup, "
+        "restore backup, flatten volume) can"
+    )
+    message_cn = (
+        "{action}操作 {uuid} 不能取消：只有复制类操作（完整克隆、创建备份、恢复备份、扁平化卷）可以取消"
+    )
+
+
+class OperationAlreadyEnded(ServiceError):
+    """The operation has already ended (succeeded, failed or cancelled): there is nothing to cancel."""
+
+    scode, http_status = 4722, 409
+    message = "{action} operation {uuid} has already ended ({state}): nothing to cancel"
+    message_cn = "{action}操作 {uuid} 已经结束（{state}），无可取消"
+
+
 # 465x: tenant quotas ----------------------------------------------------------------------------
 
 

@@ -470,3 +470,16 @@ def volume_snapshot_readers(*, volume: Volume) -> list[LayerReader]:
         + [LayerReader("clone", c, None, operations.get(c)) for c in cloning]
         + [LayerReader("linked clone", c, None, operations.get(c)) for c in flattening]
     )
+
+
+def operation_get(*, uuid, tenant: Tenant, cluster: Cluster) -> Operation:
+    """An operation on one of the tenant's volumes in the cluster (a backup's: its volume's); another
+    tenant's answers OperationNotFound exactly like a missing one."""
+    operation = (
+        Operation.objects.select_related("volume")
+        .filter(uuid=uuid, volume__tenant=tenant, volume__cluster=cluster)
+        .first()
+    )
+    if operation is None:
+        raise errors.OperationNotFound(uuid=uuid)
+    return operation

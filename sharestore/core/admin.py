@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -17,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core import dispatch
-from sharestore.core.choices import ACTIVE_OPERATION_STATES
+from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationState
 from sharestore.core.console import (
     ConsoleAdmin,
     LeaseListFilter,
@@ -39,7 +40,9 @@ from sharestore.core.console import (
     titled,
 )
 from sharestore.core.models import ApiToken, AuditEvent, Operation
+from sharestore.core.services.cancel import cancel_refusal, operation_cancel
 from sharestore.core.services.leases import expected_takeover_at, lease_expired
+from sharestore.core.services.operations import heartbeat_seconds
 from sharestore.core.templatetags.console_tags import progress_bar
 from sharestore.core.token_actions import TokenActionsMixin
 
@@ -150,8 +153,13 @@ class OperationAdmin(ConsoleAdmin):
 
     def get_list_display(self, request):
         shown = list(super().get_list_display(request))
-        # The retry link leads to a repair screen: only for those who may use it.
-        return shown if can_run_repairs(request.user) else [c for c in shown if c != "next_step"]
+        # The retry link leads to a repair screen, the cancel link to a cancel preview: each only for
+        # those who may use it.
+        if not can_run_repairs(request.user):
+            shown.remove("next_step")
+        if self._may_cancel(request):
+            shown.append("cancel_link")
+        return shown
 
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj):
@@ -256,8 +264,76 @@ class OperationAdmin(ConsoleAdmin):
                 self.admin_site.admin_view(self.progress_view),
                 name="core_operation_progress",
             ),
+            path(
+                "<int:object_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name="core_operation_cancel",
+            ),
             *super().get_urls(),
         ]
+
+    # -- cancel a copy (preview, then confirm) ------------------------------------------------------
+
+    change_form_template = "admin/core/operation_cancel_change_form.html"
+    CANCEL_PERMISSION = "core.cancel_operation"
+
+    def _may_cancel(self, request) -> bool:
+        return (
+            request.user.is_active and request.user.is_staff and request.user.has_perm(self.CANCEL_PERMISSION)
+        )
+
+    @admin.display(description=pgettext_lazy("operation cancel", "cancel"))
+    def cancel_link(self, obj):
+        if cancel_refusal(obj) is not None:
+            return "-"
+        return format_html(
+            '<a class="ss-cancel" href="{}">{}</a>',
+            reverse("admin:core_operation_cancel", args=[obj.pk]),
+            pgettext("operation cancel", "Cancel…"),
+        )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra = dict(extra_context or {})
+        operation = Operation.objects.filter(pk=object_id).first() if str(object_id).isdigit() else None
+        if operation is not None and self._may_cancel(request) and cancel_refusal(operation) is None:
+            extra["cancel_url"] = reverse("admin:core_operation_cancel", args=[operation.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def cancel_view(self, request, object_id: int):
+        """GET: what is running, how far, and what a cancel does; POST: cancel it (the API's service)."""
+        if not self._may_cancel(request):
+            raise PermissionDenied
+        operation = get_object_or_404(Operation.objects.select_related("volume"), pk=object_id)
+        change_url = reverse("admin:core_operation_change", args=[operation.pk])
+        if request.method == "POST":
+            try:
+                with neutral_language():
+                    operation = operation_cancel(actor=console_actor(request), operation=operation)
+            except errors.ServiceError as exc:
+                self.message_user(request, service_error_text(exc), messages.ERROR)
+            else:
+                text = (
+                    gettext("Cancelled %(uuid)s before it started.")
+                    if operation.state == OperationState.CANCELLED
+                    else gettext(
+                        "Cancel of %(uuid)s asked: its worker stops the copy and removes the partial file."
+                    )
+                )
+                self.message_user(request, text % {"uuid": operation.uuid})
+            return HttpResponseRedirect(change_url)
+        refusal = cancel_refusal(operation)
+        context = self.repair_context(
+            request,
+            gettext("Cancel operation: preview"),
+            operation=operation,
+            volume=operation.volume,
+            refusal=service_error_text(refusal) if refusal is not None else "",
+            bytes_done=human_bytes(operation.bytes_done),
+            bytes_total=human_bytes(operation.bytes_total) if operation.bytes_total else "",
+            heartbeat=int(round(heartbeat_seconds())),
+            change_url=change_url,
+        )
+        return TemplateResponse(request, "admin/core/cancel.html", context)
 
     @admin.action(description=_("Retry failed operations (preview first)"), permissions=["run_repairs"])
     def retry_action(self, request, queryset):

@@ -12,12 +12,18 @@ temporary file name (`volumes.drivers.qemu.tmp_sibling`: `.tmp-<name>.op12-a3`).
 fenced off while its copy still runs never writes into the file of the attempt that took over, and the
 new attempt knows the names its predecessors used (`attempt_tags()`) to remove what they left.
 
+Cancellation: the runner also installs the attempt's cancel event (`cancel_event()`), which its
+heartbeat sets when someone asked to cancel the operation. The engine's process runner
+(`volumes.drivers.process.run`) stops a copying command when it is set; the attempt's own failure path
+then removes what the copy wrote, as for any failed copy.
+
 This module imports nothing from Django models: the storage layer below may use it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
@@ -26,6 +32,8 @@ Guard = Callable[[], AbstractContextManager]
 _guard: ContextVar[Guard | None] = ContextVar("sharestore_publish_guard", default=None)
 # (operation id, attempt number) of the attempt running in this context; None outside an operation.
 _attempt: ContextVar[tuple[int, int] | None] = ContextVar("sharestore_attempt", default=None)
+# Set when the operation of the attempt running in this context is to be cancelled; None outside one.
+_cancel: ContextVar[threading.Event | None] = ContextVar("sharestore_cancel", default=None)
 
 
 def tag_of(operation_id: int, attempt: int) -> str:
@@ -35,16 +43,30 @@ def tag_of(operation_id: int, attempt: int) -> str:
 
 
 @contextlib.contextmanager
-def installed(guard: Guard, *, operation_id: int | None = None, attempt: int = 0) -> Iterator[None]:
-    """Run the block with `guard` protecting every publish made in it, and (with `operation_id`) the
-    attempt's tag naming every temporary file written in it (this thread/context only)."""
+def installed(
+    guard: Guard,
+    *,
+    operation_id: int | None = None,
+    attempt: int = 0,
+    cancel: threading.Event | None = None,
+) -> Iterator[None]:
+    """Run the block with `guard` protecting every publish made in it, (with `operation_id`) the
+    attempt's tag naming every temporary file written in it, and (with `cancel`) the event that stops
+    its copies (this thread/context only)."""
     token = _guard.set(guard)
     attempt_token = _attempt.set(None if operation_id is None else (int(operation_id), int(attempt)))
+    cancel_token = _cancel.set(cancel)
     try:
         yield
     finally:
+        _cancel.reset(cancel_token)
         _attempt.reset(attempt_token)
         _guard.reset(token)
+
+
+def cancel_event() -> threading.Event | None:
+    """The event set when the operation running in this context is cancelled (None outside one)."""
+    return _cancel.get()
 
 
 def attempt_tag() -> str:

@@ -74,6 +74,14 @@ class Operation(models.Model):
         ),
     )
     attempts = models.PositiveIntegerField(default=0)
+    # A cancel of a running copy is recorded here by compare-and-set; its worker reads it with each
+    # lease renewal and stops the copy (`sharestore.core.services.cancel`).
+    cancel_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("When a cancel of this copy was asked; its worker stops it.")
+    )
+    cancel_requested_by = models.CharField(
+        max_length=128, blank=True, default="", help_text=_("Who asked to cancel it.")
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
@@ -82,6 +90,7 @@ class Operation(models.Model):
         verbose_name = _("operation")
         verbose_name_plural = _("operations")
         ordering = ["-created", "-id"]
+        permissions = [("cancel_operation", _("Can cancel a running copy"))]
         # The tables predate the core app: keep their names (and the names of their indexes).
         db_table = "volumes_operation"
         indexes = [

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from volumes.api import clone_views, snapshot_views, views
+from volumes.api import clone_views, operation_views, snapshot_views, views
 
 urlpatterns = [
     path("list", views.VolumeShareListApi.as_view(), name="volume-share-list"),
@@ -49,4 +49,9 @@ urlpatterns = [
         name="volume-share-clone-progress",
     ),
     path("flatten", clone_views.VolumeShareFlattenApi.as_view(), name="volume-share-flatten"),
+    path(
+        "operation/cancel",
+        operation_views.VolumeShareOperationCancelApi.as_view(),
+        name="volume-share-operation-cancel",
+    ),
 ]

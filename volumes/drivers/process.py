@@ -2,7 +2,9 @@
 
 Commands are argv lists, never a shell. Each has a timeout; stderr is kept and carried into the
 error; `-p` progress records (`    (12.89/100%)` ended by CR or LF) are parsed from stdout as they
-arrive and handed to a callback.
+arrive and handed to a callback. A command given a `cancel` event (the copies, see `qemu._run`) is
+killed within a poll interval of the event being set, and `CommandCancelled` is raised: its caller's
+failure path removes what it wrote, as for any failed copy.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import selectors
 import shlex
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from sharestore import errors
 
 PROGRESS_RE = re.compile(rb"\(\s*([0-9.]+)/100%\)")
 ENOSPC_MARKERS = ("No space left on device", "ENOSPC")
+# How often a running command's output and its cancel event are looked at, at most.
+POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,16 @@ class CommandFailed(errors.StorageError):
         super().__init__(desc=result.stderr.strip()[-4000:], reason=reason)
 
 
+class CommandCancelled(errors.OperationCancelled):
+    """A command was killed because its operation was cancelled (the runner records who asked)."""
+
+    def __init__(self, argv: Sequence[str]):
+        command = argv[1] if len(argv) > 1 else ""
+        super().__init__(
+            desc=f"{os.path.basename(argv[0])} {command} was stopped", action="", uuid="", actor=""
+        )
+
+
 def _limit_resources(address_space: int | None):
     def preexec():
         if address_space:
@@ -61,8 +76,10 @@ def run(
     ok_codes: Sequence[int] = (0,),
     pass_fds: Sequence[int] = (),
     address_space: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> CommandResult:
-    """Run argv; raise CommandFailed, NoSpace or StorageTimeout unless it exits with one of ok_codes."""
+    """Run argv; raise CommandFailed, NoSpace or StorageTimeout unless it exits with one of ok_codes,
+    CommandCancelled (the command killed) once `cancel` is set."""
     argv = tuple(str(a) for a in argv)
     with tempfile.TemporaryFile() as err_file:
         try:
@@ -90,7 +107,11 @@ def run(
                     proc.kill()
                     proc.wait()
                     raise errors.StorageTimeout(seconds=int(timeout), command=shlex.join(argv[:3]))
-                if not sel.select(timeout=min(remaining, 1.0)):
+                if cancel is not None and cancel.is_set():
+                    proc.kill()
+                    proc.wait()
+                    raise CommandCancelled(argv)
+                if not sel.select(timeout=min(remaining, POLL_SECONDS)):
                     continue
                 chunk = os.read(proc.stdout.fileno(), 65536)
                 if not chunk:

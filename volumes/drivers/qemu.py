@@ -73,6 +73,11 @@ def chain_limit() -> int:
 
 
 def _run(argv: list, kind: str, **kwargs) -> process.CommandResult:
+    # A copy stops when its operation is cancelled (the runner's cancel event); metadata steps, which
+    # may come after a publish, always finish.
+    cancel = fencing.cancel_event() if kind == "copy" else None
+    if cancel is not None:
+        kwargs["cancel"] = cancel
     # Looked up at call time: tests inject faults by replacing `process.run`.
     return process.run(argv, timeout=timeout(kind), **kwargs)
 

@@ -19,6 +19,12 @@ expired: handlers are idempotent and resume from whatever the files show. The sw
 runs in every `qcluster` (the worker agent thread, `sharestore.core.agent`) every lease/3 seconds, so
 a dead worker's operation is taken over at most lease + lease/3 (+ the broker's poll) after its last
 heartbeat: 40 s at the default 30 s lease.
+
+Cancel (`sharestore.core.services.cancel`): a request marks a running copy by compare-and-set
+(`cancel_requested_at`). Every lease renewal of the attempt (its heartbeat thread, its progress writes,
+its publish fence) reads that mark in the same UPDATE; once it is seen, the attempt's cancel event is
+set, the engine kills the copying command, no publish is allowed any more, and the attempt ends
+`cancelled` through its kind's failure path (which removes the partial output).
 """
 
 from __future__ import annotations
@@ -78,6 +84,33 @@ def _held(operation: Operation, owner: str):
     """The rows this attempt still holds: its owner, its attempt number, running."""
     return Operation.objects.filter(
         pk=operation.pk, owner=owner, attempts=operation.attempts, state=OperationState.RUNNING
+    )
+
+
+def _renew(operation: Operation, owner: str, cancel: threading.Event, **values) -> bool:
+    """Renew this attempt's lease (writing `values` too) and read its cancel mark in the same UPDATE:
+    whether the attempt still holds the operation. A cancel mark sets `cancel`."""
+    values["lease_expires_at"] = _lease_deadline()
+    held = _held(operation, owner)
+    if held.filter(cancel_requested_at__isnull=True).update(**values) == 1:
+        return True
+    # Not renewed: either a cancel was asked (still ours: renew, and stop the work), or the lease is lost.
+    if held.update(**values) != 1:
+        return False
+    if not cancel.is_set():
+        logger.warning("operation %s: cancel requested; stopping its copy", operation.uuid)
+    cancel.set()
+    return True
+
+
+def cancelled_error(operation: Operation, desc: str = "") -> errors.OperationCancelled:
+    """The recorded end of a cancelled operation: its kind, UUID and who asked (read from its row)."""
+    actor = (
+        Operation.objects.filter(pk=operation.pk).values_list("cancel_requested_by", flat=True).first()
+        or operation.cancel_requested_by
+    )
+    return errors.OperationCancelled(
+        desc=desc, action=operation.kind, uuid=operation.uuid, actor=actor or "?"
     )
 
 
@@ -273,14 +306,19 @@ class Reporter:
     owner: str
     _last_write: float = field(default=0.0)
     lost: bool = False
+    # Set once a cancel of the operation is seen (here or by the heartbeat): the copy stops.
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     def _write(self, **values) -> None:
-        values["lease_expires_at"] = _lease_deadline()
-        rows = _held(self.operation, self.owner).update(**values)
-        if rows != 1:
+        if not _renew(self.operation, self.owner, self.cancel, **values):
             # Someone else took the lease over (the sweeper judged us dead): stop at the next check.
             self.lost = True
         self._last_write = time.monotonic()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether a cancel of the operation was seen."""
+        return self.cancel.is_set()
 
     def phase(self, name: str) -> None:
         self.operation.phase = name
@@ -332,14 +370,12 @@ class Heartbeat:
         try:
             while not self._stop.wait(self.interval):
                 try:
-                    rows = _held(self.reporter.operation, self.reporter.owner).update(
-                        lease_expires_at=_lease_deadline()
-                    )
+                    held = _renew(self.reporter.operation, self.reporter.owner, self.reporter.cancel)
                 except Exception:  # noqa: BLE001 - a database hiccup: try again next beat
                     logger.exception("heartbeat of operation %s failed", self.reporter.operation.pk)
                     connection.close()
                     continue
-                if rows != 1:
+                if not held:
                     self.reporter.lost = True
                     logger.warning("operation %s: lease lost", self.reporter.operation.uuid)
                     return
@@ -355,16 +391,21 @@ def _heartbeat_possible() -> bool:
     return not (connection.vendor == "sqlite" and (not name or "memory" in name))
 
 
-def operation_fence(operation: Operation, owner: str):
+def operation_fence(operation: Operation, owner: str, cancel: threading.Event | None = None):
     """A guard for one publish: in one transaction, check that this attempt still holds the lease
-    (owner + attempt + running, rowcount checked), renew it, and keep the row locked while the file is
-    renamed into place, so a takeover cannot slip in between the check and the rename."""
+    (owner + attempt + running, rowcount checked) and that no cancel was asked, renew it, and keep the
+    row locked while the file is renamed into place, so neither a takeover nor a cancel can slip in
+    between the check and the rename: a cancel asked before the publish wins, one asked after it is
+    too late (the copy is complete and the operation ends succeeded)."""
+    cancel = cancel if cancel is not None else threading.Event()
 
     @contextlib.contextmanager
     def guard():
         with transaction.atomic():
-            if _held(operation, owner).update(lease_expires_at=_lease_deadline()) != 1:
+            if not _renew(operation, owner, cancel):
                 raise errors.OperationLeaseLost(uuid=operation.uuid, attempt=operation.attempts)
+            if cancel.is_set():
+                raise cancelled_error(operation, desc="cancelled before the publish")
             yield
 
     return guard
@@ -464,14 +505,23 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
         error = errors.InternalError(desc=f"gave up after {operation.attempts - 1} interrupted attempts")
         _fail(operation, owner, handler, error)
         return operation
+    if operation.cancel_requested_at is not None:
+        # Cancelled while its previous attempt's worker was gone: undo, do not copy again.
+        _fail(operation, owner, handler, cancelled_error(operation, desc="cancelled before this attempt"))
+        return operation
     logger.info("operation %s (%s) started, attempt %s", operation.uuid, operation.kind, operation.attempts)
     reporter = Reporter(operation, owner)
     heartbeat = (
         Heartbeat(reporter, heartbeat_seconds()) if _heartbeat_possible() else contextlib.nullcontext()
     )
     try:
-        fence = operation_fence(operation, owner)
-        with heartbeat, fencing.installed(fence, operation_id=operation.pk, attempt=operation.attempts):
+        fence = operation_fence(operation, owner, reporter.cancel)
+        with (
+            heartbeat,
+            fencing.installed(
+                fence, operation_id=operation.pk, attempt=operation.attempts, cancel=reporter.cancel
+            ),
+        ):
             preflight = _placement.get("preflight")
             if preflight is not None:
                 preflight(operation)
@@ -485,6 +535,11 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
         )
         return operation
     except errors.ServiceError as error:
+        if reporter.cancelled or isinstance(error, errors.OperationCancelled):
+            # However the stopped copy surfaced (its command killed, a refused publish): cancelled.
+            error = cancelled_error(
+                operation, desc=error.desc if isinstance(error, errors.OperationCancelled) else ""
+            )
         _fail(operation, owner, handler, error)
         return operation
     except Exception as exc:
@@ -509,15 +564,18 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
 
 
 def _fail(operation: Operation, owner: str, handler: OperationHandler, error: errors.ServiceError) -> None:
+    """End the attempt failed (or cancelled, for an OperationCancelled) with its kind's undo."""
+    cancelled = isinstance(error, errors.OperationCancelled)
+    state = OperationState.CANCELLED if cancelled else OperationState.FAILED
     with transaction.atomic():
-        if _finish(operation, owner, OperationState.FAILED, error):
+        if _finish(operation, owner, state, error):
             handler.fail(operation, error)
             audit(
                 OperationContext.of(operation),
-                action=f"{operation.kind}.failed",
+                action=f"{operation.kind}.{state}",
                 object_type=operation.target_type,
                 object_uuid=operation.target_uuid,
-                result="failed",
+                result=str(state),
                 error=error,
             )
     operation.refresh_from_db()
