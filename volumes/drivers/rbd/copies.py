@@ -107,11 +107,14 @@ class RbdCopies:
         return self.info(name)
 
     def copy_needs(self, source: base.SnapshotSource) -> int:
-        src, _fmt = source.driver, None
+        src = source.driver
         if isinstance(src, RbdCopies):
             image, snap = src._split(source.snapshot)
             return sum(int(e["length"]) for e in cli.diff(src.cluster, image, snap))
-        return src.info(source.snapshot).virtual_size
+        # Another kind of pool (cross-kind): what its own copy would need, its data measured (the
+        # directory driver: `qemu-img measure` of the chain). The copy into RBD is as thin: qemu-img
+        # writes no zeros into the new image, which reads zeros where nothing was written.
+        return src.copy_needs(source)
 
     def full_clone(
         self, source: base.SnapshotSource, name: str, tag: str, progress: base.ProgressCallback
@@ -119,8 +122,18 @@ class RbdCopies:
         partial = self._partial(name, tag)
         self._drop(partial)
         qemu_name, fmt = source_of(source.driver, source.snapshot)
+        if fmt == "qcow2":
+            # A layer of a directory pool: every base it names is checked (no protocol name, nothing
+            # missing) before qemu-img opens the chain, as the directory driver's own copies do.
+            qemu.walk_chain(qemu_name)
         size = source.driver.info(source.snapshot).virtual_size
-        self._copy_in(qemu_name, fmt, partial, size, size, progress)
+        try:
+            self._copy_in(qemu_name, fmt, partial, size, size, progress)
+        except BaseException:
+            # A failed copy leaves nothing (as restore_export): the partial may be most of the volume.
+            with contextlib.suppress(Exception):
+                self._drop(partial)
+            raise
         return partial
 
     def flatten_needs(self, volume: str, tree: base.SnapshotTree) -> int:

@@ -95,7 +95,10 @@ class RbdDriver(RbdCopies, StorageDriver):
         try:
             names = cli.list_names(self.cluster)
         except errors.ServiceError as exc:
-            raise errors.PoolUnavailable(pool=self.root, reason=exc.kwargs.get("reason", str(exc))) from None
+            # The command's last stderr line says why (`error listing images ... (2) No such file or
+            # directory` for a namespace that is gone); a service error carries its parameters in params.
+            why = (exc.desc or "").strip().splitlines()[-1:] or [exc.params.get("reason") or str(exc)]
+            raise errors.PoolUnavailable(pool=self.cluster.scope, reason=why[0]) from None
         expected_uuid = expected_uuid or self.pool_uuid
         if expected_uuid:
             found = cli.meta(self.cluster, MARKER).get("pool_uuid") if MARKER in names else None
