@@ -133,6 +133,9 @@ SHARESTORE_BACKUP_VERIFY_BATCH = env.int("SHARESTORE_BACKUP_VERIFY_BATCH", defau
 # Key of the backup-point passwords stored encrypted at rest (docs/backups.md); empty: derived from
 # SECRET_KEY. Changing it (or SECRET_KEY when this is empty) makes the stored passwords unreadable.
 SHARESTORE_BACKUP_SECRET_KEY = env.str("SHARESTORE_BACKUP_SECRET_KEY", default="")
+# PBKDF2 time (ms) an encrypted backup's LUKS header is calibrated to when written; every open of
+# the file pays it again. qemu's default; the test suite lowers it (docs/backups.md).
+SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS = env.int("SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS", default=2000)
 SHARESTORE_NAME_MAX_LENGTH = 128
 
 INSTALLED_APPS = [

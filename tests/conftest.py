@@ -30,6 +30,11 @@ POOL_BBB = "f0dc0363-5e70-419a-95ad-2c49c14d70c1"
 HOST = demo.HOST_UUID
 
 
+# Encrypted backups' key derivation at 20 ms instead of qemu's 2 s: every open of an encrypted file
+# pays it, and the suite opens hundreds (real workers it starts inherit the variable).
+os.environ.setdefault("SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS", "20")
+
+
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path, settings):
     """Storage of this test only: pools, backup points and import root under tmp_path."""
@@ -37,6 +42,9 @@ def data_dir(tmp_path, settings):
     (root / "import").mkdir(parents=True)
     settings.SHARESTORE_DATA_DIR = root
     settings.SHARESTORE_IMPORT_ROOTS = [str(root / "import")]
+    settings.SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS = int(
+        os.environ["SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS"]
+    )
     return root
 
 

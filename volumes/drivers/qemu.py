@@ -142,6 +142,12 @@ def encrypted_files(paths: Iterable[str], password: str) -> Iterator[None]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def luks_iter_ms() -> int:
+    """Milliseconds of PBKDF2 the LUKS header is calibrated to, paid again by every open of the file:
+    qemu's 2,000 by default; the test settings lower it (a brute-force cost, not a correctness one)."""
+    return settings.SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS
+
+
 def _encrypted(path: str) -> _Encrypted | None:
     scope = _ENCRYPTED.get()
     if scope is None or path.startswith("json:") or os.path.abspath(path) not in scope.files:
@@ -371,7 +377,10 @@ def convert(
         if compress or backing is not None or out_fmt != "qcow2":
             # qemu-img 7.2: "Compression and encryption not supported at the same time".
             raise errors.StorageError(reason=f"an encrypted {target} is written uncompressed and whole")
-        argv += ["-o", f"encrypt.format=luks,encrypt.key-secret={SECRET_ID}"]
+        argv += [
+            "-o",
+            f"encrypt.format=luks,encrypt.key-secret={SECRET_ID},encrypt.iter-time={luks_iter_ms()}",
+        ]
     if cache:
         argv += ["-t", cache]
     if source_cache:
