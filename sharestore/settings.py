@@ -134,6 +134,10 @@ SHARESTORE_BACKUP_VERIFY_BATCH = env.int("SHARESTORE_BACKUP_VERIFY_BATCH", defau
 # SECRET_KEY. Changing it (or SECRET_KEY when this is empty) makes the stored passwords unreadable.
 SHARESTORE_BACKUP_SECRET_KEY = env.str("SHARESTORE_BACKUP_SECRET_KEY", default="")
 SHARESTORE_NAME_MAX_LENGTH = 128
+# The console's capacity bars and health column (docs/configuration.md): at or above WARNING % a bar
+# turns amber, at or above CRITICAL % red; above 100 % the figure is shown as it is.
+SHARESTORE_CAPACITY_WARNING_PERCENT = env.float("SHARESTORE_CAPACITY_WARNING_PERCENT", default=80)
+SHARESTORE_CAPACITY_CRITICAL_PERCENT = env.float("SHARESTORE_CAPACITY_CRITICAL_PERCENT", default=95)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
