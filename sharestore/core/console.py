@@ -191,6 +191,11 @@ def health_badge(obj) -> str:
     return badge(obj.get_status_display(), obj.status, kind="ok" if obj.status == "healthy" else "bad")
 
 
+def short_uuid(value) -> str:
+    """A UUID as its first 8 characters, the whole one in the tooltip (lists that must fit a screen)."""
+    return format_html('<span class="ss-uuid" title="{}">{}</span>', value, str(value)[:8])
+
+
 def usage_table(rows) -> str:
     """(label, bar) rows as the usage table of a storage location's page."""
     return format_html(

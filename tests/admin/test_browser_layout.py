@@ -13,7 +13,7 @@ from tests.admin.storage import new_volume, pool_named
 from tests.admin.test_browser import CHROMIUM, browser_page, shot  # noqa: F401 (fixture)
 from tests.helpers import run_tasks
 from volumes.choices import EventState
-from volumes.models import Volume
+from volumes.models import Pool, Volume
 from volumes.services import clones, demo
 from volumes.services.snapshots import snapshot_create
 
@@ -102,3 +102,16 @@ def test_volumes_list_fits_1440_pixels(live_server, browser_page, crowded):  # n
     # The deleted volume is one filter away.
     page.goto(f"{base}/admin/volumes/volume/?deleted=only")
     assert page.locator("#result_list tbody th a").all_inner_texts() == ["old-deleted-volume"]
+
+    # The pools list at the same width: a pool whose volumes promise twice its capacity says so.
+    Pool.objects.filter(name="bbb").update(capacity=64 << 20)
+    page.goto(f"{base}/admin/volumes/pool/")
+    row = page.locator("#result_list tr", has_text="bbb")
+    assert "128.0 MiB / 64.0 MiB (200%)" in row.locator("td.field-committed_bar").inner_text()
+    assert row.locator("td.field-committed_bar .ss-bar-high.ss-bar-over").count() == 1
+    assert "超额承诺" in row.locator("td.field-status_badge").inner_text()
+    shot(page, "pools-1440-zh")
+    box = page.locator("#changelist .results")
+    assert box.evaluate("b => b.scrollWidth <= b.clientWidth"), box.evaluate(
+        "b => [b.scrollWidth, b.clientWidth]"
+    )

@@ -26,6 +26,7 @@ from sharestore.core.console import (
     service_error_message,
     service_error_text,
     service_error_to_form,
+    short_uuid,
     sum_of,
     usage_table,
 )
@@ -253,7 +254,7 @@ class PoolAdmin(EditableConsoleAdmin):
     inlines = [PoolMountInline]
     list_display = (
         "name",
-        "uuid",
+        "uuid_short",
         "cluster",
         "zone",
         "pool_type",
@@ -291,6 +292,10 @@ class PoolAdmin(EditableConsoleAdmin):
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj):
         return pool_health_badge(obj, obj.committed)
+
+    @admin.display(description=_("UUID"), ordering="uuid")
+    def uuid_short(self, obj):
+        return short_uuid(obj.uuid)
 
     @admin.display(description=_("confirm a capacity below what is committed"))
     def confirm_capacity(self, obj):

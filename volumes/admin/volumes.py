@@ -29,6 +29,7 @@ from sharestore.core.console import (
     neutral_language,
     related,
     service_error_text,
+    short_uuid,
 )
 from volumes.choices import EventState, SnapshotStatus
 from volumes.models import Snapshot, Volume, VolumeAttachment
@@ -237,7 +238,7 @@ class VolumeAdmin(ConsoleAdmin):
 
     @admin.display(description=_("UUID"), ordering="uuid")
     def short_uuid(self, obj):
-        return format_html('<span class="ss-uuid" title="{}">{}</span>', obj.uuid, str(obj.uuid)[:8])
+        return short_uuid(obj.uuid)
 
     @admin.display(description=_("created"), ordering="created")
     def created_short(self, obj):
