@@ -4,9 +4,11 @@ until asked for. Real clones and restores (qemu-img on images in the test's pool
 
 from __future__ import annotations
 
+import importlib
 import re
 
 import pytest
+from django.apps import apps
 from django.urls import reverse
 
 from backups.choices import BackupStatus
@@ -131,3 +133,16 @@ def test_a_restored_volume_links_to_its_backup(admin_client, family, data_dir):
     type(backup).objects.filter(pk=backup.pk).delete()
     page = admin_client.get(reverse("admin:volumes_volume_change", args=[restored.pk])).content.decode()
     assert f"{backup.uuid} (the backup is no longer recorded)" in page
+
+
+def test_the_migration_fills_lineage_of_existing_clones_from_their_operations(family):
+    """Rows made before the fields existed: 0011's data step reads the clone operations back."""
+    migration = importlib.import_module("volumes.migrations.0011_pools_clone_source_snapshot")
+    full, linked, snapshot = family["full"], family["linked"], family["snapshot"]
+    Volume.objects.filter(pk__in=[full.pk, linked.pk]).update(clone_source_snapshot=None)
+    migration.fill_lineage(apps, None)
+    refilled = Volume.objects.filter(pk__in=[full.pk, linked.pk]).values_list(
+        "clone_source_snapshot", flat=True
+    )
+    assert list(refilled) == [snapshot.pk, snapshot.pk]
+    assert Volume.objects.get(pk=family["source"].pk).clone_source_snapshot_id is None
