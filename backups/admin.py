@@ -4,7 +4,7 @@ reconcile; backups browsable (view-only: only the backup service writes them).""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext
@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 
 from backups import models as backup_models
 from backups.admin_actions import BackupActionsMixin
-from backups.choices import BackupStatus
+from backups.choices import BackupPointStatus, BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.selectors import backup_point_used
 from backups.services.points import (
@@ -42,6 +42,7 @@ from sharestore.core.console import (
     sum_of,
     usage_table,
 )
+from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
 
 
@@ -62,6 +63,25 @@ class BackupPointForm(forms.ModelForm):
         required=False,
         help_text=_("Later backups are not encrypted (refused while encrypted backups exist)."),
     )
+    capacity = SizeField(
+        label=_("capacity"),
+        required=False,
+        help_text=_(
+            "Bytes backups may occupy: bytes, or a number with a unit (500G, 2T, 1.5TiB). Empty when "
+            "adding: what the filesystem has free now."
+        ),
+    )
+    confirm_capacity = forms.BooleanField(
+        label=_("confirm a capacity below what backups occupy"),
+        required=False,
+        help_text=_("Backups already occupy more: new backups are refused. Tick to save anyway."),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "capacity" in self.fields and self.instance.pk is not None:
+            self.fields["capacity"].required = True
+        self.below_used = None
 
     class Meta:
         model = BackupPoint
@@ -80,12 +100,28 @@ class BackupPointForm(forms.ModelForm):
                     capacity=data.get("capacity"),
                 )
             else:
-                backup_point_update_check(
-                    backup_point=BackupPoint.objects.get(pk=self.instance.pk), **self.changes()
-                )
+                point = BackupPoint.objects.get(pk=self.instance.pk)
+                backup_point_update_check(backup_point=point, **self.changes())
+                self._check_used(point, data.get("capacity"), data.get("confirm_capacity"))
         except errors.ServiceError as exc:
             service_error_to_form(self, exc)
         return data
+
+    def _check_used(self, point: BackupPoint, capacity, confirmed: bool) -> None:
+        """A capacity below what the backups already occupy: refused unless confirmed."""
+        used = backup_point_used(point)
+        if capacity is None or capacity >= used:
+            return
+        self.below_used = (used, capacity)
+        if not confirmed:
+            self.add_error(
+                "capacity",
+                gettext(
+                    "The capacity (%(capacity)s) is below what the backups already occupy "
+                    "(%(used)s): tick the confirmation to save it anyway."
+                )
+                % {"capacity": human_bytes(capacity), "used": human_bytes(used)},
+            )
 
     def changes(self) -> dict:
         changes = {k: v for k, v in self.cleaned_data.items() if k in EDITABLE_BACKUP_POINT_FIELDS}
@@ -101,7 +137,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
     """Backup points: usage bars, add and edit with the directory checked, reconcile."""
 
     form = BackupPointForm
-    editable_fields = (*BackupPointForm.Meta.fields, "password", "remove_password")
+    editable_fields = (*BackupPointForm.Meta.fields, "password", "remove_password", "confirm_capacity")
     fixed_fields = ("cluster",)
     list_display = (
         "name",
@@ -137,7 +173,19 @@ class BackupPointAdmin(EditableConsoleAdmin):
 
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj):
+        if obj.status == BackupPointStatus.HEALTHY and (obj.used_bytes or 0) > obj.capacity:
+            return badge(gettext("over capacity"), "over", kind="bad")
         return health_badge(obj)
+
+    @admin.display(description=_("confirm a capacity below what backups occupy"))
+    def confirm_capacity(self, obj):
+        return "-"
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            fieldsets[0][1]["fields"] = [f for f in fieldsets[0][1]["fields"] if f != "confirm_capacity"]
+        return fieldsets
 
     @admin.display(description=_("encrypts"), boolean=True)
     def encrypts(self, obj):
@@ -170,6 +218,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
         try:
             disk = shutil.disk_usage(obj.path)
             rows.append((gettext("filesystem used / size"), bar(disk.total - disk.free, disk.total)))
+            rows.append((gettext("filesystem free (what the disk really has)"), human_bytes(disk.free)))
         except OSError:
             pass
         return usage_table(rows)
@@ -178,6 +227,17 @@ class BackupPointAdmin(EditableConsoleAdmin):
         if change:
             with neutral_language():
                 backup_point_update(actor=console_actor(request), backup_point=obj, **form.changes())
+            if form.below_used:
+                used, capacity = form.below_used
+                self.message_user(
+                    request,
+                    gettext(
+                        "Backup point %(name)s: its capacity (%(capacity)s) is below what its backups "
+                        "occupy (%(used)s); new backups are refused until that changes."
+                    )
+                    % {"name": obj.name, "capacity": human_bytes(capacity), "used": human_bytes(used)},
+                    messages.WARNING,
+                )
             return
         data = form.cleaned_data
         point = backup_point_create(

@@ -137,6 +137,10 @@ SHARESTORE_BACKUP_SECRET_KEY = env.str("SHARESTORE_BACKUP_SECRET_KEY", default="
 # the file pays it again. qemu's default; the test suite lowers it (docs/backups.md).
 SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS = env.int("SHARESTORE_BACKUP_ENCRYPT_ITER_TIME_MS", default=2000)
 SHARESTORE_NAME_MAX_LENGTH = 128
+# The console's capacity bars and health column (docs/configuration.md): at or above WARNING % a bar
+# turns amber, at or above CRITICAL % red; above 100 % the figure is shown as it is.
+SHARESTORE_CAPACITY_WARNING_PERCENT = env.float("SHARESTORE_CAPACITY_WARNING_PERCENT", default=80)
+SHARESTORE_CAPACITY_CRITICAL_PERCENT = env.float("SHARESTORE_CAPACITY_CRITICAL_PERCENT", default=95)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -257,6 +257,26 @@ class Volume(models.Model):
         related_name="+",
         help_text=_("The snapshot the active layer ('head') currently sits on."),
     )
+    # Lineage kept after the links that make a clone depend on its source are gone: a full clone
+    # never had `parent_snapshot`, a flatten clears it.
+    clone_source_snapshot = models.ForeignKey(
+        "Snapshot",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="cloned_into",
+        editable=False,
+        verbose_name=_("cloned from snapshot"),
+        help_text=_("For a clone (linked or full): the snapshot of the source volume it was made from."),
+    )
+    # A UUID, not a foreign key: backups live in an app that depends on this one (and outlive volumes).
+    restored_from_backup_uuid = models.UUIDField(
+        null=True,
+        blank=True,
+        editable=False,
+        verbose_name=_("restored from backup"),
+        help_text=_("For a volume restored from a backup: that backup's UUID."),
+    )
     created = models.DateTimeField(default=timezone.now, editable=False)
     modified = models.DateTimeField(default=timezone.now, editable=False)
     deleted_at = models.DateTimeField(null=True, blank=True, editable=False)

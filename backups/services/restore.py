@@ -67,6 +67,9 @@ def _backup_restore_begin(
         snap_capacity=backup.volume_snap_cap,
         state=EventState.RESTORING,
     )
+    # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
+    Volume.objects.filter(pk=volume.pk).update(restored_from_backup_uuid=backup.uuid)
+    volume.restored_from_backup_uuid = backup.uuid
     operation_start(
         volume,
         kind=OperationKind.BACKUP_RESTORE,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import re
 import time
 import uuid
 from contextlib import contextmanager
@@ -19,13 +18,12 @@ from contextlib import contextmanager
 from django.core.management.base import CommandError, OutputWrapper
 
 from sharestore import errors
+from sharestore.core import sizes
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.I)
 
 
 def command_actor(command: str) -> str:
@@ -111,14 +109,11 @@ def service_errors_as_usage():
 
 
 def parse_size(text: str) -> int:
-    """'1099511627776', '500G', '1TiB', '1.5t' -> bytes (binary multiples)."""
-    match = _SIZE_RE.match(str(text))
-    if not match:
-        raise CommandError(
-            f"invalid size {text!r}: use bytes or a number with K, M, G, T or P", returncode=EXIT_USAGE
-        )
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * (1 << (10 * " kmgtp".index(unit or " "))))
+    """'1099511627776', '500G', '1TiB', '1.5t' -> bytes (binary multiples; `sharestore.core.sizes`)."""
+    try:
+        return sizes.parse_size(text)
+    except sizes.SizeError as error:
+        raise CommandError(str(error), returncode=EXIT_USAGE) from None
 
 
 def exit_with(code: int, message: str) -> None:

@@ -51,9 +51,22 @@ def human_bytes(value) -> str:
 
 
 def percent(part, whole) -> float:
+    """part / whole in percent, not capped: 12.1 GiB committed on 1 GiB is 1210 %. Nothing of
+    nothing is 0; something of nothing is infinite."""
+    part = float(part or 0)
     if not whole:
-        return 0.0
-    return max(0.0, min(100.0, 100.0 * float(part or 0) / float(whole)))
+        return float("inf") if part > 0 else 0.0
+    return max(0.0, 100.0 * part / float(whole))
+
+
+def capacity_level(share: float) -> str:
+    """'low', 'mid' (at or above SHARESTORE_CAPACITY_WARNING_PERCENT) or 'high' (at or above
+    SHARESTORE_CAPACITY_CRITICAL_PERCENT) for a share in percent."""
+    if share >= settings.SHARESTORE_CAPACITY_CRITICAL_PERCENT:
+        return "high"
+    if share >= settings.SHARESTORE_CAPACITY_WARNING_PERCENT:
+        return "mid"
+    return "low"
 
 
 # -- errors in the reader's language ------------------------------------------------------------------
@@ -177,6 +190,11 @@ def badge(label, value, *, kind: str = "", colours: dict | None = None) -> str:
 def health_badge(obj) -> str:
     """The status of a storage location (a pool, a backup point): healthy, or anything else (bad)."""
     return badge(obj.get_status_display(), obj.status, kind="ok" if obj.status == "healthy" else "bad")
+
+
+def short_uuid(value) -> str:
+    """A UUID as its first 8 characters, the whole one in the tooltip (lists that must fit a screen)."""
+    return format_html('<span class="ss-uuid" title="{}">{}</span>', value, str(value)[:8])
 
 
 def usage_table(rows) -> str:

@@ -7,33 +7,98 @@ from django.contrib import admin, messages
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core.console import (
     EditableConsoleAdmin,
+    badge,
     console_actor,
     count_of,
     health_badge,
+    human_bytes,
     location_filters,
     neutral_language,
     repair_redirect,
     rows_link,
+    service_error_message,
     service_error_text,
     service_error_to_form,
+    short_uuid,
     sum_of,
     usage_table,
 )
+from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
-from volumes.choices import LIVE_STATES
+from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
 from volumes.models import Pool, PoolMount, Volume
 from volumes.services import pools as pool_services
 from volumes.services import repair
+from volumes.services.pool_types import pool_type_driver
+
+
+def pool_health_badge(pool, committed) -> str:
+    """A pool's health column: its status, or "over-committed" (red) when it is healthy but its live
+    volumes promise more than capacity x overcommit."""
+    if pool.status == PoolStatus.HEALTHY and (committed or 0) > pool.capacity_limit:
+        return badge(gettext("over-committed"), "over", kind="bad")
+    return health_badge(pool)
+
+
+# A service error on one of rbd_location's settings, shown on the form field that holds it.
+RBD_SETTING_FIELDS = {
+    "ceph_pool": "ceph_pool",
+    "namespace": "ceph_namespace",
+    "conf": "ceph_conf",
+    "user": "ceph_user",
+    "keyring": "keyring",
+}
+RBD_FIELDS = tuple(RBD_SETTING_FIELDS.values())
 
 
 class PoolForm(forms.ModelForm):
-    """Add or edit a pool; the directory must exist and be writable (checked by the pool service)."""
+    """Add or edit a pool; its location is checked by the pool service (a directory must exist and be
+    writable; an RBD pool is connected to). Capacities take units (`500G`, `2T`); a capacity x
+    overcommit below what the pool's live volumes already promise needs `confirm_capacity`."""
+
+    capacity = SizeField(
+        label=_("capacity"),
+        required=False,
+        help_text=_(
+            "Bytes the pool offers before overcommit: bytes, or a number with a unit (500G, 2T, "
+            "1.5TiB). Empty when adding: the size of the filesystem (or Ceph pool) under it."
+        ),
+    )
+    confirm_capacity = forms.BooleanField(
+        label=_("confirm a capacity below what is committed"),
+        required=False,
+        help_text=_(
+            "Volumes already promise more than capacity x overcommit: new volumes and clones are "
+            "refused until the sum falls below it. Tick to save anyway."
+        ),
+    )
+    ceph_pool = forms.CharField(
+        label=_("Ceph pool"), required=False, help_text=_("Type rbd: the Ceph pool holding the images.")
+    )
+    ceph_namespace = forms.CharField(
+        label=_("RBD namespace"),
+        required=False,
+        help_text=_("Type rbd: an RBD namespace of that pool (optional)."),
+    )
+    ceph_conf = forms.CharField(
+        label=_("Ceph configuration file"),
+        required=False,
+        initial="/etc/ceph/ceph.conf",
+        help_text=_("Type rbd: the cluster's ceph.conf (absolute path)."),
+    )
+    ceph_user = forms.CharField(
+        label=_("Ceph client id"), required=False, help_text=_("Type rbd: the client id (empty: admin).")
+    )
+    keyring = forms.CharField(
+        label=_("keyring"), required=False, help_text=_("Type rbd: the client's keyring file (optional).")
+    )
 
     class Meta:
         model = Pool
@@ -55,6 +120,30 @@ class PoolForm(forms.ModelForm):
         if "zone" in self.fields:
             self.fields["zone"].required = False
             self.fields["zone"].help_text = gettext("Empty: the cluster's zone.")
+        if "driver" in self.fields:
+            self.fields["driver"].required = False
+            self.fields["driver"].help_text = gettext("Empty: the driver of the pool's type.")
+        if "path" in self.fields and self.instance.pk is None:
+            self.fields["path"].required = False
+            self.fields["path"].help_text = gettext(
+                "A directory: absolute path where this service's workers reach the pool. Type rbd: "
+                "leave empty and fill in the Ceph settings below."
+            )
+        if "capacity" in self.fields and self.instance.pk is not None:
+            self.fields["capacity"].required = True
+        self.below_committed = None
+
+    def clean_overcommit_ratio(self):
+        ratio = self.cleaned_data.get("overcommit_ratio")
+        if ratio is not None and ratio <= 0:
+            raise forms.ValidationError(
+                _(
+                    "The overcommit ratio must be greater than 0: 1 lets volumes promise exactly the "
+                    "capacity, 1.5 half as much again."
+                ),
+                code="overcommit_positive",
+            )
+        return ratio
 
     def clean(self):
         data = super().clean()
@@ -62,6 +151,9 @@ class PoolForm(forms.ModelForm):
             return data
         try:
             if self.instance.pk is None:
+                self._fill_kind(data)
+                if self.errors:
+                    return data
                 pool_services.pool_create_check(
                     name=data.get("name"),
                     cluster=data.get("cluster"),
@@ -74,9 +166,60 @@ class PoolForm(forms.ModelForm):
             else:
                 original = Pool.objects.get(pk=self.instance.pk)
                 pool_services.pool_update_check(pool=original, **self.changes())
+                self._check_committed(original, data)
         except errors.ServiceError as exc:
-            service_error_to_form(self, exc)
+            if exc.params.get("field") == "path" and self._rbd_built:
+                # The location came from the Ceph settings: the refusal concerns them as a whole.
+                self.add_error(None, service_error_message(exc))
+            else:
+                service_error_to_form(self, exc)
         return data
+
+    _rbd_built = False
+
+    def _fill_kind(self, data) -> None:
+        """A new pool's driver from its type (when not chosen) and an RBD pool's location from its
+        Ceph settings (when no path is given), as `add_pool` does."""
+        pool_type = data.get("pool_type")
+        if not data.get("driver"):
+            data["driver"] = pool_type_driver(pool_type) or PoolDriver.QCOW2_DIRECTORY
+        if pool_type != PoolType.RBD or data.get("path"):
+            if not data.get("path"):
+                self.add_error("path", gettext("This field is required."))
+            return
+        try:
+            data["path"] = pool_services.rbd_location(
+                ceph_pool=data.get("ceph_pool") or "",
+                namespace=data.get("ceph_namespace") or "",
+                conf=data.get("ceph_conf") or "",
+                user=data.get("ceph_user") or "",
+                keyring=data.get("keyring") or "",
+            )
+            self._rbd_built = True
+        except errors.ServiceError as exc:
+            field = RBD_SETTING_FIELDS.get(exc.params.get("field"))
+            self.add_error(field, service_error_message(exc))
+
+    def _check_committed(self, original: Pool, data) -> None:
+        """Capacity x overcommit below the sum of the live volumes' capacities: refused unless confirmed."""
+        capacity = data.get("capacity", original.capacity)
+        ratio = data.get("overcommit_ratio") or original.overcommit_ratio
+        if capacity is None:
+            return
+        limit = int(capacity * ratio)
+        committed = pool_services.pool_usage(original, filesystem=False).committed
+        if limit >= committed:
+            return
+        self.below_committed = (committed, limit)
+        if not data.get("confirm_capacity"):
+            self.add_error(
+                "capacity",
+                gettext(
+                    "Capacity x overcommit (%(limit)s) is below what the pool's live volumes already "
+                    "promise (%(committed)s): tick the confirmation to save it anyway."
+                )
+                % {"limit": human_bytes(limit), "committed": human_bytes(committed)},
+            )
 
     def changes(self) -> dict:
         return {k: v for k, v in self.cleaned_data.items() if k in pool_services.EDITABLE_POOL_FIELDS}
@@ -105,13 +248,13 @@ class PoolAdmin(EditableConsoleAdmin):
     """Pools: usage bars, add and edit through the pool service, reconcile."""
 
     form = PoolForm
-    editable_fields = tuple(PoolForm.Meta.fields)
+    editable_fields = (*PoolForm.Meta.fields, "confirm_capacity")
     # A pool's cluster and driver define where its images are and how they are written.
     fixed_fields = ("cluster", "driver")
     inlines = [PoolMountInline]
     list_display = (
         "name",
-        "uuid",
+        "uuid_short",
         "cluster",
         "zone",
         "pool_type",
@@ -138,9 +281,25 @@ class PoolAdmin(EditableConsoleAdmin):
             )
         )
 
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            # Nothing is committed in a new pool; its Ceph settings make an RBD pool's location.
+            fieldsets[0][1]["fields"] = [f for f in fieldsets[0][1]["fields"] if f != "confirm_capacity"]
+            fieldsets.append((_("Ceph RBD (type rbd)"), {"fields": list(RBD_FIELDS)}))
+        return fieldsets
+
     @admin.display(description=_("status"), ordering="status")
     def status_badge(self, obj):
-        return health_badge(obj)
+        return pool_health_badge(obj, obj.committed)
+
+    @admin.display(description=_("UUID"), ordering="uuid")
+    def uuid_short(self, obj):
+        return short_uuid(obj.uuid)
+
+    @admin.display(description=_("confirm a capacity below what is committed"))
+    def confirm_capacity(self, obj):
+        return "-"
 
     @admin.display(description=_("committed / capacity x overcommit"), ordering="committed")
     def committed_bar(self, obj):
@@ -169,9 +328,19 @@ class PoolAdmin(EditableConsoleAdmin):
                 bar(usage.allocated, usage.capacity),
             ),
         ]
+        if usage.committed > usage.limit:
+            rows.append(
+                (
+                    gettext("over-committed by"),
+                    format_html(
+                        '<span class="ss-error">{}</span>', human_bytes(usage.committed - usage.limit)
+                    ),
+                )
+            )
         if usage.fs_total:
             used = usage.fs_total - usage.fs_free
             rows.append((gettext("filesystem used / size"), bar(used, usage.fs_total)))
+            rows.append((gettext("filesystem free (what the disk really has)"), human_bytes(usage.fs_free)))
             rows.append(
                 (
                     gettext("reserved by copies in progress / filesystem free"),
@@ -184,6 +353,17 @@ class PoolAdmin(EditableConsoleAdmin):
         if change:
             with neutral_language():
                 pool_services.pool_update(actor=console_actor(request), pool=obj, **form.changes())
+            if form.below_committed:
+                committed, limit = form.below_committed
+                self.message_user(
+                    request,
+                    gettext(
+                        "Pool %(name)s: capacity x overcommit (%(limit)s) is below what is committed "
+                        "(%(committed)s); new volumes and clones are refused until that changes."
+                    )
+                    % {"name": obj.name, "limit": human_bytes(limit), "committed": human_bytes(committed)},
+                    messages.WARNING,
+                )
             return
         data = form.cleaned_data
         with neutral_language():

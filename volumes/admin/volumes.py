@@ -11,8 +11,10 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
@@ -27,6 +29,7 @@ from sharestore.core.console import (
     neutral_language,
     related,
     service_error_text,
+    short_uuid,
 )
 from volumes.admin.actions import VolumeActionsMixin
 from volumes.choices import EventState, SnapshotStatus
@@ -40,6 +43,70 @@ VOLUME_COLOURS = {
     EventState.DELETING: "off",
     SnapshotStatus.HIDDEN: "off",
 }
+
+
+class OriginFilter(admin.SimpleListFilter):
+    """Where volumes come from: linked clones, full clones (and flattened ones), restores, or nothing."""
+
+    title = _("source")
+    parameter_name = "origin"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("linked", pgettext_lazy("volume origin", "linked clones")),
+            ("full", pgettext_lazy("volume origin", "full clones")),
+            ("restored", pgettext_lazy("volume origin", "restored from a backup")),
+            ("none", pgettext_lazy("volume origin", "neither (created or imported)")),
+        ]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "linked":
+            return queryset.filter(parent_snapshot__isnull=False)
+        if value == "full":
+            return queryset.filter(source_volume__isnull=False, parent_snapshot__isnull=True)
+        if value == "restored":
+            return queryset.filter(restored_from_backup_uuid__isnull=False)
+        if value == "none":
+            return queryset.filter(
+                source_volume__isnull=True,
+                parent_snapshot__isnull=True,
+                restored_from_backup_uuid__isnull=True,
+            )
+        return queryset
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    """Deleted volumes are hidden unless asked for (or a state filter names their state)."""
+
+    title = _("deleted volumes")
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("show", _("shown too")), ("only", _("only them"))]
+
+    def choices(self, changelist):
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": _("hidden"),
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": self.value() == str(lookup),
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "show":
+            return queryset
+        if value == "only":
+            return queryset.filter(state=EventState.DELETED)
+        if "state__exact" in request.GET:
+            return queryset  # an explicit state filter decides
+        return queryset.exclude(state=EventState.DELETED)
 
 
 class AttachmentInline(admin.TabularInline):
@@ -66,18 +133,19 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
     inlines = [AttachmentInline]
     list_display = (
         "name",
-        "uuid",
+        "short_uuid",
         "tenant",
         "cluster",
         "pool",
-        "volume_type",
+        "type_short",
         "state_badge",
         "capacity_h",
         "used_h",
         "snap_length_h",
         "snapshot_count",
         "attachment_count",
-        "created",
+        "source",
+        "created_short",
     )
     list_filter = (
         ("cluster", related(_("cluster"))),
@@ -85,8 +153,10 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
         ("tenant", related(_("tenant"))),
         ("volume_type", choices(_("type"))),
         ("state", choices(_("state"))),
+        OriginFilter,
+        DeletedFilter,
     )
-    list_select_related = ("tenant", "cluster", "pool")
+    list_select_related = ("tenant", "cluster", "pool", "source_volume", "clone_source_snapshot")
     search_fields = ("name", "uuid")
     actions = ["refresh_usage_action"]
     fieldsets = (
@@ -106,7 +176,19 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
             },
         ),
         (_("State and sizes"), {"fields": ("state", "capacity", "snap_cap", "used", "snap_length")}),
-        (_("Lineage"), {"fields": ("source_volume", "parent_snapshot", "current_snapshot")}),
+        (
+            _("Lineage"),
+            {
+                "fields": (
+                    "source_volume",
+                    "parent_snapshot",
+                    "clone_source_snapshot",
+                    "restored_from",
+                    "clone_list",
+                    "current_snapshot",
+                )
+            },
+        ),
         (_("Times"), {"fields": ("created", "modified", "deleted_at")}),
     )
 
@@ -134,7 +216,12 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
 
     @admin.display(description=_("snapshots' size"), ordering="snap_length")
     def snap_length_h(self, obj):
-        return format_html("{} / {}", human_bytes(obj.snap_length), human_bytes(obj.snap_cap))
+        # Each size stays on one line; the pair may break at the slash (the list fits 1440 px).
+        return format_html(
+            '<span class="ss-nowrap">{}</span> / <span class="ss-nowrap">{}</span>',
+            human_bytes(obj.snap_length),
+            human_bytes(obj.snap_cap),
+        )
 
     @admin.display(description=_("snapshots"), ordering="n_snapshots")
     def snapshot_count(self, obj):
@@ -143,6 +230,84 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
     @admin.display(description=_("VMs"), ordering="n_attachments")
     def attachment_count(self, obj):
         return obj.n_attachments
+
+    # -- fit and lineage (list columns and the page's lineage fields) --
+
+    @admin.display(description=_("type"), ordering="volume_type")
+    def type_short(self, obj):
+        return obj.get_volume_type_display()
+
+    @admin.display(description=_("UUID"), ordering="uuid")
+    def short_uuid(self, obj):
+        return short_uuid(obj.uuid)
+
+    @admin.display(description=_("created"), ordering="created")
+    def created_short(self, obj):
+        created = timezone.localtime(obj.created)
+        return format_html(
+            '<span title="{}"><span class="ss-nowrap">{}</span> <span class="ss-nowrap">{}</span></span>',
+            date_format(created, "DATETIME_FORMAT"),
+            created.strftime("%Y-%m-%d"),
+            created.strftime("%H:%M"),
+        )
+
+    @admin.display(description=_("source"))
+    def source(self, obj):
+        """What the volume was made from: a clone's source volume (and snapshot), a restore's backup."""
+        if obj.source_volume_id:
+            kind = (
+                pgettext("clone kind", "linked") if obj.parent_snapshot_id else pgettext("clone kind", "full")
+            )
+            snapshot = obj.clone_source_snapshot
+            label = f"{obj.source_volume.name}@{snapshot.name}" if snapshot else obj.source_volume.name
+            return format_html(
+                '<span class="ss-origin">{}</span> <a href="{}" title="{}">{}</a>',
+                kind,
+                reverse("admin:volumes_volume_change", args=[obj.source_volume_id]),
+                obj.source_volume.uuid,
+                label,
+            )
+        if obj.restored_from_backup_uuid:
+            uuid = str(obj.restored_from_backup_uuid)
+            return format_html(
+                '<span class="ss-nowrap"><span class="ss-origin">{}</span> <a href="{}?q={}" title="{}">{}</a></span>',
+                gettext("backup"),
+                reverse("admin:backups_backup_changelist"),
+                uuid,
+                uuid,
+                uuid[:8],
+            )
+        return "-"
+
+    @admin.display(description=_("restored from backup"))
+    def restored_from(self, obj):
+        """A link to the backup the volume was restored from; backups are another app's rows, found
+        through the volume's reverse relation (this app imports nothing of it)."""
+        if obj is None or not obj.restored_from_backup_uuid:
+            return "-"
+        backups = Volume._meta.get_field("backups").related_model
+        found = backups.objects.filter(uuid=obj.restored_from_backup_uuid).values_list("pk", "name").first()
+        if found is None:
+            return format_html(
+                "{} ({})", obj.restored_from_backup_uuid, gettext("the backup is no longer recorded")
+            )
+        return format_html(
+            '<a href="{}" id="ss-restored-from">{}</a> ({})',
+            reverse("admin:backups_backup_change", args=[found[0]]),
+            found[1],
+            obj.restored_from_backup_uuid,
+        )
+
+    @admin.display(description=_("its clones"))
+    def clone_list(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        return format_html(
+            '<a href="{}?source_volume__id__exact={}&amp;deleted=show">{}</a>',
+            reverse("admin:volumes_volume_changelist"),
+            obj.pk,
+            gettext("list the volumes cloned from this one"),
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         from volumes.console import volume_page

@@ -3,7 +3,13 @@
 from django import template
 from django.utils.html import format_html
 
-from sharestore.core.console import human_bytes, localized_error, localized_event_message, percent
+from sharestore.core.console import (
+    capacity_level,
+    human_bytes,
+    localized_error,
+    localized_event_message,
+    percent,
+)
 
 register = template.Library()
 
@@ -15,18 +21,23 @@ def bytes_filter(value):
 
 @register.simple_tag
 def bar(part, whole, label=""):
-    """A horizontal bar filled to part/whole, with the figures as text (red above 90 %)."""
+    """A horizontal bar filled to part/whole, with the figures and the real percentage as text (above
+    100 % too: the fill stops at the end, the figure does not); amber from the warning threshold,
+    red from the critical one (settings SHARESTORE_CAPACITY_*_PERCENT)."""
     share = percent(part, whole)
-    level = "high" if share >= 90 else "mid" if share >= 70 else "low"
+    level = capacity_level(share)
+    over = " ss-bar-over" if share > 100 else ""
     text = label or f"{human_bytes(part)} / {human_bytes(whole)}"
+    shown = "∞" if share == float("inf") else f"{share:.0f}"
     return format_html(
-        '<span class="ss-bar ss-bar-{}" title="{}"><span class="ss-bar-fill" style="width: {}%"></span>'
+        '<span class="ss-bar ss-bar-{}{}" title="{}"><span class="ss-bar-fill" style="width: {}%"></span>'
         '<span class="ss-bar-text">{} ({}%)</span></span>',
         level,
+        over,
         text,
-        f"{share:.1f}",
+        f"{min(share, 100.0):.1f}",
         text,
-        f"{share:.0f}",
+        shown,
     )
 
 
