@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
@@ -135,11 +135,11 @@ class VolumeAdmin(ConsoleAdmin):
     def snap_length_h(self, obj):
         return format_html("{} / {}", human_bytes(obj.snap_length), human_bytes(obj.snap_cap))
 
-    @admin.display(description=_("snapshots"), ordering="n_snapshots")
+    @admin.display(description=pgettext_lazy("count column", "snapshots"), ordering="n_snapshots")
     def snapshot_count(self, obj):
         return obj.n_snapshots
 
-    @admin.display(description=_("VMs"), ordering="n_attachments")
+    @admin.display(description=pgettext_lazy("count column", "VMs"), ordering="n_attachments")
     def attachment_count(self, obj):
         return obj.n_attachments
 
