@@ -24,6 +24,7 @@ from sharestore.core.console import (
     localized_error,
     localized_event_message,
     neutral_language,
+    operation_phase_text,
     related,
     service_error_text,
     titled,
@@ -41,7 +42,7 @@ class OperationAdmin(ConsoleAdmin):
         "target",
         "state_badge",
         "progress_bar",
-        "phase",
+        "phase_text",
         "bytes_h",
         "error",
         "owner",
@@ -62,7 +63,7 @@ class OperationAdmin(ConsoleAdmin):
     actions = ["retry_action"]
     fieldsets = (
         (None, {"fields": ("uuid", "kind", "state", "volume", "target_type", "target_uuid", "params")}),
-        (_("Progress"), {"fields": ("phase", "progress", "bytes_done", "bytes_total")}),
+        (_("Progress"), {"fields": ("phase_text", "progress", "bytes_done", "bytes_total")}),
         (_("Error"), {"fields": ("error_scode", "error", "error_params", "error_detail")}),
         (
             _("Lease"),
@@ -100,6 +101,10 @@ class OperationAdmin(ConsoleAdmin):
     @admin.display(description=_("progress"), ordering="progress")
     def progress_bar(self, obj):
         return progress_bar(obj.progress)
+
+    @admin.display(description=_("phase"), ordering="phase")
+    def phase_text(self, obj):
+        return operation_phase_text(obj.phase)
 
     @admin.display(description=_("bytes"))
     def bytes_h(self, obj):

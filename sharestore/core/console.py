@@ -285,3 +285,14 @@ class EditableConsoleAdmin(ConsoleAdmin):
             (gettext_lazy("Usage"), {"fields": ["usage"]}),
             (gettext_lazy("Times"), {"fields": ["created", "modified"]}),
         ]
+
+
+# -- operation phases in the reader's language --------------------------------------------------------
+
+
+def operation_phase_text(phase: str) -> str:
+    """An operation's stored phase (English, as the API answers it) in the reader's language, from
+    the table keyed by the stored phase (`sharestore.core.phases`)."""
+    from sharestore.core.phases import phase_words
+
+    return phase_words(phase or "")

@@ -35,7 +35,9 @@ PHASES = {
     "hashing every chunk of the backup's content": pgettext_lazy(
         "operation phase", "hashing every chunk of the backup's content"
     ),
-    "copying the backup into the volume": pgettext_lazy("operation phase", "copying the backup into the volume"),
+    "copying the backup into the volume": pgettext_lazy(
+        "operation phase", "copying the backup into the volume"
+    ),
     "removing the file": pgettext_lazy("operation phase", "removing the file"),
     "written before an interruption": pgettext_lazy("operation phase", "written before an interruption"),
     "writing a full backup": pgettext_lazy("operation phase", "writing a full backup"),

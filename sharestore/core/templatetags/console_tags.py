@@ -3,7 +3,13 @@
 from django import template
 from django.utils.html import format_html
 
-from sharestore.core.console import human_bytes, localized_error, localized_event_message, percent
+from sharestore.core.console import (
+    human_bytes,
+    localized_error,
+    localized_event_message,
+    operation_phase_text,
+    percent,
+)
 
 register = template.Library()
 
@@ -52,3 +58,9 @@ def error_text(scode, message, params=None):
 def event_message(event):
     """An audit event's message in the reader's language."""
     return localized_event_message(event)
+
+
+@register.filter
+def phase_text(phase):
+    """An operation's stored phase in the reader's language."""
+    return operation_phase_text(phase)
