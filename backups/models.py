@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from backups import choices
+from volumes.choices import VolumeType
 from volumes.models import Cluster, NamedModel, Snapshot, Tenant, Volume, location_constraints
 
 __all__ = ["BackupPoint", "Backup", "BackupVerification"]
@@ -110,7 +111,7 @@ class Backup(models.Model):
     )
     volume_uuid = models.UUIDField(verbose_name=_("volume uuid"))
     volume_capacity = models.BigIntegerField(verbose_name=_("volume capacity"))
-    volume_type = models.CharField(max_length=8, verbose_name=_("volume type"))
+    volume_type = models.CharField(max_length=8, choices=VolumeType.choices, verbose_name=_("volume type"))
     volume_snap_cap = models.BigIntegerField(
         default=0,
         help_text=_("The source volume's SnapCap when the backup was taken; a restored volume gets it."),

@@ -27,10 +27,10 @@ from sharestore.core.console import (
     operation_phase_text,
     related,
     service_error_text,
-    titled,
 )
 from sharestore.core.models import ApiToken, AuditEvent, Operation
 from sharestore.core.templatetags.console_tags import progress_bar
+from sharestore.core.words import action_text, audit_result_text, object_type_text, state_text, words_filter
 
 
 @admin.register(Operation)
@@ -62,7 +62,7 @@ class OperationAdmin(ConsoleAdmin):
     search_fields = ("uuid", "target_uuid", "volume__name", "requested_by", "owner", "request_id")
     actions = ["retry_action"]
     fieldsets = (
-        (None, {"fields": ("uuid", "kind", "state", "volume", "target_type", "target_uuid", "params")}),
+        (None, {"fields": ("uuid", "kind", "state", "volume", "target_type_text", "target_uuid", "params")}),
         (_("Progress"), {"fields": ("phase_text", "progress", "bytes_done", "bytes_total")}),
         (_("Error"), {"fields": ("error_scode", "error", "error_params", "error_detail")}),
         (
@@ -89,14 +89,18 @@ class OperationAdmin(ConsoleAdmin):
             label = (
                 obj.volume.name
                 if obj.target_type == "volume"
-                else f"{obj.target_type} {obj.target_uuid} ({obj.volume.name})"
+                else f"{object_type_text(obj.target_type)} {obj.target_uuid} ({obj.volume.name})"
             )
             return format_html('<a href="{}">{}</a>', url, label)
-        return f"{obj.target_type} {obj.target_uuid}"
+        return f"{object_type_text(obj.target_type)} {obj.target_uuid}"
 
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj):
         return badge(obj.get_state_display(), obj.state)
+
+    @admin.display(description=_("target type"))
+    def target_type_text(self, obj):
+        return object_type_text(obj.target_type)
 
     @admin.display(description=_("progress"), ordering="progress")
     def progress_bar(self, obj):
@@ -178,8 +182,8 @@ class AuditEventAdmin(ConsoleAdmin):
     list_display = (
         "created",
         "actor",
-        "action",
-        "object_type",
+        "action_text",
+        "object_type_text",
         "object_uuid",
         "volume",
         "change",
@@ -187,8 +191,8 @@ class AuditEventAdmin(ConsoleAdmin):
         "message_text",
     )
     list_filter = (
-        ("result", titled(admin.AllValuesFieldListFilter, _("result"))),
-        ("object_type", titled(admin.AllValuesFieldListFilter, _("object type"))),
+        ("result", words_filter(_("result"), audit_result_text)),
+        ("object_type", words_filter(_("object type"), object_type_text)),
         ("volume__cluster", related(_("cluster"))),
         ("volume__pool", related(_("pool"))),
         ("volume__tenant", related(_("tenant"))),
@@ -196,16 +200,45 @@ class AuditEventAdmin(ConsoleAdmin):
     list_select_related = ("volume",)
     search_fields = ("actor", "action", "object_uuid", "message", "volume__name", "volume__uuid")
     date_hierarchy = None
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "created",
+                    "actor",
+                    "action_text",
+                    "object_type_text",
+                    "object_uuid",
+                    "volume",
+                    "operation",
+                    "change",
+                    "result_badge",
+                    "message_text",
+                    "scode",
+                    "message_params",
+                )
+            },
+        ),
+    )
 
     @admin.display(description=_("state change"))
     def change(self, obj):
         if not obj.from_state and not obj.to_state:
             return "-"
-        return f"{obj.from_state or '-'} → {obj.to_state or '-'}"
+        return f"{state_text(obj.from_state) or '-'} → {state_text(obj.to_state) or '-'}"
+
+    @admin.display(description=_("action"), ordering="action")
+    def action_text(self, obj):
+        return action_text(obj.action)
+
+    @admin.display(description=_("object type"), ordering="object_type")
+    def object_type_text(self, obj):
+        return object_type_text(obj.object_type)
 
     @admin.display(description=_("result"), ordering="result")
     def result_badge(self, obj):
-        return badge(obj.result, obj.result, kind="ok" if obj.result == "ok" else "bad")
+        return badge(audit_result_text(obj.result), obj.result, kind="ok" if obj.result == "ok" else "bad")
 
     @admin.display(description=_("message"))
     def message_text(self, obj):

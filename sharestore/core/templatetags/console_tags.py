@@ -10,6 +10,7 @@ from sharestore.core.console import (
     operation_phase_text,
     percent,
 )
+from sharestore.core.words import action_text, audit_result_text, state_text
 
 register = template.Library()
 
@@ -64,3 +65,21 @@ def event_message(event):
 def phase_text(phase):
     """An operation's stored phase in the reader's language."""
     return operation_phase_text(phase)
+
+
+@register.filter
+def audit_result(result):
+    """An audit event's stored result (`ok`) in the reader's language."""
+    return audit_result_text(result)
+
+
+@register.filter
+def audit_action(action):
+    """An audit event's stored action (`volume.reset_state`) as words in Chinese."""
+    return action_text(action)
+
+
+@register.filter
+def audit_state(state):
+    """A state as the audit trail stores it (`9 (merging snapshot)`) in the reader's language."""
+    return state_text(state)
