@@ -82,22 +82,34 @@ def _render(value) -> str:
     return str(value)
 
 
-class Words:
-    """A repair text: `code` (a key of TEXTS) and its parameters."""
+class Words(str):
+    """A repair text: `code` (a key of TEXTS) and its parameters.
 
-    __slots__ = ("code", "params")
+    As a `str` it is its English (what --json, the audit trail, `==`, `in` and `join` see: the
+    language-neutral form repairs always wrote); `str(words)` (templates) renders it in the active
+    language; `.english` and `.chinese` name the language."""
 
-    def __init__(self, code: str, **params):
+    code: str
+    params: dict
+
+    def __new__(cls, code: str, **params):
         if code not in TEXTS:
             raise KeyError(f"unknown repair text {code!r}")
-        self.code = code
-        self.params = params
+        with translation.override("en"):
+            english = cls._text(code, params)
+        words = super().__new__(cls, english)
+        words.code, words.params = code, params
+        return words
+
+    @staticmethod
+    def _text(code: str, params: dict) -> str:
+        template = str(TEXTS[code])
+        if not params:
+            return template
+        return template % {name: _render(value) for name, value in params.items()}
 
     def __str__(self) -> str:
-        template = str(TEXTS[self.code])
-        if not self.params:
-            return template
-        return template % {name: _render(value) for name, value in self.params.items()}
+        return self._text(self.code, self.params)
 
     def render(self, language: str) -> str:
         with translation.override(language):
@@ -105,45 +117,42 @@ class Words:
 
     @property
     def english(self) -> str:
-        return self.render("en")
+        return str.__str__(self)
 
     @property
     def chinese(self) -> str:
         return self.render("zh-hans")
 
-    def __eq__(self, other) -> bool:
-        if isinstance(other, Words):
-            return (self.code, self.params) == (other.code, other.params)
-        return NotImplemented
-
-    def __hash__(self):
-        return hash(self.code)
-
     def __repr__(self) -> str:
         return f"Words({self.code!r}, {self.params!r})"
-
-    def __bool__(self) -> bool:
-        return True
 
     def __deepcopy__(self, memo):
         return self  # immutable: dataclasses.asdict copies reports holding these
 
+    def __reduce__(self):
+        return (_words, (self.code, self.params))
+
+
+def _words(code, params):
+    return Words(code, **params)
+
 
 class ErrorWords(Words):
-    """A catalogued error (scode and parameters) as a repair text: rendered from errors.py's catalogue
-    in the reader's language."""
+    """A catalogued error (scode and parameters) as a repair text, its message rendered from
+    errors.py's catalogue in the reader's language."""
 
-    def __init__(self, error: errors.ServiceError):
-        self.code = "unreadable"
-        self.params = {"scode": error.scode, "message": error.render_message()}
-        self._error = error
-
-    __slots__ = ("_error",)
+    def __new__(cls, error: errors.ServiceError):
+        words = super().__new__(cls, "unreadable", scode=error.scode, message=error.render_message())
+        words.error = error
+        return words
 
     def __str__(self) -> str:
         chinese = (translation.get_language() or "en").lower().startswith("zh")
-        message = self._error.render_message_cn() if chinese else self._error.render_message()
-        return str(TEXTS["unreadable"]) % {"scode": self._error.scode, "message": message}
+        message = self.error.render_message_cn() if chinese else self.error.render_message()
+        return str(TEXTS["unreadable"]) % {"scode": self.error.scode, "message": message}
+
+    def __reduce__(self):
+        return (str, (self.english,))
 
 
 def operation_live_words(operation) -> Words:
@@ -185,7 +194,9 @@ class _Choice:
 
 def english(value):
     """`value` for --json and logs: Words and lazy words in English, containers walked."""
-    if isinstance(value, (Words, Promise)):
+    if isinstance(value, Words):
+        return value.english
+    if isinstance(value, Promise):
         with translation.override("en"):
             return str(value)
     if isinstance(value, dict):
