@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from volumes import choices
 
@@ -195,7 +196,7 @@ class Pool(NamedModel):
         blank=True,
         default="",
         help_text=_("Export path or device WWN on the server."),
-        verbose_name=_("source"),
+        verbose_name=pgettext_lazy("storage server", "source"),
     )
     username = models.CharField(max_length=128, blank=True, default="", verbose_name=_("username"))
     limit_host = models.BooleanField(
