@@ -59,6 +59,14 @@ TEXTS = {
     "files_remain": _("files remain (%(files)s): use force delete to finish the removal"),
     "state_matches": _("the state already matches the files"),
     "clones_read_snapshots": _("linked clones read its snapshots: %(clones)s"),
+    # why a failed operation cannot be retried (the retry preview, OperationNotRetryable's reason)
+    "retry_not_failed": _("it is %(state)s, not failed"),
+    "retry_undefined": _("no safe retry is defined for %(kind)s"),
+    "retry_superseded": _("a newer operation exists for the same object"),
+    "retry_volume_gone": _("the volume is gone"),
+    "retry_volume_state": _("the volume is %(state)s, not %(expected)s"),
+    "retry_volume_busy": _("another operation on the volume is queued or running"),
+    "retry_image_exists": _("an image exists for the volume: use reset state instead"),
 }
 
 # Separators of lists inside a text, per language.
