@@ -138,15 +138,34 @@ def _superuser_request(admin_user):
     return request
 
 
-def _url(name: str, pattern, obj) -> str | None:
-    """The URL of one of a ModelAdmin's patterns, its object id from `obj`; None when it needs an
-    argument it cannot be given."""
-    arguments = list(pattern.pattern.converters)
+def _rows_by_name() -> dict[str, list]:
+    """The first and the last seeded row of every registered model, by model name (`volume`)."""
+    rows = {}
+    for model in admin.site._registry:
+        ordered = model._default_manager.order_by("pk")
+        rows[model._meta.model_name] = [r for r in {ordered.first(), ordered.last()} if r is not None]
+    return rows
+
+
+def _argument(argument: str, obj, rows: dict[str, list]):
+    """A value for a URL argument: `object_id` is the page's row; `<model>_id` / `<model>_pk` /
+    `<model>_uuid` a seeded row of that model; None when nothing fits."""
+    if argument == "object_id":
+        return obj.pk if obj is not None else None
+    for suffix, attribute in (("_id", "pk"), ("_pk", "pk"), ("_uuid", "uuid")):
+        if argument.endswith(suffix) and rows.get(argument[: -len(suffix)].replace("_", "")):
+            return getattr(rows[argument[: -len(suffix)].replace("_", "")][0], attribute, None)
+    return None
+
+
+def _url(name: str, pattern, obj, rows: dict[str, list]) -> str | None:
+    """The URL of one of a ModelAdmin's patterns, its arguments from `obj` and the seeded rows;
+    None when it needs an argument it cannot be given."""
     kwargs = {}
-    for argument in arguments:
-        if argument != "object_id" or obj is None:
+    for argument in pattern.pattern.converters:
+        kwargs[argument] = _argument(argument, obj, rows)
+        if kwargs[argument] is None:
             return None
-        kwargs[argument] = obj.pk
     try:
         return reverse(f"admin:{name}", kwargs=kwargs)
     except NoReverseMatch:
@@ -159,38 +178,43 @@ def console_pages(client, admin_user) -> tuple[dict[str, str], list[str]]:
     pages: dict[str, str] = {}
     broken: list[str] = []
 
-    def get(what: str, url: str, *, required: bool = False, **extra) -> None:
-        response = client.get(url, follow=True, **extra)
+    def get(what: str, url: str, *, required: bool = False) -> None:
+        response = client.get(url, follow=True)
         if response.status_code == 200 and "text/html" in response.get("Content-Type", ""):
             pages[what] = response.content.decode()
         elif required:
             broken.append(f"{what} {url}: {response.status_code}")
 
-    get("index", reverse("admin:index"), required=True)
     get("home", "/", required=True)
+    # The site's own views without arguments (index, password change, views added to the site).
+    for pattern in admin.site.get_urls():
+        takes_arguments = pattern.pattern.regex.groups or pattern.pattern.converters
+        if getattr(pattern, "name", None) and not takes_arguments and pattern.name != "logout":
+            get(f"site {pattern.name}", reverse(f"admin:{pattern.name}"), required=pattern.name == "index")
     request = _superuser_request(admin_user)
+    rows = _rows_by_name()
     for model, model_admin in sorted(admin.site._registry.items(), key=lambda item: item[0]._meta.label):
         opts = model._meta
         get(f"{opts.app_label} app", reverse("admin:app_list", args=[opts.app_label]))
-        obj = model._default_manager.order_by("pk").first()
         prefix = f"{opts.app_label}_{opts.model_name}"
-        for pattern in model_admin.get_urls():
-            if not pattern.name:
-                continue
-            url = _url(pattern.name, pattern, obj)
-            if url is None:
-                continue
-            required = pattern.name in {f"{prefix}_changelist", f"{prefix}_change"}
-            get(f"{opts.label} {pattern.name}", url, required=required)
-        # The actions (repairs lead to their preview screens) on a seeded row.
-        if obj is None:
-            continue
+        # Each page of the first and of the last seeded row (the demo's real volumes come last).
+        for index, obj in enumerate(rows[opts.model_name] or [None]):
+            for pattern in model_admin.get_urls():
+                if not pattern.name or (index and not pattern.pattern.converters):
+                    continue
+                url = _url(pattern.name, pattern, obj, rows)
+                if url is None:
+                    continue
+                required = pattern.name in {f"{prefix}_changelist", f"{prefix}_change"}
+                get(f"{opts.label} {pattern.name} #{index}", url, required=required)
+        # The actions (repairs lead to their preview screens) on the seeded rows.
         changelist = reverse(f"admin:{prefix}_changelist")
         for action in model_admin.get_actions(request):
-            if action == "delete_selected":
+            if action == "delete_selected" or not rows[opts.model_name]:
                 continue
+            selected = [obj.pk for obj in rows[opts.model_name]]
             response = client.post(
-                changelist, {"action": action, ACTION_CHECKBOX_NAME: [obj.pk], "index": 0}, follow=True
+                changelist, {"action": action, ACTION_CHECKBOX_NAME: selected, "index": 0}, follow=True
             )
             if response.status_code == 200:
                 pages[f"{opts.label} action {action}"] = response.content.decode()
