@@ -283,3 +283,65 @@ def test_findings_reasons_and_phases_render_in_chinese_from_their_codes(client, 
     details = [f["detail"] for r in reports for f in r.as_dict()["findings"]]
     assert "the volume's image is missing" in details and "no database row refers to this file" in details
     json.dumps([r.as_dict() for r in reports])  # --json: plain strings
+
+
+def _phase_calls():
+    """Every `<reporter>.phase(...)` call in the apps: (where, literal parts of its phase)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for app in ("sharestore", "volumes", "backups"):
+        for path in sorted((root / app).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "phase"
+                    and len(node.args) == 1
+                ):
+                    continue
+                where = f"{path.relative_to(root)}:{node.lineno}"
+                for value in (
+                    [node.args[0].body, node.args[0].orelse]
+                    if isinstance(node.args[0], ast.IfExp)
+                    else [node.args[0]]
+                ):
+                    if isinstance(value, ast.Constant):
+                        yield where, (value.value,)
+                    elif isinstance(value, ast.JoinedStr):
+                        yield (
+                            where,
+                            tuple(v.value if isinstance(v, ast.Constant) else None for v in value.values),
+                        )
+                    else:
+                        yield where, None
+
+
+def test_every_phase_the_code_writes_is_in_the_table():
+    """A new `reporter.phase(...)` needs its words in sharestore/core/phases.py (and the catalogue)."""
+    import string
+
+    def parts(template: str) -> tuple:
+        # "copying {n} of {total}" -> ("copying ", None, " of ", None), as an f-string's parts.
+        out = []
+        for literal, field, _spec, _conversion in string.Formatter().parse(template):
+            out += [literal] if literal else []
+            out += [None] if field is not None else []
+        return tuple(out)
+
+    templates = {parts(t) for t in PHASE_TEMPLATES}
+    calls = list(_phase_calls())
+    assert len(calls) > 10
+    unknown = []
+    for where, parts in calls:
+        if parts is None:
+            unknown.append((where, "not a literal or f-string"))
+        elif len(parts) == 1 and parts[0] is not None:
+            if parts[0] not in PHASES:
+                unknown.append((where, parts[0]))
+        elif parts not in templates:
+            unknown.append((where, parts))
+    assert unknown == []

@@ -20,6 +20,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
+from sharestore.core.choices import OperationKind, OperationState
 
 TEXTS = {
     # reconcile findings: details
@@ -69,8 +70,8 @@ TEXTS = {
     "retry_image_exists": _("an image exists for the volume: use reset state instead"),
 }
 
-# Separators of lists inside a text, per language.
-_SEPARATORS = {"en": ("; ", ", "), "zh-hans": ("；", "、")}
+# The separator of a list inside a text (the layers that disagree), per language.
+_LIST_SEPARATOR = {"en": "; ", "zh-hans": "；"}
 
 
 def register_texts(texts: dict) -> None:
@@ -86,7 +87,7 @@ def _render(value) -> str:
         return str(value)
     if isinstance(value, (list, tuple)):
         chinese = (translation.get_language() or "en").lower().startswith("zh")
-        return _SEPARATORS["zh-hans" if chinese else "en"][1].join(_render(v) for v in value)
+        return _LIST_SEPARATOR["zh-hans" if chinese else "en"].join(_render(v) for v in value)
     return str(value)
 
 
@@ -181,8 +182,6 @@ class _Choice:
         self.value = value
 
     def __str__(self) -> str:
-        from sharestore.core.choices import OperationKind, OperationState
-
         if not (translation.get_language() or "en").lower().startswith("zh"):
             return str(self.value)
         for choices in (OperationKind, OperationState):
