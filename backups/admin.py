@@ -7,7 +7,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from backups import models as backup_models
@@ -204,7 +204,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
     def usage_bar(self, obj):
         return bar(obj.used_bytes, obj.capacity)
 
-    @admin.display(description=_("backups"), ordering="n_backups")
+    @admin.display(description=pgettext_lazy("count column", "backups"), ordering="n_backups")
     def backup_count(self, obj):
         return rows_link("admin:backups_backup_changelist", "backup_point", obj, obj.n_backups)
 

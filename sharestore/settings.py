@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import environ
+from django.utils.translation import gettext_lazy
 
 from sharestore import instance
 
@@ -276,7 +277,8 @@ Q_CLUSTER = {
     "catch_up": False,
     "poll": env.float("SHARESTORE_Q_POLL", default=0.2),
     "sync": _env_bool("SHARESTORE_Q_SYNC", False),
-    "label": "Task queue",
+    # Lazy: the sidebar names the app in the reader's language (msgid "Task queue").
+    "label": gettext_lazy("Task queue"),
     "cache": "cluster",
 }
 if SHARESTORE_HOST:

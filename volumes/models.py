@@ -8,6 +8,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from volumes import choices
 
@@ -29,8 +30,8 @@ __all__ = [
 class NamedModel(models.Model):
     """A row known by its UUID and shown by its name."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    name = models.CharField(max_length=128)
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
+    name = models.CharField(max_length=128, verbose_name=_("name"))
 
     class Meta:
         abstract = True
@@ -65,9 +66,13 @@ class Cluster(NamedModel):
     """A virtualization cluster; every API request names one."""
 
     mode = models.CharField(
-        max_length=32, blank=True, default="", help_text=_("The contract's cluster_mode.")
+        max_length=32,
+        blank=True,
+        default="",
+        help_text=_("The contract's cluster_mode."),
+        verbose_name=_("mode"),
     )
-    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="clusters")
+    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="clusters", verbose_name=_("zone"))
 
     class Meta(NamedModel.Meta):
         verbose_name = _("cluster")
@@ -77,9 +82,11 @@ class Cluster(NamedModel):
 class Host(models.Model):
     """A hypervisor host that mounts pools; AccessPath is keyed by host UUID."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    name = models.CharField(max_length=128, blank=True, default="")
-    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="hosts")
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
+    name = models.CharField(max_length=128, blank=True, default="", verbose_name=_("name"))
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, related_name="hosts", verbose_name=_("cluster")
+    )
     queue = models.CharField(
         max_length=160,
         blank=True,
@@ -87,9 +94,13 @@ class Host(models.Model):
         help_text=_(
             "django-q2 queue its storage worker listens on (host-<SHARESTORE_HOST>); empty: no worker."
         ),
+        verbose_name=_("queue"),
     )
     last_seen = models.DateTimeField(
-        null=True, blank=True, help_text=_("Last heartbeat of a storage worker running on this host.")
+        null=True,
+        blank=True,
+        help_text=_("Last heartbeat of a storage worker running on this host."),
+        verbose_name=_("last seen"),
     )
 
     class Meta:
@@ -112,8 +123,10 @@ class Tenant(NamedModel):
 class Namespace(models.Model):
     """A tenant's namespace (the contract's NamespaceUUID / NsUUID)."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    tenant = models.OneToOneField(Tenant, on_delete=models.PROTECT, related_name="namespace")
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.PROTECT, related_name="namespace", verbose_name=_("tenant")
+    )
 
     class Meta:
         verbose_name = _("namespace")
@@ -126,46 +139,73 @@ class Namespace(models.Model):
 class Pool(NamedModel):
     """A storage pool: a directory (local disk or NFS/CephFS mount) holding qcow2 images."""
 
-    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="pools")
-    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="pools")
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, related_name="pools", verbose_name=_("cluster")
+    )
+    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="pools", verbose_name=_("zone"))
     pool_type = models.CharField(
-        max_length=16, choices=choices.PoolType.choices, default=choices.PoolType.DISK
+        max_length=16,
+        choices=choices.PoolType.choices,
+        default=choices.PoolType.DISK,
+        verbose_name=_("pool type"),
     )
     driver = models.CharField(
-        max_length=16, choices=choices.PoolDriver.choices, default=choices.PoolDriver.QCOW2_DIRECTORY
+        max_length=16,
+        choices=choices.PoolDriver.choices,
+        default=choices.PoolDriver.QCOW2_DIRECTORY,
+        verbose_name=_("driver"),
     )
     path = models.CharField(
-        max_length=1024, help_text=_("Absolute directory where this service's workers reach the pool.")
+        max_length=1024,
+        help_text=_("Absolute directory where this service's workers reach the pool."),
+        verbose_name=_("path"),
     )
-    capacity = models.BigIntegerField(help_text=_("Bytes the pool offers before overcommit."))
+    capacity = models.BigIntegerField(
+        help_text=_("Bytes the pool offers before overcommit."), verbose_name=_("capacity")
+    )
     overcommit_ratio = models.DecimalField(
         max_digits=6,
         decimal_places=2,
         default=1,
         help_text=_("Sum of volume capacities may reach capacity x this ratio."),
+        verbose_name=_("overcommit ratio"),
     )
     status = models.CharField(
-        max_length=16, choices=choices.PoolStatus.choices, default=choices.PoolStatus.HEALTHY
+        max_length=16,
+        choices=choices.PoolStatus.choices,
+        default=choices.PoolStatus.HEALTHY,
+        verbose_name=_("status"),
     )
     tenants = models.ManyToManyField(
         Tenant,
         blank=True,
         related_name="pools",
         help_text=_("Tenants allowed to use the pool; empty means all."),
+        verbose_name=_("tenants"),
     )
     # What the platform's pool API records about where the storage comes from (informational: the
     # directory drivers reach the pool at `path`; docs/api.md "Pools").
-    ip = models.CharField(max_length=255, blank=True, default="", help_text=_("Storage server address."))
-    port = models.CharField(max_length=16, blank=True, default="", help_text=_("Storage server port."))
+    ip = models.CharField(
+        max_length=255, blank=True, default="", help_text=_("Storage server address."), verbose_name=_("ip")
+    )
+    port = models.CharField(
+        max_length=16, blank=True, default="", help_text=_("Storage server port."), verbose_name=_("port")
+    )
     source = models.CharField(
-        max_length=1024, blank=True, default="", help_text=_("Export path or device WWN on the server.")
+        max_length=1024,
+        blank=True,
+        default="",
+        help_text=_("Export path or device WWN on the server."),
+        verbose_name=pgettext_lazy("storage server", "source"),
     )
-    username = models.CharField(max_length=128, blank=True, default="")
+    username = models.CharField(max_length=128, blank=True, default="", verbose_name=_("username"))
     limit_host = models.BooleanField(
-        default=False, help_text=_("Only the hosts named when the pool was registered mount it.")
+        default=False,
+        help_text=_("Only the hosts named when the pool was registered mount it."),
+        verbose_name=_("limit host"),
     )
-    created = models.DateTimeField(default=timezone.now, editable=False)
-    modified = models.DateTimeField(default=timezone.now)
+    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
+    modified = models.DateTimeField(default=timezone.now, verbose_name=_("modified"))
 
     class Meta(NamedModel.Meta):
         verbose_name = _("pool")
@@ -185,9 +225,9 @@ class Pool(NamedModel):
 class PoolMount(models.Model):
     """Where a host mounts a pool; gives the volume's AccessPath on that host."""
 
-    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="mounts")
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="mounts")
-    mount_path = models.CharField(max_length=1024)
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="mounts", verbose_name=_("pool"))
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="mounts", verbose_name=_("host"))
+    mount_path = models.CharField(max_length=1024, verbose_name=_("mount path"))
 
     class Meta:
         verbose_name = _("pool mount")
@@ -211,27 +251,47 @@ class VolumeQuerySet(models.QuerySet):
 class Volume(models.Model):
     """A shared-storage volume: a qcow2 image (its active layer) in a pool."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    name = models.CharField(max_length=128)
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
+    name = models.CharField(max_length=128, verbose_name=_("name"))
     # No single-column index: the composite (tenant, cluster, ...) indexes below serve every tenant lookup.
-    tenant = models.ForeignKey(Tenant, on_delete=models.PROTECT, related_name="volumes", db_index=False)
-    namespace = models.ForeignKey(Namespace, on_delete=models.PROTECT, related_name="volumes")
-    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="volumes")
-    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="volumes")
-    volume_type = models.CharField(max_length=8, choices=choices.VolumeType.choices)
-    capacity = models.BigIntegerField(help_text=_("Virtual size in bytes."))
-    snap_cap = models.BigIntegerField(help_text=_("Bytes the volume's snapshots may occupy (SnapCap)."))
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.PROTECT, related_name="volumes", db_index=False, verbose_name=_("tenant")
+    )
+    namespace = models.ForeignKey(
+        Namespace, on_delete=models.PROTECT, related_name="volumes", verbose_name=_("namespace")
+    )
+    cluster = models.ForeignKey(
+        Cluster, on_delete=models.PROTECT, related_name="volumes", verbose_name=_("cluster")
+    )
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="volumes", verbose_name=_("pool"))
+    volume_type = models.CharField(
+        max_length=8, choices=choices.VolumeType.choices, verbose_name=_("volume type")
+    )
+    capacity = models.BigIntegerField(help_text=_("Virtual size in bytes."), verbose_name=_("capacity"))
+    snap_cap = models.BigIntegerField(
+        help_text=_("Bytes the volume's snapshots may occupy (SnapCap)."), verbose_name=_("snap cap")
+    )
     used = models.BigIntegerField(
-        default=0, editable=False, help_text=_("Allocated bytes of the active layer.")
+        default=0, editable=False, help_text=_("Allocated bytes of the active layer."), verbose_name=_("used")
     )
     snap_length = models.BigIntegerField(
-        default=0, editable=False, help_text=_("Allocated bytes of all snapshot layers (SnapLength).")
+        default=0,
+        editable=False,
+        help_text=_("Allocated bytes of all snapshot layers (SnapLength)."),
+        verbose_name=_("snap length"),
     )
     image_format = models.CharField(
-        max_length=8, choices=choices.ImageFormat.choices, default=choices.ImageFormat.QCOW2, editable=False
+        max_length=8,
+        choices=choices.ImageFormat.choices,
+        default=choices.ImageFormat.QCOW2,
+        editable=False,
+        verbose_name=_("image format"),
     )
     state = models.IntegerField(
-        choices=choices.EventState.choices, default=choices.EventState.CREATING, editable=False
+        choices=choices.EventState.choices,
+        default=choices.EventState.CREATING,
+        editable=False,
+        verbose_name=_("state"),
     )
     source_volume = models.ForeignKey(
         "self",
@@ -240,6 +300,7 @@ class Volume(models.Model):
         on_delete=models.SET_NULL,
         related_name="clones",
         help_text=_("The volume this one was cloned from (Parent)."),
+        verbose_name=_("source volume"),
     )
     parent_snapshot = models.ForeignKey(
         "Snapshot",
@@ -248,6 +309,7 @@ class Volume(models.Model):
         on_delete=models.PROTECT,
         related_name="linked_clones",
         help_text=_("For a linked clone: the snapshot layer it is an overlay on (ParentSnapshot)."),
+        verbose_name=_("parent snapshot"),
     )
     current_snapshot = models.ForeignKey(
         "Snapshot",
@@ -256,6 +318,7 @@ class Volume(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text=_("The snapshot the active layer ('head') currently sits on."),
+        verbose_name=_("current snapshot"),
     )
     # Lineage kept after the links that make a clone depend on its source are gone: a full clone
     # never had `parent_snapshot`, a flatten clears it.
@@ -277,9 +340,9 @@ class Volume(models.Model):
         verbose_name=_("restored from backup"),
         help_text=_("For a volume restored from a backup: that backup's UUID."),
     )
-    created = models.DateTimeField(default=timezone.now, editable=False)
-    modified = models.DateTimeField(default=timezone.now, editable=False)
-    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
+    modified = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("modified"))
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False, verbose_name=_("deleted at"))
 
     objects = VolumeQuerySet.as_manager()
 
@@ -336,13 +399,15 @@ class Volume(models.Model):
 class VolumeAttachment(models.Model):
     """A VM the volume is attached to, as the upstream platform reported through `attach`."""
 
-    volume = models.ForeignKey(Volume, on_delete=models.CASCADE, related_name="attachments")
-    vm_uuid = models.UUIDField()
-    device = models.CharField(max_length=64, blank=True, default="")
-    host_uuid = models.CharField(max_length=64, blank=True, default="")
-    vm_name = models.CharField(max_length=128, blank=True, default="")
-    vm_type = models.CharField(max_length=32, blank=True, default="")
-    created = models.DateTimeField(default=timezone.now, editable=False)
+    volume = models.ForeignKey(
+        Volume, on_delete=models.CASCADE, related_name="attachments", verbose_name=_("volume")
+    )
+    vm_uuid = models.UUIDField(verbose_name=_("vm uuid"))
+    device = models.CharField(max_length=64, blank=True, default="", verbose_name=_("device"))
+    host_uuid = models.CharField(max_length=64, blank=True, default="", verbose_name=_("host uuid"))
+    vm_name = models.CharField(max_length=128, blank=True, default="", verbose_name=_("vm name"))
+    vm_type = models.CharField(max_length=32, blank=True, default="", verbose_name=_("vm type"))
+    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
 
     class Meta:
         verbose_name = _("volume attachment")
@@ -361,22 +426,37 @@ class VolumeAttachment(models.Model):
 class Snapshot(models.Model):
     """A snapshot: a frozen, read-only external qcow2 layer in the volume's snapshot tree."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False)
-    volume = models.ForeignKey(Volume, on_delete=models.CASCADE, related_name="snapshots")
-    name = models.CharField(max_length=128)
-    desc = models.CharField(max_length=1024, blank=True, default="")
+    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
+    volume = models.ForeignKey(
+        Volume, on_delete=models.CASCADE, related_name="snapshots", verbose_name=_("volume")
+    )
+    name = models.CharField(max_length=128, verbose_name=_("name"))
+    desc = models.CharField(max_length=1024, blank=True, default="", verbose_name=_("desc"))
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+        verbose_name=_("parent"),
     )
     status = models.IntegerField(
-        choices=choices.SnapshotStatus.choices, default=choices.SnapshotStatus.CREATING, editable=False
+        choices=choices.SnapshotStatus.choices,
+        default=choices.SnapshotStatus.CREATING,
+        editable=False,
+        verbose_name=_("status"),
     )
-    size = models.BigIntegerField(default=0, editable=False, help_text=_("Allocated bytes of the layer."))
+    size = models.BigIntegerField(
+        default=0, editable=False, help_text=_("Allocated bytes of the layer."), verbose_name=_("size")
+    )
     layer_name = models.CharField(
-        max_length=255, editable=False, help_text=_("Layer file relative to the pool root.")
+        max_length=255,
+        editable=False,
+        help_text=_("Layer file relative to the pool root."),
+        verbose_name=_("layer name"),
     )
-    created = models.DateTimeField(default=timezone.now, editable=False)
-    modified = models.DateTimeField(default=timezone.now, editable=False)
+    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
+    modified = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("modified"))
 
     class Meta:
         verbose_name = _("snapshot")
@@ -394,9 +474,9 @@ class Snapshot(models.Model):
         return f"{self.name} ({self.uuid})"
 
 
-def _limit(field_class, help_text):
+def _limit(field_class, verbose_name, help_text):
     """A quota limit column: empty (null) is unlimited."""
-    return field_class(null=True, blank=True, help_text=help_text)
+    return field_class(null=True, blank=True, verbose_name=verbose_name, help_text=help_text)
 
 
 def _all_nonnegative(*fields: str) -> Q:
@@ -412,14 +492,24 @@ _LIMITS_OK = _all_nonnegative("max_volumes", "max_bytes", "max_snapshots", "max_
 class TenantQuota(models.Model):
     """A tenant's limits on what it may hold; an empty limit (null) is unlimited, no row at all too."""
 
-    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="quota")
-    modified = models.DateTimeField(default=timezone.now)
-    max_volumes = _limit(models.IntegerField, _("Volumes the tenant may hold (empty: unlimited)."))
-    max_bytes = _limit(
-        models.BigIntegerField, _("Sum of its volumes' capacities in bytes (empty: unlimited).")
+    tenant = models.OneToOneField(
+        Tenant, on_delete=models.CASCADE, related_name="quota", verbose_name=_("tenant")
     )
-    max_snapshots = _limit(models.IntegerField, _("Snapshots the tenant may hold (empty: unlimited)."))
-    max_backups = _limit(models.IntegerField, _("Backups the tenant may hold (empty: unlimited)."))
+    modified = models.DateTimeField(default=timezone.now, verbose_name=_("modified"))
+    max_volumes = _limit(
+        models.IntegerField, _("max volumes"), _("Volumes the tenant may hold (empty: unlimited).")
+    )
+    max_bytes = _limit(
+        models.BigIntegerField,
+        _("max bytes"),
+        _("Sum of its volumes' capacities in bytes (empty: unlimited)."),
+    )
+    max_snapshots = _limit(
+        models.IntegerField, _("max snapshots"), _("Snapshots the tenant may hold (empty: unlimited).")
+    )
+    max_backups = _limit(
+        models.IntegerField, _("max backups"), _("Backups the tenant may hold (empty: unlimited).")
+    )
 
     class Meta:
         ordering = ["tenant__name"]

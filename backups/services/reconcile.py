@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import time
 
+from django.utils.translation import gettext_lazy as _
+
 from backups.choices import IN_PROGRESS_STATUSES, BackupStatus
 from backups.models import Backup, BackupPoint
 from backups.storage import BackupStore
@@ -30,6 +32,15 @@ from volumes.services.repair.findings import (
     ReconcileReport,
 )
 from volumes.services.repair.reconcile import ReconcileScope, parse_uuids, register_reconcile_scope
+from volumes.services.repair.words import Words, register_texts
+
+# The findings of backup points, in volumes' table of repair texts (volumes/services/repair/words.py).
+register_texts(
+    {
+        "backup_file_missing": _("file of backup '%(name)s' is missing"),
+        "backup_point_absent": _("backup point directory %(path)s does not exist"),
+    }
+)
 
 
 def _backup_point_targets(uuids: list[str] | None) -> list[BackupPoint]:
@@ -114,12 +125,12 @@ def reconcile_backup_point(
         scope="backup_point", uuid=str(point.uuid), name=point.name, path=point.path, fix=fix
     )
     if not os.path.isdir(point.path):
-        report.error = f"backup point directory {point.path} does not exist"
+        report.error = Words("backup_point_absent", path=point.path)
         return report
     try:
         files = _list_files(point.path)
     except OSError as exc:
-        report.error = f"cannot list {point.path}: {exc}"
+        report.error = Words("cannot_list", path=point.path, error=exc)
         return report
     report.files_checked = len(files)
     file_set = set(files)
@@ -142,8 +153,8 @@ def reconcile_backup_point(
                     backup.file_name,
                     "backup",
                     backup,
-                    detail=f"file of backup {backup.name!r} is missing",
-                    expected=backup.get_status_display(),
+                    detail=Words("backup_file_missing", name=backup.name),
+                    expected=BackupStatus(backup.status).label,
                     fix=FixAction.MARK_FAILED,
                 )
             )

@@ -34,10 +34,10 @@ from sharestore.core.console import (
     localized_error,
     localized_event_message,
     neutral_language,
+    operation_phase_text,
     operation_rates,
     related,
     service_error_text,
-    titled,
 )
 from sharestore.core.models import ApiToken, AuditEvent, Operation
 from sharestore.core.services.cancel import cancel_refusal, operation_cancel
@@ -45,6 +45,7 @@ from sharestore.core.services.leases import expected_takeover_at, lease_expired
 from sharestore.core.services.operations import heartbeat_seconds
 from sharestore.core.templatetags.console_tags import progress_bar
 from sharestore.core.token_actions import TokenActionsMixin
+from sharestore.core.words import action_text, audit_result_text, object_type_text, state_text, words_filter
 
 
 def _bytes_text(operation) -> str:
@@ -64,6 +65,7 @@ def _progress_entry(operation, now) -> dict:
         "state_label": str(operation.get_state_display()),
         "active": operation.state in ACTIVE_OPERATION_STATES,
         "phase": operation.phase,
+        "phase_text": operation_phase_text(operation.phase) if operation.phase else "-",
         "progress": round(float(operation.progress), 1),
         "bytes_done": operation.bytes_done,
         "bytes_total": operation.bytes_total,
@@ -111,10 +113,10 @@ class OperationAdmin(ConsoleAdmin):
     search_fields = ("uuid", "target_uuid", "volume__name", "requested_by", "owner", "request_id")
     actions = ["retry_action"]
     fieldsets = (
-        (None, {"fields": ("uuid", "kind", "state", "volume", "target_type", "target_uuid", "params")}),
+        (None, {"fields": ("uuid", "kind", "state", "volume", "target_type_text", "target_uuid", "params")}),
         (
             _("Progress"),
-            {"fields": ("phase", "progress", "bytes_done", "bytes_total", "throughput", "eta")},
+            {"fields": ("phase_text", "progress", "bytes_done", "bytes_total", "throughput", "eta")},
         ),
         (_("Error"), {"fields": ("error_scode", "error", "cause", "error_params", "error_detail")}),
         (
@@ -142,10 +144,10 @@ class OperationAdmin(ConsoleAdmin):
             label = (
                 obj.volume.name
                 if obj.target_type == "volume"
-                else f"{obj.target_type} {obj.target_uuid} ({obj.volume.name})"
+                else f"{object_type_text(obj.target_type)} {obj.target_uuid} ({obj.volume.name})"
             )
             return format_html('<a href="{}">{}</a>', url, label)
-        return f"{obj.target_type} {obj.target_uuid}"
+        return f"{object_type_text(obj.target_type)} {obj.target_uuid}"
 
     class Media:
         # Live progress: polls progress.json while an operation on the page runs (no external script).
@@ -174,6 +176,10 @@ class OperationAdmin(ConsoleAdmin):
             lease_marker(obj),
         )
 
+    @admin.display(description=_("target type"))
+    def target_type_text(self, obj):
+        return object_type_text(obj.target_type)
+
     @admin.display(description=_("progress"), ordering="progress")
     def progress_bar(self, obj):
         return format_html(
@@ -182,7 +188,11 @@ class OperationAdmin(ConsoleAdmin):
 
     @admin.display(description=_("phase"), ordering="phase")
     def phase_text(self, obj):
-        return format_html('<span data-ss-op="{}" data-ss-field="phase">{}</span>', obj.pk, obj.phase or "-")
+        return format_html(
+            '<span data-ss-op="{}" data-ss-field="phase">{}</span>',
+            obj.pk,
+            operation_phase_text(obj.phase) if obj.phase else "-",
+        )
 
     @admin.display(description=_("bytes"))
     def bytes_h(self, obj):
@@ -384,8 +394,8 @@ class AuditEventAdmin(ConsoleAdmin):
     list_display = (
         "created",
         "actor",
-        "action",
-        "object_type",
+        "action_text",
+        "object_type_text",
         "object_uuid",
         "volume",
         "change",
@@ -393,8 +403,8 @@ class AuditEventAdmin(ConsoleAdmin):
         "message_text",
     )
     list_filter = (
-        ("result", titled(admin.AllValuesFieldListFilter, _("result"))),
-        ("object_type", titled(admin.AllValuesFieldListFilter, _("object type"))),
+        ("result", words_filter(_("result"), audit_result_text)),
+        ("object_type", words_filter(_("object type"), object_type_text)),
         ("volume__cluster", related(_("cluster"))),
         ("volume__pool", related(_("pool"))),
         ("volume__tenant", related(_("tenant"))),
@@ -402,16 +412,45 @@ class AuditEventAdmin(ConsoleAdmin):
     list_select_related = ("volume",)
     search_fields = ("actor", "action", "object_uuid", "message", "volume__name", "volume__uuid")
     date_hierarchy = None
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "created",
+                    "actor",
+                    "action_text",
+                    "object_type_text",
+                    "object_uuid",
+                    "volume",
+                    "operation",
+                    "change",
+                    "result_badge",
+                    "message_text",
+                    "scode",
+                    "message_params",
+                )
+            },
+        ),
+    )
 
     @admin.display(description=_("state change"))
     def change(self, obj):
         if not obj.from_state and not obj.to_state:
             return "-"
-        return f"{obj.from_state or '-'} → {obj.to_state or '-'}"
+        return f"{state_text(obj.from_state) or '-'} → {state_text(obj.to_state) or '-'}"
+
+    @admin.display(description=_("action"), ordering="action")
+    def action_text(self, obj):
+        return action_text(obj.action)
+
+    @admin.display(description=_("object type"), ordering="object_type")
+    def object_type_text(self, obj):
+        return object_type_text(obj.object_type)
 
     @admin.display(description=_("result"), ordering="result")
     def result_badge(self, obj):
-        return badge(obj.result, obj.result, kind="ok" if obj.result == "ok" else "bad")
+        return badge(audit_result_text(obj.result), obj.result, kind="ok" if obj.result == "ok" else "bad")
 
     @admin.display(description=_("message"))
     def message_text(self, obj):

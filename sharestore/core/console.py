@@ -407,3 +407,14 @@ class LeaseListFilter(admin.SimpleListFilter):
         if self.value() == "expired":
             return queryset.filter(expired_lease_q())
         return queryset
+
+
+# -- operation phases in the reader's language --------------------------------------------------------
+
+
+def operation_phase_text(phase: str) -> str:
+    """An operation's stored phase (English, as the API answers it) in the reader's language, from
+    the table keyed by the stored phase (`sharestore.core.phases`)."""
+    from sharestore.core.phases import phase_words
+
+    return phase_words(phase or "")

@@ -154,5 +154,6 @@ def test_operator_finds_and_fixes_an_orphan_and_a_missing_image(live_server, bro
     page.wait_for_selector("html[lang='zh-hans']")
     assert "快照树" in page.locator("#ss-tree h2").inner_text()
     assert "错误" in page.locator(".field-state").inner_text()
-    assert "reconcile.missing_image" in page.locator("#ss-timeline").inner_text()
+    # The audited action (reconcile.missing_image) in words, from sharestore/error_words.py.
+    assert "记录缺失的镜像" in page.locator("#ss-timeline").inner_text()
     shot(page, "6-volume-zh")

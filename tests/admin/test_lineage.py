@@ -136,7 +136,7 @@ def test_a_restored_volume_links_to_its_backup(admin_client, family, data_dir):
 
 
 def test_the_migration_fills_lineage_of_existing_clones_from_their_operations(family):
-    """Rows made before the fields existed: 0011's data step reads the clone operations back."""
+    """Rows made before the fields existed: 0012.s data step reads the clone operations back."""
     migration = importlib.import_module("volumes.migrations.0012_clone_source_snapshot")
     full, linked, snapshot = family["full"], family["linked"], family["snapshot"]
     Volume.objects.filter(pk__in=[full.pk, linked.pk]).update(clone_source_snapshot=None)

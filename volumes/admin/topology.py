@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from sharestore.core.console import ConsoleAdmin, count_of, related
 from volumes.choices import LIVE_STATES
@@ -25,11 +26,11 @@ class ZoneAdmin(ConsoleAdmin):
             .annotate(n_clusters=count_of(Cluster, "zone"), n_pools=count_of(Pool, "zone"))
         )
 
-    @admin.display(description=_("clusters"), ordering="n_clusters")
+    @admin.display(description=pgettext_lazy("count column", "clusters"), ordering="n_clusters")
     def cluster_count(self, obj):
         return obj.n_clusters
 
-    @admin.display(description=_("pools"), ordering="n_pools")
+    @admin.display(description=pgettext_lazy("count column", "pools"), ordering="n_pools")
     def pool_count(self, obj):
         return obj.n_pools
 
@@ -54,15 +55,15 @@ class ClusterAdmin(ConsoleAdmin):
             )
         )
 
-    @admin.display(description=_("hosts"), ordering="n_hosts")
+    @admin.display(description=pgettext_lazy("count column", "hosts"), ordering="n_hosts")
     def host_count(self, obj):
         return obj.n_hosts
 
-    @admin.display(description=_("pools"), ordering="n_pools")
+    @admin.display(description=pgettext_lazy("count column", "pools"), ordering="n_pools")
     def pool_count(self, obj):
         return obj.n_pools
 
-    @admin.display(description=_("live volumes"), ordering="n_volumes")
+    @admin.display(description=pgettext_lazy("count column", "live volumes"), ordering="n_volumes")
     def volume_count(self, obj):
         return obj.n_volumes
 
@@ -97,7 +98,7 @@ class TenantAdmin(ConsoleAdmin):
         namespace = getattr(obj, "namespace", None)
         return namespace.uuid if namespace else "-"
 
-    @admin.display(description=_("live volumes"), ordering="n_volumes")
+    @admin.display(description=pgettext_lazy("count column", "live volumes"), ordering="n_volumes")
     def volume_count(self, obj):
         return obj.n_volumes
 

@@ -223,11 +223,11 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
             human_bytes(obj.snap_cap),
         )
 
-    @admin.display(description=_("snapshots"), ordering="n_snapshots")
+    @admin.display(description=pgettext_lazy("count column", "snapshots"), ordering="n_snapshots")
     def snapshot_count(self, obj):
         return obj.n_snapshots
 
-    @admin.display(description=_("VMs"), ordering="n_attachments")
+    @admin.display(description=pgettext_lazy("count column", "VMs"), ordering="n_attachments")
     def attachment_count(self, obj):
         return obj.n_attachments
 

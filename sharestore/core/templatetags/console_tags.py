@@ -8,8 +8,10 @@ from sharestore.core.console import (
     human_bytes,
     localized_error,
     localized_event_message,
+    operation_phase_text,
     percent,
 )
+from sharestore.core.words import action_text, audit_result_text, state_text
 
 register = template.Library()
 
@@ -94,3 +96,27 @@ def operation_figures(operation):
         "active": operation.state in ACTIVE_OPERATION_STATES,
         "url": reverse("admin:core_operation_progress"),
     }
+
+
+@register.filter
+def phase_text(phase):
+    """An operation's stored phase in the reader's language."""
+    return operation_phase_text(phase)
+
+
+@register.filter
+def audit_result(result):
+    """An audit event's stored result (`ok`) in the reader's language."""
+    return audit_result_text(result)
+
+
+@register.filter
+def audit_action(action):
+    """An audit event's stored action (`volume.reset_state`) as words in Chinese."""
+    return action_text(action)
+
+
+@register.filter
+def audit_state(state):
+    """A state as the audit trail stores it (`9 (merging snapshot)`) in the reader's language."""
+    return state_text(state)

@@ -16,6 +16,7 @@ from volumes.choices import SnapshotStatus
 from volumes.drivers.base import StoredObject
 from volumes.models import Snapshot, Volume
 from volumes.services.repair.findings import Finding, FindingKind, FixAction, KeptReason, ReconcileReport
+from volumes.services.repair.words import Words, english
 from volumes.services.volumes import pool_driver
 
 # -- shared helpers ----------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def remove_orphans(
             object_type=object_type,
             object_uuid=object_uuid,
             result="ok" if finding.fixed else "failed",
-            message=f"{finding.name} ({finding.found})",
+            message=f"{finding.name} ({english(finding.found)})",
         )
 
 
@@ -127,8 +128,8 @@ def classify_orphans(
             Finding(
                 kind=FindingKind.ORPHAN_FILE,
                 name=orphan.name,
-                detail=("partial write" if orphan.partial else "no database row refers to this file"),
-                found=f"{orphan.size} bytes, modified {int(orphan.age)} s ago",
+                detail=Words("partial_write") if orphan.partial else Words("no_row"),
+                found=Words("file_found", size=orphan.size, age=int(orphan.age)),
                 fix=FixAction.REMOVE,
                 kept=kept,
             )

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 
 from django.utils.translation import gettext_lazy as _
 
+from volumes.services.repair.words import Words, english
+
 # Orphans younger than this are left alone: a publish (write .tmp-, rename) and the database row
 # that claims the file are not one atomic step, and a slow NFS mount can lag behind.
 DEFAULT_GRACE_SECONDS = 3600
@@ -94,7 +96,7 @@ class Finding:
             object_uuid=str(obj.uuid),
             detail=detail,
             expected=expected,
-            found="no file",
+            found=Words("no_file"),
             fix=fix,
         )
 
@@ -154,6 +156,7 @@ class ReconcileReport:
         return sum(1 for f in self.findings if f.fixable)
 
     def as_dict(self) -> dict:
-        data = asdict(self)
+        """The report for --json: its texts in English (the console renders them in its reader's)."""
+        data = english(asdict(self))
         data["remaining"] = len(self.remaining)
         return data

@@ -15,6 +15,7 @@ from sharestore.core.services.state import transition
 from volumes.choices import LIVE_STATES, EventState
 from volumes.models import Volume, VolumeAttachment
 from volumes.services.repair.inspection import cancel_stale_operations, live_operations
+from volumes.services.repair.words import Words, english, operation_live_words
 from volumes.services.volumes import pool_driver
 
 # -- force delete ------------------------------------------------------------------------------------
@@ -29,7 +30,7 @@ class ForceDeletePlan:
     files: list[str]
     attachments: list[str]
     snapshots: int
-    blocked: str = ""
+    blocked: Words | str = ""
     stale_operations: list[str] = field(default_factory=list)
 
     @property
@@ -37,7 +38,7 @@ class ForceDeletePlan:
         return EventState(self.current_state).label
 
     def as_dict(self) -> dict:
-        data = asdict(self)
+        data = english(asdict(self))
         data["current_label"] = str(self.current_label)
         return data
 
@@ -66,15 +67,12 @@ def force_delete_preview(*, volume: Volume) -> ForceDeletePlan:
         )
     )
     if volume.state == EventState.DELETED:
-        plan.blocked = "the volume is already deleted"
+        plan.blocked = Words("volume_already_deleted")
     elif live:
-        plan.blocked = (
-            f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: "
-            "wait for it or let the sweeper take it over"
-        )
+        plan.blocked = operation_live_words(live[0])
     elif clones:
         # Force never overrides this: removing the layers would corrupt the clones.
-        plan.blocked = "linked clones read its snapshots: " + ", ".join(map(str, clones))
+        plan.blocked = Words("clones_read_snapshots", clones=", ".join(map(str, clones)))
     return plan
 
 
@@ -88,7 +86,11 @@ def force_delete(*, actor: str, volume: Volume, expected_state: int) -> Operatio
     plan = force_delete_preview(volume=volume)
     if plan.blocked:
         raise errors.RepairBlocked(
-            action="force delete", kind="volume", uuid=volume.uuid, reason=plan.blocked
+            action="force delete",
+            kind="volume",
+            uuid=volume.uuid,
+            reason=plan.blocked.english,
+            reason_cn=plan.blocked.chinese,
         )
     if plan.current_state != expected_state:
         raise errors.RepairPreviewStale(kind="volume", uuid=volume.uuid, reason=f"now {plan.current_label}")

@@ -22,6 +22,7 @@ from volumes.services.repair.common import (
     expected_head_backing,
     expected_layer_backing,
 )
+from volumes.services.repair.words import Words
 from volumes.services.volumes import pool_driver
 
 # -- volume inspection (reset state, force delete) --------------------------------------------------
@@ -110,13 +111,13 @@ def volume_inspect(volume: Volume) -> VolumeInspection:
         }
         if info is None:
             layer["ok"] = snapshot.status not in LAYER_EXPECTED_STATUSES
-            layer["problem"] = "missing"
+            layer["problem"] = Words("layer_missing")
         else:
             expected = expected_layer_backing(snapshot, by_id, volume)
             if info.error is not None:
-                layer.update(ok=False, problem=f"unreadable: {info.error.render_message()}")
+                layer.update(ok=False, problem=Words("layer_unreadable", error=info.error.render_message()))
             elif info.backing != expected:
-                layer.update(ok=False, problem=f"backing should be {expected or '(none)'}")
+                layer.update(ok=False, problem=Words("layer_backing", expected=expected or Words("none")))
         inspection.layers.append(layer)
     return inspection
 

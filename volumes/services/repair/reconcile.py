@@ -33,6 +33,7 @@ from volumes.services.repair.findings import (
     ProgressFn,
     ReconcileReport,
 )
+from volumes.services.repair.words import ErrorWords, Words
 from volumes.services.volumes import pool_driver, snap_length_of
 
 # -- reconcile scopes (pools here; other apps register theirs, e.g. backup points) -----------------
@@ -160,10 +161,12 @@ def reconcile_pool(
     try:
         inventory = {o.name: o for o in driver.inventory()}
     except errors.PoolUnavailable as exc:
-        report.error = f"pool directory {pool.path} {exc.params.get('reason', 'is unavailable')}"
+        report.error = Words(
+            "pool_unavailable", path=pool.path, reason=exc.params.get("reason", "is unavailable")
+        )
         return report
     except OSError as exc:
-        report.error = f"cannot list {pool.path}: {exc}"
+        report.error = Words("cannot_list", path=pool.path, error=exc)
         return report
     report.files_checked = len(inventory)
     file_set = {name for name, o in inventory.items() if not o.partial}
@@ -207,8 +210,8 @@ def reconcile_pool(
                     name=volume.image_name,
                     object_type="volume",
                     object_uuid=str(volume.uuid),
-                    detail="no queued or running operation will move it on: use reset state or force delete",
-                    found=volume.get_state_display(),
+                    detail=Words("stuck"),
+                    found=EventState(volume.state).label,
                 )
             )
         if volume_busy or volume.state == EventState.DELETING:
@@ -220,8 +223,8 @@ def reconcile_pool(
                     volume.image_name,
                     "volume",
                     volume,
-                    detail="the volume's image is missing",
-                    expected=volume.get_state_display(),
+                    detail=Words("volume_image_missing"),
+                    expected=EventState(volume.state).label,
                     fix=FixAction.MARK_ERROR,
                 )
             )
@@ -251,8 +254,8 @@ def reconcile_pool(
                             snapshot.layer_name,
                             "snapshot",
                             snapshot,
-                            detail=f"layer of snapshot {snapshot.name!r} is missing",
-                            expected=snapshot.get_status_display(),
+                            detail=Words("snapshot_layer_missing", name=snapshot.name),
+                            expected=SnapshotStatus(snapshot.status).label,
                             fix=FixAction.MARK_ERROR,
                         )
                     )
@@ -326,7 +329,7 @@ def _check_image(report: ReconcileReport, info: StoredObject, object_type: str, 
                 name=info.name,
                 object_type=object_type,
                 object_uuid=str(obj.uuid),
-                detail=f"scode {error.scode}: {error.render_message()}",
+                detail=ErrorWords(error),
                 found=(error.desc or "")[:500],
             )
         )
@@ -338,9 +341,9 @@ def _check_image(report: ReconcileReport, info: StoredObject, object_type: str, 
                 name=info.name,
                 object_type=object_type,
                 object_uuid=str(obj.uuid),
-                detail="backing file differs from the snapshot tree",
-                expected=expected or "(none)",
-                found=info.backing or "(none)",
+                detail=Words("backing_differs"),
+                expected=expected or Words("none"),
+                found=info.backing or Words("none"),
             )
         )
 
@@ -403,7 +406,7 @@ def _fix_pool(
             )
         finding.fixed = rows == 1
         if not finding.fixed:
-            finding.error = "the value changed meanwhile"
+            finding.error = Words("value_changed")
     audit_fix(report, actor=actor, object_type="pool", object_uuid=pool.uuid)
 
 

@@ -22,6 +22,7 @@ from volumes.services.repair.inspection import (
     live_operations,
     volume_inspect,
 )
+from volumes.services.repair.words import Words, english, operation_live_words
 
 # -- reset state -------------------------------------------------------------------------------------
 
@@ -33,8 +34,8 @@ class ResetProposal:
     volume_uuid: str
     current_state: int
     proposed_state: int | None
-    reasons: list[str]
-    blocked: str = ""
+    reasons: list[Words]
+    blocked: Words | str = ""
     inspection: VolumeInspection | None = None
     live_operations: list[str] = field(default_factory=list)
     stale_operations: list[str] = field(default_factory=list)
@@ -53,7 +54,7 @@ class ResetProposal:
         return EventState(self.proposed_state).label if self.proposed_state is not None else ""
 
     def as_dict(self) -> dict:
-        data = asdict(self)
+        data = english(asdict(self))
         data["current_label"] = str(self.current_label)
         data["proposed_label"] = str(self.proposed_label)
         return data
@@ -100,10 +101,7 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
         stale_operations=[str(o.uuid) for o in stale],
     )
     if live:
-        proposal.blocked = (
-            f"operation {live[0].uuid} ({live[0].kind}) is {live[0].state}: "
-            "wait for it or let the sweeper take it over"
-        )
+        proposal.blocked = operation_live_words(live[0])
         return proposal
     waiting = awaiting_takeover_error(volume, stale)
     if waiting is not None:
@@ -113,7 +111,7 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
         proposal.retry_at = waiting.params["retry_at"]
         return proposal
     if volume.state == EventState.DELETED:
-        proposal.blocked = "the volume is deleted"
+        proposal.blocked = Words("volume_deleted")
         return proposal
     inspection = volume_inspect(volume)
     proposal.inspection = inspection
@@ -122,40 +120,41 @@ def reset_state_preview(*, volume: Volume) -> ResetProposal:
         remaining += [layer["layer"] for layer in inspection.layers if layer["exists"]]
         remaining += inspection.partial_files
         if remaining:
-            proposal.blocked = (
-                f"files remain ({', '.join(remaining)}): use force delete to finish the removal"
-            )
+            proposal.blocked = Words("files_remain", files=", ".join(remaining))
             return proposal
         proposal.proposed_state = EventState.DELETED
-        proposal.reasons.append("no file of the volume is left: the removal finished")
+        proposal.reasons.append(Words("removal_finished"))
         return proposal
     if not inspection.head_exists:
         proposal.proposed_state = EventState.ERROR
-        proposal.reasons.append("the volume's image does not exist")
+        proposal.reasons.append(Words("image_absent"))
     elif inspection.head_error:
         proposal.proposed_state = EventState.ERROR
-        proposal.reasons.append(f"the image is not usable: {inspection.head_error}")
+        proposal.reasons.append(Words("image_unusable", error=inspection.head_error))
     elif inspection.backing != inspection.expected_backing:
         proposal.proposed_state = EventState.ERROR
         proposal.reasons.append(
-            f"the image's backing file {inspection.backing or '(none)'} differs from the tree's "
-            f"{inspection.expected_backing or '(none)'}"
+            Words(
+                "backing_mismatch",
+                found=inspection.backing or Words("none"),
+                expected=inspection.expected_backing or Words("none"),
+            )
         )
     elif not inspection.layers_ok:
         proposal.proposed_state = EventState.ERROR
-        bad = [f"{layer['name']}: {layer['problem']}" for layer in inspection.layers if not layer["ok"]]
-        proposal.reasons.append("snapshot layers disagree with the tree: " + "; ".join(bad))
+        bad = [
+            Words("layer_problem", name=layer["name"], problem=layer["problem"])
+            for layer in inspection.layers
+            if not layer["ok"]
+        ]
+        proposal.reasons.append(Words("layers_disagree", layers=bad))
     else:
         proposal.proposed_state = EventState.AVAILABLE
-        proposal.reasons.append(
-            "the image exists, is readable, has the volume's capacity and the tree's backing file"
-        )
+        proposal.reasons.append(Words("image_sound"))
     if inspection.partial_files:
-        proposal.reasons.append(
-            f"partial writes left behind (reconcile removes them): {', '.join(inspection.partial_files)}"
-        )
+        proposal.reasons.append(Words("partials_left", files=", ".join(inspection.partial_files)))
     if proposal.proposed_state == volume.state:
-        proposal.blocked = "the state already matches the files"
+        proposal.blocked = Words("state_matches")
     return proposal
 
 
@@ -173,7 +172,11 @@ def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int
     proposal = reset_state_preview(volume=volume)
     if proposal.blocked:
         raise errors.RepairBlocked(
-            action="reset state", kind="volume", uuid=volume.uuid, reason=proposal.blocked
+            action="reset state",
+            kind="volume",
+            uuid=volume.uuid,
+            reason=proposal.blocked.english,
+            reason_cn=proposal.blocked.chinese,
         )
     if proposal.current_state != expected_from or proposal.proposed_state != to_state:
         raise errors.RepairPreviewStale(
@@ -195,6 +198,6 @@ def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int
             to=to_state,
             action="volume.reset_state",
             actor=actor,
-            message="; ".join(proposal.reasons),
+            message="; ".join(reason.english for reason in proposal.reasons),
         )
     return proposal

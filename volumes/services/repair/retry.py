@@ -20,6 +20,7 @@ from sharestore.core.services.state import audit, transition
 from volumes.choices import EventState
 from volumes.models import Snapshot, Volume
 from volumes.services.repair.common import active_operations_filter
+from volumes.services.repair.words import Words
 from volumes.services.snapshot_rules import snapshot_readable
 from volumes.services.space import pool_reservation
 from volumes.services.volumes import pool_driver
@@ -46,15 +47,15 @@ def _is_latest_for_volume(operation: Operation) -> bool:
 def operation_retry_check(operation: Operation) -> str:
     """ "" when the failed operation can be retried safely now, else the reason it cannot."""
     if operation.state != OperationState.FAILED:
-        return f"it is {operation.get_state_display()}, not failed"
+        return Words("retry_not_failed", state=OperationState(operation.state).label)
     handler = RETRY_HANDLERS.get(operation.kind)
     if handler is None:
-        return f"no safe retry is defined for {operation.get_kind_display()}"
+        return Words("retry_undefined", kind=OperationKind(operation.kind).label)
     if not _is_latest_for_volume(operation):
-        return "a newer operation exists for the same object"
+        return Words("retry_superseded")
     # A retry that made a new object (a backup asked for again) is not on the failed one's target.
     if Operation.objects.filter(params__retry_of=str(operation.uuid)).exists():
-        return "it was retried already"
+        return Words("retry_done")
     return handler[0](operation)
 
 
@@ -64,7 +65,8 @@ def operation_retry(*, actor: str, operation: Operation) -> Operation:
     operation = Operation.objects.select_related("volume").get(pk=operation.pk)
     reason = operation_retry_check(operation)
     if reason:
-        raise errors.OperationNotRetryable(uuid=operation.uuid, reason=reason)
+        chinese = {"reason_cn": reason.chinese} if isinstance(reason, Words) else {}
+        raise errors.OperationNotRetryable(uuid=operation.uuid, reason=str.__str__(reason), **chinese)
     retried = RETRY_HANDLERS[operation.kind][1](operation, actor)
     audit(
         actor=actor,
@@ -82,11 +84,13 @@ def _volume_retry_check(operation: Operation, *, expected: EventState) -> str:
     """Why the volume of `operation` cannot be retried from `expected` ("" when it can)."""
     volume = operation.volume
     if volume is None:
-        return "the volume is gone"
+        return Words("retry_volume_gone")
     if volume.state != expected:
-        return f"the volume is {volume.get_state_display()}, not {EventState(expected).name.lower()}"
+        return Words(
+            "retry_volume_state", state=EventState(volume.state).label, expected=EventState(expected).label
+        )
     if Operation.objects.filter(active_operations_filter(), volume=volume).exists():
-        return "another operation on the volume is queued or running"
+        return Words("retry_volume_busy")
     return ""
 
 
@@ -118,7 +122,7 @@ def population_retry_check(operation: Operation) -> str:
     volume must be in error, idle, and have no image (a published one needs reset state instead)."""
     reason = _volume_retry_check(operation, expected=EventState.ERROR)
     if not reason and pool_driver(operation.volume.pool).exists(operation.volume.image_name):
-        return "an image exists for the volume: use reset state instead"
+        return Words("retry_image_exists")
     return reason
 
 

@@ -43,7 +43,7 @@
         label.textContent = Math.round(op.progress) + "%";
       }
     });
-    setText(op.id, "phase", op.phase || "-");
+    setText(op.id, "phase", op.phase_text || op.phase || "-");
     setText(op.id, "bytes", op.bytes_text);
     setText(op.id, "throughput", op.throughput_text);
     setText(op.id, "eta", op.eta_text);
