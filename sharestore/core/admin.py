@@ -6,6 +6,9 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
@@ -475,3 +478,33 @@ class ApiTokenAdmin(TokenActionsMixin, ConsoleAdmin):
             {"fields": ("name", "key_prefix", "tenant", "created", "expires_at", "revoked_at", "last_used")},
         ),
     )
+
+
+# -- users and groups: the project's permissions in the reader's language ------------------------------
+
+
+class TranslatedPermissionsMixin:
+    """Permission pickers name the project's own permissions in the reader's language: their names
+    are stored in English (auth_permission.name), and the catalogue translates them."""
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if db_field.name in ("permissions", "user_permissions"):
+            field.label_from_instance = lambda permission: (
+                f"{permission.content_type} | {gettext(permission.name)}"
+            )
+        return field
+
+
+class ConsoleGroupAdmin(TranslatedPermissionsMixin, GroupAdmin):
+    """Django's group admin with translated permission names."""
+
+
+class ConsoleUserAdmin(TranslatedPermissionsMixin, UserAdmin):
+    """Django's user admin with translated permission names."""
+
+
+for _model, _admin in ((Group, ConsoleGroupAdmin), (get_user_model(), ConsoleUserAdmin)):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _admin)

@@ -142,8 +142,14 @@ def visible_text(html: str) -> list[str]:
 
 def _shape(text: str) -> re.Pattern:
     """A pattern of `text` whose placeholders stand for any value."""
-    parts = _PLACEHOLDER.split(text)
-    return re.compile(".+?".join(re.escape(" ".join(p.split())) for p in parts))
+    # A number placeholder stands for digits only: `%(s)d s` is "5 s", not any text ending in " s".
+    pattern, last = [], 0
+    for match in _PLACEHOLDER.finditer(text):
+        pattern.append(re.escape(re.sub(r"\s+", " ", text[last : match.start()])))
+        pattern.append(r"[\d.,]+" if match.group(0).endswith(("d", "i", "f")) else ".+?")
+        last = match.end()
+    pattern.append(re.escape(re.sub(r"\s+", " ", text[last:])))
+    return re.compile("".join(pattern))
 
 
 class EnglishFinder:

@@ -242,6 +242,9 @@ def test_every_console_page_in_chinese_shows_no_english_of_the_catalogue(
         # "<app>.<Model> <page>" or "<app> app": third-party apps' untranslatable field names aside
         if (found := finder.untranslated(html, app_label=what.split(" ")[0].split(".")[0]))
     }
+    import json
+
+    print("UNTR", json.dumps(untranslated, ensure_ascii=False))
     assert untranslated == {}
 
 
