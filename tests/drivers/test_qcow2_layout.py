@@ -1,7 +1,8 @@
 """The qcow2 directory driver's pool layout: snapshot layers beside the head (`volume/<v>@<s>.qcow2`),
 so freezing the head is a rename in one directory; layers of the layout before (`snapshots/<v>/<s>.qcow2`)
-keep working in the same chains. Real qemu-img on real images; the qemu-img runs of a snapshot create
-are counted by wrapping `process.run` (the wrapped call runs unchanged)."""
+keep working in the same chains; the driver's own reading of qcow2 headers and L2 tables agrees with
+qemu-img. Real qemu-img on real images; the qemu-img runs of a snapshot create are counted by wrapping
+`process.run` (the wrapped call runs unchanged)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sharestore import errors
 from tests.helpers import image_info, pattern_matches, qemu_img, qemu_io
 from volumes.drivers import process, qemu
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
-from volumes.drivers.qcow2.header import read_header, virtual_size
+from volumes.drivers.qcow2.header import allocated_bytes, read_header, virtual_size
 from volumes.drivers.qcow2.plan import MERGE_COMMIT, MERGE_REBASE
 
 MiB = 1 << 20
@@ -86,11 +87,11 @@ def test_a_snapshot_layer_is_named_beside_the_head(driver):
     assert qemu.partial_target(f"volume/.tmp-{V}.op3-a1") == HEAD
 
 
-def test_create_is_a_rename_an_overlay_and_one_count(driver, qemu_runs):
+def test_create_is_a_rename_and_one_qemu_img_run(driver, qemu_runs):
     write(driver, HEAD, 1, 0, 2)
     sizes = driver.snapshot_create(HEAD, new_layer("s1"))
-    # No `info` of the layer, no `rebase -u`, no measurement of the new head: create, then one check.
-    assert qemu_runs == ["create", "check"]
+    # No `info` of the layer, no `rebase -u`, no `check`: the overlay's create is the one qemu-img run.
+    assert qemu_runs == ["create"]
     assert sizes == (check_usage(driver, new_layer("s1")), check_usage(driver, HEAD))
     assert sizes == (2 * MiB, 0)
     # The layer kept its own (empty) reference; the head names the layer by its bare name.
@@ -103,7 +104,7 @@ def test_create_is_a_rename_an_overlay_and_one_count(driver, qemu_runs):
     qemu_runs.clear()
     write(driver, HEAD, 2, 2)
     assert driver.snapshot_create(HEAD, new_layer("s2")) == (MiB, 0)
-    assert qemu_runs == ["create", "check"]
+    assert qemu_runs == ["create"]
     assert backing_string(driver, new_layer("s2")) == f"{V}@s1.qcow2"
     assert driver.backing_chain(HEAD) == [HEAD, new_layer("s2"), new_layer("s1")]
     assert reads(driver, HEAD, 1, 0, 2) and reads(driver, HEAD, 2, 2)
@@ -164,7 +165,7 @@ def test_new_layers_stack_on_a_pool_of_the_layout_before(driver, qemu_runs):
     write(driver, HEAD, 3, 2)
     qemu_runs.clear()
     driver.snapshot_create(HEAD, driver.snapshot_name(HEAD, "s3"))
-    assert qemu_runs == ["create", "check"]
+    assert qemu_runs == ["create"]
     # The reference moved with the file inside volume/: still right, never rewritten.
     assert backing_string(driver, new_layer("s3")) == f"../snapshots/{V}/s2.qcow2"
     assert driver.backing_chain(HEAD) == [HEAD, new_layer("s3"), old_layer("s2"), old_layer("s1")]
@@ -263,3 +264,75 @@ def test_the_header_reader_declines_what_it_does_not_know(tmp_path, driver):
     with pytest.raises(errors.StorageError):
         driver._head_reset(HEAD, new_layer("bad"))
     assert reads(driver, HEAD, 0, 0, 8) and driver.backing_name(HEAD) is None
+
+
+def qemu_check_bytes(path: str) -> int:
+    """What `qemu-img check` of the one layer (backing closed) reports: allocated clusters x size."""
+    import json
+
+    result = qemu_img("check", "-U", "--output=json", qemu.single_layer(path), check=False)
+    assert result.returncode in (0, 3), result.stderr
+    report = json.loads(result.stdout)
+    return report.get("allocated-clusters", 0) * image_info(path)["cluster-size"]
+
+
+IMAGES = {
+    # name: (create options, size, qemu-io commands)
+    "data, zeroes, discard": (
+        [],
+        "1G",
+        ["write -P 1 0 3M", "write -z 8M 1M", "write -z 1M 64k", "discard 2M 128k", "write -P 2 100M 1000"],
+    ),
+    "v2, 4 KiB clusters": (
+        ["-o", "compat=0.10,cluster_size=4096"],
+        "100M",
+        ["write -P 3 0 1M", "write -P 3 50M 10k"],
+    ),
+    "2 MiB clusters, unmapped zeroes": (
+        ["-o", "cluster_size=2M"],
+        "10G",
+        ["write -P 1 0 5M", "write -z -u 0 2M"],
+    ),
+    "zstd, compressed clusters": (
+        ["-o", "compression_type=zstd"],
+        "1G",
+        ["write -c -P 1 0 1M", "write -P 2 4M 1M"],
+    ),
+    "1 TiB, data spread": ([], "1T", [f"write -P 5 {i * 17}G 3M" for i in range(61)]),
+    "empty": ([], "1G", []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMAGES))
+def test_allocated_bytes_equal_qemu_img_check(tmp_path, case):
+    options, size, commands = IMAGES[case]
+    path = str(tmp_path / "x.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", *options, path, size)
+    if commands:
+        qemu_io(path, "qcow2", *commands)
+    assert allocated_bytes(path) == qemu_check_bytes(path)
+    # An overlay on it: zeroes over data, data written then discarded, one new cluster.
+    top = str(tmp_path / "top.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", path, "-F", "qcow2", top, size)
+    qemu_io(top, "qcow2", "write -z 0 1M", "write -P 4 5M 64k", "discard 5M 64k", "write -P 6 9M 4k")
+    assert allocated_bytes(top) == qemu_check_bytes(top)
+
+
+def test_allocated_bytes_of_a_compressed_copy(tmp_path):
+    source, packed = str(tmp_path / "s.qcow2"), str(tmp_path / "c.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", source, "64M")
+    qemu_io(source, "qcow2", "write -P 7 0 3M", "write -P 8 40M 200k")
+    qemu_img("convert", "-c", "-O", "qcow2", source, packed)
+    assert allocated_bytes(packed) == qemu_check_bytes(packed) > 0
+
+
+def test_allocated_bytes_leave_what_they_do_not_know_to_qemu_img(tmp_path, driver):
+    extended = str(tmp_path / "x.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "extended_l2=on", extended, "1G")
+    qemu_io(extended, "qcow2", "write -P 1 0 1M")
+    raw = tmp_path / "raw.img"
+    raw.write_bytes(b"\0" * 4096)
+    assert allocated_bytes(extended) is None and allocated_bytes(str(raw)) is None
+    # The driver then asks qemu-img: the same figure.
+    os.replace(extended, driver.path(new_layer("x")))
+    assert driver.usage(new_layer("x")) == qemu_check_bytes(driver.path(new_layer("x"))) == MiB
