@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 
 from sharestore import errors
+from sharestore.core import fencing
 from volumes.drivers import qemu
 from volumes.drivers.base import Checkpoint, Journal, ProgressCallback, SnapshotTree, TreeChange
 from volumes.drivers.qcow2.header import virtual_size as header_virtual_size
@@ -330,25 +331,50 @@ class LayerTree:
 
         Whether this call created the overlay (False: a resumed call found it in place)."""
         head_path, layer_path = self.path(head), self.path(layer)
-        moved_dir = os.path.dirname(head_path) != os.path.dirname(layer_path)
+        if os.path.dirname(head_path) != os.path.dirname(layer_path):
+            return self._freeze_across(head, layer)
         if os.path.isfile(head_path) and not os.path.isfile(layer_path):
-            if moved_dir:
-                os.makedirs(os.path.dirname(layer_path), exist_ok=True)
-            self._rename(head_path, layer_path)
+            # The layout beside the head: the overlay is written first (`create -u`: its backing need
+            # not exist yet), then the head becomes the layer and the overlay the head under one fence
+            # (one lease check for both renames). A crash before the first rename leaves a partial of
+            # the head; one between the two leaves the layer without a head, finished below.
+            size = _virtual_size(head_path)
+
+            def publish(tmp: str, final: str) -> None:
+                qemu.fsync_path(head_path)  # the layer's data is durable before anything moves
+                with fencing.publish_guard():
+                    self._rename(head_path, layer_path)
+                    self._publish(tmp, final)
+
+            with qemu.publishing(head_path, publish_with=publish) as tmp:
+                qemu.create(tmp, size, backing=qemu.relative_backing(layer_path, head_path))
+            return True
         if not os.path.isfile(layer_path):
             raise errors.StorageError(reason=f"cannot freeze {head}: neither it nor {layer} exists")
-        data = None
-        if moved_dir:
-            # A layer named in another directory (a create accepted before the layout beside the
-            # head): its reference is rewritten for there; one read serves the repoint and the size.
-            data = qemu.info(layer_path)
-            self._repoint(layer_path, os.path.dirname(head_path), data)
         if os.path.isfile(head_path):
             if qemu.backing_path(head_path) != layer_path:
                 raise errors.StorageError(reason=f"{head} and {layer} exist, {head} not on {layer}")
             return False
-        size = int(data["virtual-size"]) if data is not None else _virtual_size(layer_path)
-        self._create_overlay(head_path, layer_path, size)
+        self._create_overlay(head_path, layer_path, _virtual_size(layer_path))
+        return True
+
+    def _freeze_across(self, head: str, layer: str) -> bool:
+        """A freeze into another directory (a layer name chosen by the layout before this one): the
+        head is renamed, its backing reference rewritten for there, then the overlay published."""
+        head_path, layer_path = self.path(head), self.path(layer)
+        if os.path.isfile(head_path) and not os.path.isfile(layer_path):
+            os.makedirs(os.path.dirname(layer_path), exist_ok=True)
+            self._rename(head_path, layer_path)
+        if not os.path.isfile(layer_path):
+            raise errors.StorageError(reason=f"cannot freeze {head}: neither it nor {layer} exists")
+        # One read of the layer serves the repoint and the overlay's size (the repoint changes neither).
+        data = qemu.info(layer_path)
+        self._repoint(layer_path, os.path.dirname(head_path), data)
+        if os.path.isfile(head_path):
+            if qemu.backing_path(head_path) != layer_path:
+                raise errors.StorageError(reason=f"{head} and {layer} exist, {head} not on {layer}")
+            return False
+        self._create_overlay(head_path, layer_path, int(data["virtual-size"]))
         return True
 
     def _unfreeze(self, head: str, layer: str) -> None:
