@@ -3,8 +3,9 @@
 Layout (docs/storage.md "Pool layout"): a volume's head is `volume/<v>` and its snapshot layers sit
 beside it, `volume/<v>@<s>.qcow2`. Freezing the head is a rename inside one directory, so every
 relative backing reference stays right: a snapshot create is one overlay creation (its one qemu-img
-run), two renames under one fence, and a count of the layer's L2 tables (`header.py`). Pools written before this layout hold layers at `snapshots/<v>/<s>.qcow2` (the
-name is in `Snapshot.layer_name`, so each layer is found where it was made); any move between two
+run), two renames under one fence, and a count of the layer's L2 tables (`header.py`). Pools written
+before this layout hold layers at `snapshots/<v>/<s>.qcow2` (the name is in `Snapshot.layer_name`,
+so each layer is found where it was made); any move between two
 directories (an old layer committed into the head, a create whose name was chosen by the old code) is
 followed by `_repoint`, a metadata-only rewrite of the reference to the same file. Each step is either
 atomic (rename) or leaves every image's guest-visible content unchanged, and each method starts by
