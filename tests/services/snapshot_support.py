@@ -109,7 +109,10 @@ def assert_tree_matches_disk(volume: Volume) -> None:
         if row.pk not in parents:
             assert backing_chain_on_disk(driver, row.layer_name) == chain_of(row.pk), row.name
     on_disk = {
-        n for n in driver._all_files() if n == volume.image_name or n.startswith(f"snapshots/{volume.uuid}/")
+        n
+        for n in driver._all_files()
+        if n == volume.image_name
+        or n.startswith((f"snapshots/{volume.uuid}/", f"{volume.image_name}@"))  # both layouts
     }
     assert on_disk == {volume.image_name, *(r.layer_name for r in rows.values())}, "orphaned or missing files"
 

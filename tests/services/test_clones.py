@@ -209,7 +209,7 @@ def test_a_linked_clone_into_another_pool_names_its_base_relatively(source, topo
     linked = clone(src, s2, linked=True, pool=other)
     assert linked.pool_id == other.pk and linked.state == EventState.AVAILABLE
     backing = qemu_img("info", "-U", "--output=json", path_of(linked)).stdout
-    assert f'"backing-filename": "../../pool-{src.pool.uuid}/snapshots/{src.uuid}/{s2.uuid}.qcow2"' in backing
+    assert f'"backing-filename": "../../pool-{src.pool.uuid}/volume/{src.uuid}@{s2.uuid}.qcow2"' in backing
     assert identical(path_of(linked), layer_path(s2))
     # The clone's own snapshots and merges repoint the relative name from their directories.
     write(linked, r9=9)

@@ -1,6 +1,6 @@
 """The storage-driver interface. A driver knows image names and sizes in one pool, never the ORM.
 
-Image names are relative to the pool (`volume/<uuid>`, `snapshots/<volume>/<snapshot>.qcow2`),
+Image names are relative to the pool (`volume/<uuid>`, `volume/<uuid>@<snapshot>.qcow2`),
 so a directory driver maps them to files and a Ceph RBD driver could map them to RBD images.
 Every method is idempotent where the service may call it again after a crash.
 """

@@ -16,6 +16,7 @@ from volumes.drivers.base import ImageInfo, ImportSource, ProgressCallback, Stor
 from volumes.drivers.paths import path_inside
 from volumes.drivers.qcow2.clones import LayerClones
 from volumes.drivers.qcow2.export import LayerExports
+from volumes.drivers.qcow2.header import allocated_bytes
 from volumes.drivers.qcow2.tree import LayerTree
 from volumes.drivers.qemu import supports_direct_io
 
@@ -99,8 +100,12 @@ class Qcow2DirectoryDriver(LayerTree, LayerClones, LayerExports, StorageDriver):
         )
 
     def usage(self, name: str) -> int:
-        # One layer's allocated clusters through a single-layer `json:` check: never opens its backing.
-        return qemu.layer_allocated(self.path(name))
+        # One layer's allocated data clusters, counted from its L1/L2 tables as `qemu-img check` counts
+        # them (header.py): a few reads of this one file. A file that reader does not vouch for goes to
+        # a single-layer `json:` check. Neither opens the backing file.
+        path = self.path(name)
+        counted = allocated_bytes(path)
+        return counted if counted is not None else qemu.layer_allocated(path)
 
     def create_volume(self, name: str, size: int) -> ImageInfo:
         final = self.path(name)

@@ -197,8 +197,8 @@ class LayerExports:
     # Partial writes are the files named `.tmp-<image>` (a publish outside an operation) or
     # `.tmp-<image>.<tags>` (an attempt's publish or copy, `qemu.tmp_sibling`); every other file is
     # an image. Each file's metadata is read once, and
-    # the chains are followed in what was read, so an inventory costs two `qemu-img` runs per image
-    # at any chain depth.
+    # the chains are followed in what was read, so an inventory costs one `qemu-img info` per image
+    # (and the driver's count of its L2 tables, `usage`) at any chain depth.
 
     def _all_files(self) -> list[str]:
         names = []

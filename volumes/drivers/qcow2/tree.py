@@ -1,7 +1,12 @@
 """The qcow2 driver's snapshot tree: external qcow2 layers, merged, removed or hidden (docs/snapshots.md).
 
-The head `volume/<v>` and the layers `snapshots/<v>/<s>.qcow2` live at different depths, so a relative
-backing reference that is right in one directory is wrong in the other: every move between them is
+Layout (docs/storage.md "Pool layout"): a volume's head is `volume/<v>` and its snapshot layers sit
+beside it, `volume/<v>@<s>.qcow2`. Freezing the head is a rename inside one directory, so every
+relative backing reference stays right: a snapshot create is one overlay creation (its one qemu-img
+run), two renames under one fence, and a count of the layer's L2 tables (`header.py`). Pools written
+before this layout hold layers at `snapshots/<v>/<s>.qcow2` (the name is in `Snapshot.layer_name`,
+so each layer is found where it was made); any move between two
+directories (an old layer committed into the head, a create whose name was chosen by the old code) is
 followed by `_repoint`, a metadata-only rewrite of the reference to the same file. Each step is either
 atomic (rename) or leaves every image's guest-visible content unchanged, and each method starts by
 looking at what the files show, so calling it again after a crash finishes the work. None of them
@@ -17,8 +22,10 @@ from __future__ import annotations
 import os
 
 from sharestore import errors
+from sharestore.core import fencing
 from volumes.drivers import qemu
 from volumes.drivers.base import Checkpoint, Journal, ProgressCallback, SnapshotTree, TreeChange
+from volumes.drivers.qcow2.header import virtual_size as header_virtual_size
 from volumes.drivers.qcow2.plan import (
     HEAD,
     MERGE_COMMIT,
@@ -36,9 +43,22 @@ from volumes.drivers.qcow2.plan import (
 )
 from volumes.drivers.qemu import fsync_path
 
+# A layer of volume `volume/<v>` is `volume/<v>@<s>.qcow2`; pools written before kept them in
+# `snapshots/<v>/<s>.qcow2`, which are still read, merged and removed where they are.
+LAYER_SEPARATOR = "@"
+LEGACY_LAYER_DIR = "snapshots"
+# What `usage` (allocated data clusters x cluster size) answers for an overlay `create -u` just made.
+EMPTY_OVERLAY_USAGE = 0
+
 
 def _no_progress(*_args) -> None:
     pass
+
+
+def _virtual_size(path: str) -> int:
+    """The virtual size of a layer: from its header, read here; qemu-img only if it is not plain."""
+    size = header_virtual_size(path)
+    return size if size is not None else int(qemu.info(path)["virtual-size"])
 
 
 def plan_tree(tree: SnapshotTree) -> Tree:
@@ -67,11 +87,26 @@ class LayerTree:
     # -- the domain interface -----------------------------------------------------------------------
 
     def snapshot_name(self, volume: str, snapshot_id: str) -> str:
-        return f"snapshots/{os.path.basename(volume)}/{snapshot_id}.qcow2"
+        # Beside the head, in its directory: freezing the head is then a rename that keeps every
+        # relative backing reference right (no rewrite), whatever layout the layers below it have.
+        directory, base = os.path.split(volume)
+        return os.path.join(directory, f"{base}{LAYER_SEPARATOR}{snapshot_id}.qcow2")
+
+    def _own_layer(self, volume: str, name: str) -> bool:
+        """Whether `name` is a snapshot layer of `volume`, in the current layout or the one before."""
+        directory, base = os.path.split(volume)
+        if name.startswith(f"{LEGACY_LAYER_DIR}/{base}/"):
+            return True
+        return os.path.dirname(name) == directory and os.path.basename(name).startswith(
+            base + LAYER_SEPARATOR
+        )
 
     def snapshot_create(self, volume: str, snapshot: str) -> tuple[int, int]:
-        self._freeze(volume, snapshot)
-        return self.usage(snapshot), self.usage(volume)
+        created = self._freeze(volume, snapshot)
+        # A head this call created is an empty `create -u` overlay: it holds no data cluster, so its
+        # usage is known without a measurement. One found in place (a resumed call) is measured.
+        head_bytes = EMPTY_OVERLAY_USAGE if created else self.usage(volume)
+        return self.usage(snapshot), head_bytes
 
     def snapshot_create_undo(self, volume: str, snapshot: str) -> None:
         self._unfreeze(volume, snapshot)
@@ -80,8 +115,7 @@ class LayerTree:
         if not self.exists(volume):
             return None
         backing = self.backing_name(volume)
-        own = f"snapshots/{os.path.basename(volume)}/"
-        return backing if backing is not None and backing.startswith(own) else None
+        return backing if backing is not None and self._own_layer(volume, backing) else None
 
     def snapshot_delete_keeps(self, tree: SnapshotTree, snapshot_id: str) -> bool:
         # A layer read by two layers or more cannot be folded into all of them without copying it into
@@ -274,6 +308,8 @@ class LayerTree:
         `rebase -u` only rewrites the name, which is safe because the name keeps designating the
         same file; it is never used to drop a layer (that loses the layer's data).
         """
+        if os.path.normpath(former_dir) == os.path.dirname(os.path.normpath(path)):
+            return  # moved inside one directory: the relative reference still designates the same file
         raw = qemu.backing_raw(path, data)
         if raw is None or os.path.isabs(raw):
             return
@@ -287,11 +323,45 @@ class LayerTree:
     def _create_overlay(self, final: str, backing: str, size: int | None = None) -> None:
         """Publish an empty overlay on `backing` at `final`, replacing whatever `final` was."""
         if size is None:
-            size = int(qemu.info(backing)["virtual-size"])
+            size = _virtual_size(backing)
         with qemu.publishing(final, publish_with=self._publish) as tmp:
             qemu.create(tmp, size, backing=qemu.relative_backing(backing, final))
 
-    def _freeze(self, head: str, layer: str) -> None:
+    def _freeze(self, head: str, layer: str) -> bool:
+        """Make the head's content the layer `layer` and publish an empty overlay on it as the head.
+
+        Whether this call created the overlay (False: a resumed call found it in place)."""
+        head_path, layer_path = self.path(head), self.path(layer)
+        if os.path.dirname(head_path) != os.path.dirname(layer_path):
+            return self._freeze_across(head, layer)
+        if os.path.isfile(head_path) and not os.path.isfile(layer_path):
+            # The layout beside the head: the overlay is written first (`create -u`: its backing need
+            # not exist yet), then the head becomes the layer and the overlay the head under one fence
+            # (one lease check for both renames). A crash before the first rename leaves a partial of
+            # the head; one between the two leaves the layer without a head, finished below.
+            size = _virtual_size(head_path)
+
+            def publish(tmp: str, final: str) -> None:
+                qemu.fsync_path(head_path)  # the layer's data is durable before anything moves
+                with fencing.publish_guard():
+                    self._rename(head_path, layer_path)
+                    self._publish(tmp, final)
+
+            with qemu.publishing(head_path, publish_with=publish) as tmp:
+                qemu.create(tmp, size, backing=qemu.relative_backing(layer_path, head_path))
+            return True
+        if not os.path.isfile(layer_path):
+            raise errors.StorageError(reason=f"cannot freeze {head}: neither it nor {layer} exists")
+        if os.path.isfile(head_path):
+            if qemu.backing_path(head_path) != layer_path:
+                raise errors.StorageError(reason=f"{head} and {layer} exist, {head} not on {layer}")
+            return False
+        self._create_overlay(head_path, layer_path, _virtual_size(layer_path))
+        return True
+
+    def _freeze_across(self, head: str, layer: str) -> bool:
+        """A freeze into another directory (a layer name chosen by the layout before this one): the
+        head is renamed, its backing reference rewritten for there, then the overlay published."""
         head_path, layer_path = self.path(head), self.path(layer)
         if os.path.isfile(head_path) and not os.path.isfile(layer_path):
             os.makedirs(os.path.dirname(layer_path), exist_ok=True)
@@ -304,8 +374,9 @@ class LayerTree:
         if os.path.isfile(head_path):
             if qemu.backing_path(head_path) != layer_path:
                 raise errors.StorageError(reason=f"{head} and {layer} exist, {head} not on {layer}")
-            return
+            return False
         self._create_overlay(head_path, layer_path, int(data["virtual-size"]))
+        return True
 
     def _unfreeze(self, head: str, layer: str) -> None:
         head_path, layer_path = self.path(head), self.path(layer)
