@@ -61,3 +61,24 @@ def identical(a: str, b: str) -> bool:
 def run_tasks():
     """Run what the enclosed transaction enqueues when it commits (the tests' sync django-q2)."""
     return TestCase.captureOnCommitCallbacks(execute=True)
+
+
+# The data migrations that write django-q2's schedules, in the order `migrate` applies them.
+_SCHEDULE_MIGRATIONS = (
+    ("volumes.migrations.0002_sweep_schedule", "add_schedule"),
+    ("sharestore.core.migrations.0002_error_params_task_entry", "rename_sweep"),
+    ("volumes.migrations.0006_usage_reconcile_schedules", "add_schedules"),
+    ("backups.migrations.0003_backup_schedules", "add_schedules"),
+)
+
+
+def schedules_as_migrated() -> None:
+    """Write the schedules again through the migrations' own functions (each an update_or_create):
+    a transactional test run earlier in the same process flushes every table, and under pytest-xdist
+    that order is not Django's (plain test cases before transactional ones)."""
+    import importlib
+
+    from django.apps import apps
+
+    for module, function in _SCHEDULE_MIGRATIONS:
+        getattr(importlib.import_module(module), function)(apps, None)

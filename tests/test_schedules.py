@@ -8,6 +8,7 @@ from django.core.management import call_command
 from django.test import Client
 from django_q.models import Schedule
 
+from tests.helpers import schedules_as_migrated
 from volumes import tasks
 
 EXPECTED = {
@@ -21,6 +22,7 @@ EXPECTED = {
 
 @pytest.mark.django_db
 def test_every_schedule_installed_and_visible_in_the_admin():
+    schedules_as_migrated()
     assert dict(Schedule.objects.values_list("name", "func")) == EXPECTED
     admin = get_user_model().objects.create_superuser("admin", "", "pw")
     client = Client()

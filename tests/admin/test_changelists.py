@@ -15,6 +15,7 @@ from backups.choices import BackupStatus
 from backups.models import Backup, BackupPoint
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import ApiToken, AuditEvent, Operation
+from tests.helpers import schedules_as_migrated
 from volumes.choices import EventState, SnapshotStatus
 from volumes.models import (
     Cluster,
@@ -222,6 +223,7 @@ def test_changelist_columns_show_bars_progress_and_counts(admin_client, data_dir
 
 
 def test_task_queue_admin_is_part_of_the_console(admin_client):
+    schedules_as_migrated()
     index = admin_client.get(reverse("admin:index")).content.decode()
     assert (
         'id="ss-task-queue" href="/admin/django_q/"' in index.replace("\n", " ")
