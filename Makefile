@@ -44,14 +44,15 @@ demo: migrate
 	$(PY) manage.py seed_demo
 
 # The console and API are served as in production: gunicorn with WhiteNoise for static files.
-# Each process runs in its own session so that Ctrl-C or SIGTERM stops it with all its children
-# (qcluster's sentinel and workers included); one that has not stopped after 10 s is killed.
+# Each process runs in its own session; Ctrl-C or SIGTERM is passed to each main process, which stops
+# its own children (qcluster's sentinel and workers, gunicorn's workers: a SIGTERM to qcluster's whole
+# group deadlocks its main process); a group that has not stopped after 10 s is killed.
 run: demo
 	@$(PY) manage.py collectstatic --noinput -v 0
 	@$(PY) manage.py create_token --name demo-platform --print-banner --base-url http://$(HOST):$(PORT)
 	@$(PY) manage.py ensure_demo_superuser --base-url http://$(HOST):$(PORT)
 	@pids=""; \
-	  stop() { trap - EXIT INT TERM; for p in $$pids; do kill -TERM -- -$$p 2>/dev/null; done; \
+	  stop() { trap - EXIT INT TERM; for p in $$pids; do kill -TERM $$p 2>/dev/null; done; \
 	    for _ in $$(seq 20); do alive=""; for p in $$pids; do kill -0 -- -$$p 2>/dev/null && alive=1; done; \
 	      [ -z "$$alive" ] && exit 0; sleep 0.5; done; \
 	    for p in $$pids; do kill -KILL -- -$$p 2>/dev/null; done; exit 0; }; \
@@ -63,6 +64,10 @@ run: demo
 # The suite runs on PostgreSQL when DATABASE_URL names one, or when a local one accepts the
 # `postgres` user over 127.0.0.1 without a password (as CI's does); otherwise on SQLite, where the
 # tests that need several connections at once are skipped with the reason.
+# The suite runs on as many pytest-xdist workers as the machine has cores (one file per worker at a
+# time: a file's fixtures, e.g. the throw-away Ceph cluster, are set up once per worker that runs it).
+PYTEST_ARGS ?= -n auto --dist loadfile
+
 test: test-system-deps deps
 	@if [ -z "$${DATABASE_URL:-}" ] && command -v psql >/dev/null \
 	    && psql -h 127.0.0.1 -U postgres -w -Atc 'select 1' postgres >/dev/null 2>&1; then \

@@ -88,8 +88,10 @@ def incident(transactional_db, data_dir):
 def test_operator_finds_and_fixes_an_orphan_and_a_missing_image(live_server, browser_page, incident):
     page, base = browser_page, live_server.url
     disks, lost, orphan = incident["disks"], incident["lost"], incident["orphan"]
+    # Only this test's own pictures (console-<n>-<step>.png): other browser tests write theirs into
+    # the same folder, at the same time under pytest-xdist.
     if ARTIFACTS.exists():
-        for old in ARTIFACTS.glob("console-*.png"):
+        for old in ARTIFACTS.glob("console-[0-9]-*.png"):
             old.unlink()
 
     # Log in.

@@ -29,7 +29,7 @@ from backups.services.restore import backup_restore
 from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import AuditEvent, Operation
 from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT, identical, qemu_io
-from tests.services.test_real_worker import database_url
+from tests.services.test_real_worker import database_url, stop_qcluster
 from volumes.choices import BackupStatus, EventState
 from volumes.models import Cluster, Host, Pool, PoolMount, Snapshot, Tenant, Volume
 from volumes.services import clones
@@ -100,14 +100,7 @@ class Workers:
 
     def stop(self):
         for proc, log, *_rest in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            stop_qcluster(proc)
             log.close()
 
 
