@@ -29,7 +29,7 @@ from tests.helpers import (
     success_envelope,
 )
 from volumes.choices import EventState
-from volumes.models import Namespace, Pool, Tenant, Volume
+from volumes.models import Namespace, Pool, Snapshot, Tenant, Volume
 
 MiB = 1 << 20
 MISSING = object()
@@ -96,8 +96,12 @@ def new_snapshot(api, volume_uuid, name) -> dict:
 
 
 def layer_path(volume_uuid, snapshot_uuid) -> str:
+    # Where the driver put the layer, as the snapshot's row records it (layers of a new snapshot sit
+    # beside the head; older ones under snapshots/).
     pool = Pool.objects.get(uuid=POOL_DISKS)
-    return os.path.join(pool.path, "snapshots", str(volume_uuid), f"{snapshot_uuid}.qcow2")
+    return os.path.join(
+        pool.path, Snapshot.objects.get(uuid=snapshot_uuid, volume__uuid=volume_uuid).layer_name
+    )
 
 
 def test_contract_examples_replay_on_demo_data(api):

@@ -27,7 +27,7 @@ from sharestore.core.models import AuditEvent, Operation
 from tests.contract import EXAMPLES
 from tests.helpers import CLUSTER, HOST, POOL_DISKS, TENANT, identical, image_info, qemu_io, scoped
 from volumes.drivers import qemu
-from volumes.models import Pool
+from volumes.models import Pool, Snapshot
 
 MiB = 1 << 20
 BACKUP_POINT = "7f74897a-3084-45e1-a413-6cd168ddd4b5"
@@ -103,7 +103,7 @@ def test_an_encrypted_backup_hides_the_content_restores_equal_and_never_shows_th
     qemu_io(head, "qcow2", f"write -s {source} {4 * MiB} {MiB}")
     snapshot = call(api, "snapshot/create", scoped(volume_uuid=volume["UUID"], snapshot_name="s1"), answers)
     pool = Pool.objects.get(uuid=POOL_DISKS).path
-    layer = os.path.join(pool, "snapshots", volume["UUID"], f"{snapshot['snapshot']['UUID']}.qcow2")
+    layer = os.path.join(pool, Snapshot.objects.get(uuid=snapshot["snapshot"]["UUID"]).layer_name)
 
     added = call(
         api,
