@@ -15,8 +15,12 @@ from backups.services.create import backup_add
 from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from volumes.choices import LIVE_STATES
-from volumes.services.repair.retry import population_retry, population_retry_check, register_retry
-from volumes.services.snapshot_rules import snapshot_readable
+from volumes.services.repair.retry import (
+    population_retry,
+    population_retry_check,
+    register_retry,
+    source_snapshot_retry_check,
+)
 
 
 def _restore_retry_check(operation: Operation) -> str:
@@ -51,11 +55,7 @@ def _backup_retry_check(operation: Operation) -> str:
         return f"its backup is {backup.get_status_display()}"
     if backup.volume is None or backup.volume.state not in LIVE_STATES:
         return "the volume is gone"
-    if backup.snapshot is None:
-        return "its source snapshot is gone"
-    if not snapshot_readable(backup.snapshot):
-        return f"its source snapshot is {backup.snapshot.get_status_display()}"
-    return ""
+    return source_snapshot_retry_check(backup.snapshot)
 
 
 def _backup_retry(operation: Operation, actor: str) -> Operation:

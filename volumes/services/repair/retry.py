@@ -162,6 +162,12 @@ def _full_clone_retry_check(operation: Operation) -> str:
     if reason:
         return reason
     snapshot = Snapshot.objects.select_related("volume").filter(uuid=operation.params.get("snapshot")).first()
+    return source_snapshot_retry_check(snapshot)
+
+
+def source_snapshot_retry_check(snapshot: Snapshot | None) -> str:
+    """Why a copy cannot be made again from its source snapshot ("" when it can): the snapshot must
+    still exist and be readable (a full clone's and a backup's retry read it again)."""
     if snapshot is None:
         return "its source snapshot is gone"
     if not snapshot_readable(snapshot):
