@@ -2,14 +2,17 @@
 console, the OpenAPI schema and its offline docs (Swagger UI, Redoc), health and metrics."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
-from django.views.generic import TemplateView
+from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from sharestore.monitoring import views as monitoring
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
+    # Browsers ask every site for /favicon.ico whatever the page links: answer with the icon, not a 404.
+    path("favicon.ico", RedirectView.as_view(url=static("sharestore/favicon.svg"), permanent=True)),
     path("v1/volume/share/backup/", include("backups.api.urls")),
     path("v1/volume/share/quota/", include("volumes.api.quota_urls")),
     path("v1/volume/share/", include("volumes.api.urls")),

@@ -19,3 +19,12 @@ def test_swagger_ui_and_redoc_pages_use_local_assets():
         page = Client().get(url).content.decode()
         assert "/static/drf_spectacular_sidecar/" in page
         assert "cdn.jsdelivr" not in page and "fonts.googleapis" not in page
+
+
+def test_favicon_is_served():
+    client = Client()
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 301
+    icon = client.get(answer["Location"])
+    assert icon.status_code == 200
+    assert b"<svg" in b"".join(icon.streaming_content if icon.streaming else [icon.content])
