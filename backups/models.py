@@ -58,7 +58,7 @@ class Backup(models.Model):
 
     uuid = fields.uuid_field()
     name = fields.name_field()
-    desc = fields.optional_char(1024, _("desc"))
+    desc = fields.desc_field()
     backup_point = fields.protected_fk(BackupPoint, "backups", _("backup point"))
     tenant = fields.protected_fk(Tenant, "backups", _("tenant"))
     cluster = fields.protected_fk(Cluster, "backups", _("cluster"))

@@ -358,7 +358,7 @@ class Snapshot(models.Model):
     uuid = fields.uuid_field()
     volume = fields.cascade_fk(Volume, "snapshots", _("volume"))
     name = fields.name_field()
-    desc = fields.optional_char(1024, _("desc"))
+    desc = fields.desc_field()
     parent = fields.protected_fk("self", "children", _("parent"), optional=True)
     status = models.IntegerField(
         choices=choices.SnapshotStatus.choices,

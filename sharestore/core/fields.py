@@ -18,6 +18,7 @@ __all__ = [
     "PATH_MAX_LENGTH",
     "uuid_field",
     "name_field",
+    "desc_field",
     "created_field",
     "modified_field",
     "optional_datetime",
@@ -45,6 +46,11 @@ def uuid_field() -> models.UUIDField:
 def name_field() -> models.CharField:
     """The name a row is shown and looked up by."""
     return models.CharField(max_length=128, verbose_name=_("name"))
+
+
+def desc_field() -> models.CharField:
+    """A row's optional free-text description (the contract's desc)."""
+    return optional_char(1024, _("desc"))
 
 
 def created_field(*, editable: bool = False, **extra) -> models.DateTimeField:
