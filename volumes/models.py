@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid as uuid_lib
-
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
+from sharestore.core import fields
 from volumes import choices
 
 __all__ = [
@@ -30,8 +28,8 @@ __all__ = [
 class NamedModel(models.Model):
     """A row known by its UUID and shown by its name."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
-    name = models.CharField(max_length=128, verbose_name=_("name"))
+    uuid = fields.uuid_field()
+    name = fields.name_field()
 
     class Meta:
         abstract = True
@@ -65,14 +63,8 @@ class Zone(NamedModel):
 class Cluster(NamedModel):
     """A virtualization cluster; every API request names one."""
 
-    mode = models.CharField(
-        max_length=32,
-        blank=True,
-        default="",
-        help_text=_("The contract's cluster_mode."),
-        verbose_name=_("mode"),
-    )
-    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="clusters", verbose_name=_("zone"))
+    mode = fields.optional_char(32, _("mode"), help_text=_("The contract's cluster_mode."))
+    zone = fields.protected_fk(Zone, "clusters", _("zone"))
 
     class Meta(NamedModel.Meta):
         verbose_name = _("cluster")
@@ -82,25 +74,18 @@ class Cluster(NamedModel):
 class Host(models.Model):
     """A hypervisor host that mounts pools; AccessPath is keyed by host UUID."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
-    name = models.CharField(max_length=128, blank=True, default="", verbose_name=_("name"))
-    cluster = models.ForeignKey(
-        Cluster, on_delete=models.PROTECT, related_name="hosts", verbose_name=_("cluster")
-    )
-    queue = models.CharField(
-        max_length=160,
-        blank=True,
-        default="",
+    uuid = fields.uuid_field()
+    name = fields.optional_char(128, _("name"))
+    cluster = fields.protected_fk(Cluster, "hosts", _("cluster"))
+    queue = fields.optional_char(
+        160,
+        _("queue"),
         help_text=_(
             "django-q2 queue its storage worker listens on (host-<SHARESTORE_HOST>); empty: no worker."
         ),
-        verbose_name=_("queue"),
     )
-    last_seen = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text=_("Last heartbeat of a storage worker running on this host."),
-        verbose_name=_("last seen"),
+    last_seen = fields.optional_datetime(
+        _("last seen"), help_text=_("Last heartbeat of a storage worker running on this host.")
     )
 
     class Meta:
@@ -123,7 +108,7 @@ class Tenant(NamedModel):
 class Namespace(models.Model):
     """A tenant's namespace (the contract's NamespaceUUID / NsUUID)."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
+    uuid = fields.uuid_field()
     tenant = models.OneToOneField(
         Tenant, on_delete=models.PROTECT, related_name="namespace", verbose_name=_("tenant")
     )
@@ -139,30 +124,14 @@ class Namespace(models.Model):
 class Pool(NamedModel):
     """A storage pool: a directory (local disk or NFS/CephFS mount) holding qcow2 images."""
 
-    cluster = models.ForeignKey(
-        Cluster, on_delete=models.PROTECT, related_name="pools", verbose_name=_("cluster")
+    cluster = fields.protected_fk(Cluster, "pools", _("cluster"))
+    zone = fields.protected_fk(Zone, "pools", _("zone"))
+    pool_type = fields.choice_field(choices.PoolType, _("pool type"), default=choices.PoolType.DISK)
+    driver = fields.choice_field(choices.PoolDriver, _("driver"), default=choices.PoolDriver.QCOW2_DIRECTORY)
+    path = fields.path_field(
+        _("path"), help_text=_("Absolute directory where this service's workers reach the pool.")
     )
-    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="pools", verbose_name=_("zone"))
-    pool_type = models.CharField(
-        max_length=16,
-        choices=choices.PoolType.choices,
-        default=choices.PoolType.DISK,
-        verbose_name=_("pool type"),
-    )
-    driver = models.CharField(
-        max_length=16,
-        choices=choices.PoolDriver.choices,
-        default=choices.PoolDriver.QCOW2_DIRECTORY,
-        verbose_name=_("driver"),
-    )
-    path = models.CharField(
-        max_length=1024,
-        help_text=_("Absolute directory where this service's workers reach the pool."),
-        verbose_name=_("path"),
-    )
-    capacity = models.BigIntegerField(
-        help_text=_("Bytes the pool offers before overcommit."), verbose_name=_("capacity")
-    )
+    capacity = fields.capacity_field(_("Bytes the pool offers before overcommit."))
     overcommit_ratio = models.DecimalField(
         max_digits=6,
         decimal_places=2,
@@ -170,12 +139,7 @@ class Pool(NamedModel):
         help_text=_("Sum of volume capacities may reach capacity x this ratio."),
         verbose_name=_("overcommit ratio"),
     )
-    status = models.CharField(
-        max_length=16,
-        choices=choices.PoolStatus.choices,
-        default=choices.PoolStatus.HEALTHY,
-        verbose_name=_("status"),
-    )
+    status = fields.choice_field(choices.PoolStatus, _("status"), default=choices.PoolStatus.HEALTHY)
     tenants = models.ManyToManyField(
         Tenant,
         blank=True,
@@ -185,27 +149,21 @@ class Pool(NamedModel):
     )
     # What the platform's pool API records about where the storage comes from (informational: the
     # directory drivers reach the pool at `path`; docs/api.md "Pools").
-    ip = models.CharField(
-        max_length=255, blank=True, default="", help_text=_("Storage server address."), verbose_name=_("ip")
-    )
-    port = models.CharField(
-        max_length=16, blank=True, default="", help_text=_("Storage server port."), verbose_name=_("port")
-    )
-    source = models.CharField(
-        max_length=1024,
-        blank=True,
-        default="",
+    ip = fields.optional_char(255, _("ip"), help_text=_("Storage server address."))
+    port = fields.optional_char(16, _("port"), help_text=_("Storage server port."))
+    source = fields.path_field(
+        pgettext_lazy("storage server", "source"),
+        optional=True,
         help_text=_("Export path or device WWN on the server."),
-        verbose_name=pgettext_lazy("storage server", "source"),
     )
-    username = models.CharField(max_length=128, blank=True, default="", verbose_name=_("username"))
+    username = fields.optional_char(128, _("username"))
     limit_host = models.BooleanField(
         default=False,
         help_text=_("Only the hosts named when the pool was registered mount it."),
         verbose_name=_("limit host"),
     )
-    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
-    modified = models.DateTimeField(default=timezone.now, verbose_name=_("modified"))
+    created = fields.created_field()
+    modified = fields.modified_field()
 
     class Meta(NamedModel.Meta):
         verbose_name = _("pool")
@@ -225,9 +183,9 @@ class Pool(NamedModel):
 class PoolMount(models.Model):
     """Where a host mounts a pool; gives the volume's AccessPath on that host."""
 
-    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="mounts", verbose_name=_("pool"))
-    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="mounts", verbose_name=_("host"))
-    mount_path = models.CharField(max_length=1024, verbose_name=_("mount path"))
+    pool = fields.cascade_fk(Pool, "mounts", _("pool"))
+    host = fields.cascade_fk(Host, "mounts", _("host"))
+    mount_path = fields.path_field(_("mount path"))
 
     class Meta:
         verbose_name = _("pool mount")
@@ -251,41 +209,28 @@ class VolumeQuerySet(models.QuerySet):
 class Volume(models.Model):
     """A shared-storage volume: a qcow2 image (its active layer) in a pool."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
-    name = models.CharField(max_length=128, verbose_name=_("name"))
+    uuid = fields.uuid_field()
+    name = fields.name_field()
     # No single-column index: the composite (tenant, cluster, ...) indexes below serve every tenant lookup.
-    tenant = models.ForeignKey(
-        Tenant, on_delete=models.PROTECT, related_name="volumes", db_index=False, verbose_name=_("tenant")
-    )
-    namespace = models.ForeignKey(
-        Namespace, on_delete=models.PROTECT, related_name="volumes", verbose_name=_("namespace")
-    )
-    cluster = models.ForeignKey(
-        Cluster, on_delete=models.PROTECT, related_name="volumes", verbose_name=_("cluster")
-    )
-    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="volumes", verbose_name=_("pool"))
-    volume_type = models.CharField(
-        max_length=8, choices=choices.VolumeType.choices, verbose_name=_("volume type")
-    )
-    capacity = models.BigIntegerField(help_text=_("Virtual size in bytes."), verbose_name=_("capacity"))
+    tenant = fields.protected_fk(Tenant, "volumes", _("tenant"), db_index=False)
+    namespace = fields.protected_fk(Namespace, "volumes", _("namespace"))
+    cluster = fields.protected_fk(Cluster, "volumes", _("cluster"))
+    pool = fields.protected_fk(Pool, "volumes", _("pool"))
+    volume_type = fields.choice_field(choices.VolumeType, _("volume type"), max_length=8)
+    capacity = fields.capacity_field(_("Virtual size in bytes."))
     snap_cap = models.BigIntegerField(
         help_text=_("Bytes the volume's snapshots may occupy (SnapCap)."), verbose_name=_("snap cap")
     )
-    used = models.BigIntegerField(
-        default=0, editable=False, help_text=_("Allocated bytes of the active layer."), verbose_name=_("used")
+    used = fields.byte_count(_("used"), editable=False, help_text=_("Allocated bytes of the active layer."))
+    snap_length = fields.byte_count(
+        _("snap length"), editable=False, help_text=_("Allocated bytes of all snapshot layers (SnapLength).")
     )
-    snap_length = models.BigIntegerField(
-        default=0,
-        editable=False,
-        help_text=_("Allocated bytes of all snapshot layers (SnapLength)."),
-        verbose_name=_("snap length"),
-    )
-    image_format = models.CharField(
+    image_format = fields.choice_field(
+        choices.ImageFormat,
+        _("image format"),
         max_length=8,
-        choices=choices.ImageFormat.choices,
         default=choices.ImageFormat.QCOW2,
         editable=False,
-        verbose_name=_("image format"),
     )
     state = models.IntegerField(
         choices=choices.EventState.choices,
@@ -293,43 +238,29 @@ class Volume(models.Model):
         editable=False,
         verbose_name=_("state"),
     )
-    source_volume = models.ForeignKey(
-        "self",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="clones",
-        help_text=_("The volume this one was cloned from (Parent)."),
-        verbose_name=_("source volume"),
+    source_volume = fields.set_null_fk(
+        "self", "clones", _("source volume"), help_text=_("The volume this one was cloned from (Parent).")
     )
-    parent_snapshot = models.ForeignKey(
+    parent_snapshot = fields.protected_fk(
         "Snapshot",
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="linked_clones",
+        "linked_clones",
+        _("parent snapshot"),
+        optional=True,
         help_text=_("For a linked clone: the snapshot layer it is an overlay on (ParentSnapshot)."),
-        verbose_name=_("parent snapshot"),
     )
-    current_snapshot = models.ForeignKey(
+    current_snapshot = fields.set_null_fk(
         "Snapshot",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
+        "+",
+        _("current snapshot"),
         help_text=_("The snapshot the active layer ('head') currently sits on."),
-        verbose_name=_("current snapshot"),
     )
     # Lineage kept after the links that make a clone depend on its source are gone: a full clone
     # never had `parent_snapshot`, a flatten clears it.
-    clone_source_snapshot = models.ForeignKey(
+    clone_source_snapshot = fields.set_null_fk(
         "Snapshot",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="cloned_into",
+        "cloned_into",
+        _("cloned from snapshot"),
         editable=False,
-        verbose_name=_("cloned from snapshot"),
         help_text=_("For a clone (linked or full): the snapshot of the source volume it was made from."),
     )
     # A UUID, not a foreign key: backups live in an app that depends on this one (and outlive volumes).
@@ -340,9 +271,9 @@ class Volume(models.Model):
         verbose_name=_("restored from backup"),
         help_text=_("For a volume restored from a backup: that backup's UUID."),
     )
-    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
-    modified = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("modified"))
-    deleted_at = models.DateTimeField(null=True, blank=True, editable=False, verbose_name=_("deleted at"))
+    created = fields.created_field()
+    modified = fields.modified_field(editable=False)
+    deleted_at = fields.optional_datetime(_("deleted at"), editable=False)
 
     objects = VolumeQuerySet.as_manager()
 
@@ -399,15 +330,13 @@ class Volume(models.Model):
 class VolumeAttachment(models.Model):
     """A VM the volume is attached to, as the upstream platform reported through `attach`."""
 
-    volume = models.ForeignKey(
-        Volume, on_delete=models.CASCADE, related_name="attachments", verbose_name=_("volume")
-    )
+    volume = fields.cascade_fk(Volume, "attachments", _("volume"))
     vm_uuid = models.UUIDField(verbose_name=_("vm uuid"))
-    device = models.CharField(max_length=64, blank=True, default="", verbose_name=_("device"))
-    host_uuid = models.CharField(max_length=64, blank=True, default="", verbose_name=_("host uuid"))
-    vm_name = models.CharField(max_length=128, blank=True, default="", verbose_name=_("vm name"))
-    vm_type = models.CharField(max_length=32, blank=True, default="", verbose_name=_("vm type"))
-    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
+    device = fields.optional_char(64, _("device"))
+    host_uuid = fields.optional_char(64, _("host uuid"))
+    vm_name = fields.optional_char(128, _("vm name"))
+    vm_type = fields.optional_char(32, _("vm type"))
+    created = fields.created_field()
 
     class Meta:
         verbose_name = _("volume attachment")
@@ -426,37 +355,26 @@ class VolumeAttachment(models.Model):
 class Snapshot(models.Model):
     """A snapshot: a frozen, read-only external qcow2 layer in the volume's snapshot tree."""
 
-    uuid = models.UUIDField(unique=True, default=uuid_lib.uuid4, editable=False, verbose_name=_("uuid"))
-    volume = models.ForeignKey(
-        Volume, on_delete=models.CASCADE, related_name="snapshots", verbose_name=_("volume")
-    )
-    name = models.CharField(max_length=128, verbose_name=_("name"))
-    desc = models.CharField(max_length=1024, blank=True, default="", verbose_name=_("desc"))
-    parent = models.ForeignKey(
-        "self",
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="children",
-        verbose_name=_("parent"),
-    )
+    uuid = fields.uuid_field()
+    volume = fields.cascade_fk(Volume, "snapshots", _("volume"))
+    name = fields.name_field()
+    desc = fields.desc_field()
+    parent = fields.protected_fk("self", "children", _("parent"), optional=True)
     status = models.IntegerField(
         choices=choices.SnapshotStatus.choices,
         default=choices.SnapshotStatus.CREATING,
         editable=False,
         verbose_name=_("status"),
     )
-    size = models.BigIntegerField(
-        default=0, editable=False, help_text=_("Allocated bytes of the layer."), verbose_name=_("size")
-    )
+    size = fields.byte_count(_("size"), editable=False, help_text=_("Allocated bytes of the layer."))
     layer_name = models.CharField(
         max_length=255,
         editable=False,
         help_text=_("Layer file relative to the pool root."),
         verbose_name=_("layer name"),
     )
-    created = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("created"))
-    modified = models.DateTimeField(default=timezone.now, editable=False, verbose_name=_("modified"))
+    created = fields.created_field()
+    modified = fields.modified_field(editable=False)
 
     class Meta:
         verbose_name = _("snapshot")
@@ -495,7 +413,7 @@ class TenantQuota(models.Model):
     tenant = models.OneToOneField(
         Tenant, on_delete=models.CASCADE, related_name="quota", verbose_name=_("tenant")
     )
-    modified = models.DateTimeField(default=timezone.now, verbose_name=_("modified"))
+    modified = fields.modified_field()
     max_volumes = _limit(
         models.IntegerField, _("max volumes"), _("Volumes the tenant may hold (empty: unlimited).")
     )
