@@ -11,7 +11,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 ProgressCallback = Callable[[float, int, int], None]
 """progress(percent 0-100, bytes_done, bytes_total)."""
@@ -22,6 +22,32 @@ Checkpoint = Callable[[], None]
 Journal = MutableMapping[str, str]
 """Where a driver records a choice before acting on it; each assignment is persisted at once, and a
 re-call of the same operation (after a crash) gets the same journal back."""
+
+
+@dataclass(frozen=True)
+class TreeWork:
+    """What every step of a tree operation carries: the operation's journal, progress and checkpoint."""
+
+    journal: Journal
+    progress: ProgressCallback
+    checkpoint: Checkpoint
+
+
+class TreeWorkArgs(TypedDict):
+    """A `TreeWork` as the keyword arguments services pass to `snapshot_delete` and `snapshot_rollback`."""
+
+    journal: Journal
+    progress: ProgressCallback
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Which export `StorageDriver.export` writes: standalone or an overlay, compressed or not."""
+
+    base_export: str | None = None  # an earlier export of the volume, in the target's directory
+    since: str | None = None  # the snapshot image `base_export` was made from
+    compress: bool = False
 
 
 @dataclass(frozen=True)
@@ -266,35 +292,33 @@ class StorageDriver(abc.ABC):
     def snapshot_delete_keeps(self, tree: SnapshotTree, snapshot_id: str) -> bool:
         """Whether deleting the snapshot now must keep its data (pure: the service then hides it)."""
 
-    @abc.abstractmethod
     def snapshot_delete(
-        self,
-        volume: str,
-        snapshot_id: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, **work: Unpack[TreeWorkArgs]
     ) -> TreeChange:
         """Delete the snapshot's data, then collect hidden snapshots nothing needs any more (best
         effort: see `stopped`); the volume's content and every other snapshot's stay the same. `kept`:
         its data must stay (nothing was done; the service records it hidden, as
         `snapshot_delete_keeps` predicts). Raises when its data could not go."""
+        return self._snapshot_delete(volume, snapshot_id, tree, TreeWork(**work))
 
     @abc.abstractmethod
+    def _snapshot_delete(
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
+    ) -> TreeChange:
+        """The driver's `snapshot_delete`, its work arguments in one `TreeWork`."""
+
     def snapshot_rollback(
-        self,
-        volume: str,
-        snapshot_id: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, **work: Unpack[TreeWorkArgs]
     ) -> TreeChange:
         """Make the volume's content the snapshot's (what the head held is discarded), then collect
         hidden snapshots it freed. `tree` is the tree before the rollback."""
+        return self._snapshot_rollback(volume, snapshot_id, tree, TreeWork(**work))
+
+    @abc.abstractmethod
+    def _snapshot_rollback(
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
+    ) -> TreeChange:
+        """The driver's `snapshot_rollback`, its work arguments in one `TreeWork`."""
 
     @abc.abstractmethod
     def tree_recover(
@@ -377,7 +401,6 @@ class StorageDriver(abc.ABC):
     # driver would write them through qemu's rbd: protocol, and answer `changed_extents` with
     # `rbd diff --from-snap`.
 
-    @abc.abstractmethod
     def export(
         self,
         image: str,
@@ -397,6 +420,14 @@ class StorageDriver(abc.ABC):
         replaced; scratch files are named `target_path` + ".<suffix>" and removed before returning.
         The caller publishes the file (the driver never renames it).
         """
+        options = ExportOptions(base_export=base_export, since=since, compress=compress)
+        self._export(image, target_path, options, progress)
+
+    @abc.abstractmethod
+    def _export(
+        self, image: str, target_path: str, options: ExportOptions, progress: ProgressCallback
+    ) -> None:
+        """The driver's `export`, the kind of export in one `ExportOptions`."""
 
     @abc.abstractmethod
     def changed_extents(self, image: str, *, since: str | None = None) -> list[Extent] | None:

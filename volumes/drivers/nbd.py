@@ -205,18 +205,11 @@ def serve(path: str, *, fmt: str = "qcow2") -> Iterator[NbdClient]:
     argv = [qemu_nbd(), "-r", *qemu.secret_objects(path), "-f", fmt, "-k", sock_path, name]
     err_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below, after the server
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err_file,
-            close_fds=True,
-            env={**os.environ, "LC_ALL": "C"},
-        )
-    except FileNotFoundError as exc:
+        proc = process.spawn(argv, stdout=subprocess.DEVNULL, stderr=err_file)
+    except errors.StorageError:
         err_file.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        raise errors.StorageError(reason=f"{argv[0]} is not installed", desc=str(exc)) from exc
+        raise
 
     def stderr() -> str:
         err_file.seek(0)

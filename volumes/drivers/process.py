@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 from sharestore import errors
 
@@ -68,6 +69,31 @@ def _limit_resources(address_space: int | None):
     return preexec
 
 
+def spawn(
+    argv: Sequence[str],
+    *,
+    stdout: int | IO,
+    stderr: int | IO,
+    pass_fds: Sequence[int] = (),
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.Popen:
+    """Start argv with no stdin, no inherited descriptor but `pass_fds` and C-locale messages (which
+    the callers parse); StorageError if the program is not installed."""
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            pass_fds=tuple(pass_fds),
+            close_fds=True,
+            preexec_fn=preexec_fn,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except FileNotFoundError as exc:
+        raise errors.StorageError(reason=f"{argv[0]} is not installed", desc=str(exc)) from exc
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -82,19 +108,13 @@ def run(
     CommandCancelled (the command killed) once `cancel` is set."""
     argv = tuple(str(a) for a in argv)
     with tempfile.TemporaryFile() as err_file:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err_file,
-                pass_fds=tuple(pass_fds),
-                close_fds=True,
-                preexec_fn=_limit_resources(address_space) if address_space else None,
-                env={**os.environ, "LC_ALL": "C"},
-            )
-        except FileNotFoundError as exc:
-            raise errors.StorageError(reason=f"{argv[0]} is not installed", desc=str(exc)) from exc
+        proc = spawn(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            pass_fds=pass_fds,
+            preexec_fn=_limit_resources(address_space) if address_space else None,
+        )
         deadline = time.monotonic() + timeout
         out = bytearray()
         pending = b""

@@ -16,7 +16,14 @@ from dataclasses import replace
 
 from sharestore import errors
 from volumes.drivers import marker, nbd, qemu
-from volumes.drivers.base import ContentReader, Extent, PoolSpace, ProgressCallback, StoredObject
+from volumes.drivers.base import (
+    ContentReader,
+    ExportOptions,
+    Extent,
+    PoolSpace,
+    ProgressCallback,
+    StoredObject,
+)
 from volumes.drivers.paths import writable_directory
 
 # An export is written through the page cache without flushes and fsynced once by whoever publishes
@@ -64,44 +71,32 @@ class LayerExports:
             return None
         return since_path if since_path in qemu.walk_chain(source)[1:] else None
 
-    def export(
-        self,
-        image: str,
-        target_path: str,
-        *,
-        base_export: str | None = None,
-        since: str | None = None,
-        compress: bool = False,
-        progress: ProgressCallback,
+    def _export(
+        self, image: str, target_path: str, options: ExportOptions, progress: ProgressCallback
     ) -> None:
         source = self._source(image)
         target_path = os.path.normpath(target_path)
         qemu.unlink(target_path)
-        if base_export is None:
+        if options.base_export is None:
             try:
                 qemu.convert(
                     source,
                     target_path,
                     cache=EXPORT_CACHE,
-                    compress=compress,
+                    compress=options.compress,
                     progress=_percent_only(progress),
                 )
             except BaseException:
                 qemu.unlink(target_path)
                 raise
             return
-        self._export_changes(source, target_path, os.path.normpath(base_export), since, compress, progress)
+        self._export_changes(source, target_path, options, progress)
 
     def _export_changes(
-        self,
-        source: str,
-        target: str,
-        base: str,
-        since: str | None,
-        compress: bool,
-        progress: ProgressCallback,
+        self, source: str, target: str, options: ExportOptions, progress: ProgressCallback
     ) -> None:
-        """Write what differs between `source` and the export `base` as an overlay on it.
+        """Write what differs between `source` and the base export (`options.base_export`) as an
+        overlay on it.
 
         An empty overlay on `source` is rebased (safe mode: content compared) onto what the base export
         holds, so it gains exactly the clusters whose content differs. When `since` (the base export's
@@ -111,6 +106,7 @@ class LayerExports:
         `convert -B` alone is not used: it copies the clusters allocated in the source's top layer only,
         which loses data when the change since the base spans several layers.
         """
+        base, since, compress = os.path.normpath(options.base_export), options.since, options.compress
         if os.path.dirname(base) != os.path.dirname(target):
             raise errors.StorageError(reason=f"base export {base} is not in the directory of {target}")
         if not os.path.isfile(base):

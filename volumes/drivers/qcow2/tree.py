@@ -24,7 +24,7 @@ import os
 from sharestore import errors
 from sharestore.core import fencing
 from volumes.drivers import qemu
-from volumes.drivers.base import Checkpoint, Journal, ProgressCallback, SnapshotTree, TreeChange
+from volumes.drivers.base import Journal, ProgressCallback, SnapshotTree, TreeChange, TreeWork
 from volumes.drivers.qcow2.header import virtual_size as header_virtual_size
 from volumes.drivers.qcow2.plan import (
     HEAD,
@@ -131,15 +131,8 @@ class LayerTree:
         except NotMergeable:
             return None
 
-    def snapshot_delete(
-        self,
-        volume: str,
-        snapshot_id: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
+    def _snapshot_delete(
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         plan = self._delete_plan(tree, snapshot_id)
         if plan is None:
@@ -147,32 +140,23 @@ class LayerTree:
         change = TreeChange()
         steps = plan.steps
         if steps:
-            self._run_steps(
-                volume, plan.before, steps[:1], change, journal, progress, checkpoint, 0, len(steps)
-            )
-            self._run_best_effort(volume, plan.before, steps[1:], change, journal, progress, checkpoint, 1)
+            self._run_steps(volume, plan.before, steps[:1], change, work, 0, len(steps))
+            self._run_best_effort(volume, plan.before, steps[1:], change, work, 1)
         self._measure(volume, plan.after, change)
         return change
 
-    def snapshot_rollback(
-        self,
-        volume: str,
-        snapshot_id: str,
-        tree: SnapshotTree,
-        *,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
+    def _snapshot_rollback(
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         target = tree.get(snapshot_id)
         if target is None:
             raise errors.StorageError(reason=f"snapshot {snapshot_id} is not in the tree of {volume}")
         self._head_reset(volume, target.name)
-        checkpoint()
+        work.checkpoint()
         planned = plan_tree(tree)
         plan = plan_rollback(planned, planned.find(snapshot_id).id)
         change = TreeChange()
-        self._run_best_effort(volume, plan.before, plan.steps, change, journal, progress, checkpoint, 0)
+        self._run_best_effort(volume, plan.before, plan.steps, change, work, 0)
         self._measure(volume, plan.after, change)
         return change
 
@@ -243,9 +227,7 @@ class LayerTree:
         tree: Tree,
         steps: list[Step],
         change: TreeChange,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
+        work: TreeWork,
         first: int,
         total: int,
     ) -> None:
@@ -253,7 +235,7 @@ class LayerTree:
             base = 100.0 * index / total
 
             def on_progress(percent: float, _done: int = 0, _total: int = 0, base: float = base) -> None:
-                progress(base + percent / total, 0, 0)
+                work.progress(base + percent / total, 0, 0)
 
             layer = step.node.layer
             dependent = self._dependent(volume, tree, steps, step)
@@ -261,30 +243,22 @@ class LayerTree:
                 self._layer_remove(layer)
             else:
                 strategy = (
-                    self._strategy(step, layer, dependent, journal)
+                    self._strategy(step, layer, dependent, work.journal)
                     if self.exists(layer)
-                    else journal.get(step.node.uuid, MERGE_REBASE)
+                    else work.journal.get(step.node.uuid, MERGE_REBASE)
                 )
                 self._layer_merge(layer, dependent, strategy, on_progress)
-            self._record_gone(step, journal, change)
-            progress(100.0 * (index + 1) / total, 0, 0)
-            checkpoint()
+            self._record_gone(step, work.journal, change)
+            work.progress(100.0 * (index + 1) / total, 0, 0)
+            work.checkpoint()
 
     def _run_best_effort(
-        self,
-        volume: str,
-        tree: Tree,
-        steps: list[Step],
-        change: TreeChange,
-        journal: Journal,
-        progress: ProgressCallback,
-        checkpoint: Checkpoint,
-        first: int,
+        self, volume: str, tree: Tree, steps: list[Step], change: TreeChange, work: TreeWork, first: int
     ) -> None:
         """Fold away hidden layers; a failure only leaves them hidden for a later operation to retry."""
         total = max(first + len(steps), 1)
         try:
-            self._run_steps(volume, tree, steps, change, journal, progress, checkpoint, first, total)
+            self._run_steps(volume, tree, steps, change, work, first, total)
         except errors.ServiceError as error:
             change.stopped = f"scode {error.scode}: {error.render_message()} {error.desc[-2000:]}".strip()
 

@@ -180,11 +180,13 @@ class RbdCopies:
         chain = self._ancestors(metadata, self._snap_ids(image), start or None)
         return since_snap if since_snap in chain else None
 
-    def export(self, image: str, target_path: str, *, progress: base.ProgressCallback, **options) -> None:
-        """As `StorageDriver.export` (`options`: base_export, since, compress). With `since` an
-        ancestor snapshot of `image`, the overlay holds `rbd diff --from-snap`'s extents only;
-        otherwise the clusters whose content differs from the base export (reads the whole image)."""
-        base_export, compress = options.get("base_export"), bool(options.get("compress"))
+    def _export(
+        self, image: str, target_path: str, options: base.ExportOptions, progress: base.ProgressCallback
+    ) -> None:
+        """With `options.since` an ancestor snapshot of `image`, the overlay holds `rbd diff --from-snap`'s
+        extents only; otherwise the clusters whose content differs from the base export (reads the
+        whole image)."""
+        base_export, compress = options.base_export, bool(options.compress)
         source, _fmt = self.qemu_source(image)
         size = self.info(image).virtual_size
         scratch = target_path + ".delta"
@@ -195,7 +197,7 @@ class RbdCopies:
             return
         base_name = os.path.basename(base_export)
         rbd_image, snap = self._split(image)
-        since = self._ancestor(rbd_image, snap, options.get("since"))
+        since = self._ancestor(rbd_image, snap, options.since)
         if since is not None:
             qemu.create(scratch, size, backing=base_name)
             changes = cli.diff(self.cluster, rbd_image, snap, since=since, holes=True)

@@ -27,6 +27,7 @@ from volumes.drivers.base import (
     StorageDriver,
     StoredObject,
     TreeChange,
+    TreeWork,
 )
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 from volumes.drivers.rbd import cli
@@ -396,29 +397,31 @@ class RbdDriver(RbdCopies, StorageDriver):
         target = tree.get(snapshot_id)
         return bool(target and target.clones)
 
-    def snapshot_delete(self, volume: str, snapshot_id: str, tree: SnapshotTree, **work) -> TreeChange:
-        """As `StorageDriver.snapshot_delete` (`work`: journal, progress, checkpoint); no journal: each RBD
-        step is atomic and repeating it is harmless."""
+    def _snapshot_delete(
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
+    ) -> TreeChange:
+        """No journal: each RBD step is atomic and repeating it is harmless."""
         if self.snapshot_delete_keeps(tree, snapshot_id):
             return TreeChange(kept=True, used=self.usage(volume))
         target = tree.get(snapshot_id)
         image, snap = self._split(target.name)
-        work["checkpoint"]()
+        work.checkpoint()
         self._snap_remove(image, snap)
         change = TreeChange(gone=[snapshot_id], how={snapshot_id: "rbd snap rm"})
         return self._collect(volume, tree, change, skip={snapshot_id})
 
-    def snapshot_rollback(self, volume: str, snapshot_id: str, tree: SnapshotTree, **work) -> TreeChange:
-        """As `StorageDriver.snapshot_rollback` (`work`: journal, progress, checkpoint); no journal: each RBD
-        step is atomic and repeating it is harmless."""
+    def _snapshot_rollback(
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
+    ) -> TreeChange:
+        """No journal: each RBD step is atomic and repeating it is harmless."""
         target = tree.get(snapshot_id)
         image, snap = self._split(target.name)
-        work["checkpoint"]()
+        work.checkpoint()
         cli.snap_rollback(self.cluster, image, snap)
         self._snap_remove(image, HEAD_BASE)
         cli.snap_create(self.cluster, image, HEAD_BASE)
         cli.set_meta(self.cluster, image, HEAD_ON, snap)
-        work["progress"](100.0, 0, 0)
+        work.progress(100.0, 0, 0)
         return self._collect(volume, tree, TreeChange(), skip={snapshot_id})
 
     def _collect(self, volume: str, tree: SnapshotTree, change: TreeChange, skip: set[str]) -> TreeChange:
