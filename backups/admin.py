@@ -290,9 +290,6 @@ class BackupAdmin(BackupActionsMixin, ConsoleAdmin):
     list_select_related = ("backup_point", "tenant", "cluster", "volume")
     search_fields = ("name", "uuid", "volume_uuid", "snapshot_uuid", "snapshot_name")
 
-    def get_urls(self):
-        return [*self.get_action_urls(), *super().get_urls()]
-
     @admin.display(description=_("volume"), ordering="volume_uuid")
     def volume_link(self, obj):
         if obj.volume_id:

@@ -465,9 +465,6 @@ class ApiTokenAdmin(TokenActionsMixin, ConsoleAdmin):
     """API tokens (only their hash is stored): issue (the key shown once) and revoke, as
     `manage.py create_token` does."""
 
-    def get_urls(self):
-        return [*self.get_action_urls(), *super().get_urls()]
-
     list_display = ("name", "key_prefix", "tenant", "created", "expires_at", "revoked_at", "last_used")
     list_filter = (("tenant", related(_("tenant"))),)
     list_select_related = ("tenant",)

@@ -332,7 +332,6 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
                 name="volumes_volume_force_delete",
             ),
             path("refresh-usage/", view(self.refresh_usage_view), name="volumes_volume_refresh_usage"),
-            *self.get_action_urls(),
             *super().get_urls(),
         ]
 
