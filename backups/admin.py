@@ -4,7 +4,7 @@ reconcile; backups browsable (view-only: only the backup service writes them).""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext, pgettext_lazy
@@ -44,9 +44,11 @@ from sharestore.core.console import (
 )
 from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
+from volumes.admin.capacity import CapacityConfirmationAdmin, CapacityConfirmationForm
+from volumes.admin.columns import form_only_column
 
 
-class BackupPointForm(forms.ModelForm):
+class BackupPointForm(CapacityConfirmationForm):
     """Add or edit a backup point; the directory must exist and be writable."""
 
     # Write-only: never rendered back (the stored one is sealed; docs/backups.md). Left empty on an
@@ -77,12 +79,6 @@ class BackupPointForm(forms.ModelForm):
         help_text=_("Backups already occupy more: new backups are refused. Tick to save anyway."),
     )
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if "capacity" in self.fields and self.instance.pk is not None:
-            self.fields["capacity"].required = True
-        self.below_used = None
-
     class Meta:
         model = BackupPoint
         fields = ["name", "cluster", "tenant", "btype", "path", "capacity", "status"]
@@ -102,26 +98,20 @@ class BackupPointForm(forms.ModelForm):
             else:
                 point = BackupPoint.objects.get(pk=self.instance.pk)
                 backup_point_update_check(backup_point=point, **self.changes())
-                self._check_used(point, data.get("capacity"), data.get("confirm_capacity"))
+                self._check_used(point, data.get("capacity"))
         except errors.ServiceError as exc:
             service_error_to_form(self, exc)
         return data
 
-    def _check_used(self, point: BackupPoint, capacity, confirmed: bool) -> None:
+    def _check_used(self, point: BackupPoint, capacity) -> None:
         """A capacity below what the backups already occupy: refused unless confirmed."""
         used = backup_point_used(point)
-        if capacity is None or capacity >= used:
-            return
-        self.below_used = (used, capacity)
-        if not confirmed:
-            self.add_error(
-                "capacity",
-                gettext(
-                    "The capacity (%(capacity)s) is below what the backups already occupy "
-                    "(%(used)s): tick the confirmation to save it anyway."
-                )
-                % {"capacity": human_bytes(capacity), "used": human_bytes(used)},
+        if capacity is not None and capacity < used:
+            refusal = gettext(
+                "The capacity (%(capacity)s) is below what the backups already occupy "
+                "(%(used)s): tick the confirmation to save it anyway."
             )
+            self.hold_below(refusal, capacity=capacity, used=used)
 
     def changes(self) -> dict:
         changes = {k: v for k, v in self.cleaned_data.items() if k in EDITABLE_BACKUP_POINT_FIELDS}
@@ -133,7 +123,7 @@ class BackupPointForm(forms.ModelForm):
 
 
 @admin.register(BackupPoint)
-class BackupPointAdmin(EditableConsoleAdmin):
+class BackupPointAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
     """Backup points: usage bars, add and edit with the directory checked, reconcile."""
 
     form = BackupPointForm
@@ -177,15 +167,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
             return badge(gettext("over capacity"), "over", kind="bad")
         return health_badge(obj)
 
-    @admin.display(description=_("confirm a capacity below what backups occupy"))
-    def confirm_capacity(self, obj):
-        return "-"
-
-    def get_fieldsets(self, request, obj=None):
-        fieldsets = super().get_fieldsets(request, obj)
-        if obj is None:
-            fieldsets[0][1]["fields"] = [f for f in fieldsets[0][1]["fields"] if f != "confirm_capacity"]
-        return fieldsets
+    confirm_capacity = form_only_column(_("confirm a capacity below what backups occupy"))
 
     @admin.display(description=_("encrypts"), boolean=True)
     def encrypts(self, obj):
@@ -196,9 +178,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
         # Shown to viewers without the change permission: whether there is one, never what it is.
         return gettext("set: backups are encrypted") if obj and obj.encrypts else gettext("none")
 
-    @admin.display(description=_("remove the password"))
-    def remove_password(self, obj):
-        return "-"
+    remove_password = form_only_column(_("remove the password"))
 
     @admin.display(description=_("used / capacity"), ordering="used_bytes")
     def usage_bar(self, obj):
@@ -227,17 +207,11 @@ class BackupPointAdmin(EditableConsoleAdmin):
         if change:
             with neutral_language():
                 backup_point_update(actor=console_actor(request), backup_point=obj, **form.changes())
-            if form.below_used:
-                used, capacity = form.below_used
-                self.message_user(
-                    request,
-                    gettext(
-                        "Backup point %(name)s: its capacity (%(capacity)s) is below what its backups "
-                        "occupy (%(used)s); new backups are refused until that changes."
-                    )
-                    % {"name": obj.name, "capacity": human_bytes(capacity), "used": human_bytes(used)},
-                    messages.WARNING,
-                )
+            warning = gettext(
+                "Backup point %(name)s: its capacity (%(capacity)s) is below what its backups "
+                "occupy (%(used)s); new backups are refused until that changes."
+            )
+            self.warn_below_held(request, obj, form, warning)
             return
         data = form.cleaned_data
         point = backup_point_create(

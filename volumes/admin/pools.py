@@ -32,6 +32,8 @@ from sharestore.core.console import (
 )
 from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
+from volumes.admin.capacity import CapacityConfirmationAdmin, CapacityConfirmationForm
+from volumes.admin.columns import form_only_column
 from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
 from volumes.models import Pool, PoolMount, Volume
 from volumes.services import pools as pool_services
@@ -58,7 +60,7 @@ RBD_SETTING_FIELDS = {
 RBD_FIELDS = tuple(RBD_SETTING_FIELDS.values())
 
 
-class PoolForm(forms.ModelForm):
+class PoolForm(CapacityConfirmationForm):
     """Add or edit a pool; its location is checked by the pool service (a directory must exist and be
     writable; an RBD pool is connected to). Capacities take units (`500G`, `2T`); a capacity x
     overcommit below what the pool's live volumes already promise needs `confirm_capacity`."""
@@ -129,9 +131,6 @@ class PoolForm(forms.ModelForm):
                 "A directory: absolute path where this service's workers reach the pool. Type rbd: "
                 "leave empty and fill in the Ceph settings below."
             )
-        if "capacity" in self.fields and self.instance.pk is not None:
-            self.fields["capacity"].required = True
-        self.below_committed = None
 
     def clean_overcommit_ratio(self):
         ratio = self.cleaned_data.get("overcommit_ratio")
@@ -208,18 +207,12 @@ class PoolForm(forms.ModelForm):
             return
         limit = int(capacity * ratio)
         committed = pool_services.pool_usage(original, filesystem=False).committed
-        if limit >= committed:
-            return
-        self.below_committed = (committed, limit)
-        if not data.get("confirm_capacity"):
-            self.add_error(
-                "capacity",
-                gettext(
-                    "Capacity x overcommit (%(limit)s) is below what the pool's live volumes already "
-                    "promise (%(committed)s): tick the confirmation to save it anyway."
-                )
-                % {"limit": human_bytes(limit), "committed": human_bytes(committed)},
+        if limit < committed:
+            refusal = gettext(
+                "Capacity x overcommit (%(limit)s) is below what the pool's live volumes already "
+                "promise (%(committed)s): tick the confirmation to save it anyway."
             )
+            self.hold_below(refusal, limit=limit, committed=committed)
 
     def changes(self) -> dict:
         return {k: v for k, v in self.cleaned_data.items() if k in pool_services.EDITABLE_POOL_FIELDS}
@@ -244,7 +237,7 @@ class PoolMountInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(EditableConsoleAdmin):
+class PoolAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
     """Pools: usage bars, add and edit through the pool service, reconcile."""
 
     form = PoolForm
@@ -284,8 +277,7 @@ class PoolAdmin(EditableConsoleAdmin):
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
-            # Nothing is committed in a new pool; its Ceph settings make an RBD pool's location.
-            fieldsets[0][1]["fields"] = [f for f in fieldsets[0][1]["fields"] if f != "confirm_capacity"]
+            # A new RBD pool's location is made from its Ceph settings.
             fieldsets.append((_("Ceph RBD (type rbd)"), {"fields": list(RBD_FIELDS)}))
         return fieldsets
 
@@ -297,9 +289,7 @@ class PoolAdmin(EditableConsoleAdmin):
     def uuid_short(self, obj):
         return short_uuid(obj.uuid)
 
-    @admin.display(description=_("confirm a capacity below what is committed"))
-    def confirm_capacity(self, obj):
-        return "-"
+    confirm_capacity = form_only_column(_("confirm a capacity below what is committed"))
 
     @admin.display(description=_("committed / capacity x overcommit"), ordering="committed")
     def committed_bar(self, obj):
@@ -353,17 +343,11 @@ class PoolAdmin(EditableConsoleAdmin):
         if change:
             with neutral_language():
                 pool_services.pool_update(actor=console_actor(request), pool=obj, **form.changes())
-            if form.below_committed:
-                committed, limit = form.below_committed
-                self.message_user(
-                    request,
-                    gettext(
-                        "Pool %(name)s: capacity x overcommit (%(limit)s) is below what is committed "
-                        "(%(committed)s); new volumes and clones are refused until that changes."
-                    )
-                    % {"name": obj.name, "limit": human_bytes(limit), "committed": human_bytes(committed)},
-                    messages.WARNING,
-                )
+            warning = gettext(
+                "Pool %(name)s: capacity x overcommit (%(limit)s) is below what is committed "
+                "(%(committed)s); new volumes and clones are refused until that changes."
+            )
+            self.warn_below_held(request, obj, form, warning)
             return
         data = form.cleaned_data
         with neutral_language():
