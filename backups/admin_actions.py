@@ -22,8 +22,8 @@ from backups.services.restore import backup_restore
 from backups.services.verify import backup_verify
 from sharestore.core.console_actions import ActionPage, ConsoleAction, ConsoleActionsMixin
 from volumes import selectors
-from volumes.admin.actions import SnapshotChoice, pool_room, snapshot_path
-from volumes.models import Pool, Tenant, Volume
+from volumes.admin.actions import SnapshotChoice, new_volume_fields, pool_room, snapshot_path
+from volumes.models import Pool, Volume
 
 BACKUP_PERMISSION = "backups.backup_volume"
 RESTORE_PERMISSION = "backups.restore_backup"
@@ -79,18 +79,9 @@ class BackupCreateForm(forms.Form):
 class RestoreForm(forms.Form):
     """Restore a backup into a new volume of a tenant in a pool."""
 
-    name = forms.CharField(label=_("name of the new volume"), max_length=128)
-
     def __init__(self, *args, backup: Backup, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["tenant"] = forms.ModelChoiceField(
-            Tenant.objects.order_by("name"), to_field_name="uuid", label=_("tenant")
-        )
-        self.fields["pool"] = forms.ModelChoiceField(
-            Pool.objects.filter(cluster=backup.cluster).order_by("name"),
-            to_field_name="uuid",
-            label=pgettext_lazy("action", "target pool"),
-        )
+        self.fields.update(new_volume_fields(backup.cluster))
 
 
 class VerifyForm(forms.Form):

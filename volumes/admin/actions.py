@@ -118,6 +118,22 @@ class SnapshotDeleteForm(forms.Form):
         self.fields["snapshot"].queryset = queryset.order_by("created", "id")
 
 
+def new_volume_fields(cluster) -> dict:
+    """The fields of a volume made from a snapshot or a backup (a clone, a restore): its name, its
+    tenant and its pool, one of `cluster`'s."""
+    return {
+        "name": forms.CharField(label=_("name of the new volume"), max_length=128),
+        "tenant": forms.ModelChoiceField(
+            Tenant.objects.order_by("name"), to_field_name="uuid", label=_("tenant")
+        ),
+        "pool": forms.ModelChoiceField(
+            Pool.objects.filter(cluster=cluster).order_by("name"),
+            to_field_name="uuid",
+            label=pgettext_lazy("action", "target pool"),
+        ),
+    }
+
+
 class CloneForm(forms.Form):
     """A linked or full clone of a snapshot into a pool, for a tenant."""
 
@@ -131,19 +147,10 @@ class CloneForm(forms.Form):
         ],
         widget=forms.RadioSelect,
     )
-    name = forms.CharField(label=_("name of the new volume"), max_length=128)
 
     def __init__(self, *args, volume: Volume, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields = {"snapshot": SnapshotChoice(volume), **self.fields}
-        self.fields["tenant"] = forms.ModelChoiceField(
-            Tenant.objects.order_by("name"), to_field_name="uuid", label=_("tenant")
-        )
-        self.fields["pool"] = forms.ModelChoiceField(
-            Pool.objects.filter(cluster=volume.cluster).order_by("name"),
-            to_field_name="uuid",
-            label=pgettext_lazy("action", "target pool"),
-        )
+        self.fields = {"snapshot": SnapshotChoice(volume), **self.fields, **new_volume_fields(volume.cluster)}
 
 
 # -- the views ------------------------------------------------------------------------------------------
