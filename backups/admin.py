@@ -22,33 +22,27 @@ from backups.services.points import (
     backup_point_update,
     backup_point_update_check,
 )
-from sharestore import errors
 from sharestore.core.console import (
     ConsoleAdmin,
-    EditableConsoleAdmin,
     badge,
     choices,
-    console_actor,
     count_of,
     health_badge,
     human_bytes,
     localized_error,
     location_filters,
-    neutral_language,
     related,
     repair_redirect,
     rows_link,
-    service_error_to_form,
     sum_of,
-    usage_table,
 )
 from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
-from volumes.admin.capacity import CapacityConfirmationAdmin, CapacityConfirmationForm
 from volumes.admin.columns import form_only_column
+from volumes.admin.locations import LocationAdmin, LocationForm
 
 
-class BackupPointForm(CapacityConfirmationForm):
+class BackupPointForm(LocationForm):
     """Add or edit a backup point; the directory must exist and be writable."""
 
     # Write-only: never rendered back (the stored one is sealed; docs/backups.md). Left empty on an
@@ -83,25 +77,17 @@ class BackupPointForm(CapacityConfirmationForm):
         model = BackupPoint
         fields = ["name", "cluster", "tenant", "btype", "path", "capacity", "status"]
 
-    def clean(self):
-        data = super().clean()
-        if self.errors:
-            return data
-        try:
-            if self.instance.pk is None:
-                backup_point_create_check(
-                    name=data.get("name"),
-                    cluster=data.get("cluster"),
-                    path=data.get("path"),
-                    capacity=data.get("capacity"),
-                )
-            else:
-                point = BackupPoint.objects.get(pk=self.instance.pk)
-                backup_point_update_check(backup_point=point, **self.changes())
-                self._check_used(point, data.get("capacity"))
-        except errors.ServiceError as exc:
-            service_error_to_form(self, exc)
-        return data
+    def check_create(self, data) -> None:
+        backup_point_create_check(
+            name=data.get("name"),
+            cluster=data.get("cluster"),
+            path=data.get("path"),
+            capacity=data.get("capacity"),
+        )
+
+    def check_update(self, original: BackupPoint, data) -> None:
+        backup_point_update_check(backup_point=original, **self.changes())
+        self._check_used(original, data.get("capacity"))
 
     def _check_used(self, point: BackupPoint, capacity) -> None:
         """A capacity below what the backups already occupy: refused unless confirmed."""
@@ -123,7 +109,7 @@ class BackupPointForm(CapacityConfirmationForm):
 
 
 @admin.register(BackupPoint)
-class BackupPointAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
+class BackupPointAdmin(LocationAdmin):
     """Backup points: usage bars, add and edit with the directory checked, reconcile."""
 
     form = BackupPointForm
@@ -143,8 +129,11 @@ class BackupPointAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
     )
     list_filter = location_filters("tenant", _("tenant"), "btype")
     list_select_related = ("cluster", "tenant")
-    search_fields = ("name", "uuid", "path")
     actions = ["reconcile_action"]
+    below_held_warning = _(
+        "Backup point %(name)s: its capacity (%(capacity)s) is below what its backups "
+        "occupy (%(used)s); new backups are refused until that changes."
+    )
 
     def get_queryset(self, request):
         live = {
@@ -188,10 +177,7 @@ class BackupPointAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
     def backup_count(self, obj):
         return rows_link("admin:backups_backup_changelist", "backup_point", obj, obj.n_backups)
 
-    @admin.display(description=_("usage"))
-    def usage(self, obj):
-        if obj is None or obj.pk is None:
-            return "-"
+    def usage_rows(self, obj) -> list:
         import shutil
 
         rows = [(gettext("backups (recorded sizes) / capacity"), bar(backup_point_used(obj), obj.capacity))]
@@ -201,19 +187,12 @@ class BackupPointAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
             rows.append((gettext("filesystem free (what the disk really has)"), human_bytes(disk.free)))
         except OSError:
             pass
-        return usage_table(rows)
+        return rows
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            with neutral_language():
-                backup_point_update(actor=console_actor(request), backup_point=obj, **form.changes())
-            warning = gettext(
-                "Backup point %(name)s: its capacity (%(capacity)s) is below what its backups "
-                "occupy (%(used)s); new backups are refused until that changes."
-            )
-            self.warn_below_held(request, obj, form, warning)
-            return
-        data = form.cleaned_data
+    def update(self, actor, obj, changes):
+        backup_point_update(actor=actor, backup_point=obj, **changes)
+
+    def create(self, request, obj, data):
         point = backup_point_create(
             name=data["name"],
             cluster=data["cluster"],
@@ -224,7 +203,6 @@ class BackupPointAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
             password=data.get("password") or None,
         )
         obj.pk, obj.uuid, obj.path = point.pk, point.uuid, point.path
-        obj._state.adding = False
 
     def save_related(self, request, form, formsets, change):
         # Everything was written by the service.

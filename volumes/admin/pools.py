@@ -13,7 +13,6 @@ from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core.console import (
-    EditableConsoleAdmin,
     badge,
     console_actor,
     count_of,
@@ -25,15 +24,13 @@ from sharestore.core.console import (
     rows_link,
     service_error_message,
     service_error_text,
-    service_error_to_form,
     short_uuid,
     sum_of,
-    usage_table,
 )
 from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
-from volumes.admin.capacity import CapacityConfirmationAdmin, CapacityConfirmationForm
 from volumes.admin.columns import form_only_column
+from volumes.admin.locations import LocationAdmin, LocationForm
 from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
 from volumes.models import Pool, PoolMount, Volume
 from volumes.services import pools as pool_services
@@ -60,7 +57,7 @@ RBD_SETTING_FIELDS = {
 RBD_FIELDS = tuple(RBD_SETTING_FIELDS.values())
 
 
-class PoolForm(CapacityConfirmationForm):
+class PoolForm(LocationForm):
     """Add or edit a pool; its location is checked by the pool service (a directory must exist and be
     writable; an RBD pool is connected to). Capacities take units (`500G`, `2T`); a capacity x
     overcommit below what the pool's live volumes already promise needs `confirm_capacity`."""
@@ -144,35 +141,30 @@ class PoolForm(CapacityConfirmationForm):
             )
         return ratio
 
-    def clean(self):
-        data = super().clean()
+    def check_create(self, data) -> None:
+        self._fill_kind(data)
         if self.errors:
-            return data
-        try:
-            if self.instance.pk is None:
-                self._fill_kind(data)
-                if self.errors:
-                    return data
-                pool_services.pool_create_check(
-                    name=data.get("name"),
-                    cluster=data.get("cluster"),
-                    path=data.get("path"),
-                    capacity=data.get("capacity"),
-                    pool_type=data.get("pool_type"),
-                    driver=data.get("driver"),
-                    overcommit_ratio=data.get("overcommit_ratio"),
-                )
-            else:
-                original = Pool.objects.get(pk=self.instance.pk)
-                pool_services.pool_update_check(pool=original, **self.changes())
-                self._check_committed(original, data)
-        except errors.ServiceError as exc:
-            if exc.params.get("field") == "path" and self._rbd_built:
-                # The location came from the Ceph settings: the refusal concerns them as a whole.
-                self.add_error(None, service_error_message(exc))
-            else:
-                service_error_to_form(self, exc)
-        return data
+            return
+        pool_services.pool_create_check(
+            name=data.get("name"),
+            cluster=data.get("cluster"),
+            path=data.get("path"),
+            capacity=data.get("capacity"),
+            pool_type=data.get("pool_type"),
+            driver=data.get("driver"),
+            overcommit_ratio=data.get("overcommit_ratio"),
+        )
+
+    def check_update(self, original: Pool, data) -> None:
+        pool_services.pool_update_check(pool=original, **self.changes())
+        self._check_committed(original, data)
+
+    def refuse(self, exc) -> None:
+        if exc.params.get("field") == "path" and self._rbd_built:
+            # The location came from the Ceph settings: the refusal concerns them as a whole.
+            self.add_error(None, service_error_message(exc))
+        else:
+            super().refuse(exc)
 
     _rbd_built = False
 
@@ -237,7 +229,7 @@ class PoolMountInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
+class PoolAdmin(LocationAdmin):
     """Pools: usage bars, add and edit through the pool service, reconcile."""
 
     form = PoolForm
@@ -258,9 +250,12 @@ class PoolAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
     )
     list_filter = location_filters("zone", _("zone"), "pool_type")
     list_select_related = ("cluster", "zone")
-    search_fields = ("name", "uuid", "path")
     filter_horizontal = ("tenants",)
     actions = ["reconcile_action", "refresh_usage_action"]
+    below_held_warning = _(
+        "Pool %(name)s: capacity x overcommit (%(limit)s) is below what is committed "
+        "(%(committed)s); new volumes and clones are refused until that changes."
+    )
 
     def get_queryset(self, request):
         return (
@@ -303,10 +298,7 @@ class PoolAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
     def volume_count(self, obj):
         return rows_link("admin:volumes_volume_changelist", "pool", obj, obj.n_volumes)
 
-    @admin.display(description=_("usage"))
-    def usage(self, obj):
-        if obj is None or obj.pk is None:
-            return "-"
+    def usage_rows(self, obj) -> list:
         usage = pool_services.pool_usage(obj)
         rows = [
             (
@@ -337,19 +329,12 @@ class PoolAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
                     bar(usage.reserved, usage.fs_free),
                 )
             )
-        return usage_table(rows)
+        return rows
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            with neutral_language():
-                pool_services.pool_update(actor=console_actor(request), pool=obj, **form.changes())
-            warning = gettext(
-                "Pool %(name)s: capacity x overcommit (%(limit)s) is below what is committed "
-                "(%(committed)s); new volumes and clones are refused until that changes."
-            )
-            self.warn_below_held(request, obj, form, warning)
-            return
-        data = form.cleaned_data
+    def update(self, actor, obj, changes):
+        pool_services.pool_update(actor=actor, pool=obj, **changes)
+
+    def create(self, request, obj, data):
         with neutral_language():
             pool = pool_services.pool_create(
                 actor=console_actor(request),
@@ -363,9 +348,7 @@ class PoolAdmin(CapacityConfirmationAdmin, EditableConsoleAdmin):
                 overcommit_ratio=data["overcommit_ratio"],
                 tenants=list(data.get("tenants") or []),
             )
-        # The admin's redirect and change log need the row the service created.
         obj.pk, obj.uuid, obj.path, obj.zone = pool.pk, pool.uuid, pool.path, pool.zone
-        obj._state.adding = False
 
     def save_related(self, request, form, formsets, change):
         # Tenants were written by the service; inline mounts go through it too.
