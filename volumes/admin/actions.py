@@ -170,6 +170,7 @@ class VolumeAction(ConsoleAction):
         return {"volume": self.subject, "initial": self.request.GET.dict()}
 
     def position(self) -> dict:
+        """Where the head sits (its ancestors, root first) and how many snapshots the volume shows."""
         volume = self.subject
         current = volume.current_snapshot
         return {
@@ -190,6 +191,7 @@ class SnapshotCreateAction(VolumeAction):
     title = _("Take a snapshot of %(name)s")
 
     def form_options(self) -> dict:
+        # A new snapshot's name and description: nothing of the volume to choose from.
         return {}
 
     def preview(self, data):
@@ -203,9 +205,8 @@ class SnapshotCreateAction(VolumeAction):
 
     def done(self, snapshot):
         words = {"name": snapshot.name, "volume": self.subject.name, **_operation_words(snapshot.uuid)}
-        return self.tell(
-            self.subject, gettext("Snapshot %(name)s of %(volume)s: %(state)s (operation %(uuid)s).") % words
-        )
+        text = gettext("Snapshot %(name)s of %(volume)s: %(state)s (operation %(uuid)s).")
+        return self.tell(self.subject, text % words)
 
 
 class RollbackAction(VolumeAction):
@@ -234,9 +235,8 @@ class RollbackAction(VolumeAction):
 
     def done(self, operation):
         words = {"volume": self.subject.name, "state": _refreshed_state(operation), "uuid": operation.uuid}
-        return self.tell(
-            self.subject, gettext("Rollback of %(volume)s: %(state)s (operation %(uuid)s).") % words
-        )
+        text = gettext("Rollback of %(volume)s: %(state)s (operation %(uuid)s).")
+        return self.tell(self.subject, text % words)
 
 
 class SnapshotDeleteAction(VolumeAction):
