@@ -168,13 +168,13 @@ class ConsoleAction:
 def action_urls(model_admin, routes) -> list:
     """The URL entries of a model admin's action pages: (route, ConsoleAction subclass, URL name)."""
 
-    def page(action: type[ConsoleAction]):
+    def view_of(action: type[ConsoleAction]):
         def view(request, object_id=None):
             return action(model_admin, request, object_id).response()
 
         return model_admin.admin_site.admin_view(view)
 
-    return [path(route, page(action), name=name) for route, action, name in routes]
+    return [path(route, view_of(action), name=name) for route, action, name in routes]
 
 
 class ConsoleActionsMixin:
