@@ -4,7 +4,7 @@ reconcile; backups browsable (view-only: only the backup service writes them).""
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext, pgettext_lazy
@@ -22,31 +22,27 @@ from backups.services.points import (
     backup_point_update,
     backup_point_update_check,
 )
-from sharestore import errors
 from sharestore.core.console import (
     ConsoleAdmin,
-    EditableConsoleAdmin,
     badge,
     choices,
-    console_actor,
     count_of,
     health_badge,
     human_bytes,
     localized_error,
     location_filters,
-    neutral_language,
     related,
     repair_redirect,
     rows_link,
-    service_error_to_form,
     sum_of,
-    usage_table,
 )
 from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
+from volumes.admin.columns import form_only_column
+from volumes.admin.locations import LocationAdmin, LocationForm
 
 
-class BackupPointForm(forms.ModelForm):
+class BackupPointForm(LocationForm):
     """Add or edit a backup point; the directory must exist and be writable."""
 
     # Write-only: never rendered back (the stored one is sealed; docs/backups.md). Left empty on an
@@ -77,51 +73,31 @@ class BackupPointForm(forms.ModelForm):
         help_text=_("Backups already occupy more: new backups are refused. Tick to save anyway."),
     )
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if "capacity" in self.fields and self.instance.pk is not None:
-            self.fields["capacity"].required = True
-        self.below_used = None
-
     class Meta:
         model = BackupPoint
         fields = ["name", "cluster", "tenant", "btype", "path", "capacity", "status"]
 
-    def clean(self):
-        data = super().clean()
-        if self.errors:
-            return data
-        try:
-            if self.instance.pk is None:
-                backup_point_create_check(
-                    name=data.get("name"),
-                    cluster=data.get("cluster"),
-                    path=data.get("path"),
-                    capacity=data.get("capacity"),
-                )
-            else:
-                point = BackupPoint.objects.get(pk=self.instance.pk)
-                backup_point_update_check(backup_point=point, **self.changes())
-                self._check_used(point, data.get("capacity"), data.get("confirm_capacity"))
-        except errors.ServiceError as exc:
-            service_error_to_form(self, exc)
-        return data
+    def check_create(self, data) -> None:
+        backup_point_create_check(
+            name=data.get("name"),
+            cluster=data.get("cluster"),
+            path=data.get("path"),
+            capacity=data.get("capacity"),
+        )
 
-    def _check_used(self, point: BackupPoint, capacity, confirmed: bool) -> None:
+    def check_update(self, original: BackupPoint, data) -> None:
+        backup_point_update_check(backup_point=original, **self.changes())
+        self._check_used(original, data.get("capacity"))
+
+    def _check_used(self, point: BackupPoint, capacity) -> None:
         """A capacity below what the backups already occupy: refused unless confirmed."""
         used = backup_point_used(point)
-        if capacity is None or capacity >= used:
-            return
-        self.below_used = (used, capacity)
-        if not confirmed:
-            self.add_error(
-                "capacity",
-                gettext(
-                    "The capacity (%(capacity)s) is below what the backups already occupy "
-                    "(%(used)s): tick the confirmation to save it anyway."
-                )
-                % {"capacity": human_bytes(capacity), "used": human_bytes(used)},
+        if capacity is not None and capacity < used:
+            refusal = gettext(
+                "The capacity (%(capacity)s) is below what the backups already occupy "
+                "(%(used)s): tick the confirmation to save it anyway."
             )
+            self.hold_below(refusal, capacity=capacity, used=used)
 
     def changes(self) -> dict:
         changes = {k: v for k, v in self.cleaned_data.items() if k in EDITABLE_BACKUP_POINT_FIELDS}
@@ -133,7 +109,7 @@ class BackupPointForm(forms.ModelForm):
 
 
 @admin.register(BackupPoint)
-class BackupPointAdmin(EditableConsoleAdmin):
+class BackupPointAdmin(LocationAdmin):
     """Backup points: usage bars, add and edit with the directory checked, reconcile."""
 
     form = BackupPointForm
@@ -153,8 +129,11 @@ class BackupPointAdmin(EditableConsoleAdmin):
     )
     list_filter = location_filters("tenant", _("tenant"), "btype")
     list_select_related = ("cluster", "tenant")
-    search_fields = ("name", "uuid", "path")
     actions = ["reconcile_action"]
+    below_held_warning = _(
+        "Backup point %(name)s: its capacity (%(capacity)s) is below what its backups "
+        "occupy (%(used)s); new backups are refused until that changes."
+    )
 
     def get_queryset(self, request):
         live = {
@@ -177,15 +156,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
             return badge(gettext("over capacity"), "over", kind="bad")
         return health_badge(obj)
 
-    @admin.display(description=_("confirm a capacity below what backups occupy"))
-    def confirm_capacity(self, obj):
-        return "-"
-
-    def get_fieldsets(self, request, obj=None):
-        fieldsets = super().get_fieldsets(request, obj)
-        if obj is None:
-            fieldsets[0][1]["fields"] = [f for f in fieldsets[0][1]["fields"] if f != "confirm_capacity"]
-        return fieldsets
+    confirm_capacity = form_only_column(_("confirm a capacity below what backups occupy"))
 
     @admin.display(description=_("encrypts"), boolean=True)
     def encrypts(self, obj):
@@ -196,9 +167,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
         # Shown to viewers without the change permission: whether there is one, never what it is.
         return gettext("set: backups are encrypted") if obj and obj.encrypts else gettext("none")
 
-    @admin.display(description=_("remove the password"))
-    def remove_password(self, obj):
-        return "-"
+    remove_password = form_only_column(_("remove the password"))
 
     @admin.display(description=_("used / capacity"), ordering="used_bytes")
     def usage_bar(self, obj):
@@ -208,10 +177,7 @@ class BackupPointAdmin(EditableConsoleAdmin):
     def backup_count(self, obj):
         return rows_link("admin:backups_backup_changelist", "backup_point", obj, obj.n_backups)
 
-    @admin.display(description=_("usage"))
-    def usage(self, obj):
-        if obj is None or obj.pk is None:
-            return "-"
+    def usage_rows(self, obj) -> list:
         import shutil
 
         rows = [(gettext("backups (recorded sizes) / capacity"), bar(backup_point_used(obj), obj.capacity))]
@@ -221,25 +187,12 @@ class BackupPointAdmin(EditableConsoleAdmin):
             rows.append((gettext("filesystem free (what the disk really has)"), human_bytes(disk.free)))
         except OSError:
             pass
-        return usage_table(rows)
+        return rows
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            with neutral_language():
-                backup_point_update(actor=console_actor(request), backup_point=obj, **form.changes())
-            if form.below_used:
-                used, capacity = form.below_used
-                self.message_user(
-                    request,
-                    gettext(
-                        "Backup point %(name)s: its capacity (%(capacity)s) is below what its backups "
-                        "occupy (%(used)s); new backups are refused until that changes."
-                    )
-                    % {"name": obj.name, "capacity": human_bytes(capacity), "used": human_bytes(used)},
-                    messages.WARNING,
-                )
-            return
-        data = form.cleaned_data
+    def update(self, actor, obj, changes):
+        backup_point_update(actor=actor, backup_point=obj, **changes)
+
+    def create(self, request, obj, data):
         point = backup_point_create(
             name=data["name"],
             cluster=data["cluster"],
@@ -250,7 +203,6 @@ class BackupPointAdmin(EditableConsoleAdmin):
             password=data.get("password") or None,
         )
         obj.pk, obj.uuid, obj.path = point.pk, point.uuid, point.path
-        obj._state.adding = False
 
     def save_related(self, request, form, formsets, change):
         # Everything was written by the service.
@@ -289,9 +241,6 @@ class BackupAdmin(BackupActionsMixin, ConsoleAdmin):
     )
     list_select_related = ("backup_point", "tenant", "cluster", "volume")
     search_fields = ("name", "uuid", "volume_uuid", "snapshot_uuid", "snapshot_name")
-
-    def get_urls(self):
-        return [*self.get_action_urls(), *super().get_urls()]
 
     @admin.display(description=_("volume"), ordering="volume_uuid")
     def volume_link(self, obj):

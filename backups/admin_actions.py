@@ -7,11 +7,8 @@ API view or the command calls (`backups.services`), as the console user; see
 from __future__ import annotations
 
 from django import forms
-from django.contrib import messages
 from django.db.models import Q
-from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
@@ -23,10 +20,10 @@ from backups.services.create import backup_add, backup_plan
 from backups.services.protect import backup_protect
 from backups.services.restore import backup_restore
 from backups.services.verify import backup_verify
-from sharestore.core.console_actions import action_view, bound_data
+from sharestore.core.console_actions import ActionPage, ConsoleAction, ConsoleActionsMixin
 from volumes import selectors
-from volumes.admin.actions import SnapshotChoice, pool_room, snapshot_path
-from volumes.models import Pool, Tenant, Volume
+from volumes.admin.actions import SnapshotChoice, new_volume_fields, pool_room, snapshot_path
+from volumes.models import Pool, Volume
 
 BACKUP_PERMISSION = "backups.backup_volume"
 RESTORE_PERMISSION = "backups.restore_backup"
@@ -82,18 +79,9 @@ class BackupCreateForm(forms.Form):
 class RestoreForm(forms.Form):
     """Restore a backup into a new volume of a tenant in a pool."""
 
-    name = forms.CharField(label=_("name of the new volume"), max_length=128)
-
     def __init__(self, *args, backup: Backup, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["tenant"] = forms.ModelChoiceField(
-            Tenant.objects.order_by("name"), to_field_name="uuid", label=_("tenant")
-        )
-        self.fields["pool"] = forms.ModelChoiceField(
-            Pool.objects.filter(cluster=backup.cluster).order_by("name"),
-            to_field_name="uuid",
-            label=pgettext_lazy("action", "target pool"),
-        )
+        self.fields.update(new_volume_fields(backup.cluster))
 
 
 class VerifyForm(forms.Form):
@@ -113,197 +101,169 @@ class ProtectForm(forms.Form):
 # -- the views ------------------------------------------------------------------------------------------
 
 
-class BackupActionsMixin:
-    """The backup actions, mixed into BackupAdmin (`get_action_urls` joins its URLs)."""
+class BackupCreateAction(ConsoleAction):
+    """Back up a snapshot of a volume (?volume=pk; ?snapshot=uuid preselects it)."""
 
-    def get_action_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path("create/", view(self.backup_create_view), name="backups_backup_create"),
-            path("<int:object_id>/restore/", view(self.backup_restore_view), name="backups_backup_restore"),
-            path("<int:object_id>/verify/", view(self.backup_verify_view), name="backups_backup_verify"),
-            path("<int:object_id>/protect/", view(self.backup_protect_view), name="backups_backup_protect"),
-        ]
+    page = ActionPage(BACKUP_PERMISSION, BackupCreateForm, "admin/backups/actions/backup_create.html")
+    title = _("Back up %(name)s")
+    subject_key = "volume"
 
-    def _done(self, request, url: str, text: str, level=messages.SUCCESS):
-        self.message_user(request, text, level)
-        return HttpResponseRedirect(url)
-
-    def _backup_done(self, request, backup: Backup, text: str, level=messages.SUCCESS):
-        return self._done(request, reverse("admin:backups_backup_change", args=[backup.pk]), text, level)
-
-    def backup_create_view(self, request):
-        """Back up a snapshot of a volume (?volume=pk; ?snapshot=uuid preselects it)."""
-        volume_id = request.POST.get("volume") or request.GET.get("volume", "")
-        volume = get_object_or_404(
+    def get_subject(self, object_id):
+        volume_id = self.request.POST.get("volume") or self.request.GET.get("volume", "")
+        return get_object_or_404(
             Volume.objects.select_related("cluster", "tenant", "current_snapshot"),
             pk=int(volume_id) if volume_id.isdigit() else 0,
         )
-        initial = {"compress": default_compress(), **request.GET.dict()}
 
-        def point_of(data) -> BackupPoint:
-            return backup_selectors.backup_point_get(
-                uuid=data["backup_point"].uuid, cluster=volume.cluster, tenant=volume.tenant
-            )
+    def form_options(self) -> dict:
+        return {
+            "volume": self.subject,
+            "initial": {"compress": default_compress(), **self.request.GET.dict()},
+        }
 
-        def preview(data):
-            point = point_of(data)
-            base, estimate = backup_plan(
-                volume=volume, snapshot=data["snapshot"], point=point, full=data["full"]
-            )
-            return {
-                "target": data["snapshot"],
-                "target_path": snapshot_path(data["snapshot"]),
-                "base": base,
-                "estimate": estimate,
-                "encrypted": point.encrypts,
-                "room": point_room(point),
-            }
-
-        def apply(data, actor):
-            return backup_add(
-                actor=actor,
-                volume=volume,
-                snapshot=data["snapshot"],
-                backup_point=point_of(data),
-                name=data["name"],
-                desc=data["desc"],
-                compress=data["compress"],
-                full=data["full"],
-                protected=data["protected"],
-            )
-
-        def done(backup):
-            backup.refresh_from_db()
-            return self._backup_done(
-                request,
-                backup,
-                gettext("Backup %(name)s of %(volume)s: %(status)s.")
-                % {"name": backup.name, "volume": volume.name, "status": backup.get_status_display()},
-            )
-
-        return action_view(
-            self,
-            request,
-            permission=BACKUP_PERMISSION,
-            form=BackupCreateForm(bound_data(request), volume=volume, initial=initial),
-            title=gettext("Back up %(name)s") % {"name": volume.name},
-            template="admin/backups/actions/backup_create.html",
-            preview=preview,
-            apply=apply,
-            done=done,
-            context={"volume": volume},
+    def point_of(self, data) -> BackupPoint:
+        volume = self.subject
+        return backup_selectors.backup_point_get(
+            uuid=data["backup_point"].uuid, cluster=volume.cluster, tenant=volume.tenant
         )
 
-    def _backup(self, object_id) -> Backup:
+    def preview(self, data):
+        snapshot, point = data["snapshot"], self.point_of(data)
+        base, estimate = backup_plan(volume=self.subject, snapshot=snapshot, point=point, full=data["full"])
+        return {
+            "target": snapshot,
+            "target_path": snapshot_path(snapshot),
+            "base": base,
+            "estimate": estimate,
+            "encrypted": point.encrypts,
+            "room": point_room(point),
+        }
+
+    def apply(self, data, actor):
+        return backup_add(
+            actor=actor,
+            volume=self.subject,
+            snapshot=data["snapshot"],
+            backup_point=self.point_of(data),
+            name=data["name"],
+            desc=data["desc"],
+            compress=data["compress"],
+            full=data["full"],
+            protected=data["protected"],
+        )
+
+    def done(self, backup):
+        backup.refresh_from_db()
+        words = {"name": backup.name, "volume": self.subject.name, "status": backup.get_status_display()}
+        return self.tell(backup, gettext("Backup %(name)s of %(volume)s: %(status)s.") % words)
+
+
+class BackupAction(ConsoleAction):
+    """An action on the backup named by the URL."""
+
+    subject_key = "backup"
+
+    def get_subject(self, object_id):
         return get_object_or_404(
             Backup.objects.select_related("backup_point", "cluster", "tenant", "volume", "base"),
             pk=object_id,
         )
 
-    def backup_restore_view(self, request, object_id):
-        """Restore a backup into a new volume."""
-        backup = self._backup(object_id)
+
+class RestoreAction(BackupAction):
+    """Restore a backup into a new volume."""
+
+    page = ActionPage(RESTORE_PERMISSION, RestoreForm, "admin/backups/actions/restore.html")
+    title = _("Restore backup %(name)s")
+
+    def form_options(self) -> dict:
+        backup = self.subject
         initial = {"tenant": backup.tenant.uuid}
         if backup.volume is not None:
             initial["pool"] = backup.volume.pool.uuid
-        initial.update(request.GET.dict())
+        return {"backup": backup, "initial": {**initial, **self.request.GET.dict()}}
 
-        def pool_of(data) -> Pool:
-            return selectors.pool_get(uuid=data["pool"].uuid, cluster=backup.cluster, tenant=data["tenant"])
+    def pool_of(self, data) -> Pool:
+        return selectors.pool_get(uuid=data["pool"].uuid, cluster=self.subject.cluster, tenant=data["tenant"])
 
-        def preview(data):
-            chain = backup_chain(backup)
-            return {
-                "chain": chain,
-                "chain_bytes": sum(b.size for b in chain),
-                "copy_bytes": backup.volume_capacity,
-                "room": pool_room(pool_of(data)),
-                "restorable": backup.status == BackupStatus.COMPLETED,
-            }
+    def preview(self, data):
+        backup = self.subject
+        chain = backup_chain(backup)
+        return {
+            "chain": chain,
+            "chain_bytes": sum(b.size for b in chain),
+            "copy_bytes": backup.volume_capacity,
+            "room": pool_room(self.pool_of(data)),
+            "restorable": backup.status == BackupStatus.COMPLETED,
+        }
 
-        def apply(data, actor):
-            return backup_restore(
-                actor=actor,
-                backup=backup,
-                tenant=data["tenant"],
-                cluster=backup.cluster,
-                pool=pool_of(data),
-                name=data["name"],
-            )
-
-        def done(volume):
-            volume.refresh_from_db()
-            return self._done(
-                request,
-                reverse("admin:volumes_volume_change", args=[volume.pk]),
-                gettext("Restore of backup %(backup)s into %(name)s: %(state)s.")
-                % {"backup": backup.name, "name": volume.name, "state": volume.get_state_display()},
-            )
-
-        return action_view(
-            self,
-            request,
-            permission=RESTORE_PERMISSION,
-            form=RestoreForm(bound_data(request), backup=backup, initial=initial),
-            title=gettext("Restore backup %(name)s") % {"name": backup.name},
-            template="admin/backups/actions/restore.html",
-            preview=preview,
-            apply=apply,
-            done=done,
-            context={"backup": backup},
+    def apply(self, data, actor):
+        backup = self.subject
+        return backup_restore(
+            actor=actor,
+            backup=backup,
+            tenant=data["tenant"],
+            cluster=backup.cluster,
+            pool=self.pool_of(data),
+            name=data["name"],
         )
 
-    def backup_verify_view(self, request, object_id):
-        """Verify a backup: `qemu-img check` its chain and recompute its chunk digests (on a worker)."""
-        backup = self._backup(object_id)
+    def done(self, volume):
+        volume.refresh_from_db()
+        words = {"backup": self.subject.name, "name": volume.name, "state": volume.get_state_display()}
+        return self.tell(volume, gettext("Restore of backup %(backup)s into %(name)s: %(state)s.") % words)
 
-        def preview(_data):
-            chain = backup_chain(backup)
-            return {"chain": chain, "read_bytes": sum(b.size for b in chain), "ready": True}
 
-        def done(_verification):
-            text = gettext(
-                "Verification of backup %(name)s is queued: a worker reads the backup (never the web "
-                "request); its result shows here and in the operations list when it finishes."
-            ) % {"name": backup.name}
-            return self._backup_done(request, backup, text)
+class VerifyAction(BackupAction):
+    """Verify a backup: `qemu-img check` its chain and recompute its chunk digests (on a worker)."""
 
-        return action_view(
-            self,
-            request,
-            permission=VERIFY_PERMISSION,
-            form=VerifyForm(bound_data(request)),
-            title=gettext("Verify backup %(name)s") % {"name": backup.name},
-            template="admin/backups/actions/verify.html",
-            preview=preview,
-            apply=lambda _data, actor: backup_verify(actor=actor, backup=backup, wait=False),
-            done=done,
-            context={"backup": backup},
+    page = ActionPage(VERIFY_PERMISSION, VerifyForm, "admin/backups/actions/verify.html")
+    title = _("Verify backup %(name)s")
+
+    def preview(self, _data):
+        chain = backup_chain(self.subject)
+        return {"chain": chain, "read_bytes": sum(b.size for b in chain), "ready": True}
+
+    def apply(self, _data, actor):
+        return backup_verify(actor=actor, backup=self.subject, wait=False)
+
+    def done(self, _verification):
+        text = gettext(
+            "Verification of backup %(name)s is queued: a worker reads the backup (never the web "
+            "request); its result shows here and in the operations list when it finishes."
         )
+        return self.tell(self.subject, text % {"name": self.subject.name})
 
-    def backup_protect_view(self, request, object_id):
-        """Protect a backup (never deleted, by request or expiry) or unprotect it."""
-        backup = self._backup(object_id)
-        initial = {"protected": "0" if backup.protected else "1"}
 
-        def done(result):
-            text = (
-                gettext("Backup %(name)s is protected.")
-                if result.protected
-                else gettext("Backup %(name)s is no longer protected.")
-            ) % {"name": backup.name}
-            return self._backup_done(request, backup, text)
+class ProtectAction(BackupAction):
+    """Protect a backup (never deleted, by request or expiry) or unprotect it."""
 
-        return action_view(
-            self,
-            request,
-            permission=PROTECT_PERMISSION,
-            form=ProtectForm(bound_data(request), initial=initial),
-            title=gettext("Protection of backup %(name)s") % {"name": backup.name},
-            template="admin/backups/actions/protect.html",
-            preview=lambda data: {"protect": data["protected"], "ready": True},
-            apply=lambda data, actor: backup_protect(actor=actor, backup=backup, protected=data["protected"]),
-            done=done,
-            context={"backup": backup},
-        )
+    page = ActionPage(PROTECT_PERMISSION, ProtectForm, "admin/backups/actions/protect.html")
+    title = _("Protection of backup %(name)s")
+
+    def form_options(self) -> dict:
+        return {"initial": {"protected": "0" if self.subject.protected else "1"}}
+
+    def preview(self, data):
+        return {"protect": data["protected"], "ready": True}
+
+    def apply(self, data, actor):
+        return backup_protect(actor=actor, backup=self.subject, protected=data["protected"])
+
+    def done(self, result):
+        if result.protected:
+            text = gettext("Backup %(name)s is protected.")
+        else:
+            text = gettext("Backup %(name)s is no longer protected.")
+        return self.tell(self.subject, text % {"name": self.subject.name})
+
+
+class BackupActionsMixin(ConsoleActionsMixin):
+    """The backup actions, mixed into BackupAdmin."""
+
+    action_routes = (
+        ("create/", BackupCreateAction, "backups_backup_create"),
+        ("<int:object_id>/restore/", RestoreAction, "backups_backup_restore"),
+        ("<int:object_id>/verify/", VerifyAction, "backups_backup_verify"),
+        ("<int:object_id>/protect/", ProtectAction, "backups_backup_protect"),
+    )

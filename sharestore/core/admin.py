@@ -394,17 +394,12 @@ class OperationAdmin(ConsoleAdmin):
 class AuditEventAdmin(ConsoleAdmin):
     """The audit trail: who asked what, from which state to which, with what result."""
 
-    list_display = (
-        "created",
-        "actor",
-        "action_text",
-        "object_type_text",
-        "object_uuid",
-        "volume",
-        "change",
-        "result_badge",
-        "message_text",
-    )
+    # A row's columns: who asked what of which object, then what came of it. Its page adds the
+    # operation it belongs to, and the result's stored scode and parameters.
+    REQUEST_FIELDS = ("created", "actor", "action_text", "object_type_text", "object_uuid", "volume")
+    OUTCOME_FIELDS = ("change", "result_badge", "message_text")
+
+    list_display = (*REQUEST_FIELDS, *OUTCOME_FIELDS)
     list_filter = (
         ("result", words_filter(_("result"), audit_result_text)),
         ("object_type", words_filter(_("object type"), object_type_text)),
@@ -416,25 +411,7 @@ class AuditEventAdmin(ConsoleAdmin):
     search_fields = ("actor", "action", "object_uuid", "message", "volume__name", "volume__uuid")
     date_hierarchy = None
     fieldsets = (
-        (
-            None,
-            {
-                "fields": (
-                    "created",
-                    "actor",
-                    "action_text",
-                    "object_type_text",
-                    "object_uuid",
-                    "volume",
-                    "operation",
-                    "change",
-                    "result_badge",
-                    "message_text",
-                    "scode",
-                    "message_params",
-                )
-            },
-        ),
+        (None, {"fields": (*REQUEST_FIELDS, "operation", *OUTCOME_FIELDS, "scode", "message_params")}),
     )
 
     @admin.display(description=_("state change"))
@@ -465,19 +442,11 @@ class ApiTokenAdmin(TokenActionsMixin, ConsoleAdmin):
     """API tokens (only their hash is stored): issue (the key shown once) and revoke, as
     `manage.py create_token` does."""
 
-    def get_urls(self):
-        return [*self.get_action_urls(), *super().get_urls()]
-
     list_display = ("name", "key_prefix", "tenant", "created", "expires_at", "revoked_at", "last_used")
     list_filter = (("tenant", related(_("tenant"))),)
     list_select_related = ("tenant",)
     search_fields = ("name", "key_prefix")
-    fieldsets = (
-        (
-            None,
-            {"fields": ("name", "key_prefix", "tenant", "created", "expires_at", "revoked_at", "last_used")},
-        ),
-    )
+    fieldsets = ((None, {"fields": list_display}),)
 
 
 # -- users and groups: the project's permissions in the reader's language ------------------------------

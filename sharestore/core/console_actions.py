@@ -1,14 +1,21 @@
 """The console's everyday actions (snapshot, clone, backup, restore, tokens...): one permission per
 kind of action, checked in the view (a 403 page that names the missing permission); GET previews
 what will happen and what it costs, POST runs the same service the API view calls, as the console
-user, and shows a refusal on the form in the reader's language (docs/console.md "Actions")."""
+user, and shows a refusal on the form in the reader's language (docs/console.md "Actions").
+An action is a ConsoleAction subclass (its ActionPage, title and steps); a model admin lists its
+actions' routes in `action_routes` (ConsoleActionsMixin)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth.models import Permission
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.translation import gettext
 
 from sharestore import errors
@@ -88,3 +95,93 @@ def bound_data(request):
     if request.method == "POST":
         return request.POST
     return request.GET if request.GET.get("preview") else None
+
+
+@dataclass(frozen=True)
+class ActionPage:
+    """Who may open an action page, the form it asks for, and the template that draws it."""
+
+    permission: str
+    form_class: type[forms.Form]
+    template: str
+
+
+class ConsoleAction:
+    """One action page: its ActionPage and title stated once, its steps (preview, apply, done) as methods."""
+
+    page: ActionPage
+    # Lazy, formatted with the subject's name in the reader's language.
+    title: str
+    # The context entry the subject (a volume, a backup, a token) is passed to the template as.
+    subject_key: str | None = None
+
+    def __init__(self, model_admin, request, object_id=None):
+        self.model_admin = model_admin
+        self.request = request
+        self.subject = self.get_subject(object_id)
+
+    def get_subject(self, object_id):
+        """The row the action is about (404 when it is missing); None for an action about none."""
+        return None
+
+    def form_options(self) -> dict:
+        """Keyword arguments of the form besides its data (`volume=`, `initial=`)."""
+        return {}
+
+    def preview(self, data) -> dict:
+        """Context entries of the confirmation; nothing to show but the button by default."""
+        return {"ready": True}
+
+    def apply(self, data, actor):
+        """Run the service (in the site language) and return what it made."""
+        raise NotImplementedError
+
+    def done(self, result):
+        """The answer once `apply` returned `result`: usually `tell(...)`."""
+        raise NotImplementedError
+
+    def tell(self, row, text: str):
+        """The answer of a done action: `text` as a success message, and the page of `row`."""
+        self.model_admin.message_user(self.request, text, messages.SUCCESS)
+        opts = row._meta
+        return HttpResponseRedirect(
+            reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[row.pk])
+        )
+
+    def response(self):
+        """The page: `action_view` with this action's parts."""
+        name = getattr(self.subject, "name", "")
+        return action_view(
+            self.model_admin,
+            self.request,
+            permission=self.page.permission,
+            form=self.page.form_class(bound_data(self.request), **self.form_options()),
+            title=str(self.title) % {"name": name},
+            template=self.page.template,
+            preview=self.preview,
+            apply=self.apply,
+            done=self.done,
+            context={self.subject_key: self.subject} if self.subject_key else None,
+        )
+
+
+def action_urls(model_admin, routes) -> list:
+    """The URL entries of a model admin's action pages: (route, ConsoleAction subclass, URL name)."""
+
+    def view_of(action: type[ConsoleAction]):
+        def view(request, object_id=None):
+            return action(model_admin, request, object_id).response()
+
+        return model_admin.admin_site.admin_view(view)
+
+    return [path(route, view_of(action), name=name) for route, action, name in routes]
+
+
+class ConsoleActionsMixin:
+    """Mixed into a model admin: its action pages (`action_routes`: route, ConsoleAction subclass, URL
+    name), their URLs ahead of the admin's own."""
+
+    action_routes: tuple = ()
+
+    def get_urls(self):
+        return [*action_urls(self, self.action_routes), *super().get_urls()]

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from django import forms
 from django.apps import apps
-from django.contrib import messages
-from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from sharestore.core.console_actions import action_view, bound_data
+from sharestore.core.console_actions import ActionPage, ConsoleAction, ConsoleActionsMixin
 from sharestore.core.models import ApiToken
 from sharestore.core.services.tokens import token_create, token_revoke
 
@@ -48,68 +45,50 @@ class TokenRevokeForm(forms.Form):
     """Revoke a token (nothing to choose)."""
 
 
-class TokenActionsMixin:
-    """Issue and revoke, mixed into ApiTokenAdmin (`get_action_urls` joins its URLs)."""
+class TokenIssueAction(ConsoleAction):
+    """Preview who the token may act for; on confirm, issue it and show its key once."""
 
-    def get_action_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path("issue/", view(self.token_issue_view), name="core_apitoken_issue"),
-            path("<int:object_id>/revoke/", view(self.token_revoke_view), name="core_apitoken_revoke"),
-        ]
+    page = ActionPage(ISSUE_PERMISSION, TokenIssueForm, "admin/core/actions/token_issue.html")
+    title = _("Issue an API token")
 
-    def token_issue_view(self, request):
-        """Preview who the token may act for; on confirm, issue it and show its key once."""
+    def preview(self, data):
+        return {"tenant": data["tenant"], "expires_at": data["expires_at"], "name": data["name"]}
 
-        def preview(data):
-            return {"tenant": data["tenant"], "expires_at": data["expires_at"], "name": data["name"]}
+    def apply(self, data, _actor):
+        return token_create(name=data["name"], tenant=data["tenant"], expires_at=data["expires_at"])
 
-        def done(issued):
-            token, key = issued
-            context = self.repair_context(
-                request, gettext("API token %(name)s issued") % {"name": token.name}, token=token, key=key
-            )
-            response = TemplateResponse(request, "admin/core/actions/token_issued.html", context)
-            # The key is shown once: no cache may keep the page.
-            response["Cache-Control"] = "no-store"
-            return response
+    def done(self, issued):
+        token, key = issued
+        title = gettext("API token %(name)s issued") % {"name": token.name}
+        context = self.model_admin.repair_context(self.request, title, token=token, key=key)
+        response = TemplateResponse(self.request, "admin/core/actions/token_issued.html", context)
+        # The key is shown once: no cache may keep the page.
+        response["Cache-Control"] = "no-store"
+        return response
 
-        return action_view(
-            self,
-            request,
-            permission=ISSUE_PERMISSION,
-            form=TokenIssueForm(bound_data(request)),
-            title=gettext("Issue an API token"),
-            template="admin/core/actions/token_issue.html",
-            preview=preview,
-            apply=lambda data, _actor: token_create(
-                name=data["name"], tenant=data["tenant"], expires_at=data["expires_at"]
-            ),
-            done=done,
-        )
 
-    def token_revoke_view(self, request, object_id):
-        """Preview the token and its last use; on confirm, revoke it."""
-        token = get_object_or_404(ApiToken.objects.select_related("tenant"), pk=object_id)
+class TokenRevokeAction(ConsoleAction):
+    """Preview the token and its last use; on confirm, revoke it."""
 
-        def done(revoked):
-            self.message_user(
-                request,
-                gettext("API token %(name)s (%(prefix)s…) is revoked.")
-                % {"name": revoked.name, "prefix": revoked.key_prefix},
-                messages.SUCCESS,
-            )
-            return HttpResponseRedirect(reverse("admin:core_apitoken_change", args=[revoked.pk]))
+    page = ActionPage(REVOKE_PERMISSION, TokenRevokeForm, "admin/core/actions/token_revoke.html")
+    title = _("Revoke API token %(name)s")
+    subject_key = "token"
 
-        return action_view(
-            self,
-            request,
-            permission=REVOKE_PERMISSION,
-            form=TokenRevokeForm(bound_data(request)),
-            title=gettext("Revoke API token %(name)s") % {"name": token.name},
-            template="admin/core/actions/token_revoke.html",
-            preview=lambda _data: {"ready": True},
-            apply=lambda _data, _actor: token_revoke(token=token),
-            done=done,
-            context={"token": token},
-        )
+    def get_subject(self, object_id):
+        return get_object_or_404(ApiToken.objects.select_related("tenant"), pk=object_id)
+
+    def apply(self, _data, _actor):
+        return token_revoke(token=self.subject)
+
+    def done(self, revoked):
+        text = gettext("API token %(name)s (%(prefix)s…) is revoked.")
+        return self.tell(revoked, text % {"name": revoked.name, "prefix": revoked.key_prefix})
+
+
+class TokenActionsMixin(ConsoleActionsMixin):
+    """Issue and revoke, mixed into ApiTokenAdmin."""
+
+    action_routes = (
+        ("issue/", TokenIssueAction, "core_apitoken_issue"),
+        ("<int:object_id>/revoke/", TokenRevokeAction, "core_apitoken_revoke"),
+    )

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from django import forms
 from django.db.models import Sum
-from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.urls import path, reverse
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
-from sharestore.core.console_actions import action_view, bound_data
+from sharestore.core.console_actions import ActionPage, ConsoleAction, ConsoleActionsMixin
 from sharestore.core.services.waits import latest_operation
 from volumes import selectors
 from volumes.choices import LIVE_STATES, SnapshotStatus
@@ -120,6 +118,22 @@ class SnapshotDeleteForm(forms.Form):
         self.fields["snapshot"].queryset = queryset.order_by("created", "id")
 
 
+def new_volume_fields(cluster) -> dict:
+    """The fields of a volume made from a snapshot or a backup (a clone, a restore): its name, its
+    tenant and its pool, one of `cluster`'s."""
+    return {
+        "name": forms.CharField(label=_("name of the new volume"), max_length=128),
+        "tenant": forms.ModelChoiceField(
+            Tenant.objects.order_by("name"), to_field_name="uuid", label=_("tenant")
+        ),
+        "pool": forms.ModelChoiceField(
+            Pool.objects.filter(cluster=cluster).order_by("name"),
+            to_field_name="uuid",
+            label=pgettext_lazy("action", "target pool"),
+        ),
+    }
+
+
 class CloneForm(forms.Form):
     """A linked or full clone of a snapshot into a pool, for a tenant."""
 
@@ -133,56 +147,31 @@ class CloneForm(forms.Form):
         ],
         widget=forms.RadioSelect,
     )
-    name = forms.CharField(label=_("name of the new volume"), max_length=128)
 
     def __init__(self, *args, volume: Volume, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields = {"snapshot": SnapshotChoice(volume), **self.fields}
-        self.fields["tenant"] = forms.ModelChoiceField(
-            Tenant.objects.order_by("name"), to_field_name="uuid", label=_("tenant")
-        )
-        self.fields["pool"] = forms.ModelChoiceField(
-            Pool.objects.filter(cluster=volume.cluster).order_by("name"),
-            to_field_name="uuid",
-            label=pgettext_lazy("action", "target pool"),
-        )
+        self.fields = {"snapshot": SnapshotChoice(volume), **self.fields, **new_volume_fields(volume.cluster)}
 
 
 # -- the views ------------------------------------------------------------------------------------------
 
 
-class VolumeActionsMixin:
-    """The volume page's actions, mixed into VolumeAdmin (`get_action_urls` joins its URLs)."""
+class VolumeAction(ConsoleAction):
+    """An action on the volume named by the URL; its preview starts from where the head sits."""
 
-    def get_action_urls(self):
-        view = self.admin_site.admin_view
-        return [
-            path(
-                "<int:object_id>/actions/snapshot/",
-                view(self.snapshot_create_view),
-                name="volumes_volume_snapshot",
-            ),
-            path(
-                "<int:object_id>/actions/rollback/",
-                view(self.snapshot_rollback_view),
-                name="volumes_volume_rollback",
-            ),
-            path(
-                "<int:object_id>/actions/delete-snapshot/",
-                view(self.snapshot_delete_view),
-                name="volumes_volume_delete_snapshot",
-            ),
-            path("<int:object_id>/actions/clone/", view(self.clone_view), name="volumes_volume_clone"),
-        ]
+    subject_key = "volume"
 
-    def _volume_done(self, request, volume: Volume, message: str):
-        from django.contrib import messages
+    def get_subject(self, object_id):
+        return get_object_or_404(
+            Volume.objects.select_related("current_snapshot", "pool", "cluster", "tenant"), pk=object_id
+        )
 
-        self.message_user(request, message, messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:volumes_volume_change", args=[volume.pk]))
+    def form_options(self) -> dict:
+        return {"volume": self.subject, "initial": self.request.GET.dict()}
 
-    @staticmethod
-    def _position(volume: Volume) -> dict:
+    def position(self) -> dict:
+        """Where the head sits (its ancestors, root first) and how many snapshots the volume shows."""
+        volume = self.subject
         current = volume.current_snapshot
         return {
             "volume": volume,
@@ -190,182 +179,160 @@ class VolumeActionsMixin:
             "snapshot_count": volume.snapshots.exclude(status=SnapshotStatus.HIDDEN).count(),
         }
 
-    def snapshot_create_view(self, request, object_id):
-        """Take a snapshot: the head is frozen as a new layer under the snapshot the head sits on."""
-        volume = get_object_or_404(Volume.objects.select_related("current_snapshot", "pool"), pk=object_id)
+    def target_position(self, snapshot: Snapshot) -> dict:
+        """Where the head sits, and the chosen snapshot with its ancestors."""
+        return {**self.position(), "target": snapshot, "target_path": snapshot_path(snapshot)}
 
-        def preview(data):
-            return {
-                **self._position(volume),
-                "name": data["name"],
-                "snap_after": volume.snap_length + volume.used,
-            }
 
-        return action_view(
-            self,
-            request,
-            permission=SNAPSHOT_PERMISSION,
-            form=SnapshotCreateForm(bound_data(request)),
-            title=gettext("Take a snapshot of %(name)s") % {"name": volume.name},
-            template="admin/volumes/actions/snapshot_create.html",
-            preview=preview,
-            apply=lambda data, actor: snapshot_services.snapshot_create(
-                actor=actor, volume=volume, name=data["name"], desc=data["desc"]
-            ),
-            done=lambda snapshot: self._volume_done(
-                request,
-                volume,
-                gettext("Snapshot %(name)s of %(volume)s: %(state)s (operation %(uuid)s).")
-                % {"name": snapshot.name, "volume": volume.name, **_operation_words(snapshot.uuid)},
-            ),
-            context={"volume": volume},
+class SnapshotCreateAction(VolumeAction):
+    """Take a snapshot: the head is frozen as a new layer under the snapshot the head sits on."""
+
+    page = ActionPage(SNAPSHOT_PERMISSION, SnapshotCreateForm, "admin/volumes/actions/snapshot_create.html")
+    title = _("Take a snapshot of %(name)s")
+
+    def form_options(self) -> dict:
+        # A new snapshot's name and description: nothing of the volume to choose from.
+        return {}
+
+    def preview(self, data):
+        volume = self.subject
+        return {**self.position(), "name": data["name"], "snap_after": volume.snap_length + volume.used}
+
+    def apply(self, data, actor):
+        return snapshot_services.snapshot_create(
+            actor=actor, volume=self.subject, name=data["name"], desc=data["desc"]
         )
 
-    def snapshot_rollback_view(self, request, object_id):
-        """Roll back: the head is replaced by an empty overlay on the chosen snapshot."""
-        volume = get_object_or_404(Volume.objects.select_related("current_snapshot", "pool"), pk=object_id)
+    def done(self, snapshot):
+        words = {"name": snapshot.name, "volume": self.subject.name, **_operation_words(snapshot.uuid)}
+        text = gettext("Snapshot %(name)s of %(volume)s: %(state)s (operation %(uuid)s).")
+        return self.tell(self.subject, text % words)
 
-        def preview(data):
-            target = data["snapshot"]
-            return {
-                **self._position(volume),
-                "target": target,
-                "target_path": snapshot_path(target),
-                "lost_bytes": 0 if data["snapshot_first"] else volume.used,
-                "snapshot_first": data["snapshot_first"],
-                "attached": volume.attachments.count(),
-            }
 
-        def apply(data, actor):
-            operation, _first = snapshot_services.snapshot_rollback(
-                actor=actor,
-                volume=volume,
-                snapshot=data["snapshot"],
-                snapshot_first=data["snapshot_first"],
-                snapshot_first_name=data["snapshot_first_name"] or None,
+class RollbackAction(VolumeAction):
+    """Roll back: the head is replaced by an empty overlay on the chosen snapshot."""
+
+    page = ActionPage(ROLLBACK_PERMISSION, RollbackForm, "admin/volumes/actions/rollback.html")
+    title = _("Roll %(name)s back to a snapshot")
+
+    def preview(self, data):
+        return {
+            **self.target_position(data["snapshot"]),
+            "lost_bytes": 0 if data["snapshot_first"] else self.subject.used,
+            "snapshot_first": data["snapshot_first"],
+            "attached": self.subject.attachments.count(),
+        }
+
+    def apply(self, data, actor):
+        operation, _first = snapshot_services.snapshot_rollback(
+            actor=actor,
+            volume=self.subject,
+            snapshot=data["snapshot"],
+            snapshot_first=data["snapshot_first"],
+            snapshot_first_name=data["snapshot_first_name"] or None,
+        )
+        return operation
+
+    def done(self, operation):
+        words = {"volume": self.subject.name, "state": _refreshed_state(operation), "uuid": operation.uuid}
+        text = gettext("Rollback of %(volume)s: %(state)s (operation %(uuid)s).")
+        return self.tell(self.subject, text % words)
+
+
+class SnapshotDeleteAction(VolumeAction):
+    """Delete a snapshot: its data is merged away, or the layer is kept hidden while read."""
+
+    page = ActionPage(SNAPSHOT_PERMISSION, SnapshotDeleteForm, "admin/volumes/actions/snapshot_delete.html")
+    title = _("Delete a snapshot of %(name)s")
+
+    def preview(self, data):
+        snapshot = data["snapshot"]
+        clones, backups = selectors.snapshot_dependents(snapshot=snapshot)
+        return {
+            **self.target_position(snapshot),
+            "children": list(snapshot.children.exclude(status=SnapshotStatus.HIDDEN)),
+            "head_on_it": self.subject.current_snapshot_id == snapshot.pk,
+            "clones": clones,
+            "backups": backups,
+        }
+
+    def apply(self, data, actor):
+        snapshot = data["snapshot"]
+        return snapshot_services.snapshot_delete(
+            actor=actor, volume=self.subject, snapshot=snapshot, name=snapshot.name
+        )
+
+    def done(self, operation):
+        if operation is None:
+            text = gettext(
+                "Snapshot deleted from the tree; its layer is kept hidden while other layers read it."
             )
-            return operation
-
-        return action_view(
-            self,
-            request,
-            permission=ROLLBACK_PERMISSION,
-            form=RollbackForm(bound_data(request), volume=volume, initial=request.GET.dict()),
-            title=gettext("Roll %(name)s back to a snapshot") % {"name": volume.name},
-            template="admin/volumes/actions/rollback.html",
-            preview=preview,
-            apply=apply,
-            done=lambda operation: self._volume_done(
-                request,
-                volume,
-                gettext("Rollback of %(volume)s: %(state)s (operation %(uuid)s).")
-                % {"volume": volume.name, "state": _refreshed_state(operation), "uuid": operation.uuid},
-            ),
-            context={"volume": volume},
-        )
-
-    def snapshot_delete_view(self, request, object_id):
-        """Delete a snapshot: its data is merged away, or the layer is kept hidden while read."""
-        volume = get_object_or_404(Volume.objects.select_related("current_snapshot", "pool"), pk=object_id)
-
-        def preview(data):
-            snapshot = data["snapshot"]
-            clones, backups = selectors.snapshot_dependents(snapshot=snapshot)
-            return {
-                **self._position(volume),
-                "target": snapshot,
-                "target_path": snapshot_path(snapshot),
-                "children": list(snapshot.children.exclude(status=SnapshotStatus.HIDDEN)),
-                "head_on_it": volume.current_snapshot_id == snapshot.pk,
-                "clones": clones,
-                "backups": backups,
+        else:
+            text = gettext("Deletion of the snapshot: %(state)s (operation %(uuid)s).") % {
+                "state": _refreshed_state(operation),
+                "uuid": operation.uuid,
             }
+        return self.tell(self.subject, text)
 
-        def done(operation):
-            if operation is None:
-                text = gettext(
-                    "Snapshot deleted from the tree; its layer is kept hidden while other layers read it."
-                )
-            else:
-                text = gettext("Deletion of the snapshot: %(state)s (operation %(uuid)s).") % {
-                    "state": _refreshed_state(operation),
-                    "uuid": operation.uuid,
-                }
-            return self._volume_done(request, volume, text)
 
-        return action_view(
-            self,
-            request,
-            permission=SNAPSHOT_PERMISSION,
-            form=SnapshotDeleteForm(bound_data(request), volume=volume, initial=request.GET.dict()),
-            title=gettext("Delete a snapshot of %(name)s") % {"name": volume.name},
-            template="admin/volumes/actions/snapshot_delete.html",
-            preview=preview,
-            apply=lambda data, actor: snapshot_services.snapshot_delete(
-                actor=actor, volume=volume, snapshot=data["snapshot"], name=data["snapshot"].name
-            ),
-            done=done,
-            context={"volume": volume},
-        )
+class CloneAction(VolumeAction):
+    """A linked clone (an overlay, constant time) or a full clone (a copy) of a snapshot."""
 
-    def clone_view(self, request, object_id):
-        """A linked clone (an overlay, constant time) or a full clone (a copy) of a snapshot."""
-        volume = get_object_or_404(
-            Volume.objects.select_related("current_snapshot", "pool", "cluster", "tenant"), pk=object_id
-        )
+    page = ActionPage(CLONE_PERMISSION, CloneForm, "admin/volumes/actions/clone.html")
+    title = _("Clone %(name)s")
+
+    def form_options(self) -> dict:
+        volume = self.subject
         initial = {"tenant": volume.tenant.uuid, "pool": volume.pool.uuid, "kind": CloneForm.LINKED}
-        initial.update(request.GET.dict())
+        return {"volume": volume, "initial": {**initial, **self.request.GET.dict()}}
 
-        def target_pool(data) -> Pool:
-            return selectors.pool_get(uuid=data["pool"].uuid, cluster=volume.cluster, tenant=data["tenant"])
+    def target_pool(self, data) -> Pool:
+        return selectors.pool_get(uuid=data["pool"].uuid, cluster=self.subject.cluster, tenant=data["tenant"])
 
-        def preview(data):
-            snapshot, linked = data["snapshot"], data["kind"] == CloneForm.LINKED
-            pool = target_pool(data)
-            if linked:
-                clone_services.check_linked_placement(source=volume, source_pool=volume.pool, pool=pool)
-            return {
-                **self._position(volume),
-                "target": snapshot,
-                "target_path": snapshot_path(snapshot),
-                "linked": linked,
-                "copy_bytes": 0 if linked else chain_bytes(snapshot, volume.capacity),
-                "room": pool_room(pool),
-                "new_capacity": volume.capacity,
-            }
+    def preview(self, data):
+        volume, snapshot = self.subject, data["snapshot"]
+        linked = data["kind"] == CloneForm.LINKED
+        pool = self.target_pool(data)
+        if linked:
+            clone_services.check_linked_placement(source=volume, source_pool=volume.pool, pool=pool)
+        return {
+            **self.target_position(snapshot),
+            "linked": linked,
+            "copy_bytes": 0 if linked else chain_bytes(snapshot, volume.capacity),
+            "room": pool_room(pool),
+            "new_capacity": volume.capacity,
+        }
 
-        def apply(data, actor):
-            return clone_services.clone_create(
-                actor=actor,
-                source=volume,
-                snapshot=data["snapshot"],
-                tenant=data["tenant"],
-                pool=target_pool(data),
-                name=data["name"],
-                linked=data["kind"] == CloneForm.LINKED,
-            )
-
-        def done(clone):
-            clone.refresh_from_db()
-            return self._volume_done(
-                request,
-                clone,
-                gettext("Clone %(name)s of %(source)s: %(state)s.")
-                % {"name": clone.name, "source": volume.name, "state": clone.get_state_display()},
-            )
-
-        return action_view(
-            self,
-            request,
-            permission=CLONE_PERMISSION,
-            form=CloneForm(bound_data(request), volume=volume, initial=initial),
-            title=gettext("Clone %(name)s") % {"name": volume.name},
-            template="admin/volumes/actions/clone.html",
-            preview=preview,
-            apply=apply,
-            done=done,
-            context={"volume": volume},
+    def apply(self, data, actor):
+        return clone_services.clone_create(
+            actor=actor,
+            source=self.subject,
+            snapshot=data["snapshot"],
+            tenant=data["tenant"],
+            pool=self.target_pool(data),
+            name=data["name"],
+            linked=data["kind"] == CloneForm.LINKED,
         )
+
+    def done(self, clone):
+        clone.refresh_from_db()
+        words = {"name": clone.name, "source": self.subject.name, "state": clone.get_state_display()}
+        return self.tell(clone, gettext("Clone %(name)s of %(source)s: %(state)s.") % words)
+
+
+class VolumeActionsMixin(ConsoleActionsMixin):
+    """The volume page's actions, mixed into VolumeAdmin."""
+
+    action_routes = (
+        ("<int:object_id>/actions/snapshot/", SnapshotCreateAction, "volumes_volume_snapshot"),
+        ("<int:object_id>/actions/rollback/", RollbackAction, "volumes_volume_rollback"),
+        (
+            "<int:object_id>/actions/delete-snapshot/",
+            SnapshotDeleteAction,
+            "volumes_volume_delete_snapshot",
+        ),
+        ("<int:object_id>/actions/clone/", CloneAction, "volumes_volume_clone"),
+    )
 
 
 def _refreshed_state(operation) -> str:

@@ -13,7 +13,6 @@ from django.utils.translation import gettext_lazy as _
 
 from sharestore import errors
 from sharestore.core.console import (
-    EditableConsoleAdmin,
     badge,
     console_actor,
     count_of,
@@ -25,13 +24,13 @@ from sharestore.core.console import (
     rows_link,
     service_error_message,
     service_error_text,
-    service_error_to_form,
     short_uuid,
     sum_of,
-    usage_table,
 )
 from sharestore.core.sizes import SizeField
 from sharestore.core.templatetags.console_tags import bar
+from volumes.admin.columns import form_only_column
+from volumes.admin.locations import LocationAdmin, LocationForm
 from volumes.choices import LIVE_STATES, PoolDriver, PoolStatus, PoolType
 from volumes.models import Pool, PoolMount, Volume
 from volumes.services import pools as pool_services
@@ -58,7 +57,7 @@ RBD_SETTING_FIELDS = {
 RBD_FIELDS = tuple(RBD_SETTING_FIELDS.values())
 
 
-class PoolForm(forms.ModelForm):
+class PoolForm(LocationForm):
     """Add or edit a pool; its location is checked by the pool service (a directory must exist and be
     writable; an RBD pool is connected to). Capacities take units (`500G`, `2T`); a capacity x
     overcommit below what the pool's live volumes already promise needs `confirm_capacity`."""
@@ -129,9 +128,6 @@ class PoolForm(forms.ModelForm):
                 "A directory: absolute path where this service's workers reach the pool. Type rbd: "
                 "leave empty and fill in the Ceph settings below."
             )
-        if "capacity" in self.fields and self.instance.pk is not None:
-            self.fields["capacity"].required = True
-        self.below_committed = None
 
     def clean_overcommit_ratio(self):
         ratio = self.cleaned_data.get("overcommit_ratio")
@@ -145,35 +141,30 @@ class PoolForm(forms.ModelForm):
             )
         return ratio
 
-    def clean(self):
-        data = super().clean()
+    def check_create(self, data) -> None:
+        self._fill_kind(data)
         if self.errors:
-            return data
-        try:
-            if self.instance.pk is None:
-                self._fill_kind(data)
-                if self.errors:
-                    return data
-                pool_services.pool_create_check(
-                    name=data.get("name"),
-                    cluster=data.get("cluster"),
-                    path=data.get("path"),
-                    capacity=data.get("capacity"),
-                    pool_type=data.get("pool_type"),
-                    driver=data.get("driver"),
-                    overcommit_ratio=data.get("overcommit_ratio"),
-                )
-            else:
-                original = Pool.objects.get(pk=self.instance.pk)
-                pool_services.pool_update_check(pool=original, **self.changes())
-                self._check_committed(original, data)
-        except errors.ServiceError as exc:
-            if exc.params.get("field") == "path" and self._rbd_built:
-                # The location came from the Ceph settings: the refusal concerns them as a whole.
-                self.add_error(None, service_error_message(exc))
-            else:
-                service_error_to_form(self, exc)
-        return data
+            return
+        pool_services.pool_create_check(
+            name=data.get("name"),
+            cluster=data.get("cluster"),
+            path=data.get("path"),
+            capacity=data.get("capacity"),
+            pool_type=data.get("pool_type"),
+            driver=data.get("driver"),
+            overcommit_ratio=data.get("overcommit_ratio"),
+        )
+
+    def check_update(self, original: Pool, data) -> None:
+        pool_services.pool_update_check(pool=original, **self.changes())
+        self._check_committed(original, data)
+
+    def refuse(self, exc) -> None:
+        if exc.params.get("field") == "path" and self._rbd_built:
+            # The location came from the Ceph settings: the refusal concerns them as a whole.
+            self.add_error(None, service_error_message(exc))
+        else:
+            super().refuse(exc)
 
     _rbd_built = False
 
@@ -208,18 +199,12 @@ class PoolForm(forms.ModelForm):
             return
         limit = int(capacity * ratio)
         committed = pool_services.pool_usage(original, filesystem=False).committed
-        if limit >= committed:
-            return
-        self.below_committed = (committed, limit)
-        if not data.get("confirm_capacity"):
-            self.add_error(
-                "capacity",
-                gettext(
-                    "Capacity x overcommit (%(limit)s) is below what the pool's live volumes already "
-                    "promise (%(committed)s): tick the confirmation to save it anyway."
-                )
-                % {"limit": human_bytes(limit), "committed": human_bytes(committed)},
+        if limit < committed:
+            refusal = gettext(
+                "Capacity x overcommit (%(limit)s) is below what the pool's live volumes already "
+                "promise (%(committed)s): tick the confirmation to save it anyway."
             )
+            self.hold_below(refusal, limit=limit, committed=committed)
 
     def changes(self) -> dict:
         return {k: v for k, v in self.cleaned_data.items() if k in pool_services.EDITABLE_POOL_FIELDS}
@@ -244,7 +229,7 @@ class PoolMountInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(EditableConsoleAdmin):
+class PoolAdmin(LocationAdmin):
     """Pools: usage bars, add and edit through the pool service, reconcile."""
 
     form = PoolForm
@@ -265,9 +250,12 @@ class PoolAdmin(EditableConsoleAdmin):
     )
     list_filter = location_filters("zone", _("zone"), "pool_type")
     list_select_related = ("cluster", "zone")
-    search_fields = ("name", "uuid", "path")
     filter_horizontal = ("tenants",)
     actions = ["reconcile_action", "refresh_usage_action"]
+    below_held_warning = _(
+        "Pool %(name)s: capacity x overcommit (%(limit)s) is below what is committed "
+        "(%(committed)s); new volumes and clones are refused until that changes."
+    )
 
     def get_queryset(self, request):
         return (
@@ -284,8 +272,7 @@ class PoolAdmin(EditableConsoleAdmin):
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
         if obj is None:
-            # Nothing is committed in a new pool; its Ceph settings make an RBD pool's location.
-            fieldsets[0][1]["fields"] = [f for f in fieldsets[0][1]["fields"] if f != "confirm_capacity"]
+            # A new RBD pool's location is made from its Ceph settings.
             fieldsets.append((_("Ceph RBD (type rbd)"), {"fields": list(RBD_FIELDS)}))
         return fieldsets
 
@@ -297,9 +284,7 @@ class PoolAdmin(EditableConsoleAdmin):
     def uuid_short(self, obj):
         return short_uuid(obj.uuid)
 
-    @admin.display(description=_("confirm a capacity below what is committed"))
-    def confirm_capacity(self, obj):
-        return "-"
+    confirm_capacity = form_only_column(_("confirm a capacity below what is committed"))
 
     @admin.display(description=_("committed / capacity x overcommit"), ordering="committed")
     def committed_bar(self, obj):
@@ -313,10 +298,7 @@ class PoolAdmin(EditableConsoleAdmin):
     def volume_count(self, obj):
         return rows_link("admin:volumes_volume_changelist", "pool", obj, obj.n_volumes)
 
-    @admin.display(description=_("usage"))
-    def usage(self, obj):
-        if obj is None or obj.pk is None:
-            return "-"
+    def usage_rows(self, obj) -> list:
         usage = pool_services.pool_usage(obj)
         rows = [
             (
@@ -347,25 +329,12 @@ class PoolAdmin(EditableConsoleAdmin):
                     bar(usage.reserved, usage.fs_free),
                 )
             )
-        return usage_table(rows)
+        return rows
 
-    def save_model(self, request, obj, form, change):
-        if change:
-            with neutral_language():
-                pool_services.pool_update(actor=console_actor(request), pool=obj, **form.changes())
-            if form.below_committed:
-                committed, limit = form.below_committed
-                self.message_user(
-                    request,
-                    gettext(
-                        "Pool %(name)s: capacity x overcommit (%(limit)s) is below what is committed "
-                        "(%(committed)s); new volumes and clones are refused until that changes."
-                    )
-                    % {"name": obj.name, "limit": human_bytes(limit), "committed": human_bytes(committed)},
-                    messages.WARNING,
-                )
-            return
-        data = form.cleaned_data
+    def update(self, actor, obj, changes):
+        pool_services.pool_update(actor=actor, pool=obj, **changes)
+
+    def create(self, request, obj, data):
         with neutral_language():
             pool = pool_services.pool_create(
                 actor=console_actor(request),
@@ -379,9 +348,7 @@ class PoolAdmin(EditableConsoleAdmin):
                 overcommit_ratio=data["overcommit_ratio"],
                 tenants=list(data.get("tenants") or []),
             )
-        # The admin's redirect and change log need the row the service created.
         obj.pk, obj.uuid, obj.path, obj.zone = pool.pk, pool.uuid, pool.path, pool.zone
-        obj._state.adding = False
 
     def save_related(self, request, form, formsets, change):
         # Tenants were written by the service; inline mounts go through it too.

@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
 from sharestore.core.console import ConsoleAdmin, count_of, related
+from volumes.admin.columns import count_column
 from volumes.choices import LIVE_STATES
 from volumes.models import Cluster, Host, Namespace, Pool, PoolMount, Tenant, Volume, Zone
 
@@ -26,13 +27,8 @@ class ZoneAdmin(ConsoleAdmin):
             .annotate(n_clusters=count_of(Cluster, "zone"), n_pools=count_of(Pool, "zone"))
         )
 
-    @admin.display(description=pgettext_lazy("count column", "clusters"), ordering="n_clusters")
-    def cluster_count(self, obj):
-        return obj.n_clusters
-
-    @admin.display(description=pgettext_lazy("count column", "pools"), ordering="n_pools")
-    def pool_count(self, obj):
-        return obj.n_pools
+    cluster_count = count_column(pgettext_lazy("count column", "clusters"), "n_clusters")
+    pool_count = count_column(pgettext_lazy("count column", "pools"), "n_pools")
 
 
 @admin.register(Cluster)
@@ -55,17 +51,9 @@ class ClusterAdmin(ConsoleAdmin):
             )
         )
 
-    @admin.display(description=pgettext_lazy("count column", "hosts"), ordering="n_hosts")
-    def host_count(self, obj):
-        return obj.n_hosts
-
-    @admin.display(description=pgettext_lazy("count column", "pools"), ordering="n_pools")
-    def pool_count(self, obj):
-        return obj.n_pools
-
-    @admin.display(description=pgettext_lazy("count column", "live volumes"), ordering="n_volumes")
-    def volume_count(self, obj):
-        return obj.n_volumes
+    host_count = count_column(pgettext_lazy("count column", "hosts"), "n_hosts")
+    pool_count = count_column(pgettext_lazy("count column", "pools"), "n_pools")
+    volume_count = count_column(pgettext_lazy("count column", "live volumes"), "n_volumes")
 
 
 @admin.register(Host)
@@ -98,9 +86,7 @@ class TenantAdmin(ConsoleAdmin):
         namespace = getattr(obj, "namespace", None)
         return namespace.uuid if namespace else "-"
 
-    @admin.display(description=pgettext_lazy("count column", "live volumes"), ordering="n_volumes")
-    def volume_count(self, obj):
-        return obj.n_volumes
+    volume_count = count_column(pgettext_lazy("count column", "live volumes"), "n_volumes")
 
 
 @admin.register(Namespace)

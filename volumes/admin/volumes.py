@@ -32,6 +32,7 @@ from sharestore.core.console import (
     short_uuid,
 )
 from volumes.admin.actions import VolumeActionsMixin
+from volumes.admin.columns import count_column
 from volumes.choices import EventState, SnapshotStatus
 from volumes.models import Snapshot, Volume, VolumeAttachment
 from volumes.services import repair
@@ -223,13 +224,8 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
             human_bytes(obj.snap_cap),
         )
 
-    @admin.display(description=pgettext_lazy("count column", "snapshots"), ordering="n_snapshots")
-    def snapshot_count(self, obj):
-        return obj.n_snapshots
-
-    @admin.display(description=pgettext_lazy("count column", "VMs"), ordering="n_attachments")
-    def attachment_count(self, obj):
-        return obj.n_attachments
+    snapshot_count = count_column(pgettext_lazy("count column", "snapshots"), "n_snapshots")
+    attachment_count = count_column(pgettext_lazy("count column", "VMs"), "n_attachments")
 
     # -- fit and lineage (list columns and the page's lineage fields) --
 
@@ -332,7 +328,6 @@ class VolumeAdmin(VolumeActionsMixin, ConsoleAdmin):
                 name="volumes_volume_force_delete",
             ),
             path("refresh-usage/", view(self.refresh_usage_view), name="volumes_volume_refresh_usage"),
-            *self.get_action_urls(),
             *super().get_urls(),
         ]
 

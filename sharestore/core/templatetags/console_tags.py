@@ -15,10 +15,15 @@ from sharestore.core.words import action_text, audit_result_text, state_text
 
 register = template.Library()
 
-
-@register.filter(name="bytes")
-def bytes_filter(value):
-    return human_bytes(value)
+# Filters that are the Python side's own functions: bytes as text, and stored words in the reader's
+# language (an audit event's message, an operation's phase, an audit event's result `ok`, action
+# `volume.reset_state` and state `9 (merging snapshot)`).
+register.filter("bytes", human_bytes)
+register.filter("event_message", localized_event_message)
+register.filter("phase_text", operation_phase_text)
+register.filter("audit_result", audit_result_text)
+register.filter("audit_action", action_text)
+register.filter("audit_state", state_text)
 
 
 @register.simple_tag
@@ -61,12 +66,6 @@ def error_text(scode, message, params=None):
     return localized_error(scode, message, params)
 
 
-@register.filter
-def event_message(event):
-    """An audit event's message in the reader's language."""
-    return localized_event_message(event)
-
-
 @register.simple_tag
 def operation_figures(operation):
     """An operation's live figures for a page that lists it: `{% operation_figures op as f %}`, then
@@ -96,27 +95,3 @@ def operation_figures(operation):
         "active": operation.state in ACTIVE_OPERATION_STATES,
         "url": reverse("admin:core_operation_progress"),
     }
-
-
-@register.filter
-def phase_text(phase):
-    """An operation's stored phase in the reader's language."""
-    return operation_phase_text(phase)
-
-
-@register.filter
-def audit_result(result):
-    """An audit event's stored result (`ok`) in the reader's language."""
-    return audit_result_text(result)
-
-
-@register.filter
-def audit_action(action):
-    """An audit event's stored action (`volume.reset_state`) as words in Chinese."""
-    return action_text(action)
-
-
-@register.filter
-def audit_state(state):
-    """A state as the audit trail stores it (`9 (merging snapshot)`) in the reader's language."""
-    return state_text(state)
