@@ -9,6 +9,7 @@ from django.utils import timezone
 from backups import choices, chunks
 from backups.models import Backup
 from backups.services.common import (
+    backup_moves,
     backup_of,
     backup_store,
     lock_point,
@@ -147,14 +148,9 @@ def _backup_delete_succeed(operation: Operation) -> None:
     backup, dependent, _store, _new_base = _delete_context(operation)
     if dependent is not None:
         _apply_merge(operation, backup, dependent)
-    status_transition(
-        backup,
-        OperationContext.of(operation),
-        allowed=[choices.BackupStatus.DELETING],
-        to=choices.BackupStatus.DELETED,
-        action="backup.delete.finish",
-        extra={"size": 0, "base": None},
-    )
+    deleting, deleted = [choices.BackupStatus.DELETING], choices.BackupStatus.DELETED
+    gone = {"size": 0, "base": None}
+    backup_moves(backup, operation, held=deleting, to=deleted, action="backup.delete.finish", extra=gone)
 
 
 def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> None:
@@ -175,14 +171,9 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
         _apply_merge(operation, backup, dependent)
     if intact and not merged:
         # Nothing changed that matters: the backup is back in service as it was.
-        status_transition(
-            backup,
-            OperationContext.of(operation),
-            allowed=[choices.BackupStatus.DELETING],
-            to=operation.params.get("from") or choices.BackupStatus.COMPLETED,
-            action="backup.delete.fail",
-            message=message,
-        )
+        deleting, before = [choices.BackupStatus.DELETING], operation.params.get("from")
+        back = before or choices.BackupStatus.COMPLETED
+        backup_moves(backup, operation, held=deleting, to=back, action="backup.delete.fail", message=message)
         return
     # Half done: the row stays out of service in BackupDeleting; deleting it again finishes the work.
     audit_of(
