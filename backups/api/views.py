@@ -65,6 +65,15 @@ class VolumeShareBackupAddApi(BackupApi):
     (epoch seconds, 0 = never), `protected`.
     """
 
+    service_fields = {
+        "backup_name": "name",
+        "desc": "desc",
+        "compress": "compress",
+        "full_backup": "full",
+        "expired_time": "expired_time",
+        "protected": "protected",
+    }
+
     class InputSerializer(serializers.Serializer):
         cluster_uuid = StrictUUIDField()
         tenant = StrictUUIDField(required=False, allow_null=True, default=None)
@@ -99,12 +108,7 @@ class VolumeShareBackupAddApi(BackupApi):
             volume=volume,
             snapshot=snapshot,
             backup_point=point,
-            name=data["backup_name"],
-            desc=data["desc"],
-            compress=data["compress"],
-            full=data["full_backup"],
-            expired_time=data["expired_time"],
-            protected=data["protected"],
+            **self.service_arguments(data),
         )
         return success({"backup": _answer(backup)})
 
