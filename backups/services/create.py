@@ -328,10 +328,14 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         store.remove(backup.file_name)
     except OSError as exc:
         logger.warning("could not remove the files of failed backup %s: %s", backup.uuid, exc)
-    failed = choices.BackupStatus.FAILED
-    # No file is left: nothing of it counts against the backup point any more.
     backup_moves(
-        backup, operation, held=BEING_WRITTEN, to=failed, action="backup.fail", extra={"size": 0}, error=error
+        backup,
+        operation,
+        held=BEING_WRITTEN,
+        to=choices.BackupStatus.FAILED,
+        action="backup.fail",
+        extra={"size": 0},  # no file is left: nothing of it counts against the backup point
+        error=error,
     )
 
 

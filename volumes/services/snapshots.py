@@ -291,13 +291,11 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
         # (the directory driver's commit may have written into it: then it is marked error, still a
         # correct base for what reads it; delete it again).
         damaged = str(snapshot.uuid) in operation.params.get("change", {}).get("damaged", [])
-        back = SnapshotStatus.ERROR if damaged else SnapshotStatus.AVAILABLE
-        ctx = OperationContext.of(operation)
         status_transition(
             snapshot,
-            ctx,
+            OperationContext.of(operation),
             allowed=[SnapshotStatus.DELETING],
-            to=back,
+            to=SnapshotStatus.ERROR if damaged else SnapshotStatus.AVAILABLE,
             action="snapshot.delete.fail",
             error=error,
         )
