@@ -140,6 +140,8 @@ class VolumeShareBackupRestoreApi(BackupApi):
     the copy is done: follow it with volume get). `tenant` (extension) scopes the backup to its owner.
     """
 
+    service_fields = {"new_volume_name": "name"}
+
     class InputSerializer(serializers.Serializer):
         cluster_uuid = StrictUUIDField()
         tenant = StrictUUIDField(required=False, allow_null=True, default=None)
@@ -177,7 +179,7 @@ class VolumeShareBackupRestoreApi(BackupApi):
             tenant=new_tenant,
             cluster=cluster,
             pool=pool,
-            name=data["new_volume_name"],
+            **self.service_arguments(data),
         )
         volume = selectors.volume_get(uuid=volume.uuid, tenant=new_tenant, cluster=cluster)
         return success({"backup": _answer(backup), "volume": volume_representation(volume)})
