@@ -65,6 +65,15 @@ class VolumeShareBackupAddApi(BackupApi):
     (epoch seconds, 0 = never), `protected`.
     """
 
+    service_fields = {
+        "backup_name": "name",
+        "desc": "desc",
+        "compress": "compress",
+        "full_backup": "full",
+        "expired_time": "expired_time",
+        "protected": "protected",
+    }
+
     class InputSerializer(serializers.Serializer):
         cluster_uuid = StrictUUIDField()
         tenant = StrictUUIDField(required=False, allow_null=True, default=None)
@@ -99,12 +108,7 @@ class VolumeShareBackupAddApi(BackupApi):
             volume=volume,
             snapshot=snapshot,
             backup_point=point,
-            name=data["backup_name"],
-            desc=data["desc"],
-            compress=data["compress"],
-            full=data["full_backup"],
-            expired_time=data["expired_time"],
-            protected=data["protected"],
+            **self.service_arguments(data),
         )
         return success({"backup": _answer(backup)})
 
@@ -135,6 +139,8 @@ class VolumeShareBackupRestoreApi(BackupApi):
     Answers `backup` (the backup restored) and `volume` (the new volume, EventState 4 restoring until
     the copy is done: follow it with volume get). `tenant` (extension) scopes the backup to its owner.
     """
+
+    service_fields = {"new_volume_name": "name"}
 
     class InputSerializer(serializers.Serializer):
         cluster_uuid = StrictUUIDField()
@@ -173,7 +179,7 @@ class VolumeShareBackupRestoreApi(BackupApi):
             tenant=new_tenant,
             cluster=cluster,
             pool=pool,
-            name=data["new_volume_name"],
+            **self.service_arguments(data),
         )
         volume = selectors.volume_get(uuid=volume.uuid, tenant=new_tenant, cluster=cluster)
         return success({"backup": _answer(backup), "volume": volume_representation(volume)})

@@ -11,6 +11,7 @@ from backups.storage import BackupStore
 from sharestore import errors
 from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind
 from sharestore.core.models import Operation
+from sharestore.core.services.state import OperationContext, status_transition
 
 # Measured in bench/backup.py (docs/backups.md): see there before changing it.
 DEFAULT_COMPRESS = True
@@ -106,6 +107,12 @@ def lock_completed_backup(backup: Backup, *, action: str, action_cn: str) -> tup
         )
     require_chain_idle(point=point, volume_uuid=backup.volume_uuid, deleting_only=True)
     return point, backup
+
+
+def backup_moves(backup: Backup, operation: Operation, *, held: list, to, action: str, **audit) -> None:
+    """A backup's status moved by its operation's handler: compare-and-set from one of `held`, audited
+    under the operation (`audit`: extra, message, error as `transition` takes them)."""
+    status_transition(backup, OperationContext.of(operation), allowed=held, to=to, action=action, **audit)
 
 
 def backup_of(operation: Operation) -> Backup:

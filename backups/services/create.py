@@ -13,6 +13,7 @@ from backups.models import Backup, BackupPoint
 from backups.secrets import backup_encryption
 from backups.selectors import backup_point_used
 from backups.services.common import (
+    backup_moves,
     backup_of,
     backup_store,
     default_compress,
@@ -26,14 +27,17 @@ from sharestore.core.choices import OperationKind
 from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_start
 from sharestore.core.services.space import reserved_on, space_reservation
-from sharestore.core.services.state import OperationContext, status_transition
 from volumes.drivers import StorageDriver
 from volumes.models import Snapshot, Volume
 from volumes.services.quotas import quota_check
+from volumes.services.shapes import VolumeShape
 from volumes.services.snapshot_rules import require_snapshot_readable
 from volumes.services.volumes import pool_driver, validate_desc, validate_name, volume_lock
 
 logger = logging.getLogger(__name__)
+
+# A backup whose file its task is to write, or writes: the statuses its run and its failure leave.
+BEING_WRITTEN = [choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING]
 
 
 def _estimate(snapshot: Snapshot, base: Backup | None, capacity: int) -> int:
@@ -79,6 +83,22 @@ def backup_plan(
             .first()
         )
     return base, _estimate(snapshot, base, volume.capacity)
+
+
+def _source_record(volume: Volume, snapshot: Snapshot) -> dict:
+    """What a new backup row records of what it copies: the volume's tenant and cluster, the volume and
+    snapshot rows, and what must outlive them (the backup still lists and restores once they are
+    deleted): their UUIDs, the snapshot's name and the volume's shape."""
+    return {
+        "tenant": volume.tenant,
+        "cluster": volume.cluster,
+        "volume": volume,
+        "volume_uuid": volume.uuid,
+        **VolumeShape.of(volume).backup_fields(),
+        "snapshot": snapshot,
+        "snapshot_uuid": snapshot.uuid,
+        "snapshot_name": snapshot.name,
+    }
 
 
 @transaction.atomic
@@ -150,16 +170,7 @@ def backup_add(
         name=name,
         desc=desc,
         backup_point=point,
-        tenant=volume.tenant,
-        cluster=volume.cluster,
-        volume=volume,
-        volume_uuid=volume.uuid,
-        volume_capacity=volume.capacity,
-        volume_type=volume.volume_type,
-        volume_snap_cap=volume.snap_cap,
-        snapshot=snapshot,
-        snapshot_uuid=snapshot.uuid,
-        snapshot_name=snapshot.name,
+        **_source_record(volume, snapshot),
         base=base,
         status=choices.BackupStatus.STARTED,
         file_name=BackupStore.file_name(volume.uuid, backup_uuid),
@@ -212,13 +223,7 @@ def _since(backup: Backup) -> str | None:
 
 def _backup_create_run(operation: Operation, reporter: Reporter) -> None:
     backup = backup_of(operation)
-    status_transition(
-        backup,
-        OperationContext.of(operation),
-        allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
-        to=choices.BackupStatus.RUNNING,
-        action="backup.run",
-    )
+    backup_moves(backup, operation, held=BEING_WRITTEN, to=choices.BackupStatus.RUNNING, action="backup.run")
     store = backup_store(backup.backup_point)
     store.check_available(backup.backup_point.name)
     image, driver = _snapshot_source(backup)
@@ -300,23 +305,21 @@ def _backup_create_succeed(operation: Operation) -> None:
     backup = backup_of(operation)
     # Keep what the hashing cost (chunks read, reused, known zero) on the operation for operators.
     Operation.objects.filter(pk=operation.pk).update(params=operation.params)
-    status_transition(
+    size, checksum = operation.params["size"], operation.params["checksum"]
+    backup_moves(
         backup,
-        OperationContext.of(operation),
-        allowed=[choices.BackupStatus.RUNNING],
+        operation,
+        held=[choices.BackupStatus.RUNNING],
         to=choices.BackupStatus.COMPLETED,
         action="backup.finish",
-        extra={"size": operation.params["size"], "checksum": operation.params["checksum"]},
-        message=(
-            f"{operation.params['size']} bytes, chunk index sha256 {operation.params['checksum']}, "
-            f"chunks {operation.params.get('chunks')}"
-        ),
+        extra={"size": size, "checksum": checksum},
+        message=f"{size} bytes, chunk index sha256 {checksum}, chunks {operation.params.get('chunks')}",
     )
 
 
 def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> None:
     backup = backup_of(operation)
-    if backup.status not in (choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING):
+    if backup.status not in BEING_WRITTEN:
         return
     # No file may survive that could be taken for a complete backup.
     try:
@@ -325,13 +328,13 @@ def _backup_create_fail(operation: Operation, error: errors.ServiceError) -> Non
         store.remove(backup.file_name)
     except OSError as exc:
         logger.warning("could not remove the files of failed backup %s: %s", backup.uuid, exc)
-    status_transition(
+    backup_moves(
         backup,
-        OperationContext.of(operation),
-        allowed=[choices.BackupStatus.STARTED, choices.BackupStatus.RUNNING],
+        operation,
+        held=BEING_WRITTEN,
         to=choices.BackupStatus.FAILED,
         action="backup.fail",
-        extra={"size": 0},
+        extra={"size": 0},  # no file is left: nothing of it counts against the backup point
         error=error,
     )
 

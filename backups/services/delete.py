@@ -9,6 +9,7 @@ from django.utils import timezone
 from backups import choices, chunks
 from backups.models import Backup
 from backups.services.common import (
+    backup_moves,
     backup_of,
     backup_store,
     lock_point,
@@ -128,6 +129,11 @@ def _backup_delete_run(operation: Operation, reporter: Reporter) -> None:
     store.remove(backup.file_name)
 
 
+def _leave_deleting(backup: Backup, operation: Operation, *, to, action: str, **audit) -> None:
+    """The backup leaves BackupDeleting under its delete's operation: deleted, or back in service."""
+    backup_moves(backup, operation, held=[choices.BackupStatus.DELETING], to=to, action=action, **audit)
+
+
 def _apply_merge(operation: Operation, backup: Backup, dependent: Backup) -> None:
     Backup.objects.filter(pk=dependent.pk).update(
         base=backup.base, size=operation.params["dependent_size"], modified=timezone.now()
@@ -147,10 +153,9 @@ def _backup_delete_succeed(operation: Operation) -> None:
     backup, dependent, _store, _new_base = _delete_context(operation)
     if dependent is not None:
         _apply_merge(operation, backup, dependent)
-    status_transition(
+    _leave_deleting(
         backup,
-        OperationContext.of(operation),
-        allowed=[choices.BackupStatus.DELETING],
+        operation,
         to=choices.BackupStatus.DELETED,
         action="backup.delete.finish",
         extra={"size": 0, "base": None},
@@ -175,14 +180,8 @@ def _backup_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
         _apply_merge(operation, backup, dependent)
     if intact and not merged:
         # Nothing changed that matters: the backup is back in service as it was.
-        status_transition(
-            backup,
-            OperationContext.of(operation),
-            allowed=[choices.BackupStatus.DELETING],
-            to=operation.params.get("from") or choices.BackupStatus.COMPLETED,
-            action="backup.delete.fail",
-            message=message,
-        )
+        back = operation.params.get("from") or choices.BackupStatus.COMPLETED
+        _leave_deleting(backup, operation, to=back, action="backup.delete.fail", message=message)
         return
     # Half done: the row stays out of service in BackupDeleting; deleting it again finishes the work.
     audit_of(

@@ -17,12 +17,11 @@ from sharestore import errors
 from sharestore.core.services.state import audit
 from volumes.models import Cluster, Tenant
 from volumes.services.pools import (
-    change_status,
+    SettingsEdit,
     changed_values,
     reject_unknown_fields,
     validate_byte_capacity,
     validate_choice,
-    write_changes,
 )
 from volumes.services.volumes import validate_name
 
@@ -181,15 +180,16 @@ def backup_point_update_check(*, backup_point: BackupPoint, **changes) -> dict:
 @transaction.atomic
 def backup_point_update(*, actor: str, backup_point: BackupPoint, **changes) -> BackupPoint:
     """Edit a backup point (see `backup_point_update_check`); a status change goes through `transition`."""
-    point = BackupPoint.objects.select_for_update().get(pk=backup_point.pk)
-    values = backup_point_update_check(backup_point=point, **changes)
-    if values:
-        write_changes(point, values, actor=actor, object_type="backup_point")
+    edit = SettingsEdit.begin(
+        backup_point,
+        lambda locked: backup_point_update_check(backup_point=locked, **changes),
+        actor=actor,
+        object_type="backup_point",
+    )
+    edit.write()
     if "password" in changes:
-        _password_write(point, changes["password"], actor=actor)
-    point.refresh_from_db()
-    change_status(point, changes.get("status"), actor=actor, object_type="backup_point")
-    return point
+        _password_write(edit.row, changes["password"], actor=actor)
+    return edit.finish(changes.get("status"))
 
 
 # -- the password ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from sharestore.core.models import Operation
 from sharestore.core.services.operations import OperationHandler, Reporter, operation_start
 from volumes.choices import EventState
 from volumes.models import Cluster, Pool, Tenant, Volume
+from volumes.services.shapes import VolumeShape
 from volumes.services.space import pool_reservation
 from volumes.services.volumes import (
     operation_volume,
@@ -57,15 +58,9 @@ def _backup_restore_begin(
     point, backup = lock_completed_backup(backup, action="restored", action_cn="恢复")
     backup_store(point).check_available(point.name)
     pool_driver(pool).check_available()
+    shape = VolumeShape.of_backup(backup)
     volume = volume_reserve(
-        tenant=tenant,
-        cluster=cluster,
-        pool=pool,
-        name=name,
-        volume_type=backup.volume_type,
-        capacity=backup.volume_capacity,
-        snap_capacity=backup.volume_snap_cap,
-        state=EventState.RESTORING,
+        tenant=tenant, cluster=cluster, pool=pool, name=name, shape=shape, state=EventState.RESTORING
     )
     # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
     Volume.objects.filter(pk=volume.pk).update(restored_from_backup_uuid=backup.uuid)

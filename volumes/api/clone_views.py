@@ -44,6 +44,8 @@ class VolumeShareCloneApi(ScopedApi):
     UUID) and `clone_progress`.
     """
 
+    service_fields = {"clone_dst_vol_name": "name", "is_link": "linked"}
+
     class InputSerializer(serializers.Serializer):
         cluster_uuid = StrictUUIDField()
         volume_uuid = StrictUUIDField()
@@ -76,8 +78,7 @@ class VolumeShareCloneApi(ScopedApi):
             snapshot=snapshot,
             tenant=tenant,
             pool=pool,
-            name=data["clone_dst_vol_name"],
-            linked=data["is_link"],
+            **self.service_arguments(data),
         )
         # A linked clone is constant time: it answers available (a full clone answers cloning).
         short_step_wait(latest_operation(target_uuid=volume.uuid))

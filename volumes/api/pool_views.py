@@ -146,6 +146,8 @@ class PoolShareCreateApi(PoolApi):
     """POST /v1/pool/share/create: register a pool (platform token). Extensions: `path` (where this
     service's workers reach the pool; default `source`), `capacity` (bytes; default the filesystem's)."""
 
+    service_fields = {"pool_name": "name", "capacity": "capacity"}
+
     class InputSerializer(serializers.Serializer):
         cluster_uuid = StrictUUIDField()
         pool_name = NameField()
@@ -178,17 +180,16 @@ class PoolShareCreateApi(PoolApi):
             raise errors.InvalidParameter(field="avail_host", reason="limit_host needs at least one host")
         pool = pool_services.pool_create(
             actor=self.actor(request),
-            name=data["pool_name"],
             cluster=cluster,
             zone=zone,
             path=path,
-            capacity=data["capacity"],
             pool_type=pool_type,
             driver=driver,
             overcommit_ratio=1 if ratio is None else ratio,
             tenants=pool_selectors.tenants_get(uuids=data["avail_tenant"]),
             mounts=None if not hosts else dict.fromkeys(hosts, path),
             origin={k: data[k] for k in ("ip", "port", "source", "username", "limit_host")},
+            **self.service_arguments(data),
         )
         pool = pool_selectors.pool_detail(uuid=pool.uuid, cluster=cluster, tenant=None)
         return success(pool_wrapper(pool_representation(pool), cluster=cluster))

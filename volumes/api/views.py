@@ -35,6 +35,11 @@ from volumes.services.volumes import MIN_VOLUME_BYTES, SECTOR, check_volume_name
 class ScopedApi(APIView):
     """Resolves the cluster and the tenant named in the request, checking the caller may act for it."""
 
+    # The request fields the view's service takes as they were validated, under its parameter names:
+    # {request field: service parameter} (`service_arguments`). Fields it resolves first (UUIDs to
+    # rows) or changes are passed by the view itself.
+    service_fields: dict[str, str] = {}
+
     class InputSerializer(serializers.Serializer):
         tenant = StrictUUIDField()
         cluster_uuid = StrictUUIDField()
@@ -60,6 +65,10 @@ class ScopedApi(APIView):
 
     def actor(self, request) -> str:
         return request.user.actor
+
+    def service_arguments(self, data: dict) -> dict:
+        """The validated `data` the service takes as it is (`service_fields`), as keyword arguments."""
+        return {parameter: data[field] for field, parameter in self.service_fields.items()}
 
 
 class VolumeShareListApi(ScopedApi):
@@ -131,6 +140,13 @@ class VolumeShareListApi(ScopedApi):
 class VolumeShareCreateApi(ScopedApi):
     """POST /v1/volume/share/create: a new empty volume, or one imported from backing_file."""
 
+    service_fields = {
+        "volume_name": "name",
+        "volume_type": "volume_type",
+        "capacity": "capacity",
+        "snap_capacity": "snap_capacity",
+    }
+
     class InputSerializer(ScopedApi.InputSerializer):
         pool_uuid = StrictUUIDField()
         volume_name = NameField()
@@ -165,11 +181,8 @@ class VolumeShareCreateApi(ScopedApi):
             tenant=tenant,
             cluster=cluster,
             pool=pool,
-            name=data["volume_name"],
-            volume_type=data["volume_type"],
-            capacity=data["capacity"],
-            snap_capacity=data["snap_capacity"],
             backing_file=data["backing_file"] or None,
+            **self.service_arguments(data),
         )
         # An empty volume is created in constant time: it answers available (an import answers importing).
         short_step_wait(latest_operation(target_uuid=volume.uuid))

@@ -32,12 +32,12 @@ from sharestore.core.services.operations import (
     operation_start,
     raise_recorded_failure,
 )
-from sharestore.core.services.state import OperationContext, transition
 from volumes.choices import LIVE_STATES, EventState
 from volumes.drivers import SnapshotSource, StorageDriver
 from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume
 from volumes.selectors import live_volume_get
 from volumes.services.busy import refuse_if_busy
+from volumes.services.shapes import VolumeShape
 from volumes.services.snapshot_rules import (
     chain_depth,
     max_chain_depth,
@@ -52,6 +52,7 @@ from volumes.services.volumes import (
     pool_driver,
     start_operation,
     validate_name,
+    volume_leaves,
     volume_lock,
     volume_population_failed,
     volume_population_succeeded,
@@ -254,9 +255,7 @@ def _clone_reserve(
         cluster=source.cluster,
         pool=pool,
         name=name,
-        volume_type=source.volume_type,
-        capacity=source.capacity,
-        snap_capacity=source.snap_cap,
+        shape=VolumeShape.of(source),
         state=EventState.CLONING,
         source_volume=source,
         parent_snapshot=snapshot if linked else None,
@@ -482,12 +481,11 @@ def _flatten_finish(operation: Operation, error: errors.ServiceError | None) -> 
     extra = {"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)}
     if operation.params.get("independent"):
         extra["parent_snapshot"] = None
-    transition(
+    volume_leaves(
         volume,
-        allowed=[EventState.FLATTENING],
-        to=EventState.AVAILABLE,
+        operation,
+        held=EventState.FLATTENING,
         action="volume.flatten.finish" if error is None else "volume.flatten.fail",
-        ctx=OperationContext.of(operation),
         extra=extra,
         message=(
             (

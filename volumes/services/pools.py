@@ -8,7 +8,7 @@ import uuid as uuid_lib
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import ProtectedError, Sum
 from django.utils import timezone
 
@@ -108,6 +108,34 @@ def change_status(obj, status, *, actor: str, object_type: str) -> None:
             action=f"{object_type}.status",
             actor=actor,
         )
+
+
+@dataclass
+class SettingsEdit:
+    """An edit of a pool's or a backup point's settings: the locked row, its changed columns, who edits."""
+
+    row: models.Model
+    values: dict
+    actor: str
+    object_type: str
+
+    @classmethod
+    def begin(cls, row: models.Model, check, *, actor: str, object_type: str) -> SettingsEdit:
+        """Lock the row until the transaction commits and validate the edit against it (`check`: the
+        locked row -> the column values that differ)."""
+        locked = type(row).objects.select_for_update().get(pk=row.pk)
+        return cls(row=locked, values=check(locked), actor=actor, object_type=object_type)
+
+    def write(self) -> None:
+        """Write the changed columns (if any), each audited old -> new."""
+        if self.values:
+            write_changes(self.row, self.values, actor=self.actor, object_type=self.object_type)
+
+    def finish(self, status) -> models.Model:
+        """The row as written, after the status change the edit asks for (if any)."""
+        self.row.refresh_from_db()
+        change_status(self.row, status, actor=self.actor, object_type=self.object_type)
+        return self.row
 
 
 def validate_overcommit(ratio, *, field: str = "overcommit_ratio") -> Decimal:
@@ -297,12 +325,13 @@ def pool_update_check(*, pool: Pool, **changes) -> dict:
 @transaction.atomic
 def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
     """Edit a pool's settings (see `pool_update_check`); a status change goes through `transition`."""
-    pool = Pool.objects.select_for_update().get(pk=pool.pk)
-    values = pool_update_check(pool=pool, **changes)
-    if values:
-        if "path" in values:
-            get_driver(pool.driver, values["path"]).mark_identity(str(pool.uuid), name=pool.name)
-        write_changes(pool, values, actor=actor, object_type="pool")
+    edit = SettingsEdit.begin(
+        pool, lambda locked: pool_update_check(pool=locked, **changes), actor=actor, object_type="pool"
+    )
+    pool = edit.row
+    if "path" in edit.values:
+        get_driver(pool.driver, edit.values["path"]).mark_identity(str(pool.uuid), name=pool.name)
+    edit.write()
     if changes.get("tenants") is not None:
         before = set(pool.tenants.values_list("pk", flat=True))
         after = {t.pk for t in changes["tenants"]}
@@ -314,9 +343,7 @@ def pool_update(*, actor: str, pool: Pool, **changes) -> Pool:
                 action="pool.update",
                 message=f"tenants: {sorted(before)} -> {sorted(after)}",
             )
-    pool.refresh_from_db()
-    change_status(pool, changes.get("status"), actor=actor, object_type="pool")
-    return pool
+    return edit.finish(changes.get("status"))
 
 
 @transaction.atomic

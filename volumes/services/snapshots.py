@@ -29,7 +29,6 @@ from sharestore.core.services.state import (
     audit_of,
     require_state,
     status_transition,
-    transition,
 )
 from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
@@ -58,6 +57,7 @@ from volumes.services.volumes import (
     pool_driver,
     start_operation,
     validate_desc,
+    volume_leaves,
     volume_lock,
     volume_snap_length,
 )
@@ -129,15 +129,15 @@ def _snapshot_create_run(operation: Operation, reporter: Reporter) -> None:
     operation.params["used"] = used
 
 
+def _creating_ends(snapshot: Snapshot, operation: Operation, *, to: SnapshotStatus, action: str, **audit):
+    """A snapshot row leaves `creating` under the operation that froze its layer, or failed to."""
+    ctx = OperationContext.of(operation)
+    status_transition(snapshot, ctx, allowed=[SnapshotStatus.CREATING], to=to, action=action, **audit)
+
+
 def _snapshot_frozen(snapshot: Snapshot, operation: Operation) -> None:
     """A snapshot whose layer is frozen becomes available (after create, or rollback's snapshot_first)."""
-    status_transition(
-        snapshot,
-        OperationContext.of(operation),
-        allowed=[SnapshotStatus.CREATING],
-        to=SnapshotStatus.AVAILABLE,
-        action="snapshot.create.finish",
-    )
+    _creating_ends(snapshot, operation, to=SnapshotStatus.AVAILABLE, action="snapshot.create.finish")
 
 
 def _snapshot_create_succeed(operation: Operation) -> None:
@@ -145,17 +145,13 @@ def _snapshot_create_succeed(operation: Operation) -> None:
     snapshot = Snapshot.objects.get(uuid=operation.params["snapshot"])
     write_sizes(operation)
     _snapshot_frozen(snapshot, operation)
-    transition(
-        volume,
-        allowed=[EventState.SNAPSHOTTING],
-        to=EventState.AVAILABLE,
-        action="snapshot.create.finish",
-        ctx=OperationContext.of(operation),
-        extra={
-            "current_snapshot": snapshot,
-            "used": operation.params.get("used", 0),
-            "snap_length": volume_snap_length(volume),
-        },
+    extra = {
+        "current_snapshot": snapshot,
+        "used": operation.params.get("used", 0),
+        "snap_length": volume_snap_length(volume),
+    }
+    volume_leaves(
+        volume, operation, held=EventState.SNAPSHOTTING, action="snapshot.create.finish", extra=extra
     )
 
 
@@ -163,14 +159,8 @@ def _discard_snapshot_row(
     snapshot: Snapshot, operation: Operation, error: errors.ServiceError, action: str
 ) -> None:
     """A snapshot that never came to be: recorded as failed in the audit trail, then removed."""
-    status_transition(
-        snapshot,
-        OperationContext.of(operation),
-        allowed=[SnapshotStatus.CREATING],
-        to=SnapshotStatus.ERROR,
-        action=action,
-        message=f"scode {error.scode}: {error.render_message()}; the row is removed",
-    )
+    message = f"scode {error.scode}: {error.render_message()}; the row is removed"
+    _creating_ends(snapshot, operation, to=SnapshotStatus.ERROR, action=action, message=message)
     snapshot.delete()
 
 
@@ -183,14 +173,7 @@ def _snapshot_create_fail(operation: Operation, error: errors.ServiceError) -> N
         # Back to the state before the request.
         driver.snapshot_create_undo(volume.image_name, snapshot.layer_name)
         _discard_snapshot_row(snapshot, operation, error, "snapshot.create.fail")
-    transition(
-        volume,
-        allowed=[EventState.SNAPSHOTTING],
-        to=EventState.AVAILABLE,
-        action="snapshot.create.fail",
-        ctx=OperationContext.of(operation),
-        error=error,
-    )
+    volume_leaves(volume, operation, held=EventState.SNAPSHOTTING, action="snapshot.create.fail", error=error)
 
 
 SNAPSHOT_CREATE_HANDLER = OperationHandler(
@@ -204,20 +187,23 @@ def _tree_settled(
     """The volume back to available once a delete or rollback ended (`.finish`, or `.fail`), with the
     space it uses and its SnapLength as they are now (`audit`: the message or error the row keeps)."""
     volume.refresh_from_db()
-    transition(
-        volume,
-        allowed=[held],
-        to=EventState.AVAILABLE,
-        action=f"{action}.fail" if failed else f"{action}.finish",
-        ctx=OperationContext.of(operation),
-        extra={"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)},
-        **audit,
-    )
+    extra = {"used": operation.params.get("used", volume.used), "snap_length": volume_snap_length(volume)}
+    action = f"{action}.fail" if failed else f"{action}.finish"
+    volume_leaves(volume, operation, held=held, action=action, extra=extra, **audit)
 
 
 # -- delete --------------------------------------------------------------------------------------
 
 DELETABLE_STATUSES = [SnapshotStatus.AVAILABLE, SnapshotStatus.ERROR]
+
+
+def _hide(snapshot: Snapshot, ctx: OperationContext, *, allowed) -> None:
+    """A deleted snapshot whose data the driver must keep is hidden instead (decided by the request, or
+    found by the delete's task): no storage work, its data goes with a later delete or rollback."""
+    why = f"{snapshot.name!r} hidden: its data is kept for what still reads it"
+    status_transition(
+        snapshot, ctx, allowed=allowed, to=SnapshotStatus.HIDDEN, action="snapshot.delete.hide", message=why
+    )
 
 
 @transaction.atomic
@@ -240,23 +226,13 @@ def snapshot_delete(
     clones, backups = selectors.snapshot_dependents(snapshot=snapshot)
     if clones or backups:
         raise _has_dependents(volume, snapshot, clones, backups)
+    ctx = OperationContext(actor=actor)
     if pool_driver(volume.pool).snapshot_delete_keeps(load_tree(volume), str(snapshot.uuid)):
-        status_transition(
-            snapshot,
-            OperationContext(actor=actor),
-            allowed=DELETABLE_STATUSES,
-            to=SnapshotStatus.HIDDEN,
-            action="snapshot.delete.hide",
-            message=f"{snapshot.name!r} hidden: its data is kept for what still reads it",
-        )
+        _hide(snapshot, ctx, allowed=DELETABLE_STATUSES)
         return None
     refuse_if_read(volume, action="deleting this snapshot")
     status_transition(
-        snapshot,
-        OperationContext(actor=actor),
-        allowed=DELETABLE_STATUSES,
-        to=SnapshotStatus.DELETING,
-        action="snapshot.delete",
+        snapshot, ctx, allowed=DELETABLE_STATUSES, to=SnapshotStatus.DELETING, action="snapshot.delete"
     )
     return start_operation(volume, actor=actor, kind=OperationKind.SNAPSHOT_DELETE, target=snapshot)
 
@@ -309,14 +285,7 @@ def _snapshot_delete_finish(operation: Operation, error: errors.ServiceError | N
     ).first()
     if snapshot is not None and error is None and operation.params.get("change", {}).get("kept"):
         # The driver must keep its data after all: what the request would have done.
-        status_transition(
-            snapshot,
-            OperationContext.of(operation),
-            allowed=[SnapshotStatus.DELETING],
-            to=SnapshotStatus.HIDDEN,
-            action="snapshot.delete.hide",
-            message=f"{snapshot.name!r} hidden: its data is kept for what still reads it",
-        )
+        _hide(snapshot, OperationContext.of(operation), allowed=[SnapshotStatus.DELETING])
     elif snapshot is not None:
         # Its data did not go. The driver says whether it still holds the snapshot's own content
         # (the directory driver's commit may have written into it: then it is marked error, still a

@@ -28,6 +28,7 @@ from volumes.models import Cluster, Pool, Snapshot, Tenant, Volume, VolumeAttach
 from volumes.selectors import volume_snapshot_readers
 from volumes.services.busy import readers_words, refuse_if_busy, volume_delete_after_merge
 from volumes.services.quotas import quota_check
+from volumes.services.shapes import VolumeShape
 from volumes.services.space import pool_reservation
 
 MIN_VOLUME_BYTES = 1 << 20
@@ -62,6 +63,16 @@ def operation_volume(
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
     require_state(volume, allowed, action=action, with_value=with_value)
     return volume, pool_driver(volume.pool)
+
+
+def volume_leaves(
+    volume: Volume, operation: Operation, *, held, action: str, to: EventState = EventState.AVAILABLE, **audit
+) -> None:
+    """Where a task's handler ends: the volume leaves the state it `held` it in (one, or a list) for
+    `to` (available unless said), audited under the operation as `action` (`audit`: extra, message,
+    error as `transition` takes them)."""
+    allowed = list(held) if isinstance(held, list | tuple) else [held]
+    transition(volume, allowed=allowed, to=to, action=action, ctx=OperationContext.of(operation), **audit)
 
 
 # The state in which each operation that `start_operation` starts holds its volume while it runs.
@@ -237,9 +248,7 @@ def volume_reserve(
     cluster: Cluster,
     pool: Pool,
     name: str,
-    volume_type: str,
-    capacity: int,
-    snap_capacity: int,
+    shape: VolumeShape,
     state: EventState,
     source_volume: Volume | None = None,
     parent_snapshot=None,
@@ -251,15 +260,17 @@ def volume_reserve(
     commits (the pool row is locked on PostgreSQL; SQLite serialises writers).
     """
     name = validate_name(name, field="volume_name")
-    volume_type = validate_volume_type(volume_type)
-    capacity = validate_capacity(capacity, field="capacity")
-    snap_capacity = validate_capacity(snap_capacity, field="snap_capacity", allow_zero=True)
+    shape = VolumeShape(
+        volume_type=validate_volume_type(shape.volume_type),
+        capacity=validate_capacity(shape.capacity, field="capacity"),
+        snap_capacity=validate_capacity(shape.snap_capacity, field="snap_capacity", allow_zero=True),
+    )
     if pool.cluster_id != cluster.pk:
         raise errors.PoolNotFound(uuid=pool.uuid, cluster=cluster.uuid)
     if Volume.objects.filter(tenant=tenant, cluster=cluster, name=name, state__in=LIVE_STATES).exists():
         raise errors.VolumeNameExists(name=name)
-    _check_pool_capacity(pool, capacity)
-    quota_check(tenant=tenant, volumes=1, bytes=capacity)
+    _check_pool_capacity(pool, shape.capacity)
+    quota_check(tenant=tenant, volumes=1, bytes=shape.capacity)
     try:
         with transaction.atomic():
             return Volume.objects.create(
@@ -269,9 +280,7 @@ def volume_reserve(
                 namespace=tenant.namespace,
                 cluster=cluster,
                 pool=pool,
-                volume_type=volume_type,
-                capacity=capacity,
-                snap_cap=snap_capacity,
+                **shape.volume_fields(),
                 state=state,
                 source_volume=source_volume,
                 parent_snapshot=parent_snapshot,
@@ -317,16 +326,8 @@ def volume_create(
     capacity = validate_capacity(capacity, field="capacity")
 
     state = EventState.IMPORTING if source else EventState.CREATING
-    volume = volume_reserve(
-        tenant=tenant,
-        cluster=cluster,
-        pool=pool,
-        name=name,
-        volume_type=volume_type,
-        capacity=capacity,
-        snap_capacity=snap_capacity,
-        state=state,
-    )
+    shape = VolumeShape(volume_type=volume_type, capacity=capacity, snap_capacity=snap_capacity)
+    volume = volume_reserve(tenant=tenant, cluster=cluster, pool=pool, name=name, shape=shape, state=state)
     params = {"capacity": capacity}
     if source:
         params.update(source_path=source.path, source_format=source.format)
@@ -372,13 +373,9 @@ def _volume_create_run(operation: Operation, reporter: Reporter) -> None:
 def volume_population_succeeded(operation: Operation, *, populating, action: str) -> None:
     """End a create, import, clone or restore that succeeded: the volume is available, with the space
     its image uses as the run measured it."""
-    transition(
-        Volume.objects.get(pk=operation.volume_id),
-        allowed=list(populating),
-        to=EventState.AVAILABLE,
-        action=action,
-        ctx=OperationContext.of(operation),
-        extra={"used": operation.params.get("used", 0)},
+    volume = Volume.objects.get(pk=operation.volume_id)
+    volume_leaves(
+        volume, operation, held=populating, action=action, extra={"used": operation.params.get("used", 0)}
     )
 
 
@@ -401,14 +398,8 @@ def volume_population_failed(
     volume = Volume.objects.select_related("pool").get(pk=operation.volume_id)
     driver = pool_driver(volume.pool)
     driver.delete_image(volume.image_name)
-    transition(
-        volume,
-        allowed=[populating],
-        to=EventState.ERROR,
-        action=action,
-        ctx=OperationContext.of(operation),
-        error=error,
-        extra=extra,
+    volume_leaves(
+        volume, operation, held=populating, to=EventState.ERROR, action=action, error=error, extra=extra
     )
     return volume
 
@@ -510,12 +501,8 @@ def _volume_delete_run(operation: Operation, reporter: Reporter) -> None:
 def _volume_delete_succeed(operation: Operation) -> None:
     volume = Volume.objects.get(pk=operation.volume_id)
     volume.snapshots.all().update(status=SnapshotStatus.DELETING, modified=timezone.now())
-    transition(
-        volume,
-        allowed=[EventState.DELETING],
-        to=EventState.DELETED,
-        action="volume.delete.finish",
-        ctx=OperationContext.of(operation),
+    volume_leaves(
+        volume, operation, held=EventState.DELETING, to=EventState.DELETED, action="volume.delete.finish"
     )
 
 
@@ -535,9 +522,6 @@ def _volume_delete_fail(operation: Operation, error: errors.ServiceError) -> Non
 VOLUME_DELETE_HANDLER = OperationHandler(
     run=_volume_delete_run, succeed=_volume_delete_succeed, fail=_volume_delete_fail
 )
-
-
-# -- usage ---------------------------------------------------------------------------------------
 
 
 # -- attachment ----------------------------------------------------------------------------------
