@@ -12,18 +12,15 @@ from backups.filtersets import BackupFilterSet
 from backups.models import Backup, BackupPoint
 from sharestore import errors
 from volumes.models import Cluster, Tenant, Volume
-from volumes.selectors import live_volume_get
+from volumes.selectors import caller_scoped, first_or_raise, live_volume_get
 
 
 def backup_point_get(*, uuid, cluster: Cluster, tenant: Tenant) -> BackupPoint:
     """A backup point of the cluster that the tenant may use (no tenant on the point: every tenant)."""
-    point = (
-        BackupPoint.objects.filter(uuid=uuid, cluster=cluster)
-        .filter(Q(tenant__isnull=True) | Q(tenant=tenant))
-        .first()
+    points = BackupPoint.objects.filter(uuid=uuid, cluster=cluster).filter(
+        Q(tenant__isnull=True) | Q(tenant=tenant)
     )
-    if point is None:
-        raise errors.BackupPointNotFound(uuid=uuid)
+    point = first_or_raise(points, errors.BackupPointNotFound, uuid=uuid)
     if point.status != BackupPointStatus.HEALTHY:
         raise errors.BackupPointUnavailable(point=point.name, reason=f"marked {point.status}")
     return point
@@ -47,14 +44,8 @@ def backup_get(
 ) -> Backup:
     """A backup that is not deleted, of the tenant (when given) and the caller's tenant (when bound)."""
     queryset = Backup.objects.filter(uuid=uuid, cluster=cluster).exclude(status=BackupStatus.DELETED)
-    if tenant is not None:
-        queryset = queryset.filter(tenant=tenant)
-    if allowed_tenant_id is not None:
-        queryset = queryset.filter(tenant_id=allowed_tenant_id)
-    backup = backup_output_queryset(queryset).first()
-    if backup is None:
-        raise errors.BackupNotFound(uuid=uuid)
-    return backup
+    queryset = caller_scoped(queryset, tenant=tenant, allowed_tenant_id=allowed_tenant_id)
+    return first_or_raise(backup_output_queryset(queryset), errors.BackupNotFound, uuid=uuid)
 
 
 def backup_list(
@@ -68,10 +59,7 @@ def backup_list(
 ) -> tuple[list[Backup], int]:
     """One page of backups (not deleted) in the cluster, newest first, and the total count."""
     base = Backup.objects.filter(cluster=cluster).exclude(status=BackupStatus.DELETED)
-    if tenant is not None:
-        base = base.filter(tenant=tenant)
-    if allowed_tenant_id is not None:
-        base = base.filter(tenant_id=allowed_tenant_id)
+    base = caller_scoped(base, tenant=tenant, allowed_tenant_id=allowed_tenant_id)
     queryset = BackupFilterSet(filters, queryset=base).qs.order_by("-created", "-id")
     total = queryset.count()
     return list(backup_output_queryset(queryset)[offset : offset + limit]), total

@@ -28,11 +28,27 @@ from volumes.models import (
 )
 
 
+def first_or_raise(queryset: QuerySet, not_found: type[errors.ServiceError], **params):
+    """The queryset's first row, or `not_found(**params)` (a NotFound error) when it has none."""
+    found = queryset.first()
+    if found is None:
+        raise not_found(**params)
+    return found
+
+
+def caller_scoped(queryset: QuerySet, *, tenant: Tenant | None, allowed_tenant_id: int | None) -> QuerySet:
+    """Rows for a request that may name no tenant: only the named `tenant`'s when given, and a
+    tenant-bound caller (`allowed_tenant_id`) reaches its own tenant's only."""
+    if tenant is not None:
+        queryset = queryset.filter(tenant=tenant)
+    if allowed_tenant_id is not None:
+        queryset = queryset.filter(tenant_id=allowed_tenant_id)
+    return queryset
+
+
 def cluster_get(*, uuid) -> Cluster:
-    cluster = Cluster.objects.select_related("zone").filter(uuid=uuid).first()
-    if cluster is None:
-        raise errors.ClusterNotFound(uuid=uuid)
-    return cluster
+    clusters = Cluster.objects.select_related("zone").filter(uuid=uuid)
+    return first_or_raise(clusters, errors.ClusterNotFound, uuid=uuid)
 
 
 def tenant_get(*, uuid, allowed_tenant_id: int | None = None) -> Tenant:
@@ -45,9 +61,8 @@ def tenant_get(*, uuid, allowed_tenant_id: int | None = None) -> Tenant:
 
 def pool_get(*, uuid, cluster: Cluster, tenant: Tenant) -> Pool:
     """A pool of the cluster that the tenant may use (an empty tenant list means every tenant)."""
-    pool = Pool.objects.select_related("zone").filter(uuid=uuid, cluster=cluster).first()
-    if pool is None:
-        raise errors.PoolNotFound(uuid=uuid, cluster=cluster.uuid)
+    pools = Pool.objects.select_related("zone").filter(uuid=uuid, cluster=cluster)
+    pool = first_or_raise(pools, errors.PoolNotFound, uuid=uuid, cluster=cluster.uuid)
     allowed = list(pool.tenants.values_list("pk", flat=True))
     if allowed and tenant.pk not in allowed:
         raise errors.PoolNotFound(uuid=uuid, cluster=cluster.uuid)
@@ -75,10 +90,7 @@ def volume_get(*, uuid, tenant: Tenant, cluster: Cluster, include_deleting: bool
     queryset = Volume.objects.filter(uuid=uuid, tenant=tenant, cluster=cluster)
     if not include_deleting:
         queryset = queryset.filter(state__in=LIVE_STATES)
-    volume = volume_output_queryset(queryset).first()
-    if volume is None:
-        raise errors.VolumeNotFound(uuid=uuid)
-    return volume
+    return first_or_raise(volume_output_queryset(queryset), errors.VolumeNotFound, uuid=uuid)
 
 
 def live_volume_get(
@@ -90,14 +102,8 @@ def live_volume_get(
     queryset = Volume.objects.select_related("tenant", "tenant__namespace", "cluster", "pool").filter(
         uuid=uuid, cluster=cluster, state__in=LIVE_STATES
     )
-    if tenant is not None:
-        queryset = queryset.filter(tenant=tenant)
-    if allowed_tenant_id is not None:
-        queryset = queryset.filter(tenant_id=allowed_tenant_id)
-    volume = queryset.first()
-    if volume is None:
-        raise errors.VolumeNotFound(uuid=uuid)
-    return volume
+    queryset = caller_scoped(queryset, tenant=tenant, allowed_tenant_id=allowed_tenant_id)
+    return first_or_raise(queryset, errors.VolumeNotFound, uuid=uuid)
 
 
 # -- the read path of list and get (issue 12) -----------------------------------------------------
@@ -321,14 +327,10 @@ def volume_get_row(*, uuid, tenant: Tenant, cluster: Cluster) -> dict:
         if not found:
             raise errors.VolumeNotFound(uuid=uuid)
         return _as_row(found[0])
-    row = (
-        Volume.objects.filter(uuid=uuid, tenant_id=tenant.pk, cluster_id=cluster.pk, state__in=LIVE_STATES)
-        .values(*VOLUME_ROW_FIELDS)
-        .first()
-    )
-    if row is None:
-        raise errors.VolumeNotFound(uuid=uuid)
-    return _finish_orm_rows([row])[0]
+    rows = Volume.objects.filter(
+        uuid=uuid, tenant_id=tenant.pk, cluster_id=cluster.pk, state__in=LIVE_STATES
+    ).values(*VOLUME_ROW_FIELDS)
+    return _finish_orm_rows([first_or_raise(rows, errors.VolumeNotFound, uuid=uuid)])[0]
 
 
 def volume_list_rows(
@@ -371,10 +373,8 @@ def volume_list_rows(
 
 def snapshot_get(*, volume: Volume, uuid) -> Snapshot:
     """A snapshot of this (already tenant-scoped) volume; hidden layers are not snapshots any more."""
-    snapshot = Snapshot.objects.filter(volume=volume, uuid=uuid).exclude(status=SnapshotStatus.HIDDEN).first()
-    if snapshot is None:
-        raise errors.SnapshotNotFound(uuid=uuid, volume=volume.uuid)
-    return snapshot
+    snapshots = Snapshot.objects.filter(volume=volume, uuid=uuid).exclude(status=SnapshotStatus.HIDDEN)
+    return first_or_raise(snapshots, errors.SnapshotNotFound, uuid=uuid, volume=volume.uuid)
 
 
 def snapshot_rows(*, volume: Volume) -> list[Snapshot]:
@@ -475,11 +475,7 @@ def volume_snapshot_readers(*, volume: Volume) -> list[LayerReader]:
 def operation_get(*, uuid, tenant: Tenant, cluster: Cluster) -> Operation:
     """An operation on one of the tenant's volumes in the cluster (a backup's: its volume's); another
     tenant's answers OperationNotFound exactly like a missing one."""
-    operation = (
-        Operation.objects.select_related("volume")
-        .filter(uuid=uuid, volume__tenant=tenant, volume__cluster=cluster)
-        .first()
+    operations = Operation.objects.select_related("volume").filter(
+        uuid=uuid, volume__tenant=tenant, volume__cluster=cluster
     )
-    if operation is None:
-        raise errors.OperationNotFound(uuid=uuid)
-    return operation
+    return first_or_raise(operations, errors.OperationNotFound, uuid=uuid)

@@ -24,14 +24,13 @@ from volumes.services.repair.common import (
     mark_missing,
     remove_orphans,
 )
-from volumes.services.repair.findings import (
-    DEFAULT_GRACE_SECONDS,
-    Finding,
-    FixAction,
-    ProgressFn,
-    ReconcileReport,
+from volumes.services.repair.findings import Finding, FixAction, ReconcileReport
+from volumes.services.repair.reconcile import (
+    ReconcileOptions,
+    ReconcileScope,
+    parse_uuids,
+    register_reconcile_scope,
 )
-from volumes.services.repair.reconcile import ReconcileScope, parse_uuids, register_reconcile_scope
 from volumes.services.repair.words import Words, register_texts
 
 # The findings of backup points, in volumes' table of repair texts (volumes/services/repair/words.py).
@@ -110,19 +109,12 @@ def _reads_through(store: BackupStore, name: str) -> list[str]:
         return [base] if base is not None else []
 
 
-def reconcile_backup_point(
-    *,
-    actor: str,
-    target: BackupPoint,
-    fix: bool = False,
-    grace_seconds: int = DEFAULT_GRACE_SECONDS,
-    progress: ProgressFn | None = None,
-) -> ReconcileReport:
+def reconcile_backup_point(*, actor: str, target: BackupPoint, **options) -> ReconcileReport:
     """Compare a backup point's backup rows with its files; with fix, remove old orphans and mark
-    completed backups whose file is missing as failed."""
-    point = target
+    completed backups whose file is missing as failed. `options`: the fields of ReconcileOptions."""
+    point, opts = target, ReconcileOptions(**options)
     report = ReconcileReport(
-        scope="backup_point", uuid=str(point.uuid), name=point.name, path=point.path, fix=fix
+        scope="backup_point", uuid=str(point.uuid), name=point.name, path=point.path, fix=opts.fix
     )
     if not os.path.isdir(point.path):
         report.error = Words("backup_point_absent", path=point.path)
@@ -142,11 +134,9 @@ def reconcile_backup_point(
     )
     busy = busy_uuids() | {str(b.uuid) for b in backups if b.status in IN_PROGRESS_STATUSES}  # files in flux
     referenced = {b.file_name: b for b in backups}
-    total, done = len(files) + len(backups), 0
+    tick = opts.counter(len(files) + len(backups))
     for backup in backups:
-        done += 1
-        if progress is not None:
-            progress(done, total, backup.file_name)
+        tick(backup.file_name)
         if backup.file_name not in file_set and backup.status == BackupStatus.COMPLETED:
             report.findings.append(
                 Finding.missing(
@@ -160,9 +150,7 @@ def reconcile_backup_point(
             )
     orphans = []
     for name in files:
-        done += 1
-        if progress is not None:
-            progress(done, total, name)
+        tick(name)
         if name not in referenced:
             orphans.append(name)
 
@@ -181,9 +169,9 @@ def reconcile_backup_point(
         orphans=_stored(point.path, orphans),
         busy=busy,
         protected_backings=protected_backings,
-        grace_seconds=grace_seconds,
+        grace_seconds=opts.grace_seconds,
     )
-    if fix:
+    if opts.fix:
         remove_orphans(
             report=report,
             remove=_remove_file(point.path),

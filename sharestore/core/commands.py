@@ -49,6 +49,37 @@ def add_uuid_list(parser, flag: str, help: str) -> None:
     parser.add_argument(flag, action="append", type=uuid_arg, default=[], metavar="UUID", help=help)
 
 
+def add_uuid_lists(parser, helps: dict[str, str]) -> None:
+    """The repeatable `--flag UUID` options that select a command's rows, {flag: help}, in that order."""
+    for flag, help in helps.items():
+        add_uuid_list(parser, flag, f"{help} (repeatable)")
+
+
+def add_fix_arguments(parser, *, fix_help: str) -> None:
+    """What a destructive command asks for: `--fix` to act (`fix_help` says how), `--dry-run` to only
+    report; without `--fix` it only reports (docs/console.md "Commands")."""
+    parser.add_argument("--fix", action="store_true", help=fix_help)
+    parser.add_argument("--dry-run", action="store_true", help="only report (the default; wins over --fix)")
+
+
+def fix_requested(options: dict) -> bool:
+    """Whether a command declared by `add_fix_arguments` may act: `--fix`, and no `--dry-run`."""
+    return options["fix"] and not options["dry_run"]
+
+
+def add_non_negative(parser, flag: str, type, *, default=None, metavar: str | None = None, help: str) -> None:
+    """A count or a duration that must not be negative, which `require_non_negative` checks."""
+    parser.add_argument(flag, type=type, default=default, metavar=metavar, help=help)
+
+
+def require_non_negative(options: dict, *flags: str) -> None:
+    """A usage error naming the first of `flags` (declared by `add_non_negative`) given below zero."""
+    for flag in flags:
+        value = options[flag.removeprefix("--").replace("-", "_")]
+        if value is not None and value < 0:
+            raise CommandError(f"{flag} must not be negative", returncode=EXIT_USAGE)
+
+
 def add_location_arguments(parser, *, path_help: str, path_required: bool = True) -> None:
     """What registering a storage location (a pool, a backup point) asks for: its name, cluster,
     directory (`path_help` says whose view of it) and capacity."""
@@ -120,6 +151,11 @@ def exit_with(code: int, message: str) -> None:
     """End the command with `code` (0 returns normally)."""
     if code:
         raise CommandError(message, returncode=code)
+
+
+def terminal_progress(stderr, options: dict) -> Progress:
+    """The progress bar of a long command: drawn on a terminal, never under `--json`."""
+    return Progress(stderr, enabled=not options["json"] and stderr.isatty())
 
 
 class Progress:

@@ -1,57 +1,35 @@
 """Routes of the volume endpoints under /v1/volume/share/."""
 
-from django.urls import path
+from django.urls import URLPattern, path
 
 from volumes.api import clone_views, operation_views, snapshot_views, views
 
-urlpatterns = [
-    path("list", views.VolumeShareListApi.as_view(), name="volume-share-list"),
-    path("create", views.VolumeShareCreateApi.as_view(), name="volume-share-create"),
-    path("delete", views.VolumeShareDeleteApi.as_view(), name="volume-share-delete"),
-    path("get", views.VolumeShareGetApi.as_view(), name="volume-share-get"),
-    path("used/update", views.VolumeShareUsedUpdateApi.as_view(), name="volume-share-used-update"),
-    path(
-        "snap_length/update",
-        views.VolumeShareSnapLengthUpdateApi.as_view(),
-        name="volume-share-snap-length-update",
-    ),
-    path("attach", views.VolumeShareAttachApi.as_view(), name="volume-share-attach"),
-    path("detach", views.VolumeShareDetachApi.as_view(), name="volume-share-detach"),
-    path(
-        "snapshot/create",
-        snapshot_views.VolumeShareSnapshotCreateApi.as_view(),
-        name="volume-share-snapshot-create",
-    ),
-    path(
-        "snapshot/delete",
-        snapshot_views.VolumeShareSnapshotDeleteApi.as_view(),
-        name="volume-share-snapshot-delete",
-    ),
-    path(
-        "snapshot/rollback",
-        snapshot_views.VolumeShareSnapshotRollbackApi.as_view(),
-        name="volume-share-snapshot-rollback",
-    ),
-    path(
-        "snapshot/tree/get",
-        snapshot_views.VolumeShareSnapshotTreeGetApi.as_view(),
-        name="volume-share-snapshot-tree-get",
-    ),
-    path(
-        "snapshot/list",
-        snapshot_views.VolumeShareSnapshotListApi.as_view(),
-        name="volume-share-snapshot-list",
-    ),
-    path("clone", clone_views.VolumeShareCloneApi.as_view(), name="volume-share-clone"),
-    path(
-        "clone/progress",
-        clone_views.VolumeShareCloneProgressApi.as_view(),
-        name="volume-share-clone-progress",
-    ),
-    path("flatten", clone_views.VolumeShareFlattenApi.as_view(), name="volume-share-flatten"),
-    path(
-        "operation/cancel",
-        operation_views.VolumeShareOperationCancelApi.as_view(),
-        name="volume-share-operation-cancel",
-    ),
+# (route, view); each route's URL name is derived from the route in `_volume_share_path`.
+ROUTES = [
+    ("list", views.VolumeShareListApi),
+    ("create", views.VolumeShareCreateApi),
+    ("delete", views.VolumeShareDeleteApi),
+    ("get", views.VolumeShareGetApi),
+    ("used/update", views.VolumeShareUsedUpdateApi),
+    ("snap_length/update", views.VolumeShareSnapLengthUpdateApi),
+    ("attach", views.VolumeShareAttachApi),
+    ("detach", views.VolumeShareDetachApi),
+    ("snapshot/create", snapshot_views.VolumeShareSnapshotCreateApi),
+    ("snapshot/delete", snapshot_views.VolumeShareSnapshotDeleteApi),
+    ("snapshot/rollback", snapshot_views.VolumeShareSnapshotRollbackApi),
+    ("snapshot/tree/get", snapshot_views.VolumeShareSnapshotTreeGetApi),
+    ("snapshot/list", snapshot_views.VolumeShareSnapshotListApi),
+    ("clone", clone_views.VolumeShareCloneApi),
+    ("clone/progress", clone_views.VolumeShareCloneProgressApi),
+    ("flatten", clone_views.VolumeShareFlattenApi),
+    ("operation/cancel", operation_views.VolumeShareOperationCancelApi),
 ]
+
+
+def _volume_share_path(route: str, view) -> URLPattern:
+    """`snapshot/tree/get` is named `volume-share-snapshot-tree-get` ("/" and "_" become "-")."""
+    name = "volume-share-" + route.replace("/", "-").replace("_", "-")
+    return path(route, view.as_view(), name=name)
+
+
+urlpatterns = [_volume_share_path(route, view) for route, view in ROUTES]

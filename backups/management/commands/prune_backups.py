@@ -10,7 +10,7 @@ import json
 from django.core.management.base import BaseCommand
 
 from backups.services.prune import backups_prune
-from sharestore.core.commands import Progress
+from sharestore.core import commands
 
 
 class Command(BaseCommand):
@@ -20,15 +20,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--fix", action="store_true", help="delete them (without it: report only)")
-        parser.add_argument(
-            "--dry-run", action="store_true", help="only report (the default; wins over --fix)"
-        )
+        commands.add_fix_arguments(parser, fix_help="delete them (without it: report only)")
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
     def handle(self, *args, **options):
-        dry_run = options["dry_run"] or not options["fix"]
-        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+        dry_run = not commands.fix_requested(options)
+        progress = commands.terminal_progress(self.stderr, options)
         try:
             results = backups_prune(actor="manage.py prune_backups", dry_run=dry_run, progress=progress)
         finally:

@@ -17,7 +17,7 @@ from backups.choices import BackupStatus, VerifyResult
 from backups.models import Backup, BackupPoint
 from backups.services.verify import backup_verify
 from sharestore import errors
-from sharestore.core.commands import Progress, add_uuid_list, uuid_arg
+from sharestore.core import commands
 
 
 class Command(BaseCommand):
@@ -28,20 +28,29 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "backups", nargs="*", type=uuid_arg, metavar="UUID", help="backups to verify (as --backup)"
+            "backups",
+            nargs="*",
+            type=commands.uuid_arg,
+            metavar="UUID",
+            help="backups to verify (as --backup)",
         )
-        add_uuid_list(parser, "--backup", "this backup (repeatable)")
-        add_uuid_list(parser, "--point", "backups on this backup point (repeatable)")
-        add_uuid_list(parser, "--volume", "backups of this volume (repeatable)")
-        parser.add_argument(
+        commands.add_uuid_lists(
+            parser,
+            {
+                "--backup": "this backup",
+                "--point": "backups on this backup point",
+                "--volume": "backups of this volume",
+            },
+        )
+        commands.add_non_negative(
+            parser,
             "--older-than",
-            type=float,
-            default=None,
+            float,
             metavar="DAYS",
             help="only backups never verified or last verified more than DAYS ago",
         )
-        parser.add_argument(
-            "--limit", type=int, default=0, help="verify at most N, least recently verified first"
+        commands.add_non_negative(
+            parser, "--limit", int, default=0, help="verify at most N, least recently verified first"
         )
         parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -59,10 +68,7 @@ class Command(BaseCommand):
             missing = [u for u in options["point"] if u not in found]
             if missing:
                 raise CommandError(f"no backup point with UUID {', '.join(missing)}", returncode=2)
-        if options["older_than"] is not None and options["older_than"] < 0:
-            raise CommandError("--older-than must not be negative", returncode=2)
-        if options["limit"] < 0:
-            raise CommandError("--limit must not be negative", returncode=2)
+        commands.require_non_negative(options, "--older-than", "--limit")
         queryset = Backup.objects.select_related("backup_point")
         if wanted:
             queryset = queryset.filter(uuid__in=wanted)
@@ -89,7 +95,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         targets = self._targets(options)
         results = []
-        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+        progress = commands.terminal_progress(self.stderr, options)
         try:
             for index, backup in enumerate(targets):
                 progress(index, len(targets), backup.name)

@@ -42,14 +42,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, models, transaction
-from django.db.models import F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F, Q
 from django.utils import timezone
 
 from sharestore import errors
 from sharestore.core import faults, fencing, request_id
-from sharestore.core.choices import ACTIVE_OPERATION_STATES, OperationKind, OperationState
+from sharestore.core.choices import OperationKind, OperationState
 from sharestore.core.models import Operation
+from sharestore.core.services import placement
+
+# Callers (the volumes app, the task entry) reach the placement through the runner's module.
+from sharestore.core.services.placement import Route, runs_here, set_placement  # noqa: F401
 from sharestore.core.services.space import Reservation
 from sharestore.core.services.state import OperationContext, audit, audit_of
 
@@ -114,75 +117,16 @@ def cancelled_error(operation: Operation, desc: str = "") -> errors.OperationCan
     )
 
 
-@dataclass(frozen=True)
-class Route:
-    """Where an operation's task goes: a django-q2 queue (None: the default one), or nowhere yet
-    (`waiting` says why, shown as the operation's phase)."""
-
-    queue: str | None
-    waiting: str = ""
-    pool: str = ""
-
-
-Router = Callable[[Operation], Route]
-_placement: dict[str, Callable] = {}
-
-
-def set_placement(
-    *,
-    route: Router,
-    runs_here: Callable[[Operation], bool],
-    preflight: Callable[[Operation], None] | None = None,
-) -> None:
-    """Install the placement of operations on storage hosts (the volumes app does, at ready time):
-    `route` picks the queue, `runs_here` says whether this worker's host mounts the operation's pools,
-    `preflight` raises a ServiceError unless every pool the operation touches is the right one here
-    (its identity marker), before each attempt's handler runs."""
-    _placement.update(route=route, runs_here=runs_here, preflight=preflight)
-
-
-def host_wait_seconds() -> float:
-    return float(getattr(settings, "SHARESTORE_HOST_WAIT_SECONDS", 600))
-
-
-def _unclaimed() -> Q:
-    """Operations no live attempt holds: queued, or running under a lease that expired (its worker
-    died, or its host did)."""
-    return Q(state=OperationState.QUEUED) | Q(
-        state=OperationState.RUNNING, lease_expires_at__lt=timezone.now()
-    )
-
-
 def _send(operation_id: int, name: str) -> None:
     from django_q.tasks import async_task
 
-    route = _placement.get("route")
-    queue = None
-    if route is not None:
-        operation = Operation.objects.filter(pk=operation_id, state__in=ACTIVE_OPERATION_STATES).first()
-        if operation is None:
-            return
-        decided = route(operation)
-        if decided.waiting:
-            # Visible in its phase; the deadline counts from when the wait began (kept across
-            # re-sends), not from the operation's creation: a long copy whose host died waits too.
-            Operation.objects.filter(_unclaimed(), pk=operation_id).update(
-                phase=decided.waiting[:64], waiting_since=Coalesce(F("waiting_since"), Value(timezone.now()))
-            )
-            logger.info("operation %s: %s", operation.uuid, decided.waiting)
-            return
-        queue = decided.queue
-        if operation.phase.startswith(WAITING_PHASE):
-            Operation.objects.filter(_unclaimed(), pk=operation_id, phase=operation.phase).update(
-                phase="", waiting_since=None
-            )
+    send, queue = placement.send_to(operation_id)
+    if not send:
+        return
     if queue:
         async_task(TASK_ENTRY, operation_id, task_name=name, cluster=queue)
     else:
         async_task(TASK_ENTRY, operation_id, task_name=name)
-
-
-WAITING_PHASE = "waiting for a host"
 
 
 def enqueue(operation: Operation, *, now: bool = False, suffix: str = "") -> None:
@@ -196,11 +140,6 @@ def enqueue(operation: Operation, *, now: bool = False, suffix: str = "") -> Non
         transaction.on_commit(lambda: _send(operation_id, name))
 
 
-def runs_here(operation: Operation) -> bool:
-    check = _placement.get("runs_here")
-    return True if check is None else check(operation)
-
-
 def operations_waiting_dispatch() -> tuple[int, int]:
     """Agent beat: send waiting operations (queued, or running whose worker's host died) whose pools
     got a live host; fail those that waited SHARESTORE_HOST_WAIT_SECONDS since their wait began with
@@ -208,8 +147,8 @@ def operations_waiting_dispatch() -> tuple[int, int]:
     from sharestore.core.dispatch import handler_for
 
     sent = failed = 0
-    deadline = timezone.now() - timedelta(seconds=host_wait_seconds())
-    waiting = Operation.objects.filter(_unclaimed(), phase__startswith=WAITING_PHASE)
+    deadline = timezone.now() - timedelta(seconds=placement.host_wait_seconds())
+    waiting = Operation.objects.filter(placement.unclaimed(), phase__startswith=placement.WAITING_PHASE)
     for operation in waiting.order_by("created"):
         if (operation.waiting_since or operation.created) >= deadline:
             before = operation.phase
@@ -221,7 +160,7 @@ def operations_waiting_dispatch() -> tuple[int, int]:
         if claimed is None:
             continue
         pool = operation.phase[len("waiting for a host that mounts pool ") :] if operation.phase else "?"
-        error = errors.NoLiveHost(pool=pool, seconds=int(host_wait_seconds()))
+        error = errors.NoLiveHost(pool=pool, seconds=int(placement.host_wait_seconds()))
         _fail(claimed, owner, handler_for(claimed.kind), error)
         failed += 1
     return sent, failed
@@ -270,30 +209,12 @@ def operation_create(
 
 
 def operation_start(
-    target: models.Model,
-    *,
-    kind: OperationKind,
-    actor: str,
-    volume: models.Model,
-    action: str,
-    to_state: str = "",
-    message: str = "",
-    params: dict | None = None,
-    bytes_total: int = 0,
-    reservation: Reservation | None = None,
+    target: models.Model, *, action: str, to_state: str = "", message: str = "", **create
 ) -> Operation:
     """`operation_create` on `target` (a volume, a backup: its model name and UUID), and the audit row
-    that records the request (`action`, the target's new state) under the new operation."""
-    operation = operation_create(
-        kind=kind,
-        target_type=target._meta.model_name,
-        target_uuid=target.uuid,
-        actor=actor,
-        volume=volume,
-        params=params,
-        bytes_total=bytes_total,
-        reservation=reservation,
-    )
+    that records the request (`action`, the target's new state) under the new operation. `create`:
+    the rest of `operation_create`'s keywords (kind, actor, volume, params, bytes_total, reservation)."""
+    operation = operation_create(target_type=target._meta.model_name, target_uuid=target.uuid, **create)
     audit_of(target, OperationContext.of(operation), action=action, to_state=to_state, message=message)
     return operation
 
@@ -522,9 +443,7 @@ def _operation_run(operation_id: int, handler: OperationHandler) -> Operation | 
                 fence, operation_id=operation.pk, attempt=operation.attempts, cancel=reporter.cancel
             ),
         ):
-            preflight = _placement.get("preflight")
-            if preflight is not None:
-                preflight(operation)
+            placement.preflight(operation)
             faults.pause("run")
             handler.run(operation, reporter)
     except errors.OperationLeaseLost:

@@ -7,19 +7,9 @@ error, 3 a pool or backup point directory could not be read.
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from sharestore.core.commands import (
-    EXIT_FINDINGS,
-    EXIT_OK,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
-    Progress,
-    add_uuid_list,
-    command_actor,
-    exit_with,
-    service_errors_as_usage,
-)
+from sharestore.core import commands
 from volumes.services.repair.findings import DEFAULT_GRACE_SECONDS
 from volumes.services.repair.reconcile import reconcile
 
@@ -32,19 +22,18 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--fix",
-            action="store_true",
-            help="remove orphans older than --grace, mark objects whose file is missing as error, refresh sizes",
+        commands.add_fix_arguments(
+            parser,
+            fix_help="remove orphans older than --grace, mark objects whose file is missing as error, "
+            "refresh sizes",
         )
-        parser.add_argument(
-            "--dry-run", action="store_true", help="only report (the default; wins over --fix)"
+        commands.add_uuid_lists(
+            parser, {"--pool": "only this pool", "--backup-point": "only this backup point"}
         )
-        add_uuid_list(parser, "--pool", "only this pool (repeatable)")
-        add_uuid_list(parser, "--backup-point", "only this backup point (repeatable)")
-        parser.add_argument(
+        commands.add_non_negative(
+            parser,
             "--grace",
-            type=int,
+            int,
             default=DEFAULT_GRACE_SECONDS,
             metavar="SECONDS",
             help=f"leave orphans younger than this (default {DEFAULT_GRACE_SECONDS})",
@@ -52,19 +41,18 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print one JSON document")
 
     def handle(self, *args, **options):
-        fix = options["fix"] and not options["dry_run"]
-        if options["grace"] < 0:
-            raise CommandError("--grace must not be negative", returncode=EXIT_USAGE)
+        fix = commands.fix_requested(options)
+        commands.require_non_negative(options, "--grace")
         targets = {}
         if options["pool"]:
             targets["pool"] = options["pool"]
         if options["backup_point"]:
             targets["backup_point"] = options["backup_point"]
-        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+        progress = commands.terminal_progress(self.stderr, options)
         try:
-            with service_errors_as_usage():
+            with commands.service_errors_as_usage():
                 reports = reconcile(
-                    actor=command_actor("reconcile"),
+                    actor=commands.command_actor("reconcile"),
                     fix=fix,
                     targets=targets or None,
                     grace_seconds=options["grace"],
@@ -75,7 +63,12 @@ class Command(BaseCommand):
         unreadable = [r for r in reports if r.error]
         remaining = sum(len(r.remaining) for r in reports)
         fixed = sum(1 for r in reports for f in r.findings if f.fixed)
-        code = EXIT_UNAVAILABLE if unreadable else EXIT_FINDINGS if remaining else EXIT_OK
+        if unreadable:
+            code = commands.EXIT_UNAVAILABLE
+        elif remaining:
+            code = commands.EXIT_FINDINGS
+        else:
+            code = commands.EXIT_OK
         if options["json"]:
             self.stdout.write(
                 json.dumps(
@@ -127,10 +120,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{verb}: {sum(len(r.findings) for r in reports)} finding(s), {fixed} fixed, {remaining} remaining"
             )
-        exit_with(
+        commands.exit_with(
             code,
             f"{remaining} finding(s) remain"
-            if code == EXIT_FINDINGS
+            if code == commands.EXIT_FINDINGS
             else f"{len(unreadable)} location(s) unreadable"
             if code
             else "",

@@ -8,16 +8,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from sharestore.core.commands import (
-    EXIT_FINDINGS,
-    EXIT_OK,
-    EXIT_USAGE,
-    Progress,
-    add_uuid_list,
-    command_actor,
-    exit_with,
-    service_errors_as_usage,
-)
+from sharestore.core import commands
 from volumes.models import Volume
 from volumes.services.repair.reconcile import pool_targets
 from volumes.services.repair.usage import refresh_usage
@@ -30,24 +21,25 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        add_uuid_list(parser, "--pool", "only this pool (repeatable)")
-        add_uuid_list(parser, "--volume", "only this volume (repeatable)")
+        commands.add_uuid_lists(parser, {"--pool": "only this pool", "--volume": "only this volume"})
         parser.add_argument("--dry-run", action="store_true", help="measure and report, write nothing")
         parser.add_argument("--json", action="store_true")
 
     def handle(self, *args, **options):
-        with service_errors_as_usage():
+        with commands.service_errors_as_usage():
             pools = pool_targets(options["pool"]) if options["pool"] else None
         volumes = None
         if options["volume"]:
             volumes = list(Volume.objects.filter(uuid__in=options["volume"]))
             missing = set(options["volume"]) - {str(v.uuid) for v in volumes}
             if missing:
-                raise CommandError(f"no volume with UUID {', '.join(sorted(missing))}", returncode=EXIT_USAGE)
-        progress = Progress(self.stderr, enabled=not options["json"] and self.stderr.isatty())
+                raise CommandError(
+                    f"no volume with UUID {', '.join(sorted(missing))}", returncode=commands.EXIT_USAGE
+                )
+        progress = commands.terminal_progress(self.stderr, options)
         try:
             report = refresh_usage(
-                actor=command_actor("refresh_usage"),
+                actor=commands.command_actor("refresh_usage"),
                 pools=pools,
                 volumes=volumes,
                 dry_run=options["dry_run"],
@@ -56,7 +48,7 @@ class Command(BaseCommand):
         finally:
             progress.close()
         drift = options["dry_run"] and report.changes
-        code = EXIT_FINDINGS if (report.errors or drift) else EXIT_OK
+        code = commands.EXIT_FINDINGS if (report.errors or drift) else commands.EXIT_OK
         if options["json"]:
             self.stdout.write(json.dumps({**report.as_dict(), "exit_code": code}, indent=2))
         else:
@@ -71,7 +63,7 @@ class Command(BaseCommand):
                 f"{report.volumes_checked} volume(s) measured, {len(report.skipped)} skipped (busy or not populated), "
                 f"{verb} {len(report.changes)} value(s), {len(report.errors)} error(s)"
             )
-        exit_with(
+        commands.exit_with(
             code,
             f"{len(report.errors)} error(s)"
             if report.errors

@@ -14,7 +14,7 @@ from sharestore.core.services.operations import operation_create
 from sharestore.core.services.state import transition
 from volumes.choices import LIVE_STATES, EventState
 from volumes.models import Volume, VolumeAttachment
-from volumes.services.repair.inspection import cancel_stale_operations, live_operations
+from volumes.services.repair.inspection import VolumePreview, cancel_stale_operations, live_operations
 from volumes.services.repair.words import Words, english, operation_live_words
 from volumes.services.volumes import pool_driver
 
@@ -22,7 +22,7 @@ from volumes.services.volumes import pool_driver
 
 
 @dataclass
-class ForceDeletePlan:
+class ForceDeletePlan(VolumePreview):
     """What a force delete would remove and change, or why it is refused."""
 
     volume_uuid: str
@@ -84,14 +84,7 @@ def force_delete(*, actor: str, volume: Volume, expected_state: int) -> Operatio
     The files are removed by the delete task, not here.
     """
     plan = force_delete_preview(volume=volume)
-    if plan.blocked:
-        raise errors.RepairBlocked(
-            action="force delete",
-            kind="volume",
-            uuid=volume.uuid,
-            reason=plan.blocked.english,
-            reason_cn=plan.blocked.chinese,
-        )
+    plan.refuse_if_blocked(volume, action="force delete")
     if plan.current_state != expected_state:
         raise errors.RepairPreviewStale(kind="volume", uuid=volume.uuid, reason=f"now {plan.current_label}")
     with transaction.atomic():

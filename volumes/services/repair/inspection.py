@@ -50,6 +50,23 @@ class VolumeInspection:
         return all(layer["ok"] for layer in self.layers)
 
 
+class VolumePreview:
+    """A volume repair's preview (its dataclass sets `blocked` to why the repair is refused, if it is)."""
+
+    blocked: Words | str
+
+    def refuse_if_blocked(self, volume: Volume, *, action: str) -> None:
+        """RepairBlocked naming `action` and the preview's reason, in both languages, when it is blocked."""
+        if self.blocked:
+            raise errors.RepairBlocked(
+                action=action,
+                kind="volume",
+                uuid=volume.uuid,
+                reason=self.blocked.english,
+                reason_cn=self.blocked.chinese,
+            )
+
+
 def live_operations(volume: Volume, *, lock: bool = False) -> tuple[list[Operation], list[Operation]]:
     """(live, stale) active operations of the volume: live ones hold a lease or were queued recently."""
     now = timezone.now()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from sharestore import errors
-from sharestore.core.services.state import transition
+from sharestore.core.services.state import OperationContext, status_transition, transition
 from volumes.choices import EventState, SnapshotStatus
 from volumes.drivers import StorageDriver
 from volumes.drivers.base import StoredObject
@@ -40,8 +40,32 @@ from volumes.services.volumes import pool_driver, snap_length_of
 
 
 @dataclass(frozen=True)
+class ReconcileOptions:
+    """How a reconcile runs, the same for every scope: with fix or as a dry run, the orphans' grace
+    period, and who hears of its progress."""
+
+    fix: bool = False
+    grace_seconds: int = DEFAULT_GRACE_SECONDS
+    progress: ProgressFn | None = None
+
+    def counter(self, total: int) -> Callable[[str], None]:
+        """tick(label): one more of the `total` things a scope inspects, told to `progress` if any."""
+        done = 0
+
+        def tick(label: str) -> None:
+            nonlocal done
+            done += 1
+            if self.progress is not None:
+                self.progress(done, total, label)
+
+        return tick
+
+
+@dataclass(frozen=True)
 class ReconcileScope:
-    """A kind of storage place reconcile walks: how to list targets and reconcile one."""
+    """A kind of storage place reconcile walks: how to list targets and reconcile one.
+
+    `run(actor=..., target=..., **options)` takes the fields of ReconcileOptions as keywords."""
 
     name: str
     targets: Callable[[list[str] | None], list]
@@ -88,14 +112,10 @@ def pool_targets(uuids: list[str] | None) -> list[Pool]:
 
 
 def reconcile(
-    *,
-    actor: str,
-    fix: bool = False,
-    targets: dict[str, list[str] | None] | None = None,
-    grace_seconds: int = DEFAULT_GRACE_SECONDS,
-    progress: ProgressFn | None = None,
+    *, actor: str, targets: dict[str, list[str] | None] | None = None, **options
 ) -> list[ReconcileReport]:
-    """Reconcile every pool and backup point, or only `targets` ({scope name: [uuid, ...] | None}).
+    """Reconcile every pool and backup point, or only `targets` ({scope name: [uuid, ...] | None});
+    `options` are the fields of ReconcileOptions (fix, grace_seconds, progress).
 
     Without fix nothing is written (the dry run). With fix: orphan files older than the grace
     period that no queued or running operation may be writing, and that no referenced image uses
@@ -103,6 +123,7 @@ def reconcile(
     (failed) through `transition`; sizes are refreshed. Chain mismatches, unreadable images and
     stuck states are reported only.
     """
+    ReconcileOptions(**options)  # an unknown option fails here, before any scope runs
     scopes = reconcile_scopes()
     if targets is None:
         targets = {name: None for name in scopes}
@@ -115,9 +136,7 @@ def reconcile(
     for name, uuids in targets.items():
         scope = scopes[name]
         for target in scope.targets(uuids):
-            reports.append(
-                scope.run(actor=actor, target=target, fix=fix, grace_seconds=grace_seconds, progress=progress)
-            )
+            reports.append(scope.run(actor=actor, target=target, **options))
     return reports
 
 
@@ -146,17 +165,11 @@ def _pool_snapshots(volume_ids: list[int]) -> list[Snapshot]:
     return list(Snapshot.objects.filter(volume_id__in=volume_ids).order_by("pk"))
 
 
-def reconcile_pool(
-    *,
-    actor: str,
-    target: Pool,
-    fix: bool = False,
-    grace_seconds: int = DEFAULT_GRACE_SECONDS,
-    progress: ProgressFn | None = None,
-) -> ReconcileReport:
-    """Compare one pool's volumes and snapshots with its files; with fix, repair what is safe."""
-    pool = target
-    report = ReconcileReport(scope="pool", uuid=str(pool.uuid), name=pool.name, path=pool.path, fix=fix)
+def reconcile_pool(*, actor: str, target: Pool, **options) -> ReconcileReport:
+    """Compare one pool's volumes and snapshots with its files; with fix, repair what is safe.
+    `options`: the fields of ReconcileOptions."""
+    pool, opts = target, ReconcileOptions(**options)
+    report = ReconcileReport(scope="pool", uuid=str(pool.uuid), name=pool.name, path=pool.path, fix=opts.fix)
     driver = pool_driver(pool)
     try:
         inventory = {o.name: o for o in driver.inventory()}
@@ -189,31 +202,21 @@ def reconcile_pool(
         if snapshot.layer_name and snapshot.status != SnapshotStatus.DELETING:
             referenced[snapshot.layer_name] = ("snapshot", snapshot)
 
-    total = len(inventory) + len(volumes)
-    done = 0
-
-    def tick(label: str) -> None:
-        nonlocal done
-        done += 1
-        if progress is not None:
-            progress(done, total, label)
-
+    tick = opts.counter(len(inventory) + len(volumes))
     measured_size: dict[int, int] = {}
     for volume in volumes:
         tick(volume.image_name)
         volume_busy = str(volume.uuid) in busy
         layers = snapshots_by_volume.get(volume.pk, [])
         if volume.state not in RESTING_STATES and not volume_busy:
-            report.findings.append(
-                Finding(
-                    kind=FindingKind.STUCK_STATE,
-                    name=volume.image_name,
-                    object_type="volume",
-                    object_uuid=str(volume.uuid),
-                    detail=Words("stuck"),
-                    found=EventState(volume.state).label,
-                )
+            stuck = _row_finding(
+                FindingKind.STUCK_STATE,
+                volume,
+                volume.image_name,
+                detail=Words("stuck"),
+                found=EventState(volume.state).label,
             )
+            report.findings.append(stuck)
         if volume_busy or volume.state == EventState.DELETING:
             continue
         head_exists = volume.image_name in file_set
@@ -231,18 +234,9 @@ def reconcile_pool(
         # An errored volume promises no usable image: its file (if any) is accounted for, not checked.
         if head_exists and volume.state in HEAD_EXPECTED_STATES:
             info = inventory[volume.image_name]
-            _check_image(report, info, "volume", volume, expected_head_backing(volume))
-            if info.error is None and info.allocated != volume.used:
-                report.findings.append(
-                    Finding.size_drift(
-                        volume.image_name,
-                        "volume",
-                        volume,
-                        detail="Used",
-                        expected=volume.used,
-                        found=info.allocated,
-                    )
-                )
+            _check_image(report, info, volume, expected_head_backing(volume))
+            if info.error is None:
+                _check_size(report, volume.image_name, volume, "Used", measured=info.allocated)
         for snapshot in layers:
             if not snapshot.layer_name or snapshot.status == SnapshotStatus.DELETING:
                 continue
@@ -261,37 +255,15 @@ def reconcile_pool(
                     )
                 continue
             info = inventory[snapshot.layer_name]
-            _check_image(
-                report, info, "snapshot", snapshot, expected_layer_backing(snapshot, snapshot_by_id, volume)
-            )
+            _check_image(report, info, snapshot, expected_layer_backing(snapshot, snapshot_by_id, volume))
             if info.error is None:
                 measured_size[snapshot.pk] = info.allocated
-                if info.allocated != snapshot.size:
-                    report.findings.append(
-                        Finding.size_drift(
-                            snapshot.layer_name,
-                            "snapshot",
-                            snapshot,
-                            detail="Size",
-                            expected=snapshot.size,
-                            found=info.allocated,
-                        )
-                    )
+                _check_size(report, snapshot.layer_name, snapshot, "Size", measured=info.allocated)
         if layers and all(
             s.pk in measured_size or s.status == SnapshotStatus.DELETING or not s.layer_name for s in layers
         ):
             length = snap_length_of(layers, measured_size)
-            if length != volume.snap_length:
-                report.findings.append(
-                    Finding.size_drift(
-                        f"snapshots/{volume.uuid}/",
-                        "volume",
-                        volume,
-                        detail="SnapLength",
-                        expected=volume.snap_length,
-                        found=length,
-                    )
-                )
+            _check_size(report, f"snapshots/{volume.uuid}/", volume, "SnapLength", measured=length)
 
     orphans = []
     for name, stored in inventory.items():
@@ -312,40 +284,56 @@ def reconcile_pool(
         orphans=orphans,
         busy=busy,
         protected_backings=protected_backings,
-        grace_seconds=grace_seconds,
+        grace_seconds=opts.grace_seconds,
     )
 
-    if fix:
+    if opts.fix:
         _fix_pool(report, pool, driver, actor, volumes, snapshots)
     return report
 
 
-def _check_image(report: ReconcileReport, info: StoredObject, object_type: str, obj, expected: str | None):
+# A size finding's `detail`: the model and column it compares with what the files measure (and a fix
+# writes back, by compare-and-set on the value the finding saw).
+SIZE_COLUMNS = {"Used": (Volume, "used"), "Size": (Snapshot, "size"), "SnapLength": (Volume, "snap_length")}
+
+
+def _check_size(report: ReconcileReport, name: str, obj, detail: str, *, measured: int) -> None:
+    """A size-drift finding when the row's `detail` column differs from the size the files measure."""
+    model, column = SIZE_COLUMNS[detail]
+    recorded = getattr(obj, column)
+    if measured != recorded:
+        object_type = model._meta.model_name
+        report.findings.append(
+            Finding.size_drift(name, object_type, obj, detail=detail, expected=recorded, found=measured)
+        )
+
+
+def _row_finding(kind: str, obj, name: str, **values) -> Finding:
+    """A finding about a volume's or a snapshot's file `name` (object type = model name, its UUID)."""
+    return Finding(
+        kind=kind, name=name, object_type=obj._meta.model_name, object_uuid=str(obj.uuid), **values
+    )
+
+
+def _check_image(report: ReconcileReport, info: StoredObject, obj, expected: str | None):
+    """An image qemu-img cannot read, or one whose backing is not the layer the tree expects."""
     if info.error is not None:
         error = info.error
-        report.findings.append(
-            Finding(
-                kind=FindingKind.UNREADABLE,
-                name=info.name,
-                object_type=object_type,
-                object_uuid=str(obj.uuid),
-                detail=ErrorWords(error),
-                found=(error.desc or "")[:500],
-            )
+        unreadable = _row_finding(
+            FindingKind.UNREADABLE, obj, info.name, detail=ErrorWords(error), found=(error.desc or "")[:500]
         )
+        report.findings.append(unreadable)
         return
     if info.backing != expected:
-        report.findings.append(
-            Finding(
-                kind=FindingKind.CHAIN_MISMATCH,
-                name=info.name,
-                object_type=object_type,
-                object_uuid=str(obj.uuid),
-                detail=Words("backing_differs"),
-                expected=expected or Words("none"),
-                found=info.backing or Words("none"),
-            )
+        mismatch = _row_finding(
+            FindingKind.CHAIN_MISMATCH,
+            obj,
+            info.name,
+            detail=Words("backing_differs"),
+            expected=expected or Words("none"),
+            found=info.backing or Words("none"),
         )
+        report.findings.append(mismatch)
 
 
 def _fix_pool(
@@ -362,28 +350,29 @@ def _fix_pool(
         object_uuid=pool.uuid,
     )
 
+    ctx = OperationContext(actor=actor)
+
     def mark(finding: Finding) -> None:
+        message = f"{finding.name} is missing in pool {pool.name}"
         if finding.object_type == "volume":
             volume = volumes_by_uuid[finding.object_uuid]
             transition(
                 volume,
+                ctx=ctx,
                 allowed=[volume.state],
                 to=EventState.ERROR,
                 action="reconcile.missing_image",
-                actor=actor,
-                message=f"{finding.name} is missing in pool {pool.name}",
+                message=message,
             )
         else:
             snapshot = snapshots_by_uuid[finding.object_uuid]
-            transition(
+            status_transition(
                 snapshot,
+                ctx,
                 allowed=[snapshot.status],
                 to=SnapshotStatus.ERROR,
-                field="status",
                 action="reconcile.missing_layer",
-                actor=actor,
-                volume_id=snapshot.volume_id,
-                message=f"{finding.name} is missing in pool {pool.name}",
+                message=message,
             )
 
     mark_missing(report, mark)
@@ -392,18 +381,9 @@ def _fix_pool(
         if finding.kind != FindingKind.SIZE_DRIFT or not finding.fixable:
             continue
         # Compare-and-set on the value the finding saw: a concurrent writer wins.
-        if finding.detail == "Used":
-            rows = Volume.objects.filter(uuid=finding.object_uuid, used=int(finding.expected)).update(
-                used=int(finding.found), modified=now
-            )
-        elif finding.detail == "Size":
-            rows = Snapshot.objects.filter(uuid=finding.object_uuid, size=int(finding.expected)).update(
-                size=int(finding.found), modified=now
-            )
-        else:
-            rows = Volume.objects.filter(uuid=finding.object_uuid, snap_length=int(finding.expected)).update(
-                snap_length=int(finding.found), modified=now
-            )
+        model, column = SIZE_COLUMNS[finding.detail]
+        seen = model.objects.filter(uuid=finding.object_uuid, **{column: int(finding.expected)})
+        rows = seen.update(**{column: int(finding.found)}, modified=now)
         finding.fixed = rows == 1
         if not finding.fixed:
             finding.error = Words("value_changed")

@@ -18,6 +18,7 @@ from volumes.choices import EventState, SnapshotStatus
 from volumes.models import Volume
 from volumes.services.repair.inspection import (
     VolumeInspection,
+    VolumePreview,
     cancel_stale_operations,
     live_operations,
     volume_inspect,
@@ -28,7 +29,7 @@ from volumes.services.repair.words import Words, english, operation_live_words
 
 
 @dataclass
-class ResetProposal:
+class ResetProposal(VolumePreview):
     """The state the files support for a volume, or why no reset can be proposed."""
 
     volume_uuid: str
@@ -170,14 +171,7 @@ def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int
     if waiting is not None:
         raise waiting
     proposal = reset_state_preview(volume=volume)
-    if proposal.blocked:
-        raise errors.RepairBlocked(
-            action="reset state",
-            kind="volume",
-            uuid=volume.uuid,
-            reason=proposal.blocked.english,
-            reason_cn=proposal.blocked.chinese,
-        )
+    proposal.refuse_if_blocked(volume, action="reset state")
     if proposal.current_state != expected_from or proposal.proposed_state != to_state:
         raise errors.RepairPreviewStale(
             kind="volume",
