@@ -115,3 +115,22 @@ def test_volumes_list_fits_1440_pixels(live_server, browser_page, crowded):  # n
     assert box.evaluate("b => b.scrollWidth <= b.clientWidth"), box.evaluate(
         "b => [b.scrollWidth, b.clientWidth]"
     )
+
+    # A volume's page: its dozen action buttons wrap onto rows of their own, none laid over the title
+    # (English labels are the longer ones: two rows at this width).
+    source = Volume.objects.get(name="database-primary-replica-volume-01")
+    for language, tag in (("zh-hans", "zh"), ("en", "en")):
+        page.goto(f"{base}/admin/volumes/volume/{source.pk}/change/")
+        if language == "en":
+            page.select_option("#ss-language-select", "en")
+            page.wait_for_selector("html[lang='en']")
+        headings = page.locator("#content > h1, #content > h2").evaluate_all(
+            "hs => hs.map(h => { const r = h.getBoundingClientRect(); return [r.top, r.bottom]; })"
+        )
+        buttons = page.locator(".object-tools li").evaluate_all(
+            "items => items.map(i => { const r = i.getBoundingClientRect(); return [r.top, r.bottom]; })"
+        )
+        assert len(headings) == 2 and len(buttons) >= 10
+        overlapping = [(b, h) for b in buttons for h in headings if b[0] < h[1] and b[1] > h[0]]
+        assert not overlapping, (language, headings, buttons)
+        shot(page, f"volume-page-1440-{tag}")
