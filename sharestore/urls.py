@@ -11,8 +11,9 @@ from sharestore.monitoring import views as monitoring
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="home.html"), name="home"),
-    # Browsers ask every site for /favicon.ico whatever the page links: answer with the icon, not a 404.
-    path("favicon.ico", RedirectView.as_view(url=static("sharestore/favicon.svg"), permanent=True)),
+    # Browsers ask every site for /favicon.ico whatever the page links: answer with the icon, not a 404
+    # (a temporary redirect: browsers would keep a permanent one for ever).
+    path("favicon.ico", RedirectView.as_view(url=static("sharestore/favicon.svg")), name="favicon"),
     path("v1/volume/share/backup/", include("backups.api.urls")),
     path("v1/volume/share/quota/", include("volumes.api.quota_urls")),
     path("v1/volume/share/", include("volumes.api.urls")),

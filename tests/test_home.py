@@ -24,7 +24,7 @@ def test_swagger_ui_and_redoc_pages_use_local_assets():
 def test_favicon_is_served():
     client = Client()
     answer = client.get("/favicon.ico")
-    assert answer.status_code == 301
+    assert answer.status_code == 302
     icon = client.get(answer["Location"])
     assert icon.status_code == 200
     assert b"<svg" in b"".join(icon.streaming_content if icon.streaming else [icon.content])

@@ -209,12 +209,21 @@ def operation_create(
 
 
 def operation_start(
-    target: models.Model, *, action: str, to_state: str = "", message: str = "", **create
+    target: models.Model,
+    *,
+    volume: models.Model,
+    action: str,
+    to_state: str = "",
+    message: str = "",
+    **create,
 ) -> Operation:
-    """`operation_create` on `target` (a volume, a backup: its model name and UUID), and the audit row
-    that records the request (`action`, the target's new state) under the new operation. `create`:
-    the rest of `operation_create`'s keywords (kind, actor, volume, params, bytes_total, reservation)."""
-    operation = operation_create(target_type=target._meta.model_name, target_uuid=target.uuid, **create)
+    """`operation_create` on `target` (a volume, a backup: its model name and UUID) filed under
+    `volume` (required: the tenant finds its operations through it), and the audit row that records
+    the request (`action`, the target's new state) under the new operation. `create`: the rest of
+    `operation_create`'s keywords (kind, actor, params, bytes_total, reservation)."""
+    operation = operation_create(
+        target_type=target._meta.model_name, target_uuid=target.uuid, volume=volume, **create
+    )
     audit_of(target, OperationContext.of(operation), action=action, to_state=to_state, message=message)
     return operation
 
