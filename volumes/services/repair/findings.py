@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from volumes.services.repair.words import Words, english
@@ -19,38 +18,56 @@ ProgressFn = Callable[[int, int, str], None]
 """progress(done, total, label): called once per file a reconcile inspects."""
 
 
-class FindingKind(models.TextChoices):
+class FindingKind:
     """What a reconcile finding is about (stable codes for --json; labels for the console)."""
 
-    ORPHAN_FILE = "orphan_file", _("orphan file")
-    MISSING_FILE = "missing_file", _("missing file")
-    CHAIN_MISMATCH = "chain_mismatch", _("backing chain disagrees with the tree")
-    SIZE_DRIFT = "size_drift", _("size out of date")
-    UNREADABLE = "unreadable_image", _("unreadable image")
-    STUCK_STATE = "stuck_state", _("stuck state")
+    ORPHAN_FILE = "orphan_file"
+    MISSING_FILE = "missing_file"
+    CHAIN_MISMATCH = "chain_mismatch"
+    SIZE_DRIFT = "size_drift"
+    UNREADABLE = "unreadable_image"
+    STUCK_STATE = "stuck_state"
+
+    LABELS = {
+        ORPHAN_FILE: _("orphan file"),
+        MISSING_FILE: _("missing file"),
+        CHAIN_MISMATCH: _("backing chain disagrees with the tree"),
+        SIZE_DRIFT: _("size out of date"),
+        UNREADABLE: _("unreadable image"),
+        STUCK_STATE: _("stuck state"),
+    }
 
 
-class FixAction(models.TextChoices):
+class FixAction:
     """What `--fix` does with a finding ("" = report only)."""
 
-    REMOVE = "remove", _("remove the file")
-    MARK_ERROR = "mark_error", _("mark the object as error")
-    MARK_FAILED = "mark_failed", _("mark the backup as failed")
-    REFRESH = "refresh", _("write the measured size")
-    NONE = "", _("report only")
+    REMOVE = "remove"
+    MARK_ERROR = "mark_error"
+    MARK_FAILED = "mark_failed"
+    REFRESH = "refresh"
+    NONE = ""
+
+    LABELS = {
+        REMOVE: _("remove the file"),
+        MARK_ERROR: _("mark the object as error"),
+        MARK_FAILED: _("mark the backup as failed"),
+        REFRESH: _("write the measured size"),
+        NONE: _("report only"),
+    }
 
 
-class KeptReason(models.TextChoices):
+class KeptReason:
     """Why `--fix` leaves a finding alone."""
 
-    GRACE = "grace", _("younger than the grace period")
-    BUSY = "busy", _("an operation on this object is queued or running")
-    BACKS_IMAGE = "backs_image", _("a referenced image uses it as backing file")
+    GRACE = "grace"
+    BUSY = "busy"
+    BACKS_IMAGE = "backs_image"
 
-
-def _label(choices: type[models.TextChoices], value: str):
-    """The label of a stored value; a value the choices do not know stands for itself."""
-    return choices(value).label if value in choices.values else value
+    LABELS = {
+        GRACE: _("younger than the grace period"),
+        BUSY: _("an operation on this object is queued or running"),
+        BACKS_IMAGE: _("a referenced image uses it as backing file"),
+    }
 
 
 @dataclass
@@ -105,15 +122,15 @@ class Finding:
 
     @property
     def kind_label(self):
-        return _label(FindingKind, self.kind)
+        return FindingKind.LABELS.get(self.kind, self.kind)
 
     @property
     def fix_label(self):
-        return _label(FixAction, self.fix)
+        return FixAction.LABELS.get(self.fix, self.fix)
 
     @property
     def kept_label(self):
-        return _label(KeptReason, self.kept)
+        return KeptReason.LABELS.get(self.kept, self.kept)
 
 
 @dataclass
