@@ -120,10 +120,11 @@ def test_volumes_list_fits_1440_pixels(live_server, browser_page, crowded):  # n
     # (English labels are the longer ones: two rows at this width).
     source = Volume.objects.get(name="database-primary-replica-volume-01")
     for language, tag in (("zh-hans", "zh"), ("en", "en")):
-        page.goto(f"{base}/admin/volumes/volume/{source.pk}/change/")
         if language == "en":
             page.select_option("#ss-language-select", "en")
             page.wait_for_selector("html[lang='en']")
+        page.goto(f"{base}/admin/volumes/volume/{source.pk}/change/")
+        page.wait_for_selector(f"html[lang='{language}'] #content > h2")
         headings = page.locator("#content > h1, #content > h2").evaluate_all(
             "hs => hs.map(h => { const r = h.getBoundingClientRect(); return [r.top, r.bottom]; })"
         )
