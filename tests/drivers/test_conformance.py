@@ -20,7 +20,7 @@ from unittest import mock
 
 import pytest
 
-from volumes.drivers import SnapshotSource, SnapshotTree, StorageDriver, TreeSnapshot, qemu
+from volumes.drivers import SnapshotSource, SnapshotTree, StorageDriver, TreeSnapshot, TreeWork, qemu
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 from volumes.drivers.rbd import RbdDriver, cli
 
@@ -129,8 +129,8 @@ class Model:
         self.content[snapshot_id] = list(self.head)
         self.head_on = snapshot_id
 
-    def work(self) -> dict:
-        return {"journal": self.journal, "progress": _quiet, "checkpoint": lambda: None}
+    def work(self) -> TreeWork:
+        return TreeWork(journal=self.journal, progress=_quiet, checkpoint=lambda: None)
 
     def apply(self, change) -> None:
         for gone in change.gone:
@@ -147,7 +147,7 @@ class Model:
     def delete(self, label: str):
         snapshot_id = self.snapshot_ids()[label]
         keeps = self.driver.snapshot_delete_keeps(self.tree, snapshot_id)
-        change = self.driver.snapshot_delete(self.volume, snapshot_id, self.tree, **self.work())
+        change = self.driver.snapshot_delete(self.volume, snapshot_id, self.tree, self.work())
         # The pure prediction the service hides by agrees with what the delete does.
         assert change.kept == keeps
         if change.kept:
@@ -160,7 +160,7 @@ class Model:
 
     def rollback(self, label: str):
         snapshot_id = self.snapshot_ids()[label]
-        change = self.driver.snapshot_rollback(self.volume, snapshot_id, self.tree, **self.work())
+        change = self.driver.snapshot_rollback(self.volume, snapshot_id, self.tree, self.work())
         self.head_on = snapshot_id
         self.head = list(self.content[snapshot_id])
         self.apply(change)

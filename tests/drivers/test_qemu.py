@@ -12,6 +12,7 @@ import pytest
 from sharestore import errors
 from tests.helpers import image_info, pattern_matches, qemu_img, qemu_io
 from volumes.drivers import process, qemu
+from volumes.drivers.base import TreeWork
 
 MiB = 1 << 20
 
@@ -338,7 +339,7 @@ def test_snapshot_rollback_and_linked_clone_work_with_the_bottom_of_the_chain_go
         head_on="s3",
     )
     change = driver.snapshot_rollback(
-        head, "s2", tree, journal={}, progress=lambda *_: None, checkpoint=lambda: None
+        head, "s2", tree, TreeWork(journal={}, progress=lambda *_: None, checkpoint=lambda: None)
     )
     assert (change.gone, change.used) == ([], 0)
     assert driver.head_snapshot(head) == f"{v}/s2.qcow2"

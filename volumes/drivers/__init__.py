@@ -7,6 +7,7 @@ from volumes.drivers.base import (
     SnapshotTree,
     StorageDriver,
     TreeSnapshot,
+    TreeWork,
 )
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
 from volumes.drivers.rbd import RbdDriver
@@ -23,6 +24,7 @@ __all__ = [
     "SnapshotTree",
     "StorageDriver",
     "TreeSnapshot",
+    "TreeWork",
     "get_driver",
 ]
 

@@ -11,7 +11,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypedDict, Unpack
+from typing import Protocol
 
 ProgressCallback = Callable[[float, int, int], None]
 """progress(percent 0-100, bytes_done, bytes_total)."""
@@ -27,14 +27,6 @@ re-call of the same operation (after a crash) gets the same journal back."""
 @dataclass(frozen=True)
 class TreeWork:
     """What every step of a tree operation carries: the operation's journal, progress and checkpoint."""
-
-    journal: Journal
-    progress: ProgressCallback
-    checkpoint: Checkpoint
-
-
-class TreeWorkArgs(TypedDict):
-    """A `TreeWork` as the keyword arguments services pass to `snapshot_delete` and `snapshot_rollback`."""
 
     journal: Journal
     progress: ProgressCallback
@@ -292,33 +284,21 @@ class StorageDriver(abc.ABC):
     def snapshot_delete_keeps(self, tree: SnapshotTree, snapshot_id: str) -> bool:
         """Whether deleting the snapshot now must keep its data (pure: the service then hides it)."""
 
+    @abc.abstractmethod
     def snapshot_delete(
-        self, volume: str, snapshot_id: str, tree: SnapshotTree, **work: Unpack[TreeWorkArgs]
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         """Delete the snapshot's data, then collect hidden snapshots nothing needs any more (best
         effort: see `stopped`); the volume's content and every other snapshot's stay the same. `kept`:
         its data must stay (nothing was done; the service records it hidden, as
         `snapshot_delete_keeps` predicts). Raises when its data could not go."""
-        return self._snapshot_delete(volume, snapshot_id, tree, TreeWork(**work))
 
     @abc.abstractmethod
-    def _snapshot_delete(
-        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
-    ) -> TreeChange:
-        """The driver's `snapshot_delete`, its work arguments in one `TreeWork`."""
-
     def snapshot_rollback(
-        self, volume: str, snapshot_id: str, tree: SnapshotTree, **work: Unpack[TreeWorkArgs]
+        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         """Make the volume's content the snapshot's (what the head held is discarded), then collect
         hidden snapshots it freed. `tree` is the tree before the rollback."""
-        return self._snapshot_rollback(volume, snapshot_id, tree, TreeWork(**work))
-
-    @abc.abstractmethod
-    def _snapshot_rollback(
-        self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
-    ) -> TreeChange:
-        """The driver's `snapshot_rollback`, its work arguments in one `TreeWork`."""
 
     @abc.abstractmethod
     def tree_recover(

@@ -32,7 +32,7 @@ from sharestore.core.services.state import (
 )
 from volumes import selectors
 from volumes.choices import EventState, SnapshotStatus
-from volumes.drivers import StorageDriver
+from volumes.drivers import StorageDriver, TreeWork
 from volumes.models import Snapshot, Volume
 from volumes.services.busy import merge_ended, readers_words
 from volumes.services.quotas import quota_check
@@ -260,9 +260,11 @@ def _snapshot_delete_run(operation: Operation, reporter: Reporter) -> None:
         volume.image_name,
         operation.params["snapshot"],
         load_tree(volume),
-        journal=OperationJournal(operation),
-        progress=progress_for(reporter),
-        checkpoint=checkpoint_for(reporter),
+        TreeWork(
+            journal=OperationJournal(operation),
+            progress=progress_for(reporter),
+            checkpoint=checkpoint_for(reporter),
+        ),
     )
     keep_change(operation, volume, change)
 
@@ -397,9 +399,11 @@ def _snapshot_rollback_run(operation: Operation, reporter: Reporter) -> None:
         head,
         str(target.uuid),
         load_tree(volume),
-        journal=OperationJournal(operation),
-        progress=progress_for(reporter),
-        checkpoint=checkpoint_for(reporter),
+        TreeWork(
+            journal=OperationJournal(operation),
+            progress=progress_for(reporter),
+            checkpoint=checkpoint_for(reporter),
+        ),
     )
     if first is not None:
         change.sizes[str(first.uuid)] = driver.usage(first.layer_name)

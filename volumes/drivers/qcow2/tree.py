@@ -131,7 +131,7 @@ class LayerTree:
         except NotMergeable:
             return None
 
-    def _snapshot_delete(
+    def snapshot_delete(
         self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         plan = self._delete_plan(tree, snapshot_id)
@@ -145,7 +145,7 @@ class LayerTree:
         self._measure(volume, plan.after, change)
         return change
 
-    def _snapshot_rollback(
+    def snapshot_rollback(
         self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         target = tree.get(snapshot_id)

@@ -397,7 +397,7 @@ class RbdDriver(RbdCopies, StorageDriver):
         target = tree.get(snapshot_id)
         return bool(target and target.clones)
 
-    def _snapshot_delete(
+    def snapshot_delete(
         self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         """No journal: each RBD step is atomic and repeating it is harmless."""
@@ -410,7 +410,7 @@ class RbdDriver(RbdCopies, StorageDriver):
         change = TreeChange(gone=[snapshot_id], how={snapshot_id: "rbd snap rm"})
         return self._collect(volume, tree, change, skip={snapshot_id})
 
-    def _snapshot_rollback(
+    def snapshot_rollback(
         self, volume: str, snapshot_id: str, tree: SnapshotTree, work: TreeWork
     ) -> TreeChange:
         """No journal: each RBD step is atomic and repeating it is harmless."""
