@@ -89,10 +89,11 @@ def _iso(moment) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def reset_state_preview(*, volume: Volume) -> ResetProposal:
-    """Inspect the files and propose the state they support (never a blind overwrite)."""
+def reset_state_preview(*, volume: Volume, operations: tuple[list, list] | None = None) -> ResetProposal:
+    """Inspect the files and propose the state they support (never a blind overwrite). `operations`:
+    the volume's (live, stale) operations when the caller has just read them."""
     volume = Volume.objects.select_related("pool").get(pk=volume.pk)
-    live, stale = live_operations(volume)
+    live, stale = operations if operations is not None else live_operations(volume)
     proposal = ResetProposal(
         volume_uuid=str(volume.uuid),
         current_state=volume.state,
@@ -167,10 +168,13 @@ def reset_state(*, actor: str, volume: Volume, expected_from: int, to_state: int
     RepairAwaitingTakeover while an operation whose lease expired may still be taken over. The files are
     read before the transaction opens: no lock is held while qemu-img runs.
     """
-    waiting = awaiting_takeover_error(volume, live_operations(volume)[1])
+    operations = live_operations(volume)
+    waiting = awaiting_takeover_error(volume, operations[1])
     if waiting is not None:
         raise waiting
-    proposal = reset_state_preview(volume=volume)
+    # The same operations for the preview: read again, a lease that expired in between would make it
+    # blocked by a takeover instead of refusing with 4740 above.
+    proposal = reset_state_preview(volume=volume, operations=operations)
     proposal.refuse_if_blocked(volume, action="reset state")
     if proposal.current_state != expected_from or proposal.proposed_state != to_state:
         raise errors.RepairPreviewStale(
