@@ -60,11 +60,15 @@ def _backup_restore_begin(
     pool_driver(pool).check_available()
     shape = VolumeShape.of_backup(backup)
     volume = volume_reserve(
-        tenant=tenant, cluster=cluster, pool=pool, name=name, shape=shape, state=EventState.RESTORING
+        tenant=tenant,
+        cluster=cluster,
+        pool=pool,
+        name=name,
+        shape=shape,
+        state=EventState.RESTORING,
+        # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
+        restored_from_backup_uuid=backup.uuid,
     )
-    # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
-    Volume.objects.filter(pk=volume.pk).update(restored_from_backup_uuid=backup.uuid)
-    volume.restored_from_backup_uuid = backup.uuid
     operation_start(
         volume,
         kind=OperationKind.BACKUP_RESTORE,

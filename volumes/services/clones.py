@@ -259,10 +259,9 @@ def _clone_reserve(
         state=EventState.CLONING,
         source_volume=source,
         parent_snapshot=snapshot if linked else None,
+        # Kept whatever becomes of the link: a full clone has none, a flatten or a failure clears it.
+        clone_source_snapshot=snapshot,
     )
-    # Kept whatever becomes of the link: a full clone has none, a flatten or a failure clears it.
-    Volume.objects.filter(pk=volume.pk).update(clone_source_snapshot=snapshot)
-    volume.clone_source_snapshot = snapshot
     operation_start(
         volume,
         kind=OperationKind.CLONE_LINKED if linked else OperationKind.CLONE_FULL,

@@ -250,10 +250,11 @@ def volume_reserve(
     name: str,
     shape: VolumeShape,
     state: EventState,
-    source_volume: Volume | None = None,
-    parent_snapshot=None,
+    **lineage,
 ) -> Volume:
     """Insert a new volume row in a populating state after the checks every new volume passes.
+    `lineage`: the new volume's links to what it is made from (`source_volume`, `parent_snapshot`,
+    `clone_source_snapshot`, `restored_from_backup_uuid`).
 
     Shared by create, import, clone and restore, which then queue the operation that writes the
     image. Call inside the caller's transaction: name uniqueness and pool capacity hold until it
@@ -282,8 +283,7 @@ def volume_reserve(
                 pool=pool,
                 **shape.volume_fields(),
                 state=state,
-                source_volume=source_volume,
-                parent_snapshot=parent_snapshot,
+                **lineage,
             )
     except IntegrityError:
         raise errors.VolumeNameExists(name=name) from None
