@@ -21,6 +21,7 @@ from volumes.services.repair.retry import (
     register_retry,
     source_snapshot_retry_check,
 )
+from volumes.services.repair.words import Words
 
 
 def _restore_retry_check(operation: Operation) -> str:
@@ -44,6 +45,10 @@ def _restore_retry(operation: Operation, actor: str) -> Operation:
 
 
 def _backup_retry_check(operation: Operation) -> str:
+    # A retry makes a new backup, not a new operation on the failed one's target (which would make
+    # this one superseded): look for the operation that names it.
+    if Operation.objects.filter(params__retry_of=str(operation.uuid)).exists():
+        return Words("retry_done")
     backup = (
         Backup.objects.select_related("volume", "snapshot")
         .filter(uuid=operation.params.get("backup"))

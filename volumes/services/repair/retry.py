@@ -53,9 +53,6 @@ def operation_retry_check(operation: Operation) -> str:
         return Words("retry_undefined", kind=OperationKind(operation.kind).label)
     if not _is_latest_for_volume(operation):
         return Words("retry_superseded")
-    # A retry that made a new object (a backup asked for again) is not on the failed one's target.
-    if Operation.objects.filter(params__retry_of=str(operation.uuid)).exists():
-        return Words("retry_done")
     return handler[0](operation)
 
 
