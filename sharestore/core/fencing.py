@@ -87,10 +87,17 @@ def attempt_tags() -> list[str]:
 
 @contextlib.contextmanager
 def publish_guard() -> Iterator[None]:
-    """Wrap one publish: raises OperationLeaseLost before the rename if this attempt was fenced off."""
+    """Wrap one publish: raises OperationLeaseLost before the rename if this attempt was fenced off.
+
+    A publish of several renames wraps them all in one guard: the check holds the operation's row
+    lock until the block ends, so the renames' own guards inside it have nothing left to check."""
     guard = _guard.get()
     if guard is None:
         yield
         return
     with guard():
-        yield
+        inside = _guard.set(None)
+        try:
+            yield
+        finally:
+            _guard.reset(inside)

@@ -6,11 +6,13 @@ qemu-img. Real qemu-img on real images; the qemu-img runs of a snapshot create a
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
 
 from sharestore import errors
+from sharestore.core import fencing
 from tests.helpers import image_info, pattern_matches, qemu_img, qemu_io
 from volumes.drivers import process, qemu
 from volumes.drivers.qcow2 import Qcow2DirectoryDriver
@@ -109,6 +111,27 @@ def test_create_is_a_rename_and_one_qemu_img_run(driver, qemu_runs):
     assert driver.backing_chain(HEAD) == [HEAD, new_layer("s2"), new_layer("s1")]
     assert reads(driver, HEAD, 1, 0, 2) and reads(driver, HEAD, 2, 2)
     assert qemu_img("check", "-f", "qcow2", driver.path(HEAD)).returncode == 0
+
+
+def test_create_checks_the_fence_once_for_both_renames(driver):
+    """The head becoming the layer and the overlay becoming the head are one publish: one lease check
+    (a row lock held for both renames), not one more per rename."""
+    checks: list[str] = []
+
+    @contextlib.contextmanager
+    def counting_guard():
+        checks.append("check")
+        yield
+
+    write(driver, HEAD, 1, 0, 2)
+    with fencing.installed(counting_guard, operation_id=7, attempt=1):
+        assert driver.snapshot_create(HEAD, new_layer("s1")) == (2 * MiB, 0)
+    assert checks == ["check"]
+    assert driver.backing_chain(HEAD) == [HEAD, new_layer("s1")]
+    # Outside the snapshot's publish every rename is still guarded on its own.
+    with fencing.installed(counting_guard, operation_id=7, attempt=1):
+        qemu.rename(driver.path(new_layer("s1")), driver.path(new_layer("moved")))
+    assert checks == ["check", "check"]
 
 
 def test_create_keeps_the_head_size_after_a_resize(driver):
