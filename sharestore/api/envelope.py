@@ -38,6 +38,17 @@ def success(data: Any, *, status: int = 200) -> Response:
 SCOPE_KEYS = ("cluster_uuid", "cluster_name", "cluster_mode", "tenant", "tenant_name")
 
 
+def scope_fields(cluster, tenant=None) -> dict:
+    """The wrapper's scope keys filled from the request's cluster and tenant (empty without a tenant)."""
+    return {
+        "cluster_uuid": str(cluster.uuid),
+        "cluster_name": cluster.name,
+        "cluster_mode": cluster.mode,
+        "tenant": str(tenant.uuid) if tenant else "",
+        "tenant_name": tenant.name if tenant else "",
+    }
+
+
 # The wrapper the contract puts around a volume in create/delete/get/update/clone answers.
 def volume_wrapper(volume: dict | None, *, clone_progress: float = 0) -> dict:
     return {"volume": volume, "clone_progress": clone_progress, **dict.fromkeys(SCOPE_KEYS, "")}

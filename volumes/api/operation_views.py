@@ -13,7 +13,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 
-from sharestore.api.envelope import SCOPE_KEYS, success
+from sharestore.api.envelope import scope_fields, success
 from sharestore.api.schema import ScopeSchema, envelope, error_responses, named
 from sharestore.core.models import Operation
 from sharestore.core.services.cancel import operation_cancel
@@ -98,11 +98,6 @@ class VolumeShareOperationCancelApi(ScopedApi):
         return success(
             {
                 "operation": operation_representation(operation),
-                **dict.fromkeys(SCOPE_KEYS, ""),
-                "cluster_uuid": str(cluster.uuid),
-                "cluster_name": cluster.name,
-                "cluster_mode": cluster.mode,
-                "tenant": str(tenant.uuid),
-                "tenant_name": tenant.name,
+                **scope_fields(cluster, tenant),
             }
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from sharestore.api.envelope import scope_fields
 from volumes.models import Pool
 from volumes.services.pool_types import pool_type_code
 
@@ -58,10 +59,6 @@ def pool_wrapper(pool: dict | None, *, cluster, tenant=None) -> dict:
     """The wrapper of get/create/delete/set/status/check answers."""
     return {
         "pool": pool,
-        "cluster_uuid": str(cluster.uuid),
-        "cluster_name": cluster.name,
-        "cluster_mode": cluster.mode,
-        "tenant": str(tenant.uuid) if tenant else "",
-        "tenant_name": tenant.name if tenant else "",
+        **scope_fields(cluster, tenant),
         "PoolTypes": None,
     }
