@@ -6,21 +6,18 @@ pool's room) and runs on POST the same service the API view calls (`volumes.serv
 from __future__ import annotations
 
 from django import forms
-from django.db.models import Sum
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from sharestore import errors
 from sharestore.core.console_actions import ActionPage, ConsoleAction, ConsoleActionsMixin
 from sharestore.core.services.waits import latest_operation
 from volumes import selectors
-from volumes.choices import LIVE_STATES, SnapshotStatus
-from volumes.drivers import get_driver
+from volumes.choices import SnapshotStatus
 from volumes.models import Pool, Snapshot, Tenant, Volume
 from volumes.services import clones as clone_services
+from volumes.services import pools as pool_services
 from volumes.services import snapshots as snapshot_services
-from volumes.services.space import pool_reserved
 
 SNAPSHOT_PERMISSION = "volumes.snapshot_volume"
 ROLLBACK_PERMISSION = "volumes.rollback_volume"
@@ -41,30 +38,18 @@ def snapshot_path(snapshot: Snapshot) -> list[Snapshot]:
     return list(reversed(chain))
 
 
-def chain_bytes(snapshot: Snapshot, capacity: int) -> int:
-    """Allocated bytes of the layers a copy of `snapshot` reads, as recorded, at most the capacity."""
-    return min(sum(s.size for s in snapshot_path(snapshot)), capacity)
-
-
 def pool_room(pool: Pool) -> dict:
     """A pool's room for a new volume: the accounting (capacity x overcommit against the live
     volumes' capacities) and the filesystem's free space less the copies in progress (statvfs)."""
-    committed = (
-        Volume.objects.filter(pool=pool, state__in=LIVE_STATES).aggregate(total=Sum("capacity"))["total"] or 0
-    )
-    room = {
+    usage = pool_services.pool_usage(pool)
+    return {
         "pool": pool,
-        "limit": pool.capacity_limit,
-        "committed": committed,
-        "headroom": pool.capacity_limit - committed,
-        "fs_free": None,
-        "reserved": pool_reserved(pool),
+        "limit": usage.limit,
+        "committed": usage.committed,
+        "headroom": usage.limit - usage.committed,
+        "fs_free": usage.fs_free,
+        "reserved": usage.reserved,
     }
-    try:
-        room["fs_free"] = get_driver(pool.driver, pool.path, str(pool.uuid)).space().free
-    except (errors.ServiceError, OSError):
-        pass
-    return room
 
 
 # -- forms ----------------------------------------------------------------------------------------------
@@ -170,14 +155,9 @@ class VolumeAction(ConsoleAction):
         return {"volume": self.subject, "initial": self.request.GET.dict()}
 
     def position(self) -> dict:
-        """Where the head sits (its ancestors, root first) and how many snapshots the volume shows."""
-        volume = self.subject
-        current = volume.current_snapshot
-        return {
-            "volume": volume,
-            "head_path": snapshot_path(current) if current else [],
-            "snapshot_count": volume.snapshots.exclude(status=SnapshotStatus.HIDDEN).count(),
-        }
+        """Where the head sits: the snapshot under it and that one's ancestors, root first."""
+        current = self.subject.current_snapshot
+        return {"head_path": snapshot_path(current) if current else []}
 
     def target_position(self, snapshot: Snapshot) -> dict:
         """Where the head sits, and the chosen snapshot with its ancestors."""
@@ -295,10 +275,12 @@ class CloneAction(VolumeAction):
         pool = self.target_pool(data)
         if linked:
             clone_services.check_linked_placement(source=volume, source_pool=volume.pool, pool=pool)
+        position = self.target_position(snapshot)
+        # A full copy reads the snapshot's layers: their recorded sizes, at most the capacity.
         return {
-            **self.target_position(snapshot),
+            **position,
             "linked": linked,
-            "copy_bytes": 0 if linked else chain_bytes(snapshot, volume.capacity),
+            "copy_bytes": 0 if linked else min(sum(s.size for s in position["target_path"]), volume.capacity),
             "room": pool_room(pool),
             "new_capacity": volume.capacity,
         }
