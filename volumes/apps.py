@@ -28,7 +28,7 @@ class VolumesConfig(AppConfig):
 
         # Placement on storage hosts, and the beats the worker agent runs in every qcluster.
         from sharestore.core import agent
-        from sharestore.core.services.operations import set_placement
+        from sharestore.core.services.placement import set_placement
         from volumes.services import hosts
 
         set_placement(

@@ -402,7 +402,7 @@ class LeaseListFilter(admin.SimpleListFilter):
         return [("expired", pgettext_lazy("operations console", "lease expired"))]
 
     def queryset(self, request, queryset):
-        from sharestore.core.services.leases import expired_lease_q
+        from sharestore.core.services.placement import expired_lease_q
 
         if self.value() == "expired":
             return queryset.filter(expired_lease_q())

@@ -10,7 +10,8 @@ import logging
 
 from sharestore.core.dispatch import handler_for
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import enqueue, operation_run, operations_sweep, runs_here
+from sharestore.core.services.operations import enqueue, operation_run, operations_sweep
+from sharestore.core.services.placement import runs_here
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from sharestore import errors
 from sharestore.core import fencing
 from sharestore.core.choices import OperationState
 from sharestore.core.models import AuditEvent, Operation
-from sharestore.core.services import operations
+from sharestore.core.services import operations, placement
 from sharestore.core.tasks import operation_task
 from tests.helpers import CLUSTER, POOL_BBB, POOL_DISKS, TENANT
 from volumes.choices import EventState, PoolStatus
@@ -224,7 +224,7 @@ def live(host, queue):
 
 def test_without_host_workers_everything_goes_to_the_default_queue(scope, django_capture_on_commit_callbacks):
     volume, operation = create(scope, django_capture_on_commit_callbacks)
-    assert hosts.operation_route(operation) == operations.Route(queue=None)
+    assert hosts.operation_route(operation) == placement.Route(queue=None)
 
 
 def test_an_operation_goes_to_a_live_host_that_mounts_its_pools_or_waits(

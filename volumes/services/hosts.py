@@ -19,7 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from sharestore.core.models import Operation
-from sharestore.core.services.operations import Route
+from sharestore.core.services.placement import Route
 from volumes.models import Host, Pool, PoolMount, Volume
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
 from django.utils import timezone
 
 from sharestore.core.choices import OperationState
@@ -34,11 +33,6 @@ def takeover_margin_seconds() -> float:
     """What the reset-state refusal adds after the sweep: the broker's delivery and the claim."""
     configured = getattr(settings, "SHARESTORE_TAKEOVER_MARGIN_SECONDS", None)
     return float(configured) if configured is not None else sweep_interval_seconds()
-
-
-def expired_lease_q(now: datetime | None = None) -> Q:
-    """Running operations whose lease expired (their worker stopped renewing it)."""
-    return Q(state=OperationState.RUNNING, lease_expires_at__lt=now or timezone.now())
 
 
 def lease_expired(operation, now: datetime | None = None) -> bool:

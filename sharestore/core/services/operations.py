@@ -52,7 +52,6 @@ from sharestore.core.models import Operation
 from sharestore.core.services import placement
 
 # Callers (the volumes app, the task entry) reach the placement through the runner's module.
-from sharestore.core.services.placement import Route, runs_here, set_placement  # noqa: F401
 from sharestore.core.services.space import Reservation
 from sharestore.core.services.state import OperationContext, audit, audit_of
 
@@ -514,7 +513,7 @@ def operations_expired(*, queued: bool = True) -> list[Operation]:
     nobody picked up within a lease."""
     now = timezone.now()
     stale_queue = now - timedelta(seconds=lease_seconds())
-    condition = Q(state=OperationState.RUNNING, lease_expires_at__lt=now)
+    condition = placement.expired_lease_q(now)
     if queued:
         condition |= Q(state=OperationState.QUEUED, created__lt=stale_queue)
     return list(Operation.objects.filter(condition).order_by("created"))

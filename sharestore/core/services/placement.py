@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import F, Q, Value
@@ -54,12 +55,15 @@ def host_wait_seconds() -> float:
     return float(getattr(settings, "SHARESTORE_HOST_WAIT_SECONDS", 600))
 
 
+def expired_lease_q(now: datetime | None = None) -> Q:
+    """Running operations whose lease expired (their worker stopped renewing it)."""
+    return Q(state=OperationState.RUNNING, lease_expires_at__lt=now or timezone.now())
+
+
 def unclaimed() -> Q:
     """Operations no live attempt holds: queued, or running under a lease that expired (its worker
     died, or its host did)."""
-    return Q(state=OperationState.QUEUED) | Q(
-        state=OperationState.RUNNING, lease_expires_at__lt=timezone.now()
-    )
+    return Q(state=OperationState.QUEUED) | expired_lease_q()
 
 
 def runs_here(operation: Operation) -> bool:
