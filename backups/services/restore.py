@@ -59,6 +59,8 @@ def _backup_restore_begin(
     backup_store(point).check_available(point.name)
     pool_driver(pool).check_available()
     shape = VolumeShape.of_backup(backup)
+    # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
+    lineage = {"restored_from_backup_uuid": backup.uuid}
     volume = volume_reserve(
         tenant=tenant,
         cluster=cluster,
@@ -66,8 +68,7 @@ def _backup_restore_begin(
         name=name,
         shape=shape,
         state=EventState.RESTORING,
-        # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
-        restored_from_backup_uuid=backup.uuid,
+        **lineage,
     )
     operation_start(
         volume,
