@@ -59,17 +59,12 @@ def _backup_restore_begin(
     backup_store(point).check_available(point.name)
     pool_driver(pool).check_available()
     shape = VolumeShape.of_backup(backup)
-    # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
-    lineage = {"restored_from_backup_uuid": backup.uuid}
     volume = volume_reserve(
-        tenant=tenant,
-        cluster=cluster,
-        pool=pool,
-        name=name,
-        shape=shape,
-        state=EventState.RESTORING,
-        **lineage,
+        tenant=tenant, cluster=cluster, pool=pool, name=name, shape=shape, state=EventState.RESTORING
     )
+    # Its lineage: the console's volume page links to this backup (volumes cannot import backups).
+    Volume.objects.filter(pk=volume.pk).update(restored_from_backup_uuid=backup.uuid)
+    volume.restored_from_backup_uuid = backup.uuid
     operation_start(
         volume,
         kind=OperationKind.BACKUP_RESTORE,
